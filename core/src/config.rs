@@ -1,0 +1,251 @@
+//! Reps and their sync configuration (SPEC §2): directions, filters, conflict and delete policy.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Event, Kind};
+
+/// Which way a kind of record flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Both,
+    ProviderToCrm,
+    CrmToProvider,
+    Off,
+}
+
+impl Direction {
+    pub fn provider_to_crm(self) -> bool {
+        matches!(self, Direction::Both | Direction::ProviderToCrm)
+    }
+    pub fn crm_to_provider(self) -> bool {
+        matches!(self, Direction::Both | Direction::CrmToProvider)
+    }
+}
+
+/// Who wins when both sides changed since the last sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The CRM record wins as a whole.
+    #[default]
+    CrmWins,
+    /// The provider record wins as a whole.
+    ProviderWins,
+    /// The record modified last wins as a whole (CRM on a tie or unknown time).
+    NewestWins,
+    /// Three-way merge against the last-synced snapshot: each side's changed fields are kept;
+    /// a field changed differently on both sides goes to the CRM.
+    FieldMerge,
+}
+
+/// What a deletion (or a move out of scope) on one side does to the linked record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletePolicy {
+    /// Delete the linked record on the other side.
+    Propagate,
+    /// Keep the other record, drop the link and suppress it until the rep re-adds the item.
+    Unlink,
+}
+
+/// Which CRM contacts belong to a rep (SPEC §2: contacts outside the filter never sync).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "criteria")]
+pub enum ContactFilter {
+    /// Contacts owned by the rep.
+    #[default]
+    Owned,
+    /// Every contact the rep can see.
+    Visible,
+    /// Contacts owned by the rep that meet every criterion.
+    Criteria(Vec<Criterion>),
+}
+
+/// `field op value` on a canonical contact field, e.g. `country = "Germany"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Criterion {
+    pub field: String,
+    pub op: CriterionOp,
+    pub value: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriterionOp {
+    Eq,
+    Ne,
+    StartsWith,
+}
+
+impl Criterion {
+    /// Evaluate against a canonical value (comparison is case-insensitive, as SOQL's is).
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let v = value.unwrap_or("").to_lowercase();
+        let want = self.value.to_lowercase();
+        match self.op {
+            CriterionOp::Eq => v == want,
+            CriterionOp::Ne => v != want,
+            CriterionOp::StartsWith => v.starts_with(&want),
+        }
+    }
+}
+
+/// An extra, pluggable event filter ("events outside any other configured filter").
+/// Boxed in [`EventConfig`]; `dyn-clone` keeps the config `Clone`.
+pub trait EventFilter: dyn_clone::DynClone + fmt::Debug + Send + Sync {
+    /// `Some(reason)` to skip the event; the reason appears in the report's skip counts.
+    fn skip(&self, event: &Event) -> Option<&'static str>;
+}
+dyn_clone::clone_trait_object!(EventFilter);
+
+/// Skip events whose subject contains any of these words (case-insensitive).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubjectExcludes(pub Vec<String>);
+
+impl EventFilter for SubjectExcludes {
+    fn skip(&self, event: &Event) -> Option<&'static str> {
+        let s = event.subject.as_deref().unwrap_or("").to_lowercase();
+        self.0.iter().any(|w| s.contains(&w.to_lowercase())).then_some("outside_filter")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactConfig {
+    pub direction: Direction,
+    pub filter: ContactFilter,
+    pub conflict: ConflictPolicy,
+    pub delete: DeletePolicy,
+    /// Exchange contacts folder name.
+    pub folder: String,
+    /// Google contact group name.
+    pub group: String,
+}
+
+impl Default for ContactConfig {
+    fn default() -> Self {
+        Self {
+            direction: Direction::Both,
+            filter: ContactFilter::Owned,
+            conflict: ConflictPolicy::CrmWins,
+            delete: DeletePolicy::Unlink,
+            folder: "Salesforce_Sync".into(),
+            group: "Salesforce Sync".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventConfig {
+    pub direction: Direction,
+    pub conflict: ConflictPolicy,
+    pub delete: DeletePolicy,
+    pub days_back: i64,
+    pub days_ahead: i64,
+    pub exclude_private: bool,
+    /// Outlook category / Google marker that keeps an event out of the CRM.
+    pub no_sync_marker: String,
+    #[serde(skip)]
+    pub filters: Vec<Box<dyn EventFilter>>,
+}
+
+impl Default for EventConfig {
+    fn default() -> Self {
+        Self {
+            direction: Direction::ProviderToCrm,
+            conflict: ConflictPolicy::CrmWins,
+            delete: DeletePolicy::Propagate,
+            days_back: 30,
+            days_ahead: 365,
+            exclude_private: true,
+            no_sync_marker: "Don't Sync".into(),
+            filters: vec![],
+        }
+    }
+}
+
+/// A rep's whole sync configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    pub contacts: ContactConfig,
+    pub events: EventConfig,
+}
+
+/// The policy the engine applies to one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindPolicy {
+    pub direction: Direction,
+    pub conflict: ConflictPolicy,
+    pub delete: DeletePolicy,
+}
+
+impl SyncConfig {
+    pub fn policy(&self, kind: Kind) -> KindPolicy {
+        match kind {
+            Kind::Contact => KindPolicy {
+                direction: self.contacts.direction,
+                conflict: self.contacts.conflict,
+                delete: self.contacts.delete,
+            },
+            Kind::Event => KindPolicy {
+                direction: self.events.direction,
+                conflict: self.events.conflict,
+                delete: self.events.delete,
+            },
+        }
+    }
+    /// The event window around `now`.
+    pub fn window(&self, now: DateTime<Utc>) -> Window {
+        Window {
+            start: now - Duration::days(self.events.days_back),
+            end: now + Duration::days(self.events.days_ahead),
+        }
+    }
+}
+
+/// A half-open time range `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    /// An event overlaps the window when it starts before the end and ends after the start.
+    pub fn contains(&self, e: &Event) -> bool {
+        e.start.instant() < self.end && e.end.instant() > self.start
+    }
+}
+
+/// How the provider connection was granted (SPEC §3.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionMode {
+    /// Service account / app-level credentials: sync resumes on the next cycle after a reset.
+    #[default]
+    AdminManaged,
+    /// The rep's own OAuth grant: a reset revokes it and the rep must reconnect.
+    UserManaged,
+}
+
+/// A rep: a CRM user whose mailbox is synced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rep {
+    /// Stable id used as the store key and in sync keys (the CRM user id is a good choice).
+    pub id: String,
+    pub name: String,
+    /// The rep's CRM user id (owner of their contacts and events).
+    pub crm_user_id: String,
+    /// Provider name as registered with the engine (`exchange`, `google`, …).
+    pub provider: String,
+    /// The rep's mailbox on the provider (user principal name, e-mail or id).
+    pub mailbox: String,
+    pub connection: ConnectionMode,
+    pub config: SyncConfig,
+}

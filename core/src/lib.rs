@@ -1,0 +1,29 @@
+//! crmsync-core: the domain model, the ports every adapter implements, in-memory reference
+//! implementations of those ports, and the sync engine (cycle, Reset Sync, report).
+//!
+//! Start at [`engine::Engine`]; the ports are in [`port`]; [`memory`] holds the reference
+//! implementations that every adapter is compared with (see the `testkit` feature).
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod memory;
+pub mod model;
+pub mod port;
+pub mod report;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use config::{
+    ConflictPolicy, ConnectionMode, ContactConfig, ContactFilter, Criterion, CriterionOp, DeletePolicy,
+    Direction, EventConfig, EventFilter, Rep, SyncConfig, Window,
+};
+pub use engine::{Engine, ResetOutcome};
+pub use error::{Error, ErrorKind, Result, Retry};
+pub use model::{Canon, Contact, Event, EventTime, Kind, PostalAddress, Record, Side, SyncKey};
+pub use port::{
+    Access, Capabilities, Change, Changes, Collection, Crm, CrmUser, Cursors, Found, Item, ItemError,
+    ItemFailure, Link, LinkBatch, LinkState, MatchKey, NewItem, Provider, RepState, RepStatus, ResetRecord,
+    ResetScope, Skip, Store, Update, MANAGE_SYNC, MANAGE_USERS,
+};
+pub use report::{CycleReport, KindReport, Requests};

@@ -1,0 +1,743 @@
+//! In-memory reference implementations of every port.
+//!
+//! They define the behaviour the adapters are held to (the `testkit` checks pass on them), and
+//! they make engine tests fast and deterministic. A [`MemState`] is one "service": a set of
+//! records with versions, scope tags, a change log for cursors, request counting and fault
+//! injection. A [`MemCollection`] is a view of a state for one scope (a folder, an owner).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::config::{ContactFilter, Criterion, Rep};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Kind, Record, SyncKey, normalize_phone, normalize_text};
+use crate::port::*;
+use crate::report::CycleReport;
+
+/// One stored record of a [`MemState`].
+#[derive(Clone, Debug)]
+pub struct MemRecord {
+    pub id: String,
+    pub version: u64,
+    pub sync_key: Option<SyncKey>,
+    pub modified: DateTime<Utc>,
+    pub record: Record,
+    /// Scope memberships: `folder`, `calendar`, `owner:<user id>`, …
+    pub tags: BTreeSet<String>,
+}
+
+impl MemRecord {
+    fn item(&self) -> Item {
+        Item {
+            id: self.id.clone(),
+            version: format!("v{}", self.version),
+            sync_key: self.sync_key.clone(),
+            modified: Some(self.modified),
+            record: self.record.clone(),
+        }
+    }
+}
+
+/// A stateful in-memory service: records, change log, request counter, faults.
+#[derive(Debug)]
+pub struct MemState {
+    pub prefix: String,
+    pub records: BTreeMap<String, MemRecord>,
+    log: Vec<(u64, String)>,
+    seq: u64,
+    next_id: u64,
+    /// Cursors older than this sequence number are expired.
+    cursor_floor: u64,
+    /// Every request this service received.
+    pub requests: u64,
+    /// Request numbers (1-based, counted in `requests`) that fail with a temporary transport error.
+    pub fail_requests: BTreeSet<u64>,
+    /// Items a full or incremental read returns per page (each page is one request).
+    pub page_size: usize,
+    /// Reject records without a family name, as Salesforce rejects a Contact without LastName.
+    pub require_family_name: bool,
+    /// Writes (created, updated, deleted records) this service applied.
+    pub writes: u64,
+    clock: DateTime<Utc>,
+}
+
+impl MemState {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            records: BTreeMap::new(),
+            log: vec![],
+            seq: 0,
+            next_id: 0,
+            cursor_floor: 0,
+            requests: 0,
+            fail_requests: BTreeSet::new(),
+            page_size: 100,
+            require_family_name: false,
+            writes: 0,
+            clock: DateTime::from_timestamp(1_700_000_000, 0).expect("valid"),
+        }
+    }
+
+    pub fn shared(prefix: &str) -> Arc<Mutex<MemState>> {
+        Arc::new(Mutex::new(Self::new(prefix)))
+    }
+
+    fn touch(&mut self, id: &str) {
+        self.seq += 1;
+        self.log.push((self.seq, id.to_owned()));
+        self.clock += chrono::Duration::seconds(1);
+    }
+
+    /// Seed a record directly (no request counted). Returns its id.
+    pub fn insert(&mut self, record: Record, tags: &[&str], sync_key: Option<SyncKey>) -> String {
+        self.next_id += 1;
+        let id = format!("{}{:06}", self.prefix, self.next_id);
+        self.touch(&id);
+        self.records.insert(
+            id.clone(),
+            MemRecord {
+                id: id.clone(),
+                version: 1,
+                sync_key,
+                modified: self.clock,
+                record,
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+            },
+        );
+        id
+    }
+
+    /// Edit a record directly, as a user of the service would. Returns false if it is missing.
+    pub fn edit(&mut self, id: &str, f: impl FnOnce(&mut Record)) -> bool {
+        if !self.records.contains_key(id) {
+            return false;
+        }
+        self.touch(id);
+        let clock = self.clock;
+        let r = self.records.get_mut(id).expect("checked");
+        f(&mut r.record);
+        r.version += 1;
+        r.modified = clock;
+        true
+    }
+
+    /// Delete a record directly.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let had = self.records.remove(id).is_some();
+        if had {
+            self.touch(id);
+        }
+        had
+    }
+
+    /// Add or remove a scope tag (move into or out of a folder, change owner).
+    pub fn set_tag(&mut self, id: &str, tag: &str, on: bool) -> bool {
+        let Some(r) = self.records.get_mut(id) else { return false };
+        let changed = if on { r.tags.insert(tag.to_owned()) } else { r.tags.remove(tag) };
+        if changed {
+            r.version += 1;
+            self.touch(id);
+        }
+        true
+    }
+
+    /// Make every cursor handed out so far expire.
+    pub fn expire_cursors(&mut self) {
+        self.cursor_floor = self.seq + 1;
+    }
+
+    /// Records whose sync key is `key`.
+    pub fn by_key(&self, key: &SyncKey) -> Vec<&MemRecord> {
+        self.records.values().filter(|r| r.sync_key.as_ref() == Some(key)).collect()
+    }
+
+    fn request(&mut self, counter: &AtomicU64) -> Result<()> {
+        self.requests += 1;
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.fail_requests.contains(&self.requests) {
+            return Err(Error::new(ErrorKind::Transport, format!("injected fault on request {}", self.requests))
+                .temporary(Some(Duration::ZERO)));
+        }
+        Ok(())
+    }
+}
+
+/// Which records of a state a collection sees.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// Records carrying this tag.
+    Tag(String),
+    /// Every record.
+    Any,
+    /// Records carrying the tag whose canonical fields meet every criterion.
+    TagWith(String, Vec<Criterion>),
+}
+
+impl Scope {
+    fn contains(&self, r: &MemRecord) -> bool {
+        match self {
+            Scope::Tag(t) => r.tags.contains(t),
+            Scope::Any => true,
+            Scope::TagWith(t, crit) => {
+                let canon = r.record.canon();
+                r.tags.contains(t) && crit.iter().all(|c| c.matches(canon.get(&c.field)))
+            }
+        }
+    }
+    fn create_tag(&self) -> Option<&str> {
+        match self {
+            Scope::Tag(t) | Scope::TagWith(t, _) => Some(t),
+            Scope::Any => None,
+        }
+    }
+}
+
+/// A view of a [`MemState`]: one folder, calendar or owner scope.
+#[derive(Debug)]
+pub struct MemCollection {
+    pub state: Arc<Mutex<MemState>>,
+    pub scope: Scope,
+    /// Extra tags put on created records (e.g. the owner on CRM records of a `Visible` view).
+    pub create_tags: Vec<String>,
+    pub caps: Capabilities,
+    /// Report records outside the scope as `outside_scope` skips (as Google's connection list does).
+    pub report_out_of_scope: bool,
+    requests: AtomicU64,
+}
+
+impl MemCollection {
+    pub fn new(state: Arc<Mutex<MemState>>, scope: Scope, caps: Capabilities) -> Self {
+        Self { state, scope, create_tags: vec![], caps, report_out_of_scope: false, requests: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        self.state.lock().expect("memory state poisoned")
+    }
+}
+
+fn matches_key(r: &MemRecord, key: &MatchKey) -> bool {
+    match key {
+        MatchKey::SyncKey(k) => r.sync_key.as_ref() == Some(k),
+        MatchKey::Email(e) => r.record.kind() == Kind::Contact && r.record.emails().contains(e),
+        MatchKey::NamePhone { name, phone } => {
+            let Some(c) = r.record.as_contact() else { return false };
+            let full = full_name(&r.record);
+            full.as_deref() == Some(name.as_str())
+                && [&c.phone, &c.mobile].iter().any(|p| p.as_deref().and_then(normalize_phone).as_deref() == Some(phone))
+        }
+        MatchKey::ICalUid(u) => r.record.as_event().and_then(|e| e.ical_uid.as_deref()) == Some(u),
+        MatchKey::SubjectStart { subject, start } => {
+            let c = r.record.canon();
+            c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str()) && c.get("start") == Some(start)
+        }
+    }
+}
+
+/// "given family", normalized and lower-cased, as [`MatchKey::NamePhone`] uses it.
+pub fn full_name(r: &Record) -> Option<String> {
+    let c = r.as_contact()?;
+    let parts: Vec<String> =
+        [&c.given_name, &c.family_name].iter().filter_map(|p| p.as_deref().and_then(normalize_text)).collect();
+    (!parts.is_empty()).then(|| parts.join(" ").to_lowercase())
+}
+
+#[async_trait]
+impl Collection for MemCollection {
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
+        let mut st = self.lock();
+        let mut out = Changes { full: cursor.is_none(), ..Default::default() };
+        match cursor {
+            None => {
+                for r in st.records.values() {
+                    if self.scope.contains(r) {
+                        out.items.push(Change::Upsert(r.item()));
+                    } else if self.report_out_of_scope {
+                        out.skipped.push(Skip { id: r.id.clone(), reason: "outside_scope".into() });
+                    }
+                }
+            }
+            Some(c) => {
+                let since: u64 = c.parse().map_err(|_| Error::new(ErrorKind::CursorExpired, format!("unknown cursor {c:?}")))?;
+                if since < st.cursor_floor {
+                    st.request(&self.requests)?;
+                    return Err(Error::new(ErrorKind::CursorExpired, "cursor expired; read everything again"));
+                }
+                let ids: BTreeSet<&String> = st.log.iter().filter(|(s, _)| *s > since).map(|(_, id)| id).collect();
+                for id in ids {
+                    match st.records.get(id) {
+                        Some(r) if self.scope.contains(r) => out.items.push(Change::Upsert(r.item())),
+                        _ => out.items.push(Change::Removed(id.clone())),
+                    }
+                }
+            }
+        }
+        let pages = out.items.len().div_ceil(st.page_size.max(1)).max(1);
+        for _ in 0..pages {
+            st.request(&self.requests)?;
+        }
+        out.cursor = Some(st.seq.to_string());
+        Ok(out)
+    }
+
+    async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
+        let mut st = self.lock();
+        st.request(&self.requests)?;
+        Ok(ids.iter().filter_map(|id| st.records.get(id)).filter(|r| self.scope.contains(r)).map(MemRecord::item).collect())
+    }
+
+    async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
+        let mut st = self.lock();
+        st.request(&self.requests)?;
+        Ok(st
+            .records
+            .values()
+            .filter(|r| keys.iter().any(|k| matches_key(r, k)))
+            .filter(|r| self.caps.find_beyond_scope || self.scope.contains(r))
+            .map(|r| Found { item: r.item(), in_scope: self.scope.contains(r) })
+            .collect())
+    }
+
+    async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
+        let mut st = self.lock();
+        if items.len() > self.caps.max_batch {
+            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", items.len(), self.caps.max_batch)));
+        }
+        st.request(&self.requests)?;
+        let mut out = vec![];
+        for it in items {
+            if let Some(existing) = st.by_key(&it.sync_key).first() {
+                out.push(Ok(existing.item()));
+                continue;
+            }
+            if let Some(reason) = it.record.invalid_reason() {
+                out.push(Err(Error::invalid_item(reason)));
+                continue;
+            }
+            if st.require_family_name
+                && it.record.as_contact().is_some_and(|c| c.family_name.as_deref().and_then(normalize_text).is_none())
+            {
+                out.push(Err(Error::invalid_item("Required fields are missing: [LastName]")));
+                continue;
+            }
+            let mut tags: Vec<&str> = self.scope.create_tag().into_iter().collect();
+            tags.extend(self.create_tags.iter().map(String::as_str));
+            let id = st.insert(it.record.clone(), &tags, Some(it.sync_key.clone()));
+            st.writes += 1;
+            out.push(Ok(st.records[&id].item()));
+        }
+        Ok(out)
+    }
+
+    async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
+        let mut st = self.lock();
+        if items.len() > self.caps.max_batch {
+            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", items.len(), self.caps.max_batch)));
+        }
+        st.request(&self.requests)?;
+        let mut out = vec![];
+        for u in items {
+            let Some(r) = st.records.get(&u.id).filter(|r| self.scope.contains(r)) else {
+                out.push(Err(Error::not_found(format!("no record {}", u.id))));
+                continue;
+            };
+            if format!("v{}", r.version) != u.version {
+                out.push(Err(Error::new(ErrorKind::PreconditionFailed, format!("{} changed since v{}", u.id, u.version))));
+                continue;
+            }
+            let mut rec = r.record.clone();
+            for f in &u.fields {
+                rec.set_field(f, u.record.field(f));
+            }
+            if let Some(reason) = rec.invalid_reason() {
+                out.push(Err(Error::invalid_item(reason)));
+                continue;
+            }
+            st.edit(&u.id, |r| *r = rec);
+            st.writes += 1;
+            out.push(Ok(st.records[&u.id].item()));
+        }
+        Ok(out)
+    }
+
+    async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
+        let mut st = self.lock();
+        if ids.len() > self.caps.max_batch {
+            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", ids.len(), self.caps.max_batch)));
+        }
+        st.request(&self.requests)?;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                if st.remove(id) {
+                    st.writes += 1;
+                }
+                Ok(())
+            })
+            .collect())
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A mailbox of the in-memory provider: contacts (in scope when tagged `folder`) and events
+/// (tagged `calendar`).
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    pub contacts: Arc<Mutex<MemState>>,
+    pub events: Arc<Mutex<MemState>>,
+}
+
+/// The in-memory provider: mailboxes created on first use.
+#[derive(Debug)]
+pub struct MemProvider {
+    name: String,
+    mailboxes: Mutex<HashMap<String, Mailbox>>,
+    pub max_batch: usize,
+}
+
+impl MemProvider {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_owned(), mailboxes: Mutex::new(HashMap::new()), max_batch: 20 }
+    }
+    /// The mailbox's state (created empty on first use).
+    pub fn mailbox(&self, mailbox: &str) -> Mailbox {
+        let mut m = self.mailboxes.lock().expect("poisoned");
+        m.entry(mailbox.to_owned())
+            .or_insert_with(|| Mailbox { contacts: MemState::shared("pc"), events: MemState::shared("pe") })
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Provider for MemProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn collection(&self, rep: &Rep, kind: Kind, _access: &Access) -> Result<Arc<dyn Collection>> {
+        let mb = self.mailbox(&rep.mailbox);
+        let caps = Capabilities { max_batch: self.max_batch, fields: kind.fields(), incremental: true, find_beyond_scope: false };
+        let coll = match kind {
+            Kind::Contact => {
+                let mut c = MemCollection::new(mb.contacts, Scope::Tag("folder".into()), caps);
+                c.report_out_of_scope = true;
+                c
+            }
+            Kind::Event => MemCollection::new(mb.events, Scope::Tag("calendar".into()), caps),
+        };
+        Ok(Arc::new(coll))
+    }
+}
+
+/// The in-memory CRM: one org-wide contact and event store, users and their permissions.
+#[derive(Debug)]
+pub struct MemCrm {
+    pub contacts: Arc<Mutex<MemState>>,
+    pub events: Arc<Mutex<MemState>>,
+    users: Mutex<Vec<(CrmUser, Vec<String>)>>,
+    pub max_batch: usize,
+    /// Contact fields the CRM stores (default: all).
+    pub contact_fields: &'static [&'static str],
+}
+
+impl Default for MemCrm {
+    fn default() -> Self {
+        let contacts = MemState::shared("003");
+        contacts.lock().expect("fresh").require_family_name = true;
+        Self {
+            contacts,
+            events: MemState::shared("00U"),
+            users: Mutex::new(vec![]),
+            max_batch: 200,
+            contact_fields: Kind::Contact.fields(),
+        }
+    }
+}
+
+impl MemCrm {
+    /// Add a user with permissions; returns the user id.
+    pub fn add_user(&self, name: &str, permissions: &[&str]) -> String {
+        let mut u = self.users.lock().expect("poisoned");
+        let id = format!("005{:06}", u.len() + 1);
+        u.push((
+            CrmUser { id: id.clone(), name: name.to_owned(), email: None },
+            permissions.iter().map(|p| p.to_string()).collect(),
+        ));
+        id
+    }
+    /// The owner tag records of `user_id` carry.
+    pub fn owner_tag(user_id: &str) -> String {
+        format!("owner:{user_id}")
+    }
+}
+
+#[async_trait]
+impl Crm for MemCrm {
+    async fn collection(&self, rep: &Rep, kind: Kind, _access: &Access) -> Result<Arc<dyn Collection>> {
+        let owner = Self::owner_tag(&rep.crm_user_id);
+        let (state, scope, fields) = match kind {
+            Kind::Contact => {
+                let scope = match &rep.config.contacts.filter {
+                    ContactFilter::Owned => Scope::Tag(owner.clone()),
+                    ContactFilter::Visible => Scope::Any,
+                    ContactFilter::Criteria(c) => Scope::TagWith(owner.clone(), c.clone()),
+                };
+                (self.contacts.clone(), scope, self.contact_fields)
+            }
+            Kind::Event => (self.events.clone(), Scope::Tag(owner.clone()), Kind::Event.fields()),
+        };
+        let caps = Capabilities { max_batch: self.max_batch, fields, incremental: true, find_beyond_scope: kind == Kind::Contact };
+        let mut c = MemCollection::new(state, scope, caps);
+        c.create_tags = vec![owner];
+        Ok(Arc::new(c))
+    }
+
+    async fn find_users(&self, name: &str) -> Result<Vec<CrmUser>> {
+        let needle = name.to_lowercase();
+        Ok(self
+            .users
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .filter(|(u, _)| u.name.to_lowercase().contains(&needle))
+            .map(|(u, _)| u.clone())
+            .collect())
+    }
+
+    async fn permissions(&self, user_id: &str) -> Result<Vec<String>> {
+        self.users
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .find(|(u, _)| u.id == user_id)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| Error::not_found(format!("no CRM user {user_id}")))
+    }
+}
+
+#[derive(Debug, Default)]
+struct RepRow {
+    status: RepStatus,
+    grant: Option<SecretString>,
+    due: Option<DateTime<Utc>>,
+    lease: Option<(String, DateTime<Utc>)>,
+}
+
+#[derive(Debug, Default)]
+struct StoreInner {
+    reps: BTreeMap<String, RepRow>,
+    links: BTreeMap<(String, Kind, SyncKey), Link>,
+    cursors: BTreeMap<(String, Kind), Cursors>,
+    errors: BTreeMap<(String, Kind, Side, String), ItemError>,
+    resets: Vec<ResetRecord>,
+    /// Every link key ever upserted per rep, with the number of upserts (tests inspect it).
+    link_writes: u64,
+}
+
+use crate::model::Side;
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    inner: Mutex<StoreInner>,
+}
+
+impl MemStore {
+    fn lock(&self) -> MutexGuard<'_, StoreInner> {
+        self.inner.lock().expect("store poisoned")
+    }
+    /// Link upserts performed so far (for tests).
+    pub fn link_writes(&self) -> u64 {
+        self.lock().link_writes
+    }
+}
+
+fn row<'a>(inner: &'a mut StoreInner, rep: &str) -> &'a mut RepRow {
+    inner.reps.entry(rep.to_owned()).or_insert_with(|| RepRow {
+        status: RepStatus { rep: rep.to_owned(), ..Default::default() },
+        ..Default::default()
+    })
+}
+
+fn check_epoch(inner: &mut StoreInner, rep: &str, epoch: u64) -> Result<()> {
+    let current = row(inner, rep).status.epoch;
+    if current != epoch {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("rep {rep} was reset while this cycle ran (epoch {epoch}, now {current}); nothing written"),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn status(&self, rep: &str) -> Result<RepStatus> {
+        Ok(row(&mut self.lock(), rep).status.clone())
+    }
+
+    async fn statuses(&self) -> Result<Vec<RepStatus>> {
+        Ok(self.lock().reps.values().map(|r| r.status.clone()).collect())
+    }
+
+    async fn set_state(
+        &self,
+        rep: &str,
+        epoch: u64,
+        state: RepState,
+        error: Option<String>,
+        report: Option<&CycleReport>,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        check_epoch(&mut g, rep, epoch)?;
+        let st = &mut row(&mut g, rep).status;
+        st.state = state;
+        st.last_error = error;
+        if let Some(r) = report {
+            st.last_report = Some(r.clone());
+            if r.error.is_none() {
+                st.last_success = r.finished;
+            }
+        }
+        Ok(())
+    }
+
+    async fn links(&self, rep: &str, kind: Kind) -> Result<Vec<Link>> {
+        Ok(self.lock().links.iter().filter(|((r, k, _), _)| r == rep && *k == kind).map(|(_, l)| l.clone()).collect())
+    }
+
+    async fn cursors(&self, rep: &str, kind: Kind) -> Result<Cursors> {
+        Ok(self.lock().cursors.get(&(rep.to_owned(), kind)).cloned().unwrap_or_default())
+    }
+
+    async fn item_errors(&self, rep: &str, kind: Kind) -> Result<Vec<ItemError>> {
+        Ok(self.lock().errors.iter().filter(|((r, k, _, _), _)| r == rep && *k == kind).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn commit(&self, rep: &str, epoch: u64, kind: Kind, batch: &LinkBatch) -> Result<()> {
+        let mut g = self.lock();
+        check_epoch(&mut g, rep, epoch)?;
+        for key in &batch.remove {
+            g.links.remove(&(rep.to_owned(), kind, key.clone()));
+        }
+        for l in &batch.upsert {
+            g.link_writes += 1;
+            g.links.insert((rep.to_owned(), kind, l.key.clone()), l.clone());
+        }
+        for (side, id) in &batch.clear_errors {
+            g.errors.remove(&(rep.to_owned(), kind, *side, id.clone()));
+        }
+        for e in &batch.errors {
+            let k = (rep.to_owned(), kind, e.side, e.id.clone());
+            let merged = match g.errors.get(&k) {
+                Some(old) => ItemError { attempts: old.attempts + 1, first_seen: old.first_seen, ..e.clone() },
+                None => e.clone(),
+            };
+            g.errors.insert(k, merged);
+        }
+        if let Some(c) = &batch.cursors {
+            g.cursors.insert((rep.to_owned(), kind), c.clone());
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, record: &ResetRecord, state: RepState, drop_grant: bool) -> Result<BTreeMap<String, u64>> {
+        let mut g = self.lock();
+        let rep = record.rep.clone();
+        let mut removed = BTreeMap::new();
+        for &kind in record.scope.kinds() {
+            let before = g.links.len();
+            g.links.retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state == LinkState::Linked));
+            removed.insert(kind.as_str().to_owned(), (before - g.links.len()) as u64);
+            g.cursors.remove(&(rep.clone(), kind));
+            g.errors.retain(|(r, k, _, _), _| !(r == &rep && *k == kind));
+        }
+        let mut rec = record.clone();
+        rec.links_removed = removed.clone();
+        g.resets.push(rec.clone());
+        let r = row(&mut g, &rep);
+        r.status.epoch += 1;
+        r.status.state = state;
+        r.status.last_reset = Some(rec);
+        if drop_grant {
+            r.grant = None;
+        }
+        Ok(removed)
+    }
+
+    async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>> {
+        Ok(self.lock().resets.iter().filter(|r| r.rep == rep).cloned().collect())
+    }
+
+    async fn grant(&self, rep: &str) -> Result<Option<SecretString>> {
+        Ok(row(&mut self.lock(), rep).grant.clone())
+    }
+
+    async fn set_grant(&self, rep: &str, grant: Option<&SecretString>) -> Result<()> {
+        row(&mut self.lock(), rep).grant = grant.cloned();
+        Ok(())
+    }
+
+    async fn schedule(&self, rep: &str, due: DateTime<Utc>) -> Result<()> {
+        let mut g = self.lock();
+        let r = row(&mut g, rep);
+        r.due.get_or_insert(due);
+        Ok(())
+    }
+
+    async fn claim_due_reps(&self, worker: &str, n: usize, lease: Duration, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let mut g = self.lock();
+        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
+        let mut out = vec![];
+        for (rep, r) in g.reps.iter_mut() {
+            if out.len() >= n {
+                break;
+            }
+            let due = r.due.is_some_and(|d| d <= now);
+            let free = r.lease.as_ref().is_none_or(|(_, exp)| *exp <= now);
+            if due && free {
+                r.lease = Some((worker.to_owned(), until));
+                out.push(rep.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
+        let mut g = self.lock();
+        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
+        let r = row(&mut g, rep);
+        match &r.lease {
+            Some((w, exp)) if w == worker && *exp > now => {
+                r.lease = Some((worker.to_owned(), until));
+                Ok(())
+            }
+            _ => Err(Error::new(ErrorKind::Conflict, format!("worker {worker} no longer holds rep {rep}"))),
+        }
+    }
+
+    async fn release(&self, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()> {
+        let mut g = self.lock();
+        let r = row(&mut g, rep);
+        match &r.lease {
+            Some((w, _)) if w == worker => {
+                r.lease = None;
+                r.due = Some(next_due);
+                Ok(())
+            }
+            _ => Err(Error::new(ErrorKind::Conflict, format!("worker {worker} does not hold rep {rep}"))),
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The ports: what the engine needs from a mail provider, a CRM and a state store.
+//!
+//! [`Collection`] is the record-level port, one per (side, rep, kind): a Graph contacts folder,
+//! a Google contact group, a primary calendar inside the event window, "the CRM contacts in the
+//! rep's filter". [`Provider`] and [`Crm`] are account-level and hand collections out.
+//! [`Store`] keeps links, cursors, status, item errors, resets and leases.
+//!
+//! Every method is required: decorators (request counting, fault injection, crash simulation)
+//! must forward each one explicitly, and none silently inherits a default.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Rep, Window};
+use crate::error::Result;
+use crate::model::{Canon, Kind, Record, Side, SyncKey};
+use crate::report::CycleReport;
+
+/// One record as a collection holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The service's id (Graph immutable id, People `resourceName`, Salesforce 18-char Id, …).
+    pub id: String,
+    /// Changes on every write: Graph `@odata.etag`, Google `etag`, Salesforce `SystemModstamp`.
+    pub version: String,
+    /// The sync key stamped on the record, if the engine created it.
+    pub sync_key: Option<SyncKey>,
+    /// Last modification time, when the service reports it (used by `newest_wins`).
+    pub modified: Option<DateTime<Utc>>,
+    pub record: Record,
+}
+
+/// One entry of a change feed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// The item exists in scope with this content (new or changed, or every item of a full read).
+    Upsert(Item),
+    /// The item was deleted or left the collection's scope (moved out of the folder or group,
+    /// out of the owner filter). Events that merely left the date window should be delivered
+    /// as `Upsert` when the service can tell; the engine drops their links without deleting.
+    Removed(String),
+}
+
+/// An item a read saw but leaves out, with the reason reported to the admin
+/// (`outside_scope`, `category_not_folder`, …).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skip {
+    pub id: String,
+    pub reason: String,
+}
+
+/// A per-item failure: the item is skipped this cycle, recorded, and retried by id next cycle.
+#[derive(Clone, Debug)]
+pub struct ItemFailure {
+    pub id: String,
+    pub error: crate::Error,
+}
+
+/// What one read returned.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// Whether this was a full read (every in-scope item is in `items`) or incremental.
+    pub full: bool,
+    pub items: Vec<Change>,
+    pub skipped: Vec<Skip>,
+    /// Items that could not be read or parsed (unparsable dates, missing fields, …).
+    pub failures: Vec<ItemFailure>,
+    /// The cursor to pass next time. Opaque to the engine.
+    pub cursor: Option<String>,
+}
+
+/// A key to look a record up by before creating a duplicate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "by", content = "value")]
+pub enum MatchKey {
+    SyncKey(SyncKey),
+    /// Normalized (lower-case) e-mail address.
+    Email(String),
+    /// Normalized full name ("given family", lower-case) and normalized phone digits.
+    NamePhone { name: String, phone: String },
+    ICalUid(String),
+    /// Normalized subject and the start instant in RFC 3339 UTC.
+    SubjectStart { subject: String, start: String },
+}
+
+/// A record found by [`Collection::find`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub item: Item,
+    /// False when the record exists but is outside this collection's scope (e.g. a CRM contact
+    /// owned by somebody else): the engine then skips the other side's item as `outside_filter`
+    /// instead of creating a duplicate.
+    pub in_scope: bool,
+}
+
+/// A record to create, with the sync key to stamp on it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewItem {
+    pub sync_key: SyncKey,
+    pub record: Record,
+}
+
+/// A conditional update of some canonical fields of an existing record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    pub id: String,
+    /// The version the change is based on; a newer version on the service → `PreconditionFailed`.
+    pub version: String,
+    /// Only these canonical fields are written; all others stay as they are.
+    pub fields: Vec<String>,
+    pub record: Record,
+}
+
+/// What a collection can do, as plain data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Largest batch `create_many` / `update_many` / `delete_many` sends in one request.
+    pub max_batch: usize,
+    /// The canonical fields this side stores. The engine compares and writes only the fields
+    /// both sides of a link store.
+    pub fields: &'static [&'static str],
+    /// Whether `changes(Some(cursor))` reads incrementally (otherwise every read is full).
+    pub incremental: bool,
+    /// Whether `find` can see records outside the collection's scope (then the engine asks it
+    /// even after a full read, to avoid duplicating a record that exists out of scope).
+    pub find_beyond_scope: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self { max_batch: 100, fields: &[], incremental: true, find_beyond_scope: false }
+    }
+}
+
+/// One collection of records on one side, for one rep and kind. All methods are batched and
+/// report per item; an `Err` of the whole call means nothing in it is known to have happened.
+#[async_trait]
+pub trait Collection: Send + Sync + std::fmt::Debug {
+    fn capabilities(&self) -> Capabilities;
+
+    /// Full read when `cursor` is `None`; incremental otherwise. An expired cursor is
+    /// `ErrorKind::CursorExpired`, after which the engine calls again with `None`.
+    async fn changes(&self, cursor: Option<&str>) -> Result<Changes>;
+
+    /// The current state of these items; a missing one is absent from the result.
+    async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>>;
+
+    /// Every record matching any of the keys (the engine pairs them up itself).
+    async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>>;
+
+    /// Create records (stamping each sync key) in scope; one result per input, in order.
+    /// Creating a record whose sync key already exists must not make a second one.
+    async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>>;
+
+    /// Conditional updates; one result per input, in order.
+    async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>>;
+
+    /// Delete records; one result per input, in order. Deleting a missing record succeeds.
+    async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>>;
+
+    /// HTTP requests (or equivalent round trips) made through this handle so far, including
+    /// the ones made while it was handed out (folder lookup, token refresh).
+    fn requests(&self) -> u64;
+}
+
+/// What the engine hands an account-level port when asking for a collection.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// The event window (for `Kind::Event`).
+    pub window: Window,
+    /// The rep's own grant (refresh token) for user-managed connections.
+    pub grant: Option<SecretString>,
+}
+
+/// A mail/calendar provider (Exchange via Graph, Google, …).
+#[async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// The name reps refer to in `Rep::provider` (`exchange`, `google`).
+    fn name(&self) -> &str;
+    /// The rep's contacts folder/group (created on demand) or primary calendar.
+    async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>>;
+}
+
+/// A CRM user, as user search returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmUser {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+}
+
+/// The permission names Reset Sync needs (SPEC §3).
+pub const MANAGE_USERS: &str = "Manage Users";
+pub const MANAGE_SYNC: &str = "Manage Sync";
+
+/// The CRM (Salesforce, …).
+#[async_trait]
+pub trait Crm: Send + Sync + std::fmt::Debug {
+    /// The rep's contacts (scoped by the rep's contact filter) or events (owned by the rep).
+    async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>>;
+    /// Users whose name contains `name`, case-insensitively.
+    async fn find_users(&self, name: &str) -> Result<Vec<CrmUser>>;
+    /// The permission names the user holds (e.g. [`MANAGE_USERS`], [`MANAGE_SYNC`]).
+    async fn permissions(&self, user_id: &str) -> Result<Vec<String>>;
+}
+
+/// Whether a link connects two records or remembers one the rep took out of sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Linked,
+    /// Dropped by the delete policy `unlink` (or filtered out after linking): neither record is
+    /// copied again until the rep re-adds the provider item. Survives Reset Sync, which removes
+    /// connections, not the rep's decisions.
+    Suppressed,
+}
+
+/// "provider item X ⇔ CRM record Y" and what was last synced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub kind: Kind,
+    /// Unique per rep and kind; the key stamped on the created record, or derived from the
+    /// provider id for links made by matching.
+    pub key: SyncKey,
+    pub provider_id: String,
+    pub crm_id: String,
+    pub provider_version: String,
+    pub crm_version: String,
+    /// Hash of `snapshot`.
+    pub hash: String,
+    /// The canonical fields at the last sync (base of three-way merges), restricted to the
+    /// fields both sides store.
+    pub snapshot: Canon,
+    pub state: LinkState,
+}
+
+/// Both cursors of one rep and kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursors {
+    pub provider: Option<String>,
+    pub crm: Option<String>,
+}
+
+/// A recorded per-item error (SPEC §5), retried by id next cycle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemError {
+    pub kind: Kind,
+    /// The side whose item failed (the source of a failed write).
+    pub side: Side,
+    pub id: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// One atomic store write: a batch's link changes and item errors, and optionally the cursor
+/// advance that closes a collection.
+#[derive(Clone, Debug, Default)]
+pub struct LinkBatch {
+    pub upsert: Vec<Link>,
+    /// Keys of links to remove.
+    pub remove: Vec<SyncKey>,
+    /// Errors to record (attempts counted up by the store when already present).
+    pub errors: Vec<ItemError>,
+    /// Errors to clear: (side, id).
+    pub clear_errors: Vec<(Side, String)>,
+    /// When set, replaces the cursors of the kind.
+    pub cursors: Option<Cursors>,
+}
+
+impl LinkBatch {
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty()
+            && self.remove.is_empty()
+            && self.errors.is_empty()
+            && self.clear_errors.is_empty()
+            && self.cursors.is_none()
+    }
+}
+
+/// A rep's state (SPEC §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepState {
+    #[default]
+    Ok,
+    Syncing,
+    Error,
+    ResetPending,
+    NeedsReconnect,
+    Disabled,
+}
+
+impl RepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepState::Ok => "ok",
+            RepState::Syncing => "syncing",
+            RepState::Error => "error",
+            RepState::ResetPending => "reset_pending",
+            RepState::NeedsReconnect => "needs_reconnect",
+            RepState::Disabled => "disabled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RepState> {
+        [Self::Ok, Self::Syncing, Self::Error, Self::ResetPending, Self::NeedsReconnect, Self::Disabled]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// What Reset Sync clears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetScope {
+    Contacts,
+    Events,
+    All,
+}
+
+impl ResetScope {
+    pub fn kinds(self) -> &'static [Kind] {
+        match self {
+            ResetScope::Contacts => &[Kind::Contact],
+            ResetScope::Events => &[Kind::Event],
+            ResetScope::All => &Kind::ALL,
+        }
+    }
+}
+
+/// The audit record of one reset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetRecord {
+    pub rep: String,
+    pub admin_id: String,
+    pub admin_name: String,
+    pub scope: ResetScope,
+    pub at: DateTime<Utc>,
+    /// Links removed by the reset, per kind name.
+    pub links_removed: BTreeMap<String, u64>,
+}
+
+/// Per-rep status as the store keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepStatus {
+    pub rep: String,
+    pub state: RepState,
+    /// Bumped by every reset; link writes carrying an older epoch are refused.
+    pub epoch: u64,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_report: Option<CycleReport>,
+    pub last_reset: Option<ResetRecord>,
+    pub last_error: Option<String>,
+}
+
+/// The state store. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The rep's status, creating a fresh `ok` row (epoch 0) the first time.
+    async fn status(&self, rep: &str) -> Result<RepStatus>;
+    /// Every rep the store knows.
+    async fn statuses(&self) -> Result<Vec<RepStatus>>;
+    /// Set state and last error; with `report`, also record the run (and last success when the
+    /// report has no error). Refused with `Conflict` when `epoch` is stale.
+    async fn set_state(
+        &self,
+        rep: &str,
+        epoch: u64,
+        state: RepState,
+        error: Option<String>,
+        report: Option<&CycleReport>,
+    ) -> Result<()>;
+
+    async fn links(&self, rep: &str, kind: Kind) -> Result<Vec<Link>>;
+    async fn cursors(&self, rep: &str, kind: Kind) -> Result<Cursors>;
+    async fn item_errors(&self, rep: &str, kind: Kind) -> Result<Vec<ItemError>>;
+    /// Apply a batch atomically; refused with `ErrorKind::Conflict` (nothing written) when
+    /// `epoch` is not the rep's current epoch (a reset happened since the cycle began).
+    async fn commit(&self, rep: &str, epoch: u64, kind: Kind, batch: &LinkBatch) -> Result<()>;
+
+    /// Reset Sync in one transaction: delete the rep's `Linked` links, cursors and item errors
+    /// of the scope's kinds (suppressions stay), bump the epoch, store `record` as last reset,
+    /// set `state`, and drop the stored grant when `drop_grant`. Returns links removed per kind.
+    async fn reset(
+        &self,
+        record: &ResetRecord,
+        state: RepState,
+        drop_grant: bool,
+    ) -> Result<BTreeMap<String, u64>>;
+    /// Every reset ever recorded for the rep, oldest first.
+    async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>>;
+
+    /// The rep's stored OAuth grant (user-managed connections).
+    async fn grant(&self, rep: &str) -> Result<Option<SecretString>>;
+    async fn set_grant(&self, rep: &str, grant: Option<&SecretString>) -> Result<()>;
+
+    /// Make a rep known to the scheduler, due at `due` (keeps an existing schedule).
+    async fn schedule(&self, rep: &str, due: DateTime<Utc>) -> Result<()>;
+    /// Hand up to `n` due, unleased (or lease-expired) reps to `worker` for `lease`; each rep goes
+    /// to exactly one worker at a time.
+    async fn claim_due_reps(
+        &self,
+        worker: &str,
+        n: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>>;
+    /// Extend a lease the worker still holds; `Conflict` when it lost it.
+    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()>;
+    /// Give a rep back, due again at `next_due`; `Conflict` when the worker no longer holds it.
+    async fn release(&self, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()>;
+}
+
+/// Compile-time proof that every port is object-safe.
+#[allow(dead_code)]
+fn _object_safe(_: Box<dyn Collection>, _: Box<dyn Provider>, _: Box<dyn Crm>, _: Box<dyn Store>) {}

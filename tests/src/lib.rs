@@ -1,0 +1,1 @@
+//! End-to-end scenarios across adapters and fakes.
