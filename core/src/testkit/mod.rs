@@ -4,6 +4,8 @@
 //! too. Each check is a plain `pub async fn` that panics with a message naming the broken rule,
 //! so an adapter can also call them one by one from its own `#[tokio::test]`s.
 
+pub mod store;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
