@@ -109,7 +109,10 @@ pub struct SubjectExcludes(pub Vec<String>);
 impl EventFilter for SubjectExcludes {
     fn skip(&self, event: &Event) -> Option<&'static str> {
         let s = event.subject.as_deref().unwrap_or("").to_lowercase();
-        self.0.iter().any(|w| s.contains(&w.to_lowercase())).then_some("outside_filter")
+        self.0
+            .iter()
+            .any(|w| s.contains(&w.to_lowercase()))
+            .then_some("outside_filter")
     }
 }
 

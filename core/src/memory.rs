@@ -139,8 +139,14 @@ impl MemState {
 
     /// Add or remove a scope tag (move into or out of a folder, change owner).
     pub fn set_tag(&mut self, id: &str, tag: &str, on: bool) -> bool {
-        let Some(r) = self.records.get_mut(id) else { return false };
-        let changed = if on { r.tags.insert(tag.to_owned()) } else { r.tags.remove(tag) };
+        let Some(r) = self.records.get_mut(id) else {
+            return false;
+        };
+        let changed = if on {
+            r.tags.insert(tag.to_owned())
+        } else {
+            r.tags.remove(tag)
+        };
         if changed {
             r.version += 1;
             self.touch(id);
@@ -155,15 +161,21 @@ impl MemState {
 
     /// Records whose sync key is `key`.
     pub fn by_key(&self, key: &SyncKey) -> Vec<&MemRecord> {
-        self.records.values().filter(|r| r.sync_key.as_ref() == Some(key)).collect()
+        self.records
+            .values()
+            .filter(|r| r.sync_key.as_ref() == Some(key))
+            .collect()
     }
 
     fn request(&mut self, counter: &AtomicU64) -> Result<()> {
         self.requests += 1;
         counter.fetch_add(1, Ordering::Relaxed);
         if self.fail_requests.contains(&self.requests) {
-            return Err(Error::new(ErrorKind::Transport, format!("injected fault on request {}", self.requests))
-                .temporary(Some(Duration::ZERO)));
+            return Err(Error::new(
+                ErrorKind::Transport,
+                format!("injected fault on request {}", self.requests),
+            )
+            .temporary(Some(Duration::ZERO)));
         }
         Ok(())
     }
@@ -214,7 +226,14 @@ pub struct MemCollection {
 
 impl MemCollection {
     pub fn new(state: Arc<Mutex<MemState>>, scope: Scope, caps: Capabilities) -> Self {
-        Self { state, scope, create_tags: vec![], caps, report_out_of_scope: false, requests: AtomicU64::new(0) }
+        Self {
+            state,
+            scope,
+            create_tags: vec![],
+            caps,
+            report_out_of_scope: false,
+            requests: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, MemState> {
@@ -227,15 +246,20 @@ fn matches_key(r: &MemRecord, key: &MatchKey) -> bool {
         MatchKey::SyncKey(k) => r.sync_key.as_ref() == Some(k),
         MatchKey::Email(e) => r.record.kind() == Kind::Contact && r.record.emails().contains(e),
         MatchKey::NamePhone { name, phone } => {
-            let Some(c) = r.record.as_contact() else { return false };
+            let Some(c) = r.record.as_contact() else {
+                return false;
+            };
             let full = full_name(&r.record);
             full.as_deref() == Some(name.as_str())
-                && [&c.phone, &c.mobile].iter().any(|p| p.as_deref().and_then(normalize_phone).as_deref() == Some(phone))
+                && [&c.phone, &c.mobile]
+                    .iter()
+                    .any(|p| p.as_deref().and_then(normalize_phone).as_deref() == Some(phone))
         }
         MatchKey::ICalUid(u) => r.record.as_event().and_then(|e| e.ical_uid.as_deref()) == Some(u),
         MatchKey::SubjectStart { subject, start } => {
             let c = r.record.canon();
-            c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str()) && c.get("start") == Some(start)
+            c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str())
+                && c.get("start") == Some(start)
         }
     }
 }
@@ -243,8 +267,10 @@ fn matches_key(r: &MemRecord, key: &MatchKey) -> bool {
 /// "given family", normalized and lower-cased, as [`MatchKey::NamePhone`] uses it.
 pub fn full_name(r: &Record) -> Option<String> {
     let c = r.as_contact()?;
-    let parts: Vec<String> =
-        [&c.given_name, &c.family_name].iter().filter_map(|p| p.as_deref().and_then(normalize_text)).collect();
+    let parts: Vec<String> = [&c.given_name, &c.family_name]
+        .iter()
+        .filter_map(|p| p.as_deref().and_then(normalize_text))
+        .collect();
     (!parts.is_empty()).then(|| parts.join(" ").to_lowercase())
 }
 
@@ -256,27 +282,45 @@ impl Collection for MemCollection {
 
     async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
         let mut st = self.lock();
-        let mut out = Changes { full: cursor.is_none(), ..Default::default() };
+        let mut out = Changes {
+            full: cursor.is_none(),
+            ..Default::default()
+        };
         match cursor {
             None => {
                 for r in st.records.values() {
                     if self.scope.contains(r) {
                         out.items.push(Change::Upsert(r.item()));
                     } else if self.report_out_of_scope {
-                        out.skipped.push(Skip { id: r.id.clone(), reason: "outside_scope".into() });
+                        out.skipped.push(Skip {
+                            id: r.id.clone(),
+                            reason: "outside_scope".into(),
+                        });
                     }
                 }
             }
             Some(c) => {
-                let since: u64 = c.parse().map_err(|_| Error::new(ErrorKind::CursorExpired, format!("unknown cursor {c:?}")))?;
+                let since: u64 = c.parse().map_err(|_| {
+                    Error::new(ErrorKind::CursorExpired, format!("unknown cursor {c:?}"))
+                })?;
                 if since < st.cursor_floor {
                     st.request(&self.requests)?;
-                    return Err(Error::new(ErrorKind::CursorExpired, "cursor expired; read everything again"));
+                    return Err(Error::new(
+                        ErrorKind::CursorExpired,
+                        "cursor expired; read everything again",
+                    ));
                 }
-                let ids: BTreeSet<&String> = st.log.iter().filter(|(s, _)| *s > since).map(|(_, id)| id).collect();
+                let ids: BTreeSet<&String> = st
+                    .log
+                    .iter()
+                    .filter(|(s, _)| *s > since)
+                    .map(|(_, id)| id)
+                    .collect();
                 for id in ids {
                     match st.records.get(id) {
-                        Some(r) if self.scope.contains(r) => out.items.push(Change::Upsert(r.item())),
+                        Some(r) if self.scope.contains(r) => {
+                            out.items.push(Change::Upsert(r.item()))
+                        }
                         _ => out.items.push(Change::Removed(id.clone())),
                     }
                 }
@@ -293,7 +337,12 @@ impl Collection for MemCollection {
     async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
         let mut st = self.lock();
         st.request(&self.requests)?;
-        Ok(ids.iter().filter_map(|id| st.records.get(id)).filter(|r| self.scope.contains(r)).map(MemRecord::item).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|id| st.records.get(id))
+            .filter(|r| self.scope.contains(r))
+            .map(MemRecord::item)
+            .collect())
     }
 
     async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
@@ -304,14 +353,21 @@ impl Collection for MemCollection {
             .values()
             .filter(|r| keys.iter().any(|k| matches_key(r, k)))
             .filter(|r| self.caps.find_beyond_scope || self.scope.contains(r))
-            .map(|r| Found { item: r.item(), in_scope: self.scope.contains(r) })
+            .map(|r| Found {
+                item: r.item(),
+                in_scope: self.scope.contains(r),
+            })
             .collect())
     }
 
     async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
         let mut st = self.lock();
         if items.len() > self.caps.max_batch {
-            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", items.len(), self.caps.max_batch)));
+            return Err(Error::unexpected(format!(
+                "batch of {} exceeds the limit {}",
+                items.len(),
+                self.caps.max_batch
+            )));
         }
         st.request(&self.requests)?;
         let mut out = vec![];
@@ -325,9 +381,14 @@ impl Collection for MemCollection {
                 continue;
             }
             if st.require_family_name
-                && it.record.as_contact().is_some_and(|c| c.family_name.as_deref().and_then(normalize_text).is_none())
+                && it
+                    .record
+                    .as_contact()
+                    .is_some_and(|c| c.family_name.as_deref().and_then(normalize_text).is_none())
             {
-                out.push(Err(Error::invalid_item("Required fields are missing: [LastName]")));
+                out.push(Err(Error::invalid_item(
+                    "Required fields are missing: [LastName]",
+                )));
                 continue;
             }
             let mut tags: Vec<&str> = self.scope.create_tag().into_iter().collect();
@@ -342,7 +403,11 @@ impl Collection for MemCollection {
     async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
         let mut st = self.lock();
         if items.len() > self.caps.max_batch {
-            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", items.len(), self.caps.max_batch)));
+            return Err(Error::unexpected(format!(
+                "batch of {} exceeds the limit {}",
+                items.len(),
+                self.caps.max_batch
+            )));
         }
         st.request(&self.requests)?;
         let mut out = vec![];
@@ -352,7 +417,10 @@ impl Collection for MemCollection {
                 continue;
             };
             if format!("v{}", r.version) != u.version {
-                out.push(Err(Error::new(ErrorKind::PreconditionFailed, format!("{} changed since v{}", u.id, u.version))));
+                out.push(Err(Error::new(
+                    ErrorKind::PreconditionFailed,
+                    format!("{} changed since v{}", u.id, u.version),
+                )));
                 continue;
             }
             let mut rec = r.record.clone();
@@ -373,7 +441,11 @@ impl Collection for MemCollection {
     async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
         let mut st = self.lock();
         if ids.len() > self.caps.max_batch {
-            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", ids.len(), self.caps.max_batch)));
+            return Err(Error::unexpected(format!(
+                "batch of {} exceeds the limit {}",
+                ids.len(),
+                self.caps.max_batch
+            )));
         }
         st.request(&self.requests)?;
         Ok(ids
@@ -410,13 +482,20 @@ pub struct MemProvider {
 
 impl MemProvider {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_owned(), mailboxes: Mutex::new(HashMap::new()), max_batch: 20 }
+        Self {
+            name: name.to_owned(),
+            mailboxes: Mutex::new(HashMap::new()),
+            max_batch: 20,
+        }
     }
     /// The mailbox's state (created empty on first use).
     pub fn mailbox(&self, mailbox: &str) -> Mailbox {
         let mut m = self.mailboxes.lock().expect("poisoned");
         m.entry(mailbox.to_owned())
-            .or_insert_with(|| Mailbox { contacts: MemState::shared("pc"), events: MemState::shared("pe") })
+            .or_insert_with(|| Mailbox {
+                contacts: MemState::shared("pc"),
+                events: MemState::shared("pe"),
+            })
             .clone()
     }
 }
@@ -426,9 +505,19 @@ impl Provider for MemProvider {
     fn name(&self) -> &str {
         &self.name
     }
-    async fn collection(&self, rep: &Rep, kind: Kind, _access: &Access) -> Result<Arc<dyn Collection>> {
+    async fn collection(
+        &self,
+        rep: &Rep,
+        kind: Kind,
+        _access: &Access,
+    ) -> Result<Arc<dyn Collection>> {
         let mb = self.mailbox(&rep.mailbox);
-        let caps = Capabilities { max_batch: self.max_batch, fields: kind.fields(), incremental: true, find_beyond_scope: false };
+        let caps = Capabilities {
+            max_batch: self.max_batch,
+            fields: kind.fields(),
+            incremental: true,
+            find_beyond_scope: false,
+        };
         let coll = match kind {
             Kind::Contact => {
                 let mut c = MemCollection::new(mb.contacts, Scope::Tag("folder".into()), caps);
@@ -472,7 +561,11 @@ impl MemCrm {
         let mut u = self.users.lock().expect("poisoned");
         let id = format!("005{:06}", u.len() + 1);
         u.push((
-            CrmUser { id: id.clone(), name: name.to_owned(), email: None },
+            CrmUser {
+                id: id.clone(),
+                name: name.to_owned(),
+                email: None,
+            },
             permissions.iter().map(|p| p.to_string()).collect(),
         ));
         id
@@ -485,7 +578,12 @@ impl MemCrm {
 
 #[async_trait]
 impl Crm for MemCrm {
-    async fn collection(&self, rep: &Rep, kind: Kind, _access: &Access) -> Result<Arc<dyn Collection>> {
+    async fn collection(
+        &self,
+        rep: &Rep,
+        kind: Kind,
+        _access: &Access,
+    ) -> Result<Arc<dyn Collection>> {
         let owner = Self::owner_tag(&rep.crm_user_id);
         let (state, scope, fields) = match kind {
             Kind::Contact => {
@@ -496,9 +594,18 @@ impl Crm for MemCrm {
                 };
                 (self.contacts.clone(), scope, self.contact_fields)
             }
-            Kind::Event => (self.events.clone(), Scope::Tag(owner.clone()), Kind::Event.fields()),
+            Kind::Event => (
+                self.events.clone(),
+                Scope::Tag(owner.clone()),
+                Kind::Event.fields(),
+            ),
         };
-        let caps = Capabilities { max_batch: self.max_batch, fields, incremental: true, find_beyond_scope: kind == Kind::Contact };
+        let caps = Capabilities {
+            max_batch: self.max_batch,
+            fields,
+            incremental: true,
+            find_beyond_scope: kind == Kind::Contact,
+        };
         let mut c = MemCollection::new(state, scope, caps);
         c.create_tags = vec![owner];
         Ok(Arc::new(c))
@@ -566,7 +673,10 @@ impl MemStore {
 
 fn row<'a>(inner: &'a mut StoreInner, rep: &str) -> &'a mut RepRow {
     inner.reps.entry(rep.to_owned()).or_insert_with(|| RepRow {
-        status: RepStatus { rep: rep.to_owned(), ..Default::default() },
+        status: RepStatus {
+            rep: rep.to_owned(),
+            ..Default::default()
+        },
         ..Default::default()
     })
 }
@@ -576,7 +686,9 @@ fn check_epoch(inner: &mut StoreInner, rep: &str, epoch: u64) -> Result<()> {
     if current != epoch {
         return Err(Error::new(
             ErrorKind::Conflict,
-            format!("rep {rep} was reset while this cycle ran (epoch {epoch}, now {current}); nothing written"),
+            format!(
+                "rep {rep} was reset while this cycle ran (epoch {epoch}, now {current}); nothing written"
+            ),
         ));
     }
     Ok(())
@@ -589,7 +701,12 @@ impl Store for MemStore {
     }
 
     async fn statuses(&self) -> Result<Vec<RepStatus>> {
-        Ok(self.lock().reps.values().map(|r| r.status.clone()).collect())
+        Ok(self
+            .lock()
+            .reps
+            .values()
+            .map(|r| r.status.clone())
+            .collect())
     }
 
     async fn set_state(
@@ -615,15 +732,32 @@ impl Store for MemStore {
     }
 
     async fn links(&self, rep: &str, kind: Kind) -> Result<Vec<Link>> {
-        Ok(self.lock().links.iter().filter(|((r, k, _), _)| r == rep && *k == kind).map(|(_, l)| l.clone()).collect())
+        Ok(self
+            .lock()
+            .links
+            .iter()
+            .filter(|((r, k, _), _)| r == rep && *k == kind)
+            .map(|(_, l)| l.clone())
+            .collect())
     }
 
     async fn cursors(&self, rep: &str, kind: Kind) -> Result<Cursors> {
-        Ok(self.lock().cursors.get(&(rep.to_owned(), kind)).cloned().unwrap_or_default())
+        Ok(self
+            .lock()
+            .cursors
+            .get(&(rep.to_owned(), kind))
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn item_errors(&self, rep: &str, kind: Kind) -> Result<Vec<ItemError>> {
-        Ok(self.lock().errors.iter().filter(|((r, k, _, _), _)| r == rep && *k == kind).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .lock()
+            .errors
+            .iter()
+            .filter(|((r, k, _, _), _)| r == rep && *k == kind)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     async fn commit(&self, rep: &str, epoch: u64, kind: Kind, batch: &LinkBatch) -> Result<()> {
@@ -634,7 +768,8 @@ impl Store for MemStore {
         }
         for l in &batch.upsert {
             g.link_writes += 1;
-            g.links.insert((rep.to_owned(), kind, l.key.clone()), l.clone());
+            g.links
+                .insert((rep.to_owned(), kind, l.key.clone()), l.clone());
         }
         for (side, id) in &batch.clear_errors {
             g.errors.remove(&(rep.to_owned(), kind, *side, id.clone()));
@@ -642,7 +777,11 @@ impl Store for MemStore {
         for e in &batch.errors {
             let k = (rep.to_owned(), kind, e.side, e.id.clone());
             let merged = match g.errors.get(&k) {
-                Some(old) => ItemError { attempts: old.attempts + 1, first_seen: old.first_seen, ..e.clone() },
+                Some(old) => ItemError {
+                    attempts: old.attempts + 1,
+                    first_seen: old.first_seen,
+                    ..e.clone()
+                },
                 None => e.clone(),
             };
             g.errors.insert(k, merged);
@@ -653,16 +792,23 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn reset(&self, record: &ResetRecord, state: RepState, drop_grant: bool) -> Result<BTreeMap<String, u64>> {
+    async fn reset(
+        &self,
+        record: &ResetRecord,
+        state: RepState,
+        drop_grant: bool,
+    ) -> Result<BTreeMap<String, u64>> {
         let mut g = self.lock();
         let rep = record.rep.clone();
         let mut removed = BTreeMap::new();
         for &kind in record.scope.kinds() {
             let before = g.links.len();
-            g.links.retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state == LinkState::Linked));
+            g.links
+                .retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state == LinkState::Linked));
             removed.insert(kind.as_str().to_owned(), (before - g.links.len()) as u64);
             g.cursors.remove(&(rep.clone(), kind));
-            g.errors.retain(|(r, k, _, _), _| !(r == &rep && *k == kind));
+            g.errors
+                .retain(|(r, k, _, _), _| !(r == &rep && *k == kind));
         }
         let mut rec = record.clone();
         rec.links_removed = removed.clone();
@@ -678,7 +824,13 @@ impl Store for MemStore {
     }
 
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>> {
-        Ok(self.lock().resets.iter().filter(|r| r.rep == rep).cloned().collect())
+        Ok(self
+            .lock()
+            .resets
+            .iter()
+            .filter(|r| r.rep == rep)
+            .cloned()
+            .collect())
     }
 
     async fn grant(&self, rep: &str) -> Result<Option<SecretString>> {
@@ -697,9 +849,17 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn claim_due_reps(&self, worker: &str, n: usize, lease: Duration, now: DateTime<Utc>) -> Result<Vec<String>> {
+    async fn claim_due_reps(
+        &self,
+        worker: &str,
+        n: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
         let mut g = self.lock();
-        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
+        let until = now
+            + chrono::Duration::from_std(lease)
+                .map_err(|e| Error::invalid_config(e.to_string()))?;
         let mut out = vec![];
         for (rep, r) in g.reps.iter_mut() {
             if out.len() >= n {
@@ -715,16 +875,27 @@ impl Store for MemStore {
         Ok(out)
     }
 
-    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
+    async fn renew_lease(
+        &self,
+        worker: &str,
+        rep: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut g = self.lock();
-        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
+        let until = now
+            + chrono::Duration::from_std(lease)
+                .map_err(|e| Error::invalid_config(e.to_string()))?;
         let r = row(&mut g, rep);
         match &r.lease {
             Some((w, exp)) if w == worker && *exp > now => {
                 r.lease = Some((worker.to_owned(), until));
                 Ok(())
             }
-            _ => Err(Error::new(ErrorKind::Conflict, format!("worker {worker} no longer holds rep {rep}"))),
+            _ => Err(Error::new(
+                ErrorKind::Conflict,
+                format!("worker {worker} no longer holds rep {rep}"),
+            )),
         }
     }
 
@@ -737,7 +908,10 @@ impl Store for MemStore {
                 r.due = Some(next_due);
                 Ok(())
             }
-            _ => Err(Error::new(ErrorKind::Conflict, format!("worker {worker} does not hold rep {rep}"))),
+            _ => Err(Error::new(
+                ErrorKind::Conflict,
+                format!("worker {worker} does not hold rep {rep}"),
+            )),
         }
     }
 }

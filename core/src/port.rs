@@ -83,10 +83,16 @@ pub enum MatchKey {
     /// Normalized (lower-case) e-mail address.
     Email(String),
     /// Normalized full name ("given family", lower-case) and normalized phone digits.
-    NamePhone { name: String, phone: String },
+    NamePhone {
+        name: String,
+        phone: String,
+    },
     ICalUid(String),
     /// Normalized subject and the start instant in RFC 3339 UTC.
-    SubjectStart { subject: String, start: String },
+    SubjectStart {
+        subject: String,
+        start: String,
+    },
 }
 
 /// A record found by [`Collection::find`].
@@ -134,7 +140,12 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { max_batch: 100, fields: &[], incremental: true, find_beyond_scope: false }
+        Self {
+            max_batch: 100,
+            fields: &[],
+            incremental: true,
+            find_beyond_scope: false,
+        }
     }
 }
 
@@ -184,7 +195,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The name reps refer to in `Rep::provider` (`exchange`, `google`).
     fn name(&self) -> &str;
     /// The rep's contacts folder/group (created on demand) or primary calendar.
-    async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>>;
+    async fn collection(
+        &self,
+        rep: &Rep,
+        kind: Kind,
+        access: &Access,
+    ) -> Result<Arc<dyn Collection>>;
 }
 
 /// A CRM user, as user search returns it.
@@ -203,7 +219,12 @@ pub const MANAGE_SYNC: &str = "Manage Sync";
 #[async_trait]
 pub trait Crm: Send + Sync + std::fmt::Debug {
     /// The rep's contacts (scoped by the rep's contact filter) or events (owned by the rep).
-    async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>>;
+    async fn collection(
+        &self,
+        rep: &Rep,
+        kind: Kind,
+        access: &Access,
+    ) -> Result<Arc<dyn Collection>>;
     /// Users whose name contains `name`, case-insensitively.
     async fn find_users(&self, name: &str) -> Result<Vec<CrmUser>>;
     /// The permission names the user holds (e.g. [`MANAGE_USERS`], [`MANAGE_SYNC`]).
@@ -310,9 +331,16 @@ impl RepState {
         }
     }
     pub fn parse(s: &str) -> Option<RepState> {
-        [Self::Ok, Self::Syncing, Self::Error, Self::ResetPending, Self::NeedsReconnect, Self::Disabled]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Ok,
+            Self::Syncing,
+            Self::Error,
+            Self::ResetPending,
+            Self::NeedsReconnect,
+            Self::Disabled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -413,7 +441,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<Vec<String>>;
     /// Extend a lease the worker still holds; `Conflict` when it lost it.
-    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()>;
+    async fn renew_lease(
+        &self,
+        worker: &str,
+        rep: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Give a rep back, due again at `next_due`; `Conflict` when the worker no longer holds it.
     async fn release(&self, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()>;
 }

@@ -1,6 +1,298 @@
-//! The sync engine.
+//! The sync engine: one cycle per rep (read → match → decide → apply → persist), Reset Sync,
+//! reconnection, and the cycle report.
+//!
+//! The engine knows only the ports. [`Engine::cycle`] syncs contacts then events; each kind is
+//! planned by [`plan`] (matching and the pure [`decide::decide`]) and applied in batches of
+//! each side's maximum, each batch's link writes committed in one store transaction after the
+//! remote write. Cursors advance only when every item read under them is linked or recorded as
+//! an item error.
+
 pub mod decide;
-#[derive(Debug)]
-pub struct Engine;
-#[derive(Debug)]
-pub struct ResetOutcome;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{ConnectionMode, Rep};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::Kind;
+use crate::port::{
+    Access, Crm, CrmUser, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState, ResetRecord,
+    ResetScope, Store,
+};
+use crate::report::CycleReport;
+
+/// The engine, wired to one CRM, any number of providers and a store.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    crm: Arc<dyn Crm>,
+    providers: BTreeMap<String, Arc<dyn Provider>>,
+    store: Arc<dyn Store>,
+    clock: Option<DateTime<Utc>>,
+}
+
+/// The result of an allowed Reset Sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResetOutcome {
+    pub record: ResetRecord,
+    /// `reset_pending` (admin-managed) or `needs_reconnect` (user-managed).
+    pub state: RepState,
+}
+
+impl Engine {
+    pub fn new(crm: Arc<dyn Crm>, store: Arc<dyn Store>) -> Self {
+        Self {
+            crm,
+            providers: BTreeMap::new(),
+            store,
+            clock: None,
+        }
+    }
+
+    /// Register a provider under its [`Provider::name`].
+    pub fn with_provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.insert(provider.name().to_owned(), provider);
+        self
+    }
+
+    /// Pin "now" (event window, timestamps) for reproducible runs.
+    pub fn with_clock(mut self, now: DateTime<Utc>) -> Self {
+        self.clock = Some(now);
+        self
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.unwrap_or_else(Utc::now)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn crm(&self) -> &Arc<dyn Crm> {
+        &self.crm
+    }
+
+    /// One cycle for one rep. Per-item problems are in the report; a kind that fails as a whole
+    /// is reported in `error` and the other kind still runs. `Err` only for store failures.
+    pub async fn cycle(&self, rep: &Rep) -> Result<CycleReport> {
+        let span = info_span!("cycle", rep = %rep.id, provider = %rep.provider);
+        self.cycle_inner(rep).instrument(span).await
+    }
+
+    async fn cycle_inner(&self, rep: &Rep) -> Result<CycleReport> {
+        let started = self.now();
+        let status = self.store.status(&rep.id).await?;
+        let mut report = CycleReport {
+            rep: rep.name.clone(),
+            provider: rep.provider.clone(),
+            state: status.state,
+            started: Some(started),
+            ..Default::default()
+        };
+        if matches!(status.state, RepState::NeedsReconnect | RepState::Disabled) {
+            info!(state = status.state.as_str(), "rep not synced");
+            self.fill_totals(rep, &mut report).await?;
+            return Ok(report);
+        }
+        let grant = match rep.connection {
+            ConnectionMode::AdminManaged => None,
+            ConnectionMode::UserManaged => match self.store.grant(&rep.id).await? {
+                Some(g) => Some(g),
+                None => {
+                    let msg = "no stored grant: the rep must connect their account".to_owned();
+                    self.store
+                        .set_state(
+                            &rep.id,
+                            status.epoch,
+                            RepState::NeedsReconnect,
+                            Some(msg),
+                            None,
+                        )
+                        .await?;
+                    report.state = RepState::NeedsReconnect;
+                    self.fill_totals(rep, &mut report).await?;
+                    return Ok(report);
+                }
+            },
+        };
+        let epoch = status.epoch;
+        self.store
+            .set_state(&rep.id, epoch, RepState::Syncing, None, None)
+            .await?;
+        let provider = self.providers.get(&rep.provider).cloned();
+        let access = Access {
+            window: rep.config.window(started),
+            grant,
+        };
+        let mut errors = vec![];
+        for kind in Kind::ALL {
+            if !rep.config.policy(kind).direction.provider_to_crm()
+                && !rep.config.policy(kind).direction.crm_to_provider()
+            {
+                continue;
+            }
+            let result = match &provider {
+                Some(p) => {
+                    let span = info_span!("kind", kind = kind.as_str());
+                    plan::sync_kind(self, rep, kind, epoch, p.as_ref(), &access, &mut report)
+                        .instrument(span)
+                        .await
+                }
+                None => Err(Error::invalid_config(format!(
+                    "no provider named {:?} is configured",
+                    rep.provider
+                ))),
+            };
+            if let Err(e) = result {
+                if e.kind() == ErrorKind::Conflict {
+                    // Reset while running: the reset owns the rep's state now.
+                    warn!(error = %e, "cycle pre-empted by a reset");
+                    report.error = Some(e.to_string());
+                    report.finished = Some(self.now());
+                    return Ok(report);
+                }
+                warn!(error = %e, kind = kind.as_str(), "kind failed");
+                report.kind_mut(kind).fatal = Some(e.to_string());
+                errors.push(format!("{}: {e}", kind.as_str()));
+            }
+        }
+        report.finished = Some(self.now());
+        report.error = (!errors.is_empty()).then(|| errors.join("; "));
+        report.state = if errors.is_empty() {
+            RepState::Ok
+        } else {
+            RepState::Error
+        };
+        self.fill_totals(rep, &mut report).await?;
+        match self
+            .store
+            .set_state(
+                &rep.id,
+                epoch,
+                report.state,
+                report.error.clone(),
+                Some(&report),
+            )
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::Conflict => report.error = Some(e.to_string()),
+            other => other?,
+        }
+        info!(
+            writes = report.writes(),
+            crm_requests = report.requests.crm,
+            provider_requests = report.requests.provider,
+            "cycle done"
+        );
+        Ok(report)
+    }
+
+    async fn fill_totals(&self, rep: &Rep, report: &mut CycleReport) -> Result<()> {
+        for kind in Kind::ALL {
+            let n = self
+                .store
+                .links(&rep.id, kind)
+                .await?
+                .iter()
+                .filter(|l| l.state == LinkState::Linked)
+                .count();
+            report.kind_mut(kind).links_total = n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reset Sync (SPEC §3): `admin` must hold both `Manage Users` and `Manage Sync`; then the
+    /// rep's links, cursors and item errors in `scope` are deleted in one store transaction,
+    /// the reset is recorded, and the rep becomes `reset_pending` (admin-managed) or
+    /// `needs_reconnect` with its grant dropped (user-managed). No record on either side is
+    /// read or written.
+    pub async fn reset(
+        &self,
+        admin: &CrmUser,
+        rep: &Rep,
+        scope: ResetScope,
+    ) -> Result<ResetOutcome> {
+        let perms = self.crm.permissions(&admin.id).await?;
+        let missing: Vec<&str> = [MANAGE_USERS, MANAGE_SYNC]
+            .into_iter()
+            .filter(|p| !perms.iter().any(|h| h == p))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "permission denied: {} lacks {} (Reset Sync needs both {MANAGE_USERS} and {MANAGE_SYNC}); nothing was changed",
+                    admin.name,
+                    missing.join(" and ")
+                ),
+            ));
+        }
+        let (state, drop_grant) = match rep.connection {
+            ConnectionMode::AdminManaged => (RepState::ResetPending, false),
+            ConnectionMode::UserManaged => (RepState::NeedsReconnect, true),
+        };
+        let mut record = ResetRecord {
+            rep: rep.id.clone(),
+            admin_id: admin.id.clone(),
+            admin_name: admin.name.clone(),
+            scope,
+            at: self.now(),
+            links_removed: BTreeMap::new(),
+        };
+        record.links_removed = self.store.reset(&record, state, drop_grant).await?;
+        info!(rep = %rep.id, admin = %admin.name, ?scope, removed = ?record.links_removed, "reset sync");
+        Ok(ResetOutcome { record, state })
+    }
+
+    /// Store a user-managed rep's new grant and let sync resume (a full resync after a reset).
+    pub async fn reconnect(&self, rep: &Rep, grant: SecretString) -> Result<()> {
+        self.store.set_grant(&rep.id, Some(&grant)).await?;
+        let status = self.store.status(&rep.id).await?;
+        let state = if status.last_reset.is_some() && status.state == RepState::NeedsReconnect {
+            RepState::ResetPending
+        } else {
+            RepState::Ok
+        };
+        self.store
+            .set_state(&rep.id, status.epoch, state, None, None)
+            .await
+    }
+
+    /// Find a CRM user by partial, case-insensitive name: one match, or an exact name among
+    /// several; otherwise an error listing the candidates.
+    pub async fn find_user(&self, name: &str) -> Result<CrmUser> {
+        let users = self.crm.find_users(name).await?;
+        pick(users, name, |u| &u.name, "CRM user")
+    }
+}
+
+/// Find a rep by partial, case-insensitive name among the configured reps.
+pub fn find_rep<'a>(reps: &'a [Rep], name: &str) -> Result<&'a Rep> {
+    let hits: Vec<&Rep> = reps
+        .iter()
+        .filter(|r| r.name.to_lowercase().contains(&name.to_lowercase()))
+        .collect();
+    pick(hits, name, |r| &r.name, "rep")
+}
+
+fn pick<T>(hits: Vec<T>, name: &str, label: impl Fn(&T) -> &String, what: &str) -> Result<T> {
+    if hits.is_empty() {
+        return Err(Error::not_found(format!("no {what} matches {name:?}")));
+    }
+    if hits.len() == 1 {
+        return Ok(hits.into_iter().next().expect("one"));
+    }
+    let names: Vec<String> = hits.iter().map(|h| label(h).clone()).collect();
+    if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(name)) {
+        return Ok(hits.into_iter().nth(i).expect("index"));
+    }
+    Err(Error::invalid_config(format!(
+        "{what} name {name:?} is ambiguous; candidates: {}; nothing was changed",
+        names.join(", ")
+    )))
+}

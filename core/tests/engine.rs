@@ -1,0 +1,458 @@
+//! Engine scenarios over the in-memory ports: matching, skips, Reset Sync, reconnection.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use crmsync_core::memory::{MemCrm, MemProvider, MemState, MemStore};
+use crmsync_core::port::Store;
+use crmsync_core::*;
+use secrecy::SecretString;
+
+struct World {
+    crm: Arc<MemCrm>,
+    provider: Arc<MemProvider>,
+    store: Arc<MemStore>,
+    engine: Engine,
+    rep: Rep,
+    other_owner: String,
+    admin: CrmUser,
+    half_admin: CrmUser,
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-20T12:00:00Z".parse().unwrap()
+}
+
+fn contact(given: &str, family: &str, email: &str) -> Record {
+    Record::Contact(Contact {
+        given_name: Some(given.into()),
+        family_name: Some(family.into()),
+        emails: vec![email.into()],
+        ..Default::default()
+    })
+}
+
+fn event(subject: &str, days: i64) -> Event {
+    let start = now() + Duration::days(days);
+    Event::new(subject, start, start + Duration::hours(1))
+}
+
+fn world(connection: ConnectionMode) -> World {
+    let crm = Arc::new(MemCrm::default());
+    let rep_id = crm.add_user("Riley Rep", &[]);
+    let other_owner = crm.add_user("Olivia Other", &[]);
+    let admin_id = crm.add_user("Ada Admin", &[MANAGE_USERS, MANAGE_SYNC]);
+    let half_id = crm.add_user("Hal Halfadmin", &[MANAGE_USERS]);
+    let provider = Arc::new(MemProvider::new("mem"));
+    let store = Arc::new(MemStore::default());
+    let engine = Engine::new(crm.clone(), store.clone())
+        .with_provider(provider.clone())
+        .with_clock(now());
+    let rep = Rep {
+        id: rep_id.clone(),
+        name: "Riley Rep".into(),
+        crm_user_id: rep_id,
+        provider: "mem".into(),
+        mailbox: "riley@example.com".into(),
+        connection,
+        config: SyncConfig::default(),
+    };
+    World {
+        crm,
+        provider,
+        store,
+        engine,
+        rep,
+        other_owner,
+        admin: CrmUser {
+            id: admin_id,
+            name: "Ada Admin".into(),
+            email: None,
+        },
+        half_admin: CrmUser {
+            id: half_id,
+            name: "Hal Halfadmin".into(),
+            email: None,
+        },
+    }
+}
+
+impl World {
+    fn owner(&self) -> String {
+        MemCrm::owner_tag(&self.rep.crm_user_id)
+    }
+    /// The standard scenario, small.
+    fn seed(&self) {
+        let mb = self.provider.mailbox(&self.rep.mailbox);
+        let mut pc = mb.contacts.lock().unwrap();
+        pc.insert(contact("Ann", "Match", "ANN@acme.com"), &["folder"], None);
+        pc.insert(contact("Ned", "New", "ned@acme.com"), &["folder"], None);
+        pc.insert(contact("Oscar", "Outside", "oscar@acme.com"), &[], None);
+        pc.insert(contact("Fay", "Foreign", "fay@acme.com"), &["folder"], None);
+        drop(pc);
+        let mut cc = self.crm.contacts.lock().unwrap();
+        let owner = self.owner();
+        cc.insert(contact("Ann", "Match", "ann@acme.com"), &[&owner], None);
+        cc.insert(contact("Cora", "Crm", "cora@acme.com"), &[&owner], None);
+        cc.insert(
+            contact("Fay", "Foreign", "fay@acme.com"),
+            &[&MemCrm::owner_tag(&self.other_owner)],
+            None,
+        );
+        drop(cc);
+        let mut pe = mb.events.lock().unwrap();
+        pe.insert(event("Kickoff", 2).into(), &["calendar"], None);
+        pe.insert(
+            Event {
+                private: true,
+                ..event("Dentist", 3)
+            }
+            .into(),
+            &["calendar"],
+            None,
+        );
+        pe.insert(
+            Event {
+                categories: vec!["Don't Sync".into()],
+                ..event("Poker", 4)
+            }
+            .into(),
+            &["calendar"],
+            None,
+        );
+        pe.insert(event("Ancient", -400).into(), &["calendar"], None);
+        pe.insert(
+            Event {
+                cancelled: true,
+                ..event("Cancelled", 5)
+            }
+            .into(),
+            &["calendar"],
+            None,
+        );
+        for week in 0..3 {
+            let e = Event {
+                series_id: Some("series-1".into()),
+                ..event("Weekly", 7 * week + 1)
+            };
+            pe.insert(e.into(), &["calendar"], None);
+        }
+    }
+    fn writes(&self) -> u64 {
+        let mb = self.provider.mailbox(&self.rep.mailbox);
+        let w = |s: &std::sync::Mutex<MemState>| s.lock().unwrap().writes;
+        w(&mb.contacts) + w(&mb.events) + w(&self.crm.contacts) + w(&self.crm.events)
+    }
+    async fn links(&self) -> Vec<Link> {
+        let mut all = vec![];
+        for k in Kind::ALL {
+            all.extend(self.store.links(&self.rep.id, k).await.unwrap());
+        }
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+}
+
+fn emails_in(state: &std::sync::Mutex<MemState>) -> Vec<String> {
+    let mut v: Vec<String> = state
+        .lock()
+        .unwrap()
+        .records
+        .values()
+        .flat_map(|r| r.record.emails())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn initial_cycle_links_creates_and_skips() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.error, None);
+    let c = &r.contacts;
+    assert_eq!(c.linked, 1, "Ann matched by e-mail: {c:?}");
+    assert_eq!(c.created_in_crm, 1, "Ned created in CRM");
+    assert_eq!(c.created_in_provider, 1, "Cora created in folder");
+    assert_eq!(
+        c.skipped.get("outside_scope"),
+        Some(&1),
+        "Oscar outside folder"
+    );
+    assert_eq!(
+        c.skipped.get("outside_filter"),
+        Some(&1),
+        "Fay belongs to another owner"
+    );
+    assert_eq!(c.links_total, 3);
+    // No e-mail exists twice in the CRM.
+    let crm = emails_in(&w.crm.contacts);
+    let mut dedup = crm.clone();
+    dedup.dedup();
+    assert_eq!(crm, dedup);
+    let e = &r.events;
+    assert_eq!(e.created_in_crm, 4, "kickoff + 3 occurrences: {e:?}");
+    for reason in ["private", "no_sync_marker", "outside_window"] {
+        assert_eq!(e.skipped.get(reason), Some(&1), "{reason}: {e:?}");
+    }
+    assert!(r.requests.crm > 0 && r.requests.provider > 0);
+    // A second cycle writes nothing.
+    let before = w.writes();
+    let q = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(q.writes(), 0, "{q:?}");
+    assert_eq!(w.writes(), before);
+}
+
+#[tokio::test]
+async fn reset_of_a_healthy_rep_relinks_with_zero_writes() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    w.engine.cycle(&w.rep).await.unwrap();
+    let links_before = w.links().await;
+    let writes_before = w.writes();
+    let out = w
+        .engine
+        .reset(&w.admin, &w.rep, ResetScope::All)
+        .await
+        .unwrap();
+    assert_eq!(out.state, RepState::ResetPending);
+    assert!(w.links().await.is_empty(), "reset removes the links");
+    assert_eq!(w.writes(), writes_before, "reset writes no record");
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.writes(), 0, "{r:?}");
+    assert_eq!(w.writes(), writes_before);
+    assert!(r.contacts.full_read_provider && r.contacts.full_read_crm);
+    assert_eq!(
+        w.links().await,
+        links_before,
+        "exactly the same links again"
+    );
+    assert_eq!(r.contacts.linked, 3);
+    assert_eq!(r.events.linked, 4);
+    let st = w.store.status(&w.rep.id).await.unwrap();
+    assert_eq!(st.state, RepState::Ok);
+    assert_eq!(st.last_reset.unwrap().admin_name, "Ada Admin");
+}
+
+#[tokio::test]
+async fn reset_without_both_permissions_is_refused_and_changes_nothing() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    w.engine.cycle(&w.rep).await.unwrap();
+    let links = w.links().await;
+    let status = w.store.status(&w.rep.id).await.unwrap();
+    let err = w
+        .engine
+        .reset(&w.half_admin, &w.rep, ResetScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("Manage Sync"), "{err}");
+    assert!(!err.to_string().contains("lacks Manage Users"), "{err}");
+    let rep_user = CrmUser {
+        id: w.rep.crm_user_id.clone(),
+        name: w.rep.name.clone(),
+        email: None,
+    };
+    let err = w
+        .engine
+        .reset(&rep_user, &w.rep, ResetScope::All)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Manage Users and Manage Sync"),
+        "{err}"
+    );
+    assert_eq!(w.links().await, links);
+    assert_eq!(w.store.status(&w.rep.id).await.unwrap(), status);
+    assert!(w.store.resets(&w.rep.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn user_managed_reset_needs_reconnect_and_keeps_edits_made_meanwhile() {
+    let w = world(ConnectionMode::UserManaged);
+    w.seed();
+    w.engine
+        .reconnect(&w.rep, SecretString::from("grant-1"))
+        .await
+        .unwrap();
+    let first = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(first.error, None);
+    let links_before = w.links().await;
+    let out = w
+        .engine
+        .reset(&w.admin, &w.rep, ResetScope::All)
+        .await
+        .unwrap();
+    assert_eq!(out.state, RepState::NeedsReconnect);
+    assert!(
+        w.store.grant(&w.rep.id).await.unwrap().is_none(),
+        "grant revoked"
+    );
+    let paused = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(paused.state, RepState::NeedsReconnect);
+    assert_eq!(paused.requests, Requests::default(), "not synced at all");
+    // While disconnected the rep moves and renames the kickoff.
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    let kickoff = {
+        let st = mb.events.lock().unwrap();
+        st.records
+            .values()
+            .find(|r| r.record.as_event().unwrap().subject.as_deref() == Some("Kickoff"))
+            .unwrap()
+            .id
+            .clone()
+    };
+    mb.events.lock().unwrap().edit(&kickoff, |r| {
+        let Record::Event(e) = r else { unreachable!() };
+        e.subject = Some("Kickoff (moved)".into());
+        e.start = EventTime::At(now() + Duration::days(2) + Duration::hours(3));
+        e.end = EventTime::At(now() + Duration::days(2) + Duration::hours(5));
+    });
+    w.engine
+        .reconnect(&w.rep, SecretString::from("grant-2"))
+        .await
+        .unwrap();
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.writes(), 1, "{r:?}");
+    assert_eq!(r.events.updated_in_crm, 1);
+    let crm_subjects: Vec<String> = w
+        .crm
+        .events
+        .lock()
+        .unwrap()
+        .records
+        .values()
+        .filter_map(|r| r.record.as_event().unwrap().subject.clone())
+        .collect();
+    assert!(
+        crm_subjects.contains(&"Kickoff (moved)".to_string()),
+        "{crm_subjects:?}"
+    );
+    assert_eq!(w.links().await.len(), links_before.len());
+}
+
+#[tokio::test]
+async fn crash_between_remote_write_and_link_write_heals_without_duplicates() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    // Fail the request that follows the CRM create: the create landed, its links did not.
+    w.engine.cycle(&w.rep).await.unwrap();
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    mb.contacts
+        .lock()
+        .unwrap()
+        .insert(contact("Zed", "Late", "zed@acme.com"), &["folder"], None);
+    {
+        let mut st = w.crm.contacts.lock().unwrap();
+        let next = st.requests + 3; // read, find, create ok … then the next CRM request fails
+        st.fail_requests.insert(next);
+        let _ = next;
+    }
+    let _ = w.engine.cycle(&w.rep).await.unwrap();
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.error, None, "{r:?}");
+    let zeds = emails_in(&w.crm.contacts)
+        .iter()
+        .filter(|e| *e == "zed@acme.com")
+        .count();
+    assert_eq!(zeds, 1);
+    assert_eq!(w.engine.cycle(&w.rep).await.unwrap().writes(), 0);
+}
+
+#[tokio::test]
+async fn empty_side_guard_stops_instead_of_deleting() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    w.engine.cycle(&w.rep).await.unwrap();
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    {
+        let mut st = mb.contacts.lock().unwrap();
+        let ids: Vec<String> = st.records.keys().cloned().collect();
+        for id in ids {
+            st.set_tag(&id, "folder", false);
+        }
+        st.expire_cursors();
+    }
+    let crm_before = w.crm.contacts.lock().unwrap().records.len();
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert!(
+        r.contacts
+            .fatal
+            .as_deref()
+            .unwrap_or("")
+            .contains("refusing"),
+        "{r:?}"
+    );
+    assert_eq!(r.state, RepState::Error);
+    assert_eq!(w.crm.contacts.lock().unwrap().records.len(), crm_before);
+    assert_eq!(
+        w.links()
+            .await
+            .iter()
+            .filter(|l| l.kind == Kind::Contact)
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn bad_items_are_recorded_and_the_rest_syncs() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    mb.contacts
+        .lock()
+        .unwrap()
+        .insert(contact("Bad", "Mail", "not-an-email"), &["folder"], None);
+    mb.contacts.lock().unwrap().insert(
+        Record::Contact(Contact {
+            given_name: Some("NoLast".into()),
+            emails: vec!["nolast@acme.com".into()],
+            ..Default::default()
+        }),
+        &["folder"],
+        None,
+    );
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.contacts.errors, 2, "{:?}", r.contacts.item_errors);
+    assert!(
+        r.contacts
+            .item_errors
+            .iter()
+            .any(|e| e.reason.contains("invalid e-mail"))
+    );
+    assert!(
+        r.contacts
+            .item_errors
+            .iter()
+            .any(|e| e.reason.contains("LastName"))
+    );
+    assert_eq!(r.contacts.created_in_crm, 1, "Ned still syncs");
+    let errs = w.store.item_errors(&w.rep.id, Kind::Contact).await.unwrap();
+    assert_eq!(errs.len(), 2);
+    // Retried next cycle, attempts counted.
+    w.engine.cycle(&w.rep).await.unwrap();
+    let errs = w.store.item_errors(&w.rep.id, Kind::Contact).await.unwrap();
+    assert!(errs.iter().all(|e| e.attempts == 2), "{errs:?}");
+}
+
+#[tokio::test]
+async fn find_rep_is_partial_case_insensitive_and_refuses_ambiguity() {
+    let w = world(ConnectionMode::AdminManaged);
+    let mut other = w.rep.clone();
+    other.name = "Riley Rogers".into();
+    let reps = vec![w.rep.clone(), other];
+    assert!(engine::find_rep(&reps, "rep").is_ok());
+    let err = engine::find_rep(&reps, "riley").unwrap_err();
+    assert!(
+        err.to_string().contains("Riley Rep") && err.to_string().contains("Riley Rogers"),
+        "{err}"
+    );
+    assert_eq!(
+        engine::find_rep(&reps, "nobody").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(w.engine.find_user("ada").await.unwrap().name, "Ada Admin");
+}
