@@ -1,0 +1,707 @@
+//! The contacts and events collections of one rep.
+//!
+//! Reads are SOQL (`query` for full reads, `queryAll` from a `SystemModstamp` high-water mark for
+//! incremental reads, so deletions show up as `IsDeleted` rows); writes go through one
+//! `/composite` request per batch of ≤ 200 that carries the sObject Collections write and a
+//! query reading the written records back (so the engine gets each record's new
+//! `SystemModstamp` without a second HTTP request).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use crmsync_core::{
+    Capabilities, Change, Changes, Collection, ContactFilter, Criterion, CriterionOp, Error, ErrorKind, Found, Item,
+    ItemFailure, Kind, MatchKey, NewItem, Record, Result, Update, Window,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{Client, kind_for_code};
+use crate::mapping::{self, CONTACT_FIELDS, contact_field, item_from_row, select_list, sobject};
+use crate::soql::{self, quote};
+
+/// Largest sObject Collections request.
+pub const MAX_BATCH: usize = 200;
+/// Longest SOQL text (URL-encoded) one request carries; the URI limit is 16,384 bytes.
+const MAX_QUERY_LEN: usize = 12_000;
+/// How far back Salesforce keeps deleted records (recycle bin / `queryAll`).
+const DELETED_WINDOW_DAYS: i64 = 15;
+
+/// Which contacts a rep's collection holds.
+#[derive(Clone, Debug)]
+pub(crate) enum Scope {
+    Owned,
+    Visible,
+    Criteria(Vec<(Criterion, &'static str)>),
+}
+
+impl Scope {
+    pub fn from_filter(f: &ContactFilter) -> Result<Scope> {
+        Ok(match f {
+            ContactFilter::Owned => Scope::Owned,
+            ContactFilter::Visible => Scope::Visible,
+            ContactFilter::Criteria(cs) => Scope::Criteria(
+                cs.iter()
+                    .map(|c| {
+                        contact_field(&c.field).map(|f| (c.clone(), f)).ok_or_else(|| {
+                            Error::invalid_config(format!(
+                                "salesforce: contact filter field {:?} is not one the adapter maps ({})",
+                                c.field,
+                                CONTACT_FIELDS.join(", ")
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+}
+
+/// One rep's contacts or events.
+#[derive(Debug)]
+pub(crate) struct SfCollection {
+    pub client: Arc<Client>,
+    pub kind: Kind,
+    pub owner: String,
+    pub scope: Scope,
+    pub window: Window,
+    pub requests: AtomicU64,
+}
+
+/// The incremental-read cursor: server time of the read, the `SystemModstamp` high-water mark
+/// (whole seconds) and the (id, stamp) pairs already delivered at or after that second.
+#[derive(Debug, PartialEq)]
+struct Cursor {
+    read_at: i64,
+    hw: i64,
+    seen: BTreeSet<(String, i64)>,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        let seen: Vec<String> = self.seen.iter().map(|(id, ms)| format!("{id}:{ms}")).collect();
+        format!("sf1.{}.{}.{}", self.read_at, self.hw, seen.join(","))
+    }
+    fn decode(s: &str) -> Option<Cursor> {
+        let mut parts = s.splitn(4, '.');
+        (parts.next()? == "sf1").then_some(())?;
+        let read_at = parts.next()?.parse().ok()?;
+        let hw = parts.next()?.parse().ok()?;
+        let seen = parts
+            .next()?
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once(':').and_then(|(id, ms)| Some((id.to_owned(), ms.parse().ok()?))))
+            .collect::<Option<_>>()?;
+        Some(Cursor { read_at, hw, seen })
+    }
+}
+
+fn stamp_ms(row: &Value) -> Option<i64> {
+    row.get("SystemModstamp").and_then(Value::as_str).and_then(mapping::parse_time).map(|t| t.timestamp_millis())
+}
+
+fn secs(t: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(t, 0).single().unwrap_or_default()
+}
+
+impl SfCollection {
+    fn ctr(&self) -> &AtomicU64 {
+        &self.requests
+    }
+    fn key_field(&self) -> &str {
+        &self.client.cfg.sync_key_field
+    }
+    fn select(&self) -> String {
+        select_list(self.kind, self.key_field())
+    }
+
+    /// The WHERE condition of the full read.
+    fn scope_where(&self) -> String {
+        let owner = format!("OwnerId = {}", quote(&self.owner));
+        match self.kind {
+            Kind::Event => format!(
+                "{owner} AND StartDateTime < {} AND EndDateTime > {}",
+                soql::datetime(self.window.end),
+                soql::datetime(self.window.start)
+            ),
+            Kind::Contact => match &self.scope {
+                Scope::Owned => owner,
+                Scope::Visible => String::new(),
+                Scope::Criteria(cs) => {
+                    let mut parts = vec![owner];
+                    for (c, f) in cs {
+                        parts.push(match (c.op, c.value.is_empty()) {
+                            (CriterionOp::Eq, true) => format!("{f} = null"),
+                            (CriterionOp::Ne, true) => format!("{f} != null"),
+                            (CriterionOp::Eq, false) => format!("{f} = {}", quote(&c.value)),
+                            (CriterionOp::Ne, false) => format!("{f} != {}", quote(&c.value)),
+                            (CriterionOp::StartsWith, _) => format!("{f} LIKE {}", soql::quote_like("", &c.value, "%")),
+                        });
+                    }
+                    parts.join(" AND ")
+                }
+            },
+        }
+    }
+
+    /// Whether a read row is inside this collection's scope (owner and criteria; not the
+    /// event window).
+    fn in_scope(&self, row: &Value, item: &Item) -> bool {
+        let owner_ok = row.get("OwnerId").and_then(Value::as_str).is_some_and(|o| same_id(o, &self.owner));
+        match (self.kind, &self.scope) {
+            (Kind::Event, _) | (Kind::Contact, Scope::Owned) => owner_ok,
+            (Kind::Contact, Scope::Visible) => true,
+            (Kind::Contact, Scope::Criteria(cs)) => {
+                let canon = item.record.canon();
+                owner_ok && cs.iter().all(|(c, _)| c.matches(canon.get(&c.field)))
+            }
+        }
+    }
+
+    fn soql(&self, cond: &str, extra_select: &str, order: &str) -> String {
+        let mut q = format!("SELECT {}{extra_select} FROM {}", self.select(), sobject(self.kind));
+        if !cond.is_empty() {
+            q.push_str(" WHERE ");
+            q.push_str(cond);
+        }
+        q.push_str(order);
+        q
+    }
+
+    /// Split quoted literals into `IN` lists that keep each query under the length limit.
+    fn chunks(&self, base_len: usize, quoted: Vec<String>) -> Vec<Vec<String>> {
+        let mut out: Vec<Vec<String>> = vec![];
+        let mut cur = vec![];
+        let mut len = base_len;
+        for q in quoted {
+            let l = soql::encoded_len(&q) + 6;
+            if !cur.is_empty() && len + l > MAX_QUERY_LEN {
+                out.push(std::mem::take(&mut cur));
+                len = base_len;
+            }
+            len += l;
+            cur.push(q);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+
+    async fn rows_by_ids(&self, ids: &[String]) -> Result<Vec<Value>> {
+        let base = soql::encoded_len(&self.soql("Id IN ()", "", ""));
+        let mut rows = vec![];
+        for chunk in self.chunks(base, ids.iter().filter(|i| is_id(i)).map(|i| quote(i)).collect()) {
+            let q = self.soql(&format!("Id IN {}", soql::in_list(&chunk)), "", "");
+            rows.extend(self.client.query(self.ctr(), &q, false).await?.records);
+        }
+        Ok(rows)
+    }
+
+    async fn full_read(&self) -> Result<Changes> {
+        let q = self.soql(&self.scope_where(), "", " ORDER BY Id");
+        let res = self.client.query(self.ctr(), &q, false).await?;
+        let now = res.date.unwrap_or_else(Utc::now);
+        let mut out = Changes { full: true, ..Default::default() };
+        let mut max_ms = None;
+        let mut stamps = vec![];
+        for row in &res.records {
+            match item_from_row(self.kind, row, self.key_field()) {
+                Ok(item) => {
+                    if let Some(ms) = stamp_ms(row) {
+                        max_ms = max_ms.max(Some(ms));
+                        stamps.push((item.id.clone(), ms));
+                    }
+                    out.items.push(Change::Upsert(item));
+                }
+                Err(e) => out.failures.push(failure(row, e)),
+            }
+        }
+        let hw = max_ms.map(|ms| ms.div_euclid(1000)).unwrap_or(now.timestamp());
+        let seen = stamps.into_iter().filter(|(_, ms)| *ms >= hw * 1000).collect();
+        out.cursor = Some(Cursor { read_at: now.timestamp(), hw, seen }.encode());
+        Ok(out)
+    }
+
+    async fn incremental(&self, cursor: &str) -> Result<Changes> {
+        let expired =
+            || Error::new(ErrorKind::CursorExpired, "salesforce: cursor expired or unreadable; read everything again");
+        let cur = Cursor::decode(cursor).ok_or_else(expired)?;
+        // Every change since the mark, org-wide: a record that left the scope (new owner,
+        // criteria no longer met) must be seen to be reported as removed.
+        let q = self.soql(
+            &format!("SystemModstamp >= {}", soql::datetime(secs(cur.hw))),
+            ", IsDeleted",
+            " ORDER BY SystemModstamp, Id",
+        );
+        let res = self.client.query(self.ctr(), &q, true).await?;
+        let now = res.date.unwrap_or_else(Utc::now);
+        if now - secs(cur.read_at) > Duration::days(DELETED_WINDOW_DAYS) {
+            return Err(expired().context(format!(
+                "last read {} is beyond the {DELETED_WINDOW_DAYS}-day deleted-records window",
+                secs(cur.read_at)
+            )));
+        }
+        let mut out = Changes { full: false, ..Default::default() };
+        let mut hw = cur.hw;
+        let mut stamps = vec![];
+        for row in &res.records {
+            let Some(id) = row.get("Id").and_then(Value::as_str).map(str::to_owned) else {
+                out.failures.push(failure(row, "record without Id".into()));
+                continue;
+            };
+            let ms = stamp_ms(row).unwrap_or(cur.hw * 1000);
+            hw = hw.max(ms.div_euclid(1000));
+            stamps.push((id.clone(), ms));
+            if cur.seen.contains(&(id.clone(), ms)) {
+                continue;
+            }
+            if row.get("IsDeleted").and_then(Value::as_bool).unwrap_or(false) {
+                out.items.push(Change::Removed(id));
+                continue;
+            }
+            match item_from_row(self.kind, row, self.key_field()) {
+                Ok(item) if self.in_scope(row, &item) => out.items.push(Change::Upsert(item)),
+                Ok(_) => out.items.push(Change::Removed(id)),
+                Err(e) => out.failures.push(failure(row, e)),
+            }
+        }
+        let seen = stamps.into_iter().filter(|(_, ms)| *ms >= hw * 1000).collect();
+        out.cursor = Some(Cursor { read_at: now.timestamp(), hw, seen }.encode());
+        Ok(out)
+    }
+
+    /// One `/composite` request: the collections write, then the query reading the written
+    /// records back. Returns (write status, write body, read records).
+    async fn composite(
+        &self,
+        method: &str,
+        url: String,
+        body: Value,
+        read: String,
+    ) -> Result<(u16, Value, Vec<Value>)> {
+        let read_url = format!(
+            "{}?q={}",
+            self.client.data_path("/query"),
+            url::form_urlencoded::byte_serialize(read.as_bytes()).collect::<String>()
+        );
+        let req = json!({"allOrNone": false, "compositeRequest": [
+            {"method": method, "url": url, "referenceId": "write", "body": body},
+            {"method": "GET", "url": read_url, "referenceId": "read"},
+        ]});
+        let raw =
+            self.client.call(self.ctr(), Method::POST, &self.client.data_path("/composite"), &[], Some(&req)).await?;
+        let resp = raw.json()?;
+        let subs = resp
+            .get("compositeResponse")
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == 2)
+            .ok_or_else(|| Error::unexpected("salesforce: composite answer without two subresponses"))?;
+        let status = |v: &Value| v.get("httpStatusCode").and_then(Value::as_u64).unwrap_or(0) as u16;
+        let write_status = status(&subs[0]);
+        let write_body = subs[0].get("body").cloned().unwrap_or(Value::Null);
+        let read_body = subs[1].get("body").cloned().unwrap_or(Value::Null);
+        let records = if status(&subs[1]) < 300 {
+            read_body.get("records").and_then(Value::as_array).cloned().unwrap_or_default()
+        } else if write_status < 300 {
+            // The write happened, the read-back failed: the items are unknown; say so per item.
+            vec![]
+        } else {
+            vec![]
+        };
+        Ok((write_status, write_body, records))
+    }
+
+    /// Per-item results of a collections write body (an array of SaveResults in request order,
+    /// or one error array for the whole subrequest).
+    fn save_results(&self, status: u16, body: &Value, n: usize) -> Vec<Result<String>> {
+        if status >= 300 {
+            let text = body.to_string();
+            let e = crate::client::parse_error(status, &reqwest::header::HeaderMap::new(), &text);
+            return (0..n).map(|_| Err(e.clone())).collect();
+        }
+        let arr = body.as_array().cloned().unwrap_or_default();
+        (0..n)
+            .map(|i| {
+                let Some(r) = arr.get(i) else {
+                    return Err(Error::unexpected("salesforce: collections answer has fewer results than records"));
+                };
+                if r.get("success").and_then(Value::as_bool) == Some(true) {
+                    r.get("id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| Error::unexpected("salesforce: success without id"))
+                } else {
+                    Err(record_error(r))
+                }
+            })
+            .collect()
+    }
+
+    fn items_by_id(&self, rows: &[Value]) -> HashMap<String, Result<Item>> {
+        rows.iter()
+            .filter_map(|row| {
+                let id = row.get("Id")?.as_str()?.to_owned();
+                Some((id, item_from_row(self.kind, row, self.key_field()).map_err(Error::unexpected)))
+            })
+            .collect()
+    }
+
+    /// Contact ids (the rep's contacts) for the first attendee e-mail of each event: one query.
+    async fn who_ids(&self, items: &[&NewItem]) -> Result<HashMap<String, String>> {
+        let emails: BTreeSet<String> = items.iter().filter_map(|it| it.record.emails().into_iter().next()).collect();
+        let mut out = HashMap::new();
+        if emails.is_empty() {
+            return Ok(out);
+        }
+        let base = format!("SELECT Id, Email FROM Contact WHERE OwnerId = {} AND Email IN ", quote(&self.owner));
+        for chunk in self.chunks(soql::encoded_len(&base) + 40, emails.iter().map(|e| quote(e)).collect()) {
+            let q = format!("{base}{} ORDER BY CreatedDate, Id", soql::in_list(&chunk));
+            for row in self.client.query(self.ctr(), &q, false).await?.records {
+                if let (Some(id), Some(email)) =
+                    (row.get("Id").and_then(Value::as_str), row.get("Email").and_then(Value::as_str))
+                {
+                    out.entry(email.to_lowercase()).or_insert_with(|| id.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn failure(row: &Value, e: String) -> ItemFailure {
+    let id = row.get("Id").and_then(Value::as_str).unwrap_or("?").to_owned();
+    ItemFailure { id, error: Error::unexpected(format!("salesforce: unreadable record: {e}")) }
+}
+
+/// A failed SaveResult → error with Salesforce's own message.
+fn record_error(r: &Value) -> Error {
+    let first = r.get("errors").and_then(Value::as_array).and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
+    let code =
+        first.get("statusCode").or_else(|| first.get("errorCode")).and_then(Value::as_str).unwrap_or("UNKNOWN_ERROR");
+    let msg = first.get("message").and_then(Value::as_str).unwrap_or("no message");
+    let fields = first
+        .get("fields")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    let mut m = format!("salesforce {code}: {msg}");
+    if !fields.is_empty() {
+        m.push_str(&format!(" (fields: {fields})"));
+    }
+    let kind = kind_for_code(code);
+    let e = Error::new(kind, m);
+    if kind == ErrorKind::Transport { e.temporary(None) } else { e }
+}
+
+/// Salesforce ids compare on their first 15 characters (the 18-char form adds a case checksum).
+pub(crate) fn same_id(a: &str, b: &str) -> bool {
+    a.get(..15).is_some() && a.get(..15) == b.get(..15)
+}
+
+/// A plausible 15- or 18-character Salesforce id (alphanumeric).
+pub(crate) fn is_id(s: &str) -> bool {
+    matches!(s.len(), 15 | 18) && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn full_name(r: &Record) -> Option<String> {
+    crmsync_core::memory::full_name(r)
+}
+
+/// Whether an item matches a key, with the same normalization the engine uses.
+fn matches_key(item: &Item, key: &MatchKey) -> bool {
+    match key {
+        MatchKey::SyncKey(k) => item.sync_key.as_ref() == Some(k),
+        MatchKey::Email(e) => item.record.kind() == Kind::Contact && item.record.emails().contains(e),
+        MatchKey::NamePhone { name, phone } => {
+            let Some(c) = item.record.as_contact() else { return false };
+            full_name(&item.record).as_deref() == Some(name.as_str())
+                && [&c.phone, &c.mobile].iter().any(|p| {
+                    p.as_deref().and_then(crmsync_core::model::normalize_phone).as_deref() == Some(phone.as_str())
+                })
+        }
+        MatchKey::ICalUid(_) => false,
+        MatchKey::SubjectStart { subject, start } => {
+            let c = item.record.canon();
+            c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str())
+                && c.get("start") == Some(start.as_str())
+        }
+    }
+}
+
+#[async_trait]
+impl Collection for SfCollection {
+    fn capabilities(&self) -> Capabilities {
+        match self.kind {
+            Kind::Contact => Capabilities {
+                max_batch: MAX_BATCH,
+                fields: CONTACT_FIELDS,
+                incremental: true,
+                find_beyond_scope: true,
+            },
+            Kind::Event => Capabilities {
+                max_batch: MAX_BATCH,
+                fields: Kind::Event.fields(),
+                incremental: true,
+                find_beyond_scope: false,
+            },
+        }
+    }
+
+    async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
+        match cursor {
+            None => self.full_read().await,
+            Some(c) => self.incremental(c).await,
+        }
+        .map_err(|e| e.context(format!("salesforce {}s", self.kind.as_str())))
+    }
+
+    async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
+        let rows = self.rows_by_ids(ids).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let item = item_from_row(self.kind, row, self.key_field()).ok()?;
+                self.in_scope(row, &item).then_some(item)
+            })
+            .collect())
+    }
+
+    async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
+        // (field, literal) pairs; SubjectStart is a whole condition of its own.
+        let mut terms: Vec<(&str, String)> = vec![];
+        for k in keys {
+            match (k, self.kind) {
+                (MatchKey::SyncKey(s), _) => terms.push((self.key_field(), quote(s.as_str()))),
+                (MatchKey::Email(e), Kind::Contact) => terms.push(("Email", quote(e))),
+                (MatchKey::NamePhone { name, .. }, Kind::Contact) => terms.push(("Name", quote(name))),
+                (MatchKey::SubjectStart { subject, start }, Kind::Event) => {
+                    let Some(t) = mapping::parse_time(start) else { continue };
+                    terms.push((
+                        "",
+                        format!("(Subject = {} AND StartDateTime = {})", quote(subject), soql::datetime(t)),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if terms.is_empty() {
+            return Ok(vec![]);
+        }
+        terms.sort();
+        terms.dedup();
+        let owner = match self.kind {
+            Kind::Event => format!("OwnerId = {} AND ", quote(&self.owner)),
+            Kind::Contact => String::new(),
+        };
+        let base = soql::encoded_len(&self.soql(&format!("{owner}()"), "", "")) + 64;
+        // Greedy packing of every term into as few queries as the length limit allows.
+        let mut queries: Vec<BTreeMap<&str, Vec<String>>> = vec![BTreeMap::new()];
+        let mut len = base;
+        for (field, lit) in terms {
+            let l = soql::encoded_len(&lit) + soql::encoded_len(field) + 16;
+            if len + l > MAX_QUERY_LEN && !queries.last().expect("one").is_empty() {
+                queries.push(BTreeMap::new());
+                len = base;
+            }
+            len += l;
+            queries.last_mut().expect("one").entry(field).or_default().push(lit);
+        }
+        let mut found: BTreeMap<String, Found> = BTreeMap::new();
+        for q in queries {
+            let cond: Vec<String> =
+                q.into_iter()
+                    .flat_map(|(field, lits)| {
+                        if field.is_empty() { lits } else { vec![format!("{field} IN {}", soql::in_list(&lits))] }
+                    })
+                    .collect();
+            let text = self.soql(&format!("{owner}({})", cond.join(" OR ")), "", "");
+            for row in self.client.query(self.ctr(), &text, false).await?.records {
+                let Ok(item) = item_from_row(self.kind, &row, self.key_field()) else { continue };
+                if keys.iter().any(|k| matches_key(&item, k)) {
+                    let in_scope = self.in_scope(&row, &item);
+                    found.insert(item.id.clone(), Found { item, in_scope });
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
+        if items.len() > MAX_BATCH {
+            return Err(Error::unexpected(format!("batch of {} exceeds the limit {MAX_BATCH}", items.len())));
+        }
+        let mut out: Vec<Option<Result<Item>>> =
+            items.iter().map(|it| it.record.invalid_reason().map(|r| Err(Error::invalid_item(r)))).collect();
+        let send: Vec<(usize, &NewItem)> = items.iter().enumerate().filter(|(i, _)| out[*i].is_none()).collect();
+        if send.is_empty() {
+            return Ok(out.into_iter().map(|r| r.expect("decided")).collect());
+        }
+        let who = match self.kind {
+            Kind::Event => self.who_ids(&send.iter().map(|(_, it)| *it).collect::<Vec<_>>()).await?,
+            Kind::Contact => HashMap::new(),
+        };
+        let ty = sobject(self.kind);
+        let records: Vec<Value> = send
+            .iter()
+            .map(|(_, it)| {
+                let mut m = mapping::fields_json(&it.record, None, true);
+                m.insert("attributes".into(), json!({"type": ty}));
+                m.insert(self.key_field().to_owned(), json!(it.sync_key.as_str()));
+                m.insert("OwnerId".into(), json!(self.owner));
+                if let Some(w) = it.record.emails().first().and_then(|e| who.get(e)) {
+                    m.insert("WhoId".into(), json!(w));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        let keys: Vec<String> = send.iter().map(|(_, it)| quote(it.sync_key.as_str())).collect();
+        let read = self.soql(&format!("{} IN {}", self.key_field(), soql::in_list(&keys)), "", "");
+        let url = self.client.data_path(&format!("/composite/sobjects/{ty}/{}", self.key_field()));
+        let (status, body, rows) =
+            self.composite("PATCH", url, json!({"allOrNone": false, "records": records}), read).await?;
+        let mut by_id = self.items_by_id(&rows);
+        for ((i, _), res) in send.iter().zip(self.save_results(status, &body, send.len())) {
+            out[*i] = Some(res.and_then(|id| {
+                by_id
+                    .remove(&id)
+                    .unwrap_or_else(|| Err(Error::unexpected(format!("salesforce: written record {id} not read back"))))
+            }));
+        }
+        Ok(out.into_iter().map(|r| r.expect("decided")).collect())
+    }
+
+    async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
+        if items.len() > MAX_BATCH {
+            return Err(Error::unexpected(format!("batch of {} exceeds the limit {MAX_BATCH}", items.len())));
+        }
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
+        // Pre-read of the current SystemModstamps (one query for the batch): Contact and Event
+        // have no ETag, and If-Unmodified-Since would need one request per record.
+        let ids: Vec<String> = items.iter().map(|u| u.id.clone()).collect();
+        let current: HashMap<String, (Value, Item)> = self
+            .rows_by_ids(&ids)
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                let item = item_from_row(self.kind, &row, self.key_field()).ok()?;
+                Some((item.id.clone(), (row, item)))
+            })
+            .collect();
+        let mut out: Vec<Option<Result<Item>>> = vec![];
+        let mut send: Vec<(usize, Value)> = vec![];
+        let ty = sobject(self.kind);
+        for (i, u) in items.iter().enumerate() {
+            let cur = current.get(&u.id).filter(|(row, item)| self.in_scope(row, item));
+            let Some((_, item)) = cur else {
+                out.push(Some(Err(Error::not_found(format!("salesforce: no {ty} {} in scope", u.id)))));
+                continue;
+            };
+            if item.version != u.version {
+                out.push(Some(Err(Error::new(
+                    ErrorKind::PreconditionFailed,
+                    format!("salesforce: {ty} {} changed (SystemModstamp {} ≠ {})", u.id, item.version, u.version),
+                ))));
+                continue;
+            }
+            let mut merged = item.record.clone();
+            for f in &u.fields {
+                merged.set_field(f, u.record.field(f));
+            }
+            if let Some(reason) = merged.invalid_reason() {
+                out.push(Some(Err(Error::invalid_item(reason))));
+                continue;
+            }
+            let mut m = mapping::fields_json(&merged, Some(&u.fields), false);
+            m.insert("attributes".into(), json!({"type": ty}));
+            m.insert("id".into(), json!(u.id));
+            send.push((i, Value::Object(m)));
+            out.push(None);
+        }
+        if !send.is_empty() {
+            let lits: Vec<String> = send.iter().map(|(i, _)| quote(&items[*i].id)).collect();
+            let read = self.soql(&format!("Id IN {}", soql::in_list(&lits)), "", "");
+            let records: Vec<Value> = send.iter().map(|(_, v)| v.clone()).collect();
+            let url = self.client.data_path("/composite/sobjects");
+            let (status, body, rows) =
+                self.composite("PATCH", url, json!({"allOrNone": false, "records": records}), read).await?;
+            let mut by_id = self.items_by_id(&rows);
+            for ((i, _), res) in send.iter().zip(self.save_results(status, &body, send.len())) {
+                out[*i] = Some(res.and_then(|id| {
+                    by_id.remove(&id).unwrap_or_else(|| {
+                        Err(Error::unexpected(format!("salesforce: updated record {id} not read back")))
+                    })
+                }));
+            }
+        }
+        Ok(out.into_iter().map(|r| r.expect("decided")).collect())
+    }
+
+    async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
+        if ids.len() > MAX_BATCH {
+            return Err(Error::unexpected(format!("batch of {} exceeds the limit {MAX_BATCH}", ids.len())));
+        }
+        let valid: Vec<&String> = ids.iter().filter(|i| is_id(i)).collect();
+        if valid.is_empty() {
+            return Ok(ids.iter().map(|_| Ok(())).collect());
+        }
+        let joined = valid.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+        let raw = self
+            .client
+            .call(
+                self.ctr(),
+                Method::DELETE,
+                &self.client.data_path("/composite/sobjects"),
+                &[("ids", joined), ("allOrNone", "false".into())],
+                None,
+            )
+            .await?;
+        let body = raw.json()?;
+        let results = body.as_array().cloned().unwrap_or_default();
+        let mut by_pos = results.into_iter();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                if !is_id(id) {
+                    return Ok(());
+                }
+                match by_pos.next() {
+                    Some(r) if r.get("success").and_then(Value::as_bool) == Some(true) => Ok(()),
+                    Some(r) => {
+                        let e = record_error(&r);
+                        // Deleting a missing record succeeds.
+                        if e.kind() == ErrorKind::NotFound || e.message().contains("INVALID_CROSS_REFERENCE_KEY") {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    }
+                    None => Err(Error::unexpected("salesforce: delete answer has fewer results than ids")),
+                }
+            })
+            .collect())
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips() {
+        let c = Cursor { read_at: 10, hw: 9, seen: [("003A".to_string(), 9001)].into_iter().collect() };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("garbage"), None);
+        assert_eq!(Cursor::decode("sf1.1.2."), Some(Cursor { read_at: 1, hw: 2, seen: BTreeSet::new() }));
+    }
+}
