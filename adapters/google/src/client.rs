@@ -1,0 +1,426 @@
+//! HTTP plumbing shared by both collections: OAuth 2.0 (service-account JWT assertion with
+//! domain-wide delegation, or the rep's refresh token), a token cache, retries with backoff,
+//! one refresh on 401, per-user sequential writes, request counting, and [`parse_error`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crmsync_core::{Error, ErrorKind, Result, Retry};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, SCOPES};
+
+/// How a session obtains access tokens.
+#[derive(Clone)]
+pub(crate) enum Auth {
+    /// Admin-managed: a signed JWT assertion with `sub` = the rep's mailbox.
+    ServiceAccount { subject: String },
+    /// User-managed: the rep's own refresh token.
+    Refresh { grant: SecretString },
+}
+
+impl Auth {
+    fn cache_key(&self) -> String {
+        match self {
+            Auth::ServiceAccount { subject } => format!("sa:{subject}"),
+            Auth::Refresh { grant } => {
+                let h = Sha256::digest(grant.expose_secret().as_bytes());
+                format!("rt:{}", h[..12].iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
+        }
+    }
+}
+
+struct CachedToken {
+    token: SecretString,
+    expires: Instant,
+}
+
+/// The account-level client: one reqwest client, the config, the token cache and the per-user
+/// write locks. Shared by every collection the provider hands out.
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) cfg: Config,
+    signing_key: Option<jsonwebtoken::EncodingKey>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+    write_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(cfg: Config) -> Result<Self> {
+        cfg.validate()?;
+        let signing_key = match &cfg.private_key {
+            Some(k) => Some(
+                jsonwebtoken::EncodingKey::from_rsa_pem(k.expose_secret().as_bytes())
+                    .map_err(|_| Error::invalid_config("google: private_key is not an RSA PEM key"))?,
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(cfg.timeout_ms))
+            .build()
+            .map_err(|e| Error::invalid_config(format!("google: cannot build HTTP client: {e}")))?;
+        Ok(Self { http, cfg, signing_key, tokens: Mutex::new(HashMap::new()), write_locks: Mutex::new(HashMap::new()) })
+    }
+
+    pub(crate) fn has_service_account(&self) -> bool {
+        self.signing_key.is_some() && self.cfg.service_account_email.is_some()
+    }
+
+    fn write_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.write_locks.lock().expect("poisoned").entry(user.to_owned()).or_default().clone()
+    }
+}
+
+/// One request to send through a [`Session`].
+pub(crate) struct Req {
+    pub method: Method,
+    pub url: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub if_match: Option<String>,
+    /// Mutations of one user are sent one at a time.
+    pub mutate: bool,
+}
+
+impl Req {
+    pub fn get(url: String) -> Self {
+        Self { method: Method::GET, url, query: vec![], body: None, if_match: None, mutate: false }
+    }
+    pub fn write(method: Method, url: String, body: Option<Value>) -> Self {
+        Self { method, url, query: vec![], body, if_match: None, mutate: true }
+    }
+    pub fn q(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.query.push((k.to_owned(), v.into()));
+        self
+    }
+    pub fn if_match(mut self, etag: &str) -> Self {
+        self.if_match = Some(etag.to_owned());
+        self
+    }
+}
+
+/// A per-collection session: the shared client, how to authenticate as this user, and the
+/// request counter of the collection.
+pub(crate) struct Session {
+    pub(crate) client: Arc<Client>,
+    auth: Auth,
+    user: String,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("user", &self.user).field("requests", &self.requests()).finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(client: Arc<Client>, auth: Auth, user: &str) -> Self {
+        Self { client, auth, user: user.to_owned(), requests: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn cfg(&self) -> &Config {
+        &self.client.cfg
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn backoff(&self, attempt: u32, err: &Error) -> Duration {
+        if let Retry::Temporary { after: Some(d) } = err.retry() {
+            return d.min(Duration::from_secs(60));
+        }
+        let base = self.cfg().retry_base_ms.saturating_mul(1u64 << attempt.min(16));
+        Duration::from_millis(base.min(30_000))
+    }
+
+    fn forget_token(&self) {
+        self.client.tokens.lock().expect("poisoned").remove(&self.auth.cache_key());
+    }
+
+    async fn token(&self) -> Result<SecretString> {
+        let key = self.auth.cache_key();
+        if let Some(t) = self.client.tokens.lock().expect("poisoned").get(&key) {
+            if t.expires > Instant::now() {
+                return Ok(t.token.clone());
+            }
+        }
+        let (token, ttl) = self.fetch_token().await?;
+        let expires = Instant::now() + ttl.saturating_sub(Duration::from_secs(60)).max(Duration::from_secs(1));
+        self.client.tokens.lock().expect("poisoned").insert(key, CachedToken { token: token.clone(), expires });
+        Ok(token)
+    }
+
+    async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
+        let cfg = self.cfg();
+        let form: Vec<(&str, String)> = match &self.auth {
+            Auth::ServiceAccount { subject } => {
+                let (Some(key), Some(iss)) = (&self.client.signing_key, &cfg.service_account_email) else {
+                    return Err(Error::invalid_config("google: admin-managed rep but no service account configured"));
+                };
+                let now = chrono::Utc::now().timestamp();
+                let claims = serde_json::json!({
+                    "iss": iss, "sub": subject, "scope": SCOPES, "aud": cfg.token_url,
+                    "iat": now, "exp": now + 3600,
+                });
+                let jwt =
+                    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, key)
+                        .map_err(|e| {
+                            Error::invalid_config(format!("google: cannot sign the service-account assertion: {e}"))
+                        })?;
+                vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()), ("assertion", jwt)]
+            }
+            Auth::Refresh { grant } => {
+                let Some(id) = &cfg.client_id else {
+                    return Err(Error::invalid_config("google: user-managed rep but no client_id configured"));
+                };
+                let mut f = vec![
+                    ("grant_type", "refresh_token".to_owned()),
+                    ("refresh_token", grant.expose_secret().to_owned()),
+                    ("client_id", id.clone()),
+                ];
+                if let Some(s) = &cfg.client_secret {
+                    f.push(("client_secret", s.expose_secret().to_owned()));
+                }
+                f
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            self.count();
+            let res = self.client.http.post(&cfg.token_url).form(&form).send().await;
+            let err = match res {
+                Err(e) => transport(e, "token endpoint"),
+                Ok(r) => {
+                    let status = r.status();
+                    let retry_after = retry_after(r.headers());
+                    match r.text().await {
+                        Err(e) => transport(e, "token endpoint"),
+                        Ok(text) if status.is_success() => return parse_token(&text),
+                        Ok(text) => token_error(status, &text, retry_after),
+                    }
+                }
+            };
+            if err.is_temporary() && attempt < cfg.retry_budget {
+                tokio::time::sleep(self.backoff(attempt, &err)).await;
+                attempt += 1;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    /// Send a request: authenticate, retry temporary failures within the budget, refresh the
+    /// token once on 401, and return the JSON body (`Null` when empty).
+    pub(crate) async fn send(&self, req: Req) -> Result<Value> {
+        let lock = req.mutate.then(|| self.client.write_lock(&self.user));
+        let _guard = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let budget = self.cfg().retry_budget;
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            let token = self.token().await?;
+            let mut rb = self.client.http.request(req.method.clone(), &req.url).bearer_auth(token.expose_secret());
+            if !req.query.is_empty() {
+                rb = rb.query(&req.query);
+            }
+            if let Some(b) = &req.body {
+                rb = rb.json(b);
+            }
+            if let Some(e) = &req.if_match {
+                rb = rb.header("If-Match", e);
+            }
+            self.count();
+            let err = match rb.send().await {
+                Err(e) => transport(e, &req.url),
+                Ok(r) => {
+                    let status = r.status();
+                    let retry_after = retry_after(r.headers());
+                    match r.text().await {
+                        Err(e) => transport(e, &req.url),
+                        Ok(text) if status.is_success() => return parse_body(&text),
+                        Ok(_) if status == StatusCode::UNAUTHORIZED && !refreshed => {
+                            refreshed = true;
+                            self.forget_token();
+                            continue;
+                        }
+                        Ok(text) => parse_error(status, &text, retry_after),
+                    }
+                }
+            };
+            if err.is_temporary() && attempt < budget {
+                tracing::debug!(attempt, error = %err, "google: retrying");
+                tokio::time::sleep(self.backoff(attempt, &err)).await;
+                attempt += 1;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+fn transport(e: reqwest::Error, what: &str) -> Error {
+    // reqwest errors carry the URL only; no credentials are in URLs we build.
+    Error::new(ErrorKind::Transport, format!("google: request to {what} failed: {}", e.without_url())).temporary(None)
+}
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok().map(Duration::from_secs_f64)
+}
+
+fn snippet(text: &str) -> String {
+    let t: String = text.chars().take(200).collect();
+    t.replace('\n', " ")
+}
+
+fn parse_body(text: &str) -> Result<Value> {
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text)
+        .map_err(|e| Error::unexpected(format!("google: truncated or non-JSON response ({e}): {}", snippet(text))))
+}
+
+fn parse_token(text: &str) -> Result<(SecretString, Duration)> {
+    let v: Value =
+        parse_body(text).map_err(|_| Error::unexpected("google: token endpoint returned a non-JSON body"))?;
+    let Some(tok) = v.get("access_token").and_then(Value::as_str) else {
+        return Err(Error::unexpected("google: token response has no access_token"));
+    };
+    let ttl = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
+    Ok((SecretString::from(tok.to_owned()), Duration::from_secs(ttl)))
+}
+
+fn token_error(status: StatusCode, text: &str, retry_after: Option<Duration>) -> Error {
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return parse_error(status, text, retry_after);
+    }
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let code = v.get("error").and_then(Value::as_str).unwrap_or("");
+    let desc = v.get("error_description").and_then(Value::as_str).unwrap_or("");
+    let kind = match code {
+        "invalid_client" => ErrorKind::InvalidConfig,
+        "unauthorized_client" | "access_denied" => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Unauthenticated,
+    };
+    let msg = if code.is_empty() { snippet(text) } else { format!("{code}: {desc}") };
+    Error::new(kind, format!("google: token endpoint refused (HTTP {}): {msg}", status.as_u16()))
+}
+
+/// Map an error response of the People or Calendar API to a core error kind and retry hint.
+///
+/// Understands both envelopes: People's `{"error":{"code","message","status","details":[{"reason"}]}}`
+/// and Calendar's `{"error":{"errors":[{"domain","reason","message"}],"code","message"}}`.
+pub fn parse_error(status: StatusCode, text: &str, retry_after: Option<Duration>) -> Error {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            let kind = if status.is_server_error() { ErrorKind::Transport } else { ErrorKind::Unexpected };
+            let mut e =
+                Error::new(kind, format!("google: HTTP {} with a non-JSON body: {}", status.as_u16(), snippet(text)));
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                e = Error::new(ErrorKind::RateLimited, e.message().to_owned()).temporary(retry_after);
+            }
+            return e;
+        }
+    };
+    let err = &v["error"];
+    let gstatus = err["status"].as_str().unwrap_or("");
+    let message = err["message"].as_str().unwrap_or("").to_owned();
+    let mut reasons: Vec<String> = vec![];
+    for d in err["details"].as_array().into_iter().flatten() {
+        if let Some(r) = d["reason"].as_str() {
+            reasons.push(r.to_owned());
+        }
+    }
+    for d in err["errors"].as_array().into_iter().flatten() {
+        if let Some(r) = d["reason"].as_str() {
+            reasons.push(r.to_owned());
+        }
+    }
+    let has = |r: &str| reasons.iter().any(|x| x == r);
+    let code = status.as_u16();
+    let rate_limited = has("rateLimitExceeded") || has("userRateLimitExceeded") || has("RATE_LIMIT_EXCEEDED");
+    let kind = match code {
+        400 if has("EXPIRED_SYNC_TOKEN") || message.contains("Sync token is expired") => ErrorKind::CursorExpired,
+        410 if has("fullSyncRequired") || has("updatedMinTooLongAgo") || message.contains("full sync") => {
+            ErrorKind::CursorExpired
+        }
+        410 => ErrorKind::NotFound,
+        400 if gstatus == "FAILED_PRECONDITION" => ErrorKind::PreconditionFailed,
+        400 => ErrorKind::InvalidItem,
+        401 => ErrorKind::Unauthenticated,
+        403 if rate_limited || has("quotaExceeded") => ErrorKind::RateLimited,
+        403 => ErrorKind::PermissionDenied,
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        412 => ErrorKind::PreconditionFailed,
+        429 => ErrorKind::RateLimited,
+        500..=599 => ErrorKind::Transport,
+        _ => ErrorKind::Unexpected,
+    };
+    let detail = if reasons.is_empty() { gstatus.to_owned() } else { reasons.join(",") };
+    let e = Error::new(kind, format!("google: HTTP {code} {detail}: {message}"));
+    match kind {
+        ErrorKind::RateLimited => e.temporary(retry_after),
+        ErrorKind::Transport => e.temporary(retry_after),
+        _ => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_knows_both_envelopes() {
+        let people = r#"{"error":{"code":400,"message":"Sync token is expired. Clear local cache and retry call without the sync token.","status":"FAILED_PRECONDITION","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"EXPIRED_SYNC_TOKEN","domain":"people.googleapis.com"}]}}"#;
+        assert_eq!(parse_error(StatusCode::BAD_REQUEST, people, None).kind(), ErrorKind::CursorExpired);
+        let etag = r#"{"error":{"code":400,"message":"Request person.etag is different than the current person.etag.","status":"FAILED_PRECONDITION"}}"#;
+        assert_eq!(parse_error(StatusCode::BAD_REQUEST, etag, None).kind(), ErrorKind::PreconditionFailed);
+        let cal = r#"{"error":{"errors":[{"domain":"calendar","reason":"fullSyncRequired","message":"Sync token is no longer valid, a full sync is required.","locationType":"parameter","location":"syncToken"}],"code":410,"message":"Sync token is no longer valid, a full sync is required."}}"#;
+        assert_eq!(parse_error(StatusCode::GONE, cal, None).kind(), ErrorKind::CursorExpired);
+        let rl = r#"{"error":{"errors":[{"domain":"usageLimits","reason":"rateLimitExceeded","message":"Rate Limit Exceeded"}],"code":403,"message":"Rate Limit Exceeded"}}"#;
+        let e = parse_error(StatusCode::FORBIDDEN, rl, Some(Duration::from_secs(2)));
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert_eq!(e.retry(), Retry::Temporary { after: Some(Duration::from_secs(2)) });
+        let denied = r#"{"error":{"code":403,"message":"nope","status":"PERMISSION_DENIED"}}"#;
+        assert_eq!(parse_error(StatusCode::FORBIDDEN, denied, None).kind(), ErrorKind::PermissionDenied);
+        assert_eq!(parse_error(StatusCode::PRECONDITION_FAILED, "{}", None).kind(), ErrorKind::PreconditionFailed);
+        let html = parse_error(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>", None);
+        assert_eq!(html.kind(), ErrorKind::Transport);
+        assert!(html.is_temporary() && html.message().contains("non-JSON"));
+        assert!(parse_body("{\"a\":").unwrap_err().message().contains("truncated"));
+    }
+
+    #[test]
+    fn token_errors_never_echo_secrets() {
+        let e = token_error(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
+            None,
+        );
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+        assert!(e.message().contains("invalid_grant"));
+    }
+}

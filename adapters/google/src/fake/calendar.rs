@@ -1,0 +1,612 @@
+//! The Calendar API part of the fake: the primary calendar's events with page and sync tokens.
+
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use crmsync_core::{Event, EventTime};
+use serde_json::{Map, Value, json};
+use wiremock::{Request, ResponseTemplate};
+
+use super::{State, calendar_error, now, parse_rfc3339, q1, query};
+
+/// Fields a client may set on insert / patch.
+const WRITABLE: &[&str] = &[
+    "summary",
+    "description",
+    "location",
+    "start",
+    "end",
+    "visibility",
+    "attendees",
+    "extendedProperties",
+    "recurrence",
+    "colorId",
+    "status",
+    "transparency",
+    "iCalUID",
+    "organizer",
+    "reminders",
+    "guestsCanModify",
+    "anyoneCanAddSelf",
+];
+/// Parameters forbidden together with `syncToken`.
+const NOT_WITH_SYNC: &[&str] = &[
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "q",
+    "sharedExtendedProperty",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+];
+
+/// One stored event (a single event or a series master).
+#[derive(Clone, Debug)]
+pub(crate) struct EventRec {
+    pub(crate) id: String,
+    pub(crate) data: Map<String, Value>,
+    pub(crate) etag: String,
+    pub(crate) seq: u64,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) updated: DateTime<Utc>,
+    pub(crate) deleted: bool,
+}
+
+/// An edit of a seeded event, as a user would make it in the calendar UI.
+#[derive(Clone, Debug, Default)]
+pub struct EventEdit {
+    pub subject: Option<String>,
+    /// New start (the duration is kept unless `duration` is given too).
+    pub start: Option<DateTime<Utc>>,
+    pub duration: Option<Duration>,
+}
+
+impl EventEdit {
+    pub(crate) fn apply(&self, e: &mut Map<String, Value>) {
+        if let Some(s) = &self.subject {
+            e.insert("summary".into(), json!(s));
+        }
+        if self.start.is_none() && self.duration.is_none() {
+            return;
+        }
+        let (Some(s), Some(en)) = (e.get("start").and_then(instant), e.get("end").and_then(instant)) else { return };
+        let start = self.start.unwrap_or(s);
+        let dur = self.duration.unwrap_or(en - s);
+        let tz = e["start"]["timeZone"].clone();
+        let mut sj = json!({"dateTime": rfc(start)});
+        let mut ej = json!({"dateTime": rfc(start + dur)});
+        if tz.is_string() {
+            sj["timeZone"] = tz.clone();
+            ej["timeZone"] = tz;
+        }
+        e.insert("start".into(), sj);
+        e.insert("end".into(), ej);
+    }
+}
+
+fn etag(seq: u64) -> String {
+    format!("\"{}\"", 3_180_000_000_000_000u64 + seq * 1000)
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The instant of a `{date}` / `{dateTime}` (midnight UTC for dates).
+fn instant(t: &Value) -> Option<DateTime<Utc>> {
+    if let Some(d) = t["date"].as_str() {
+        return NaiveDate::parse_from_str(d, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc());
+    }
+    t["dateTime"].as_str().and_then(parse_rfc3339)
+}
+
+fn bad(reason: &str, message: &str) -> ResponseTemplate {
+    calendar_error(400, "global", reason, message)
+}
+
+fn ok(v: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(v)
+}
+
+fn not_found() -> ResponseTemplate {
+    calendar_error(404, "global", "notFound", "Not Found")
+}
+
+fn render(u: &str, e: &EventRec) -> Value {
+    if e.deleted {
+        return json!({"kind": "calendar#event", "etag": e.etag, "id": e.id, "status": "cancelled"});
+    }
+    let mut v = Map::new();
+    v.insert("kind".into(), json!("calendar#event"));
+    v.insert("etag".into(), json!(e.etag));
+    v.insert("id".into(), json!(e.id));
+    v.insert("status".into(), e.data.get("status").cloned().unwrap_or(json!("confirmed")));
+    v.insert("htmlLink".into(), json!(format!("https://www.google.com/calendar/event?eid={}", e.id)));
+    v.insert("created".into(), json!(ts(e.created)));
+    v.insert("updated".into(), json!(ts(e.updated)));
+    v.insert("creator".into(), json!({"email": u, "self": true}));
+    v.insert("organizer".into(), json!({"email": u, "self": true}));
+    for (k, val) in &e.data {
+        if k != "status" {
+            v.insert(k.clone(), val.clone());
+        }
+    }
+    v.entry("iCalUID").or_insert(json!(format!("{}@google.com", e.id)));
+    v.insert("sequence".into(), json!(0));
+    v.entry("reminders").or_insert(json!({"useDefault": true}));
+    v.insert("eventType".into(), json!("default"));
+    Value::Object(v)
+}
+
+/// Parse `RRULE:FREQ=DAILY|WEEKLY;INTERVAL=n;COUNT=n` (all the fake understands).
+fn rrule(e: &EventRec) -> Option<(Duration, u32)> {
+    let rules = e.data.get("recurrence")?.as_array()?;
+    let r = rules.iter().filter_map(Value::as_str).find(|r| r.starts_with("RRULE:"))?;
+    let mut freq = 1;
+    let mut interval = 1;
+    let mut count = 52;
+    for part in r.trim_start_matches("RRULE:").split(';') {
+        match part.split_once('=') {
+            Some(("FREQ", "DAILY")) => freq = 1,
+            Some(("FREQ", "WEEKLY")) => freq = 7,
+            Some(("INTERVAL", n)) => interval = n.parse().unwrap_or(1),
+            Some(("COUNT", n)) => count = n.parse().unwrap_or(52),
+            _ => {}
+        }
+    }
+    Some((Duration::days(freq * interval), count))
+}
+
+fn shift(t: &Value, by: Duration) -> Value {
+    let mut t = t.clone();
+    if let Some(d) = t["date"].as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
+        t["date"] = json!((d + by).format("%Y-%m-%d").to_string());
+    } else if let Some(dt) = t["dateTime"].as_str().and_then(parse_rfc3339) {
+        t["dateTime"] = json!(rfc(dt + by));
+    }
+    t
+}
+
+fn instance_suffix(t: &Value) -> String {
+    if let Some(d) = t["date"].as_str() {
+        return d.replace('-', "");
+    }
+    instant(t).map(|i| i.format("%Y%m%dT%H%M%SZ").to_string()).unwrap_or_default()
+}
+
+/// The instances of a series (or the event itself), as `singleEvents=true` lists them.
+fn expand(u: &str, e: &EventRec) -> Vec<Value> {
+    let Some((step, count)) = rrule(e) else { return vec![render(u, e)] };
+    let master = render(u, e);
+    (0..count)
+        .map(|k| {
+            let by = step * k as i32;
+            let start = shift(&e.data["start"], by);
+            let id = format!("{}_{}", e.id, instance_suffix(&start));
+            if e.deleted {
+                return json!({"kind": "calendar#event", "etag": e.etag, "id": id, "status": "cancelled",
+                    "recurringEventId": e.id, "originalStartTime": start});
+            }
+            let mut v = master.clone();
+            let o = v.as_object_mut().expect("object");
+            o.remove("recurrence");
+            o.insert("id".into(), json!(id));
+            o.insert("start".into(), start.clone());
+            o.insert("end".into(), shift(&e.data["end"], by));
+            o.insert("recurringEventId".into(), json!(e.id));
+            o.insert("originalStartTime".into(), start);
+            v
+        })
+        .collect()
+}
+
+fn calendar_ok(path_cal: &str, user: &str) -> bool {
+    path_cal == "primary" || path_cal.replace("%40", "@").eq_ignore_ascii_case(user)
+}
+
+/// Route one Calendar request of an authenticated user.
+pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &Request) -> ResponseTemplate {
+    let rest = path.trim_start_matches("/calendar/v3/");
+    let segs: Vec<&str> = rest.split('/').collect();
+    if st.user(user).is_none() {
+        return calendar_error(403, "global", "forbidden", "Forbidden");
+    }
+    match (method, segs.as_slice()) {
+        (_, ["calendars", cal, "events", ..]) if !calendar_ok(cal, user) => not_found(),
+        ("GET", ["calendars", _, "events"]) => list(st, user, req),
+        ("POST", ["calendars", _, "events"]) => insert(st, user, req),
+        ("GET", ["calendars", _, "events", id]) => get(st, user, id),
+        ("PATCH", ["calendars", _, "events", id]) => patch(st, user, id, req),
+        ("DELETE", ["calendars", _, "events", id]) => delete(st, user, id, req),
+        _ => not_found(),
+    }
+}
+
+fn page_token(t: Option<&str>) -> Result<(usize, Option<u64>), ResponseTemplate> {
+    match t {
+        None => Ok((0, None)),
+        Some(t) => {
+            let p: Vec<&str> = t.split('.').collect();
+            match p.as_slice() {
+                ["cpt", o, s] => match (o.parse(), s.parse()) {
+                    (Ok(o), Ok(s)) => Ok((o, Some(s))),
+                    _ => Err(bad("invalid", "Invalid page token value.")),
+                },
+                _ => Err(bad("invalid", "Invalid page token value.")),
+            }
+        }
+    }
+}
+
+fn full_sync_required() -> ResponseTemplate {
+    ResponseTemplate::new(410).set_body_json(json!({"error": {"errors": [{"domain": "calendar", "reason": "fullSyncRequired",
+        "message": "Sync token is no longer valid, a full sync is required.", "locationType": "parameter", "location": "syncToken"}],
+        "code": 410, "message": "Sync token is no longer valid, a full sync is required."}}))
+}
+
+fn list(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+    let q = query(req);
+    let max = match q1(&q, "maxResults").map(str::parse::<usize>) {
+        None => 250,
+        Some(Ok(n)) if n > 0 => n.min(2500),
+        _ => return bad("invalid", "Invalid value for: maxResults"),
+    };
+    let single = q1(&q, "singleEvents") == Some("true");
+    let (offset, snap) = match page_token(q1(&q, "pageToken")) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let snapshot = snap.unwrap_or(st.seq);
+    let epoch = st.cursor_epoch;
+    let since = match q1(&q, "syncToken") {
+        None => None,
+        Some(t) => {
+            if NOT_WITH_SYNC.iter().any(|p| q.contains_key(*p)) || q1(&q, "showDeleted") == Some("false") {
+                return bad(
+                    "syncTokenWithRequestRestrictions",
+                    "Sync token cannot be used with other request restrictions.",
+                );
+            }
+            let p: Vec<&str> = t.split('.').collect();
+            match p.as_slice() {
+                ["cst", e, s] => match (e.parse::<u64>(), s.parse::<u64>()) {
+                    (Ok(e), Ok(s)) if e >= epoch => Some(s),
+                    _ => return full_sync_required(),
+                },
+                _ => return full_sync_required(),
+            }
+        }
+    };
+    let time_min = match q1(&q, "timeMin").map(parse_rfc3339) {
+        Some(None) => return bad("badRequest", "Bad Request"),
+        v => v.flatten(),
+    };
+    let time_max = match q1(&q, "timeMax").map(parse_rfc3339) {
+        Some(None) => return bad("badRequest", "Bad Request"),
+        v => v.flatten(),
+    };
+    if let (Some(a), Some(b)) = (time_min, time_max) {
+        if b <= a {
+            return bad("timeRangeEmpty", "The specified time range is empty.");
+        }
+    }
+    let show_deleted = since.is_some() || q1(&q, "showDeleted") == Some("true");
+    let props: Vec<(String, String)> = q
+        .get("privateExtendedProperty")
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let ical = q1(&q, "iCalUID").map(str::to_owned);
+    let u = st.user(user).expect("checked");
+    let mut items: Vec<Value> = vec![];
+    for e in u.events.values() {
+        match since {
+            Some(s) if e.seq <= s || e.seq > snapshot => continue,
+            None if e.deleted && !show_deleted => continue,
+            _ => {}
+        }
+        let expanded = if single { expand(user, e) } else { vec![render(user, e)] };
+        for v in expanded {
+            let cancelled = v["status"] == "cancelled";
+            if cancelled && !show_deleted {
+                continue;
+            }
+            if since.is_none() && !cancelled {
+                let (Some(s), Some(en)) = (instant(&v["start"]), instant(&v["end"])) else { continue };
+                if time_min.is_some_and(|m| en <= m) || time_max.is_some_and(|m| s >= m) {
+                    continue;
+                }
+            }
+            if props
+                .iter()
+                .any(|(k, val)| v["extendedProperties"]["private"][k.as_str()].as_str() != Some(val.as_str()))
+            {
+                continue;
+            }
+            if ical.as_ref().is_some_and(|i| v["iCalUID"].as_str() != Some(i.as_str())) {
+                continue;
+            }
+            items.push(v);
+        }
+    }
+    if q1(&q, "orderBy") == Some("startTime") && single {
+        items.sort_by_key(|v| instant(&v["start"]));
+    }
+    let total = items.len();
+    let page: Vec<Value> = items.into_iter().skip(offset).take(max).collect();
+    let mut v = json!({"kind": "calendar#events", "etag": etag(snapshot), "summary": user, "description": "",
+        "updated": ts(now()), "timeZone": "UTC", "accessRole": "owner",
+        "defaultReminders": [{"method": "popup", "minutes": 10}], "items": page});
+    if offset + max < total {
+        v["nextPageToken"] = json!(format!("cpt.{}.{snapshot}", offset + max));
+    } else {
+        v["nextSyncToken"] = json!(format!("cst.{epoch}.{snapshot}"));
+    }
+    ok(v)
+}
+
+/// Validate and normalize a written event's fields (times, ids, extended-property limits).
+fn clean(data: &mut Map<String, Value>) -> Result<(), ResponseTemplate> {
+    data.retain(|k, v| WRITABLE.contains(&k.as_str()) && !v.is_null());
+    for which in ["start", "end"] {
+        let Some(t) = data.get(which) else {
+            return Err(bad("required", &format!("Missing {which} time.")));
+        };
+        let has_date = t["date"].is_string();
+        let has_dt = t["dateTime"].is_string();
+        if has_date == has_dt || instant(t).is_none() {
+            return Err(bad("invalid", &format!("Invalid {which} time.")));
+        }
+    }
+    let (s, e) = (instant(&data["start"]).expect("checked"), instant(&data["end"]).expect("checked"));
+    if e < s {
+        return Err(bad("timeRangeEmpty", "The specified time range is empty."));
+    }
+    if data.contains_key("recurrence")
+        && data["start"]["dateTime"].is_string()
+        && !data["start"]["timeZone"].is_string()
+    {
+        return Err(bad("required", "Missing time zone definition for start time."));
+    }
+    if let Some(props) = data.get_mut("extendedProperties").and_then(Value::as_object_mut) {
+        for (_, scope) in props.iter_mut() {
+            if let Some(m) = scope.as_object_mut() {
+                // Keys over 44 characters are silently dropped, values over 1024 truncated.
+                m.retain(|k, v| k.chars().count() <= 44 && !v.is_null());
+                for v in m.values_mut() {
+                    if let Some(s) = v.as_str() {
+                        if s.chars().count() > 1024 {
+                            *v = json!(s.chars().take(1024).collect::<String>());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn valid_id(id: &str) -> bool {
+    (5..=1024).contains(&id.len()) && id.chars().all(|c| matches!(c, 'a'..='v' | '0'..='9'))
+}
+
+fn insert(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+    let Ok(Value::Object(mut data)) = req.body_json::<Value>() else { return bad("parseError", "Parse Error") };
+    let id = match data.remove("id") {
+        Some(Value::String(id)) => {
+            if !valid_id(&id) {
+                return bad("invalid", "Invalid resource id value.");
+            }
+            id
+        }
+        _ => format!("{:026x}", 0x0a0b_0000_0000u64 + st.id()).chars().map(|c| if c > 'v' { 'v' } else { c }).collect(),
+    };
+    if let Err(e) = clean(&mut data) {
+        return e;
+    }
+    let u = st.user(user).expect("checked");
+    if u.events.contains_key(&id) {
+        return calendar_error(409, "global", "duplicate", "The requested identifier already exists.");
+    }
+    let seq = st.tick();
+    let rec = EventRec { id: id.clone(), data, etag: etag(seq), seq, created: now(), updated: now(), deleted: false };
+    let out = render(user, &rec);
+    st.user(user).expect("checked").events.insert(id, rec);
+    ok(out)
+}
+
+/// Find an event or an instance (`{seriesId}_{suffix}`).
+fn lookup(u: &super::User, user: &str, id: &str) -> Option<Value> {
+    if let Some(e) = u.events.get(id) {
+        return Some(render(user, e));
+    }
+    let (series, _) = id.rsplit_once('_')?;
+    let e = u.events.get(series)?;
+    expand(user, e).into_iter().find(|v| v["id"] == id)
+}
+
+fn get(st: &mut State, user: &str, id: &str) -> ResponseTemplate {
+    let u = st.user(user).expect("checked");
+    match lookup(u, user, id) {
+        Some(v) => ok(v),
+        None => not_found(),
+    }
+}
+
+fn precondition_failed() -> ResponseTemplate {
+    ResponseTemplate::new(412).set_body_json(json!({"error": {"errors": [{"domain": "global", "reason": "conditionNotMet",
+        "message": "Precondition Failed", "locationType": "header", "location": "If-Match"}], "code": 412, "message": "Precondition Failed"}}))
+}
+
+fn if_match(req: &Request) -> Option<String> {
+    req.headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// JSON merge patch (RFC 7386), as Calendar's PATCH applies it.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+fn patch(st: &mut State, user: &str, id: &str, req: &Request) -> ResponseTemplate {
+    let Ok(body) = req.body_json::<Value>() else { return bad("parseError", "Parse Error") };
+    let cond = if_match(req);
+    let u = st.user(user).expect("checked");
+    let Some(e) = u.events.get(id) else {
+        return if lookup(u, user, id).is_some() {
+            bad("invalid", "The fake does not support changing single instances of a series.")
+        } else {
+            not_found()
+        };
+    };
+    if e.deleted {
+        return calendar_error(410, "global", "deleted", "Resource has been deleted");
+    }
+    if cond.as_deref().is_some_and(|c| c != e.etag && c != "*") {
+        return precondition_failed();
+    }
+    let mut data = Value::Object(e.data.clone());
+    let mut body = body;
+    if let Some(o) = body.as_object_mut() {
+        o.remove("id");
+    }
+    merge(&mut data, &body);
+    let Value::Object(mut data) = data else { unreachable!("merged into an object") };
+    if let Err(r) = clean(&mut data) {
+        return r;
+    }
+    let seq = st.tick();
+    let e = st.user(user).expect("checked").events.get_mut(id).expect("checked");
+    e.data = data;
+    e.seq = seq;
+    e.etag = etag(seq);
+    e.updated = now();
+    ok(render(user, e))
+}
+
+fn delete(st: &mut State, user: &str, id: &str, req: &Request) -> ResponseTemplate {
+    let cond = if_match(req);
+    let u = st.user(user).expect("checked");
+    let Some(e) = u.events.get(id) else { return not_found() };
+    if e.deleted {
+        return calendar_error(410, "global", "deleted", "Resource has been deleted");
+    }
+    if cond.as_deref().is_some_and(|c| c != e.etag && c != "*") {
+        return precondition_failed();
+    }
+    delete_event(st, user, id);
+    ResponseTemplate::new(204)
+}
+
+// ----- seed / edit / inspect helpers -----
+
+fn time_json(t: &EventTime) -> Value {
+    match t {
+        EventTime::At(t) => json!({"dateTime": rfc(*t)}),
+        EventTime::Date(d) => json!({"date": d.format("%Y-%m-%d").to_string()}),
+    }
+}
+
+/// Calendar JSON for a crmsync event (see `FakeGoogle::insert_event`).
+pub(crate) fn event_json(e: &Event) -> Value {
+    let mut v = json!({"start": time_json(&e.start), "end": time_json(&e.end)});
+    if let Some(s) = &e.subject {
+        v["summary"] = json!(s);
+    }
+    if let Some(s) = &e.location {
+        v["location"] = json!(s);
+    }
+    if let Some(s) = &e.description {
+        v["description"] = json!(s);
+    }
+    if e.private {
+        v["visibility"] = json!("private");
+    }
+    if e.cancelled {
+        v["status"] = json!("cancelled");
+    }
+    if let Some(u) = &e.ical_uid {
+        v["iCalUID"] = json!(u);
+    }
+    if !e.attendees.is_empty() {
+        v["attendees"] =
+            json!(e.attendees.iter().map(|a| json!({"email": a, "responseStatus": "needsAction"})).collect::<Vec<_>>());
+    }
+    if let Some(o) = &e.organizer {
+        v["organizer"] = json!({"email": o});
+    }
+    if !e.categories.is_empty() {
+        v["extendedProperties"] = json!({"private": {crate::config::DEFAULT_NO_SYNC_PROPERTY: "true"}});
+    }
+    v
+}
+
+pub(crate) fn seed_event(st: &mut State, user: &str, event: Value) -> String {
+    let Value::Object(mut data) = event else { panic!("seed event must be a JSON object") };
+    let id = match data.remove("id") {
+        Some(Value::String(id)) => id,
+        _ => format!("seed{:08}", st.id()).chars().map(|c| if c > 'v' { 'v' } else { c }).collect(),
+    };
+    if clean(&mut data).is_err() {
+        panic!("invalid seed event {data:?}");
+    }
+    let seq = st.tick();
+    let rec = EventRec { id: id.clone(), data, etag: etag(seq), seq, created: now(), updated: now(), deleted: false };
+    st.user(user).expect("unknown fake user: call add_user first").events.insert(id.clone(), rec);
+    id
+}
+
+pub(crate) fn edit_event(st: &mut State, user: &str, id: &str, f: impl FnOnce(&mut Map<String, Value>)) -> bool {
+    let seq = st.seq + 1;
+    let Some(u) = st.user(user) else { return false };
+    let Some(e) = u.events.get_mut(id).filter(|e| !e.deleted) else { return false };
+    f(&mut e.data);
+    e.seq = seq;
+    e.etag = etag(seq);
+    e.updated = now();
+    st.seq = seq;
+    true
+}
+
+pub(crate) fn delete_event(st: &mut State, user: &str, id: &str) -> bool {
+    let seq = st.seq + 1;
+    let Some(u) = st.user(user) else { return false };
+    let Some(e) = u.events.get_mut(id).filter(|e| !e.deleted) else { return false };
+    e.deleted = true;
+    e.seq = seq;
+    e.etag = etag(seq);
+    e.updated = now();
+    st.seq = seq;
+    true
+}
+
+pub(crate) fn snapshot(st: &mut State, user: &str) -> Vec<Value> {
+    let Some(u) = st.user(user) else { return vec![] };
+    u.events
+        .values()
+        .map(|e| {
+            if e.deleted {
+                // Keep the details for inspection; the API would only guarantee the id.
+                let mut full = render(user, &EventRec { deleted: false, ..e.clone() });
+                full["status"] = json!("cancelled");
+                full
+            } else {
+                render(user, e)
+            }
+        })
+        .collect()
+}
