@@ -1,0 +1,406 @@
+//! The [`Collection`] over Graph shared by contacts and events: find, batched writes, get.
+//! Reading differs per kind and lives in [`crate::contacts`] and [`crate::events`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use crmsync_core::model::{CONTACT_FIELDS, EVENT_FIELDS};
+use crmsync_core::{
+    Capabilities, Change, Changes, Collection, Error, ErrorKind, Found, Item, Kind, MatchKey, NewItem, Record, Result,
+    SyncKey, Update, Window,
+};
+use serde_json::Value;
+
+use crate::client::{MAX_BATCH, Session, SubRequest, odata_str};
+use crate::map::{self, SYNC_KEY_PROPERTY};
+
+/// What a collection covers.
+#[derive(Clone, Debug)]
+pub(crate) enum Scope {
+    /// The contacts folder with this id (and display name, for the category check).
+    Folder { id: String, name: String },
+    /// The primary calendar between these instants (whole UTC days).
+    Calendar(Window),
+}
+
+/// A Graph collection: the rep's contacts folder or calendar window.
+#[derive(Debug)]
+pub struct GraphCollection {
+    pub(crate) kind: Kind,
+    pub(crate) session: Session,
+    pub(crate) scope: Scope,
+    /// Last-read Graph JSON per id (keeps what the model does not hold for partial updates).
+    pub(crate) raw: Mutex<HashMap<String, Value>>,
+}
+
+/// Clauses OR-ed into one `$filter` (keeps URLs short).
+const FIND_CHUNK: usize = 10;
+
+pub(crate) fn expand_sync_key() -> String {
+    format!("singleValueExtendedProperties($filter=id eq {})", odata_str(SYNC_KEY_PROPERTY))
+}
+
+pub(crate) fn sync_key_clause(k: &SyncKey) -> String {
+    format!(
+        "singleValueExtendedProperties/Any(ep: ep/id eq {} and ep/value eq {})",
+        odata_str(SYNC_KEY_PROPERTY),
+        odata_str(k.as_str())
+    )
+}
+
+impl GraphCollection {
+    pub(crate) fn new(kind: Kind, session: Session, scope: Scope) -> Self {
+        Self { kind, session, scope, raw: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn remember(&self, v: &Value) {
+        if let Some(id) = v["id"].as_str() {
+            self.raw.lock().expect("raw cache").insert(id.to_owned(), v.clone());
+        }
+    }
+
+    fn cached(&self, id: &str) -> Option<Value> {
+        self.raw.lock().expect("raw cache").get(id).cloned()
+    }
+
+    /// Graph JSON → record; `Err(reason)` for an item that cannot be mapped.
+    pub(crate) fn record(&self, v: &Value) -> std::result::Result<Record, String> {
+        match self.kind {
+            Kind::Contact => Ok(Record::Contact(map::contact_from_graph(v))),
+            Kind::Event => map::event_from_graph(v).map(Record::Event),
+        }
+    }
+
+    /// Graph JSON → item; the sync key comes from the JSON or `key`.
+    pub(crate) fn item(&self, v: &Value, key: Option<&SyncKey>) -> Result<Item> {
+        let rec = self.record(v).map_err(Error::invalid_item)?;
+        let mut it = map::item(v, rec);
+        if it.sync_key.is_none() {
+            it.sync_key = key.cloned().or_else(|| self.cached(&it.id).and_then(|c| map::sync_key_of(&c)));
+        }
+        Ok(it)
+    }
+
+    fn item_path(&self, id: &str) -> String {
+        match self.kind {
+            Kind::Contact => format!("/contacts/{id}"),
+            Kind::Event => format!("/events/{id}"),
+        }
+    }
+
+    fn list_path(&self) -> String {
+        match &self.scope {
+            Scope::Folder { id, .. } => format!("/contactFolders/{id}/contacts"),
+            Scope::Calendar(_) => "/events".into(),
+        }
+    }
+
+    fn in_scope(&self, v: &Value) -> bool {
+        match &self.scope {
+            Scope::Folder { id, .. } => v["parentFolderId"].as_str().is_none_or(|p| p == id),
+            Scope::Calendar(_) => v["type"].as_str() != Some("seriesMaster"),
+        }
+    }
+
+    fn prefer(&self) -> Vec<String> {
+        let mut p = vec![format!("odata.maxpagesize={}", self.session.config().page_size)];
+        if self.kind == Kind::Event {
+            p.push("outlook.timezone=\"UTC\"".into());
+            p.push("outlook.body-content-type=\"text\"".into());
+        }
+        p
+    }
+
+    pub(crate) fn prefer_refs(p: &[String]) -> Vec<&str> {
+        p.iter().map(String::as_str).collect()
+    }
+
+    fn batch_headers(&self) -> Vec<(String, String)> {
+        let mut p = vec![format!("IdType=\"ImmutableId\"")];
+        if self.kind == Kind::Event {
+            p.push("outlook.timezone=\"UTC\"".into());
+            p.push("outlook.body-content-type=\"text\"".into());
+        }
+        vec![("Prefer".into(), p.join(", "))]
+    }
+
+    /// Batched GET of items by id: `Some(json)` when it exists, `None` when it does not.
+    pub(crate) async fn fetch(&self, ids: &[String]) -> Result<Vec<Option<Value>>> {
+        let expand = expand_sync_key();
+        let reqs: Vec<SubRequest> = ids
+            .iter()
+            .map(|id| SubRequest {
+                method: "GET",
+                url: self.session.rel(&self.item_path(id), &[("$expand", &expand)]),
+                headers: self.batch_headers(),
+                body: None,
+            })
+            .collect();
+        let mut out = vec![];
+        for r in self.session.batch(&reqs).await? {
+            match r {
+                Ok(v) => out.push(Some(v)),
+                Err(e) if e.kind() == ErrorKind::NotFound => out.push(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Items in scope matching a `$filter` clause list (OR-ed in chunks).
+    async fn query(&self, clauses: &[String]) -> Result<Vec<Value>> {
+        let mut out: BTreeMap<String, Value> = BTreeMap::new();
+        let expand = expand_sync_key();
+        let prefer = self.prefer();
+        for chunk in clauses.chunks(FIND_CHUNK) {
+            let filter = chunk.join(" or ");
+            let url = self.session.url(&self.list_path(), &[("$filter", &filter), ("$expand", &expand)]);
+            for v in self.session.get_all(&url, &Self::prefer_refs(&prefer)).await? {
+                if let Some(id) = v["id"].as_str() {
+                    out.insert(id.to_owned(), v);
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Items stamped with these sync keys, by key.
+    async fn by_keys(&self, keys: &[&SyncKey]) -> Result<HashMap<SyncKey, Value>> {
+        let clauses: Vec<String> = keys.iter().map(|k| sync_key_clause(k)).collect();
+        let mut out = HashMap::new();
+        for v in self.query(&clauses).await? {
+            if let Some(k) = map::sync_key_of(&v) {
+                out.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Collection for GraphCollection {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_batch: MAX_BATCH,
+            fields: match self.kind {
+                Kind::Contact => CONTACT_FIELDS,
+                Kind::Event => EVENT_FIELDS,
+            },
+            incremental: true,
+            find_beyond_scope: false,
+        }
+    }
+
+    async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
+        let ch = match self.kind {
+            Kind::Contact => crate::contacts::changes(self, cursor).await,
+            Kind::Event => crate::events::changes(self, cursor).await,
+        };
+        ch.map_err(|e| e.context(format!("exchange {}s", self.kind.as_str())))
+    }
+
+    async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
+        let mut out = vec![];
+        for v in self.fetch(ids).await?.into_iter().flatten() {
+            if !self.in_scope(&v) {
+                continue;
+            }
+            self.remember(&v);
+            if let Ok(it) = self.item(&v, None) {
+                out.push(it);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
+        let clauses: Vec<String> = keys
+            .iter()
+            .filter_map(|k| match (k, self.kind) {
+                (MatchKey::SyncKey(k), _) => Some(sync_key_clause(k)),
+                (MatchKey::Email(e), Kind::Contact) => {
+                    Some(format!("emailAddresses/any(a:a/address eq {})", odata_str(e)))
+                }
+                (MatchKey::ICalUid(u), Kind::Event) => Some(format!("iCalUId eq {}", odata_str(u))),
+                // Name + phone and subject + start have no Graph filter that fits; the engine
+                // matches those among the items of a full read.
+                _ => None,
+            })
+            .collect();
+        let mut out = vec![];
+        for v in self.query(&clauses).await? {
+            if !self.in_scope(&v) {
+                continue;
+            }
+            self.remember(&v);
+            if let Ok(item) = self.item(&v, None) {
+                out.push(Found { item, in_scope: true });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
+        if items.len() > MAX_BATCH {
+            return Err(Error::unexpected(format!("batch of {} exceeds Graph's limit of {MAX_BATCH}", items.len())));
+        }
+        let mut results: Vec<Option<Result<Item>>> = vec![None; items.len()];
+        let valid: Vec<usize> = (0..items.len())
+            .filter(|&i| match items[i].record.invalid_reason() {
+                Some(r) => {
+                    results[i] = Some(Err(Error::invalid_item(r)));
+                    false
+                }
+                None if items[i].record.kind() != self.kind => {
+                    results[i] = Some(Err(Error::invalid_item("record of the wrong kind")));
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let keys: Vec<&SyncKey> = valid.iter().map(|&i| &items[i].sync_key).collect();
+        let existing = if keys.is_empty() { HashMap::new() } else { self.by_keys(&keys).await? };
+        let mut first_of: HashMap<&SyncKey, usize> = HashMap::new();
+        let mut send: Vec<usize> = vec![];
+        for &i in &valid {
+            let k = &items[i].sync_key;
+            if let Some(v) = existing.get(k) {
+                self.remember(v);
+                results[i] = Some(self.item(v, Some(k)));
+            } else if first_of.contains_key(k) {
+                // The same key twice in one call: the later ones get the first's result.
+            } else {
+                first_of.insert(k, i);
+                send.push(i);
+            }
+        }
+        let reqs: Vec<SubRequest> = send
+            .iter()
+            .map(|&i| {
+                let body = match &items[i].record {
+                    Record::Contact(c) => map::contact_create(c, &items[i].sync_key),
+                    Record::Event(e) => map::event_create(e, &items[i].sync_key),
+                };
+                SubRequest {
+                    method: "POST",
+                    url: self.session.rel(&self.list_path(), &[]),
+                    headers: self.batch_headers(),
+                    body: Some(body),
+                }
+            })
+            .collect();
+        for (&i, r) in send.iter().zip(self.session.batch(&reqs).await?) {
+            results[i] = Some(r.and_then(|v| {
+                self.remember(&v);
+                self.item(&v, Some(&items[i].sync_key))
+            }));
+        }
+        for (idx, it) in items.iter().enumerate() {
+            if results[idx].is_none() {
+                let first = first_of.get(&it.sync_key).copied().unwrap_or(idx);
+                results[idx] = results[first].clone();
+            }
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::unexpected("no result")))).collect())
+    }
+
+    async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
+        if items.len() > MAX_BATCH {
+            return Err(Error::unexpected(format!("batch of {} exceeds Graph's limit of {MAX_BATCH}", items.len())));
+        }
+        let mut results: Vec<Option<Result<Item>>> = vec![None; items.len()];
+        let mut send = vec![];
+        let mut reqs = vec![];
+        for (i, u) in items.iter().enumerate() {
+            let raw = self.cached(&u.id);
+            let mut rec = raw.as_ref().and_then(|v| self.record(v).ok()).unwrap_or_else(|| u.record.clone());
+            for f in &u.fields {
+                rec.set_field(f, u.record.field(f));
+            }
+            if let Some(reason) = rec.invalid_reason() {
+                results[i] = Some(Err(Error::invalid_item(reason)));
+                continue;
+            }
+            let body = match &rec {
+                Record::Contact(c) => map::contact_patch(c, raw.as_ref(), &u.fields),
+                Record::Event(e) => map::event_patch(e, &u.fields),
+            };
+            reqs.push(SubRequest {
+                method: "PATCH",
+                url: self.session.rel(&self.item_path(&u.id), &[]),
+                headers: [self.batch_headers(), vec![("If-Match".into(), u.version.clone())]].concat(),
+                body: Some(body),
+            });
+            send.push(i);
+        }
+        for (&i, r) in send.iter().zip(self.session.batch(&reqs).await?) {
+            let key = self.cached(&items[i].id).and_then(|c| map::sync_key_of(&c));
+            results[i] = Some(r.and_then(|v| {
+                let it = self.item(&v, key.as_ref())?;
+                // The PATCH reply has no extended properties: keep the known key in the cache.
+                let mut keep = v.clone();
+                if let Some(k) = &key {
+                    keep["singleValueExtendedProperties"] = map::sync_key_entry(k);
+                }
+                self.remember(&keep);
+                Ok(it)
+            }));
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::unexpected("no result")))).collect())
+    }
+
+    async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
+        if ids.len() > MAX_BATCH {
+            return Err(Error::unexpected(format!("batch of {} exceeds Graph's limit of {MAX_BATCH}", ids.len())));
+        }
+        let reqs: Vec<SubRequest> = ids
+            .iter()
+            .map(|id| SubRequest {
+                method: "DELETE",
+                url: self.session.rel(&self.item_path(id), &[]),
+                headers: vec![],
+                body: None,
+            })
+            .collect();
+        Ok(self
+            .session
+            .batch(&reqs)
+            .await?
+            .into_iter()
+            .zip(ids)
+            .map(|(r, id)| {
+                self.raw.lock().expect("raw cache").remove(id);
+                match r {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect())
+    }
+
+    fn requests(&self) -> u64 {
+        self.session.requests()
+    }
+}
+
+/// Collapse repeated entries of one delta round (last wins, first position kept).
+pub(crate) fn dedup(changes: Vec<Change>) -> Vec<Change> {
+    let mut pos: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<Change> = vec![];
+    for c in changes {
+        let id = match &c {
+            Change::Upsert(i) => i.id.clone(),
+            Change::Removed(id) => id.clone(),
+        };
+        match pos.get(&id) {
+            Some(&p) => out[p] = c,
+            None => {
+                pos.insert(id, out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,1048 @@
+//! The fake's state and its request handling (Graph wire protocol over plain values).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, SecondsFormat, Utc, Weekday};
+use serde_json::{Map, Value, json};
+
+use super::Fault;
+use super::filter;
+
+/// Who an access token belongs to.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Principal {
+    App,
+    User(String),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Folder {
+    pub name: String,
+    pub parent: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Mailbox {
+    pub id: String,
+    pub root_folder: String,
+    pub folders: BTreeMap<String, Folder>,
+    pub contacts: BTreeMap<String, Value>,
+    pub events: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Scope {
+    Folder { mailbox: String, folder: String },
+    Calendar { mailbox: String, start: DateTime<Utc>, end: DateTime<Utc> },
+}
+
+#[derive(Clone, Debug)]
+struct DeltaState {
+    scope: Scope,
+    /// Query options of the initial request that stay in force (`$expand`, `$select`).
+    params: Vec<(String, String)>,
+    path: String,
+    seen: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+struct PageState {
+    delta: DeltaState,
+    entries: Vec<Value>,
+    pos: usize,
+    empty_page_done: bool,
+}
+
+/// One request, from HTTP or from inside a `$batch`.
+#[derive(Clone, Debug)]
+pub(crate) struct Req {
+    pub method: String,
+    /// Path below `/v1.0`, percent-decoded.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub origin: String,
+}
+
+impl Req {
+    fn q(&self, k: &str) -> Option<&str> {
+        self.query.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str())
+    }
+    fn header(&self, k: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+    fn page_size(&self) -> usize {
+        let prefer =
+            self.headers.iter().filter(|(n, _)| n == "prefer").map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",");
+        let from_prefer = prefer
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("odata.maxpagesize=").and_then(|n| n.trim().parse().ok()));
+        from_prefer.or_else(|| self.q("$top").and_then(|t| t.parse().ok())).unwrap_or(10).clamp(1, 1000)
+    }
+}
+
+/// What the handler answers.
+#[derive(Clone, Debug)]
+pub(crate) struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    /// Cut the connection instead of answering.
+    pub drop: bool,
+}
+
+impl Resp {
+    fn json(status: u16, body: Value) -> Self {
+        Self { status, headers: vec![], body: Some(body), drop: false }
+    }
+    fn empty(status: u16) -> Self {
+        Self { status, headers: vec![], body: None, drop: false }
+    }
+}
+
+/// The Graph error envelope.
+pub(crate) fn error(status: u16, code: &str, message: &str) -> Resp {
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    Resp::json(
+        status,
+        json!({ "error": { "code": code, "message": message, "innerError": {
+            "date": now, "request-id": uuid::Uuid::new_v4().to_string(), "client-request-id": uuid::Uuid::new_v4().to_string() } } }),
+    )
+}
+
+/// The fake's tenant.
+pub const TENANT: &str = "contoso.onmicrosoft.com";
+/// The fake's OAuth client id.
+pub const CLIENT_ID: &str = "5c1f2a3b-7d8e-4f90-a1b2-c3d4e5f6a7b8";
+/// The fake's OAuth client secret.
+pub const CLIENT_SECRET: &str = "fake-graph-client-secret";
+
+/// The whole fake service.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub mailboxes: BTreeMap<String, Mailbox>,
+    access: HashMap<String, Principal>,
+    refresh: HashMap<String, String>,
+    deltas: HashMap<String, DeltaState>,
+    pages: HashMap<String, PageState>,
+    next_id: u64,
+    pub total: u64,
+    pub counters: BTreeMap<String, u64>,
+    pub faults: BTreeMap<u64, Fault>,
+    pub rate: Option<(u64, u32, Fault)>,
+    pub batch_items: u64,
+    pub batch_faults: BTreeMap<u64, Fault>,
+    pub empty_pages: bool,
+    pub replay: bool,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn new_change_key() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("EQAAABYAAAC{}", &u[..20])
+}
+
+fn etag(ck: &str) -> String {
+    format!("W/\"{ck}\"")
+}
+
+pub(crate) fn key(mailbox: &str) -> String {
+    mailbox.trim().to_lowercase()
+}
+
+fn fmt_dt(t: NaiveDateTime) -> String {
+    crate::map::graph_datetime(t)
+}
+
+fn parse_dt(v: &Value) -> Option<NaiveDateTime> {
+    let s = v["dateTime"].as_str()?;
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.naive_utc());
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+}
+
+fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc()))
+}
+
+fn weekday(s: &str) -> Option<Weekday> {
+    s.parse().ok()
+}
+
+/// Merge a PATCH body: top-level properties replace, extended properties merge by id.
+fn merge(target: &mut Value, patch: &Map<String, Value>) {
+    for (k, v) in patch {
+        if k == "singleValueExtendedProperties" {
+            let mut props: Vec<Value> = target[k].as_array().cloned().unwrap_or_default();
+            for p in v.as_array().into_iter().flatten() {
+                props.retain(|q| !q["id"].as_str().unwrap_or("").eq_ignore_ascii_case(p["id"].as_str().unwrap_or("")));
+                props.push(p.clone());
+            }
+            target[k] = Value::Array(props);
+        } else if !matches!(
+            k.as_str(),
+            "id" | "changeKey" | "@odata.etag" | "parentFolderId" | "type" | "seriesMasterId"
+        ) {
+            target[k] = v.clone();
+        }
+    }
+}
+
+impl State {
+    fn count(&mut self, endpoint: &str) {
+        *self.counters.entry(endpoint.to_owned()).or_default() += 1;
+    }
+
+    fn id(&mut self, tag: &str) -> String {
+        self.next_id += 1;
+        format!("AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A{tag}{:010X}AAA=", self.next_id * 7919)
+    }
+
+    pub(crate) fn add_mailbox(&mut self, id: &str) -> &mut Mailbox {
+        let k = key(id);
+        if !self.mailboxes.contains_key(&k) {
+            let root = self.id("F");
+            let mut mb = Mailbox { id: id.trim().to_owned(), root_folder: root.clone(), ..Default::default() };
+            mb.folders.insert(root, Folder { name: "Contacts".into(), parent: None });
+            self.mailboxes.insert(k.clone(), mb);
+        }
+        self.mailboxes.get_mut(&k).expect("inserted")
+    }
+
+    pub(crate) fn add_refresh_token(&mut self, mailbox: &str) -> String {
+        self.add_mailbox(mailbox);
+        let t = format!("0.AXEA{}-{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        self.refresh.insert(t.clone(), key(mailbox));
+        t
+    }
+
+    pub(crate) fn expire_tokens(&mut self) {
+        self.access.clear();
+    }
+
+    pub(crate) fn expire_cursors(&mut self) {
+        self.deltas.clear();
+        self.pages.clear();
+    }
+
+    /// The folder named `name` under the mailbox's root (created when missing).
+    pub(crate) fn folder(&mut self, mailbox: &str, name: &str) -> String {
+        let new_id = self.id("F");
+        let mb = self.add_mailbox(mailbox);
+        let root = mb.root_folder.clone();
+        if let Some((id, _)) =
+            mb.folders.iter().find(|(_, f)| f.parent.as_deref() == Some(&root) && f.name.eq_ignore_ascii_case(name))
+        {
+            return id.clone();
+        }
+        mb.folders.insert(new_id.clone(), Folder { name: name.to_owned(), parent: Some(root) });
+        new_id
+    }
+
+    pub(crate) fn insert_contact(&mut self, mailbox: &str, folder: Option<&str>, mut v: Value) -> String {
+        let folder = match folder {
+            Some(name) => self.folder(mailbox, name),
+            None => self.add_mailbox(mailbox).root_folder.clone(),
+        };
+        let id = self.id("C");
+        stamp_new(&mut v, &id, true);
+        v["parentFolderId"] = json!(folder);
+        self.add_mailbox(mailbox).contacts.insert(id.clone(), v);
+        id
+    }
+
+    pub(crate) fn insert_event(&mut self, mailbox: &str, mut v: Value) -> String {
+        let id = self.id("E");
+        stamp_new(&mut v, &id, false);
+        if v["iCalUId"].as_str().is_none() {
+            v["iCalUId"] = json!(format!("040000008200E00074C5B7101A82E008{}", uuid::Uuid::new_v4().simple()));
+        }
+        if v["type"].as_str().is_none() {
+            v["type"] = json!(if v["recurrence"].is_object() { "seriesMaster" } else { "singleInstance" });
+        }
+        for k in ["isCancelled", "isAllDay"] {
+            if v[k].is_null() {
+                v[k] = json!(false);
+            }
+        }
+        if v["sensitivity"].is_null() {
+            v["sensitivity"] = json!("normal");
+        }
+        self.add_mailbox(mailbox).events.insert(id.clone(), v);
+        id
+    }
+
+    // ---- events: series expansion ----
+
+    /// Occurrences of a series master (exceptions applied, cancelled ones left out), by id.
+    fn occurrences(master: &Value, until: NaiveDate) -> Vec<(String, Value)> {
+        let (Some(start), Some(end)) = (parse_dt(&master["start"]), parse_dt(&master["end"])) else { return vec![] };
+        let dur = end - start;
+        let pat = &master["recurrence"]["pattern"];
+        let range = &master["recurrence"]["range"];
+        let interval = pat["interval"].as_i64().unwrap_or(1).max(1);
+        let daily = pat["type"].as_str() == Some("daily");
+        let days: Vec<Weekday> =
+            pat["daysOfWeek"].as_array().into_iter().flatten().filter_map(Value::as_str).filter_map(weekday).collect();
+        let days = if days.is_empty() { vec![start.date().weekday()] } else { days };
+        let first = range["startDate"]
+            .as_str()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .unwrap_or(start.date());
+        let last = match range["type"].as_str() {
+            Some("endDate") => {
+                range["endDate"].as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).unwrap_or(until)
+            }
+            _ => until,
+        }
+        .min(until);
+        let max_n = match range["type"].as_str() {
+            Some("numbered") => range["numberOfOccurrences"].as_u64().unwrap_or(1) as usize,
+            _ => usize::MAX,
+        };
+        let cancelled: BTreeSet<&str> =
+            master["cancelledOccurrences"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let mid = master["id"].as_str().unwrap_or_default();
+        let week0 = first.week(Weekday::Sun).first_day();
+        let mut out = vec![];
+        let mut n = 0;
+        let mut d = first;
+        while d <= last && n < max_n {
+            let on = if daily {
+                (d - first).num_days() % interval == 0
+            } else {
+                days.contains(&d.weekday())
+                    && ((d.week(Weekday::Sun).first_day() - week0).num_days() / 7) % interval == 0
+            };
+            if on {
+                n += 1;
+                let oid = format!("{mid}_{}", d.format("%Y%m%d"));
+                if !cancelled.contains(oid.as_str()) {
+                    let mut o = master.clone();
+                    let o_start = d.and_time(start.time());
+                    let obj = o.as_object_mut().expect("object");
+                    obj.remove("recurrence");
+                    obj.remove("cancelledOccurrences");
+                    obj.remove("_exceptions");
+                    o["id"] = json!(oid);
+                    o["type"] = json!("occurrence");
+                    o["seriesMasterId"] = json!(mid);
+                    o["iCalUId"] = json!(format!("{}{}", master["iCalUId"].as_str().unwrap_or(""), d.format("%Y%m%d")));
+                    o["start"] = json!({ "dateTime": fmt_dt(o_start), "timeZone": master["start"]["timeZone"].as_str().unwrap_or("UTC") });
+                    o["end"] = json!({ "dateTime": fmt_dt(o_start + dur), "timeZone": master["end"]["timeZone"].as_str().unwrap_or("UTC") });
+                    o["originalStart"] = json!(o_start.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true));
+                    o["changeKey"] =
+                        json!(format!("{}{}", master["changeKey"].as_str().unwrap_or(""), d.format("%m%d")));
+                    if let Some(ex) = master["_exceptions"].get(&oid).and_then(Value::as_object) {
+                        merge(&mut o, ex);
+                        o["type"] = json!("exception");
+                        o["changeKey"] = ex.get("changeKey").cloned().unwrap_or(o["changeKey"].clone());
+                    }
+                    out.push((oid, o));
+                }
+            }
+            d += Duration::days(1);
+        }
+        out
+    }
+
+    /// Every event instance (singles, occurrences, exceptions) overlapping `[start, end)`.
+    fn calendar_view(mb: &Mailbox, start: DateTime<Utc>, end: DateTime<Utc>) -> BTreeMap<String, Value> {
+        let overlaps = |v: &Value| match (parse_dt(&v["start"]), parse_dt(&v["end"])) {
+            (Some(s), Some(e)) => s.and_utc() < end && e.and_utc() > start,
+            // Unparsable times: shown, so clients meet them (they cannot be placed, Graph would refuse them).
+            _ => true,
+        };
+        let mut out = BTreeMap::new();
+        for (id, v) in &mb.events {
+            if v["type"].as_str() == Some("seriesMaster") {
+                for (oid, o) in Self::occurrences(v, end.date_naive()) {
+                    if overlaps(&o) {
+                        out.insert(oid, o);
+                    }
+                }
+            } else if overlaps(v) {
+                out.insert(id.clone(), v.clone());
+            }
+        }
+        out
+    }
+
+    /// A stored event or an occurrence by id.
+    fn event(mb: &Mailbox, id: &str) -> Option<Value> {
+        if let Some(v) = mb.events.get(id) {
+            return Some(v.clone());
+        }
+        let (mid, date) = id.rsplit_once('_')?;
+        let master = mb.events.get(mid)?;
+        let d = NaiveDate::parse_from_str(date, "%Y%m%d").ok()?;
+        Self::occurrences(master, d).into_iter().find(|(oid, _)| oid == id).map(|(_, o)| o)
+    }
+
+    // ---- HTTP ----
+
+    pub(crate) fn endpoint(path: &str) -> &'static str {
+        if path.contains("/oauth2/") {
+            "token"
+        } else if path.ends_with("/$batch") {
+            "$batch"
+        } else if path.contains("/contacts/delta") {
+            "contacts.delta"
+        } else if path.contains("/calendarView/delta") {
+            "calendarView.delta"
+        } else if path.contains("/calendarView") {
+            "calendarView"
+        } else if path.contains("/contacts") {
+            "contacts"
+        } else if path.contains("/contactFolders") {
+            "contactFolders"
+        } else if path.contains("/events") {
+            "events"
+        } else {
+            "other"
+        }
+    }
+
+    /// The fault (if any) planned for the request numbered `n`.
+    pub(crate) fn fault_for(&mut self, n: u64) -> Option<Fault> {
+        if let Some(f) = self.faults.remove(&n) {
+            return Some(f);
+        }
+        if let Some((seed, per_mille, f)) = &mut self.rate {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if ((*seed >> 33) % 1000) < u64::from(*per_mille) {
+                return Some(f.clone());
+            }
+        }
+        None
+    }
+
+    pub(crate) fn fault_response(f: &Fault) -> Resp {
+        match f {
+            Fault::Throttle { retry_after } => {
+                let mut r = error(429, "TooManyRequests", "Please retry again later.");
+                r.headers.push(("Retry-After".into(), retry_after.clone()));
+                r
+            }
+            Fault::Unavailable => error(503, "serviceNotAvailable", "The service is temporarily unavailable."),
+            Fault::Drop => Resp { status: 200, headers: vec![], body: None, drop: true },
+            Fault::ExpiredToken => {
+                error(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
+            }
+            // Status 0 marks "answer with a non-JSON body" for the HTTP layer.
+            Fault::NotJson => Resp { status: 0, headers: vec![], body: None, drop: false },
+        }
+    }
+
+    /// The token endpoint (`/{tenant}/oauth2/v2.0/token`).
+    pub(crate) fn token(&mut self, form: &[(String, String)]) -> Resp {
+        let f = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let aad = |status: u16, err: &str, code: u32, desc: &str| {
+            Resp::json(
+                status,
+                json!({ "error": err, "error_description": format!("AADSTS{code}: {desc}\r\nTrace ID: {}", uuid::Uuid::new_v4()),
+                    "error_codes": [code], "timestamp": now(), "trace_id": uuid::Uuid::new_v4().to_string(),
+                    "correlation_id": uuid::Uuid::new_v4().to_string(), "error_uri": format!("https://login.microsoftonline.com/error?code={code}") }),
+            )
+        };
+        if f("client_id") != Some(CLIENT_ID) {
+            return aad(400, "unauthorized_client", 700016, "Application was not found in the directory.");
+        }
+        let principal = match f("grant_type") {
+            Some("client_credentials") => {
+                if f("client_secret") != Some(CLIENT_SECRET) {
+                    return aad(401, "invalid_client", 7000215, "Invalid client secret provided.");
+                }
+                Principal::App
+            }
+            Some("refresh_token") => match f("refresh_token").and_then(|t| self.refresh.get(t)) {
+                Some(mb) => Principal::User(mb.clone()),
+                None => {
+                    return aad(
+                        400,
+                        "invalid_grant",
+                        70008,
+                        "The provided authorization code or refresh token has expired due to inactivity.",
+                    );
+                }
+            },
+            _ => return aad(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type."),
+        };
+        let token = format!(
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.access.insert(token.clone(), principal.clone());
+        let mut body = json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token,
+            "scope": f("scope").unwrap_or("") });
+        if principal != Principal::App {
+            body["refresh_token"] = json!(f("refresh_token"));
+        }
+        Resp::json(200, body)
+    }
+
+    pub(crate) fn principal(&self, auth: Option<&str>) -> Option<Principal> {
+        let t = auth?.strip_prefix("Bearer ")?;
+        self.access.get(t.trim()).cloned()
+    }
+
+    /// `POST /$batch`.
+    pub(crate) fn batch(&mut self, who: &Principal, outer: &Req) -> Resp {
+        let Some(reqs) = outer.body.as_ref().and_then(|b| b["requests"].as_array()).cloned() else {
+            return error(400, "BadRequest", "Invalid batch payload format.");
+        };
+        if reqs.len() > 20 {
+            return error(
+                400,
+                "BadRequest",
+                "Invalid batch payload format: the number of requests exceeds the limit of 20.",
+            );
+        }
+        let ids: BTreeSet<&str> = reqs.iter().filter_map(|r| r["id"].as_str()).collect();
+        if ids.len() != reqs.len() {
+            return error(400, "BadRequest", "Batch request ids must be unique and present.");
+        }
+        let mut responses = vec![];
+        for r in &reqs {
+            self.batch_items += 1;
+            let id = r["id"].as_str().unwrap_or_default();
+            let url = r["url"].as_str().unwrap_or_default();
+            let resp = match self.batch_faults.remove(&self.batch_items) {
+                Some(f) => Self::fault_response(&f),
+                None => match url::Url::parse(&format!("http://sub/v1.0/{}", url.trim_start_matches('/'))) {
+                    Err(_) => error(400, "BadRequest", "Invalid request URL."),
+                    Ok(u) => {
+                        let path = u.path().trim_start_matches("/v1.0").to_owned();
+                        self.count(&format!("batch:{}", Self::endpoint(&path)));
+                        let sub = Req {
+                            method: r["method"].as_str().unwrap_or("GET").to_uppercase(),
+                            path: percent_decode(&path),
+                            query: u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+                            headers: r["headers"]
+                                .as_object()
+                                .map(|h| {
+                                    h.iter()
+                                        .map(|(k, v)| (k.to_lowercase(), v.as_str().unwrap_or("").to_owned()))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            body: r.get("body").cloned(),
+                            origin: outer.origin.clone(),
+                        };
+                        self.dispatch(who, &sub)
+                    }
+                },
+            };
+            let mut headers = Map::new();
+            for (k, v) in &resp.headers {
+                headers.insert(k.clone(), json!(v));
+            }
+            if resp.body.is_some() {
+                headers.insert("Content-Type".into(), json!("application/json"));
+            }
+            let mut o = json!({ "id": id, "status": if resp.drop || resp.status == 0 { 502 } else { resp.status }, "headers": headers });
+            if let Some(b) = resp.body {
+                o["body"] = b;
+            }
+            responses.push(o);
+        }
+        // Graph answers in any order.
+        responses.reverse();
+        Resp::json(200, json!({ "responses": responses }))
+    }
+
+    /// Route a request below `/v1.0` for `who`.
+    pub(crate) fn dispatch(&mut self, who: &Principal, r: &Req) -> Resp {
+        let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+        let (mb_key, rest) = match segs.as_slice() {
+            ["me", rest @ ..] => match who {
+                Principal::User(mb) => (mb.clone(), rest),
+                Principal::App => {
+                    return error(400, "BadRequest", "/me request is only valid with delegated authentication flow.");
+                }
+            },
+            ["users", id, rest @ ..] => {
+                let k = key(id);
+                if let Principal::User(mb) = who {
+                    if *mb != k {
+                        return error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
+                    }
+                }
+                (k, rest)
+            }
+            _ => {
+                return error(
+                    400,
+                    "BadRequest",
+                    &format!("Resource not found for the segment '{}'.", segs.first().unwrap_or(&"")),
+                );
+            }
+        };
+        if !self.mailboxes.contains_key(&mb_key) {
+            return error(404, "ErrorInvalidUser", &format!("The requested user '{mb_key}' is invalid."));
+        }
+        let m = r.method.as_str();
+        let is_delta = |s: &str| s == "delta" || s == "delta()";
+        match (m, rest) {
+            ("GET", ["contactFolders"]) => {
+                let root = self.mailboxes[&mb_key].root_folder.clone();
+                self.list_folders(&mb_key, &root, r)
+            }
+            ("POST", ["contactFolders"]) => {
+                let root = self.mailboxes[&mb_key].root_folder.clone();
+                self.create_folder(&mb_key, &root, r)
+            }
+            ("GET", ["contactFolders", id]) => match self.mailboxes[&mb_key].folders.get(*id) {
+                Some(f) => Resp::json(200, json!({ "id": id, "displayName": f.name, "parentFolderId": f.parent })),
+                None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
+            },
+            ("GET", ["contactFolders", id, "childFolders"]) => self.list_folders(&mb_key, id, r),
+            ("POST", ["contactFolders", id, "childFolders"]) => self.create_folder(&mb_key, id, r),
+            ("GET", ["contactFolders", id, "contacts"]) => self.list_contacts(&mb_key, Some(id), r),
+            ("POST", ["contactFolders", id, "contacts"]) => self.create_contact(&mb_key, id, r),
+            ("GET", ["contactFolders", id, "contacts", d]) if is_delta(d) => {
+                if !self.mailboxes[&mb_key].folders.contains_key(*id) {
+                    return error(404, "ErrorItemNotFound", "The specified folder was not found in the store.");
+                }
+                self.delta(Scope::Folder { mailbox: mb_key.clone(), folder: (*id).to_owned() }, r)
+            }
+            ("GET", ["contacts"]) => self.list_contacts(&mb_key, None, r),
+            ("POST", ["contacts"]) => {
+                let root = self.mailboxes[&mb_key].root_folder.clone();
+                self.create_contact(&mb_key, &root, r)
+            }
+            ("GET", ["contacts", d]) if is_delta(d) => {
+                let root = self.mailboxes[&mb_key].root_folder.clone();
+                self.delta(Scope::Folder { mailbox: mb_key.clone(), folder: root }, r)
+            }
+            ("GET", ["contacts", id]) => match self.mailboxes[&mb_key].contacts.get(*id) {
+                Some(v) => Resp::json(200, render(v, r)),
+                None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
+            },
+            ("PATCH", ["contacts", id]) => self.patch(&mb_key, id, false, r),
+            ("DELETE", ["contacts", id]) => {
+                match self.mailboxes.get_mut(&mb_key).and_then(|mb| mb.contacts.remove(*id)) {
+                    Some(_) => Resp::empty(204),
+                    None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
+                }
+            }
+            ("GET", ["calendarView"]) => match window(r) {
+                Ok((s, e)) => {
+                    let items: Vec<Value> = Self::calendar_view(&self.mailboxes[&mb_key], s, e).into_values().collect();
+                    list(items, r)
+                }
+                Err(resp) => resp,
+            },
+            ("GET", ["calendarView", d]) if is_delta(d) => {
+                if r.q("$deltatoken").is_some() || r.q("$skiptoken").is_some() {
+                    return self.delta(
+                        Scope::Calendar {
+                            mailbox: mb_key.clone(),
+                            start: DateTime::UNIX_EPOCH,
+                            end: DateTime::UNIX_EPOCH,
+                        },
+                        r,
+                    );
+                }
+                match window(r) {
+                    Ok((start, end)) => self.delta(Scope::Calendar { mailbox: mb_key.clone(), start, end }, r),
+                    Err(resp) => resp,
+                }
+            }
+            ("GET", ["events"] | ["calendar", "events"]) => {
+                let items: Vec<Value> = self.mailboxes[&mb_key].events.values().cloned().collect();
+                match filtered(items, r) {
+                    Ok(items) => list(items, r),
+                    Err(e) => e,
+                }
+            }
+            ("POST", ["events"] | ["calendar", "events"]) => {
+                let Some(Value::Object(_)) = &r.body else {
+                    return error(400, "ErrorInvalidRequest", "The request body is not an event.");
+                };
+                let body = r.body.clone().unwrap_or_default();
+                if body["start"]["dateTime"].as_str().is_none() || body["end"]["dateTime"].as_str().is_none() {
+                    return error(400, "ErrorInvalidRequest", "The event must have a start and an end.");
+                }
+                if parse_dt(&body["end"]) < parse_dt(&body["start"]) {
+                    return error(
+                        400,
+                        "ErrorInvalidRequest",
+                        "The end time of the event must be after its start time.",
+                    );
+                }
+                let id = self.insert_event(&mb_key, body);
+                Resp::json(201, render(&self.mailboxes[&mb_key].events[&id], &strip_expand(r)))
+            }
+            ("GET", ["events", id] | ["calendar", "events", id]) => match Self::event(&self.mailboxes[&mb_key], id) {
+                Some(v) => Resp::json(200, render(&v, r)),
+                None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
+            },
+            ("PATCH", ["events", id] | ["calendar", "events", id]) => self.patch(&mb_key, id, true, r),
+            ("DELETE", ["events", id] | ["calendar", "events", id]) => {
+                if self.delete_event(&mb_key, id) {
+                    Resp::empty(204)
+                } else {
+                    error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+                }
+            }
+            _ => error(400, "BadRequest", &format!("Unsupported request {m} {}", r.path)),
+        }
+    }
+
+    pub(crate) fn delete_event(&mut self, mb_key: &str, id: &str) -> bool {
+        let Some(mb) = self.mailboxes.get_mut(mb_key) else { return false };
+        if mb.events.remove(id).is_some() {
+            return true;
+        }
+        if Self::event(mb, id).is_some() {
+            if let Some((mid, _)) = id.rsplit_once('_') {
+                let master = mb.events.get_mut(mid).expect("occurrence has a master");
+                let mut c = master["cancelledOccurrences"].as_array().cloned().unwrap_or_default();
+                c.push(json!(id));
+                master["cancelledOccurrences"] = Value::Array(c);
+                master["changeKey"] = json!(new_change_key());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn list_folders(&self, mb_key: &str, parent: &str, r: &Req) -> Resp {
+        let mb = &self.mailboxes[mb_key];
+        if !mb.folders.contains_key(parent) {
+            return error(404, "ErrorItemNotFound", "The specified folder was not found in the store.");
+        }
+        let items: Vec<Value> = mb
+            .folders
+            .iter()
+            .filter(|(_, f)| f.parent.as_deref() == Some(parent))
+            .map(|(id, f)| json!({ "id": id, "displayName": f.name, "parentFolderId": parent }))
+            .collect();
+        match filtered(items, r) {
+            Ok(items) => list(items, r),
+            Err(e) => e,
+        }
+    }
+
+    fn create_folder(&mut self, mb_key: &str, parent: &str, r: &Req) -> Resp {
+        let Some(name) = r.body.as_ref().and_then(|b| b["displayName"].as_str()).map(str::to_owned) else {
+            return error(400, "ErrorInvalidRequest", "displayName is required.");
+        };
+        let new_id = self.id("F");
+        let mb = self.mailboxes.get_mut(mb_key).expect("checked");
+        if !mb.folders.contains_key(parent) {
+            return error(404, "ErrorItemNotFound", "The specified folder was not found in the store.");
+        }
+        if mb.folders.values().any(|f| f.parent.as_deref() == Some(parent) && f.name.eq_ignore_ascii_case(&name)) {
+            return error(409, "ErrorFolderExists", "A folder with the specified name already exists.");
+        }
+        mb.folders.insert(new_id.clone(), Folder { name: name.clone(), parent: Some(parent.to_owned()) });
+        Resp::json(201, json!({ "id": new_id, "displayName": name, "parentFolderId": parent }))
+    }
+
+    fn list_contacts(&self, mb_key: &str, folder: Option<&str>, r: &Req) -> Resp {
+        let mb = &self.mailboxes[mb_key];
+        let folder = folder.unwrap_or(&mb.root_folder);
+        if !mb.folders.contains_key(folder) {
+            return error(404, "ErrorItemNotFound", "The specified folder was not found in the store.");
+        }
+        let items: Vec<Value> =
+            mb.contacts.values().filter(|c| c["parentFolderId"].as_str() == Some(folder)).cloned().collect();
+        match filtered(items, r) {
+            Ok(items) => list(items, r),
+            Err(e) => e,
+        }
+    }
+
+    fn create_contact(&mut self, mb_key: &str, folder: &str, r: &Req) -> Resp {
+        let Some(Value::Object(_)) = &r.body else {
+            return error(400, "ErrorInvalidRequest", "The request body is not a contact.");
+        };
+        if !self.mailboxes[mb_key].folders.contains_key(folder) {
+            return error(404, "ErrorItemNotFound", "The specified folder was not found in the store.");
+        }
+        let mut v = r.body.clone().unwrap_or_default();
+        if v["emailAddresses"].as_array().is_some_and(|a| a.len() > 3) {
+            return error(400, "ErrorInvalidRequest", "A contact can hold at most three e-mail addresses.");
+        }
+        let id = self.id("C");
+        stamp_new(&mut v, &id, true);
+        v["parentFolderId"] = json!(folder);
+        let mb = self.mailboxes.get_mut(mb_key).expect("checked");
+        mb.contacts.insert(id.clone(), v);
+        Resp::json(201, render(&mb.contacts[&id], &strip_expand(r)))
+    }
+
+    fn patch(&mut self, mb_key: &str, id: &str, event: bool, r: &Req) -> Resp {
+        let Some(Value::Object(patch)) = r.body.clone() else {
+            return error(400, "ErrorInvalidRequest", "The request body is not an object.");
+        };
+        let mb = self.mailboxes.get_mut(mb_key).expect("checked");
+        let current = if event { Self::event(mb, id) } else { mb.contacts.get(id).cloned() };
+        let Some(current) = current else {
+            return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+        };
+        if let Some(m) = r.header("if-match") {
+            let ck = current["changeKey"].as_str().unwrap_or("");
+            if m != "*" && m != etag(ck) && m != ck {
+                return error(
+                    412,
+                    "ErrorIrresolvableConflict",
+                    "The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
+                );
+            }
+        }
+        let ck = new_change_key();
+        let stamp = |v: &mut Value| {
+            v["changeKey"] = json!(ck);
+            v["lastModifiedDateTime"] = json!(now());
+        };
+        let out = if !event {
+            let v = mb.contacts.get_mut(id).expect("present");
+            merge(v, &patch);
+            stamp(v);
+            v.clone()
+        } else if let Some(v) = mb.events.get_mut(id) {
+            merge(v, &patch);
+            stamp(v);
+            v.clone()
+        } else {
+            // An occurrence: store the change as an exception on its master.
+            let (mid, _) = id.rsplit_once('_').expect("occurrence id");
+            let master = mb.events.get_mut(mid).expect("master");
+            let mut ex = master["_exceptions"][id].as_object().cloned().unwrap_or_default();
+            for (k, v) in patch {
+                ex.insert(k, v);
+            }
+            ex.insert("changeKey".into(), json!(ck));
+            if !master["_exceptions"].is_object() {
+                master["_exceptions"] = json!({});
+            }
+            master["_exceptions"][id] = Value::Object(ex);
+            Self::event(mb, id).expect("occurrence still exists")
+        };
+        Resp::json(200, render(&out, &strip_expand(r)))
+    }
+
+    fn view(&self, scope: &Scope) -> BTreeMap<String, Value> {
+        match scope {
+            Scope::Folder { mailbox, folder } => self.mailboxes[mailbox]
+                .contacts
+                .iter()
+                .filter(|(_, c)| c["parentFolderId"].as_str() == Some(folder))
+                .map(|(id, c)| (id.clone(), c.clone()))
+                .collect(),
+            Scope::Calendar { mailbox, start, end } => Self::calendar_view(&self.mailboxes[mailbox], *start, *end),
+        }
+    }
+
+    /// A delta round: the initial request, a `$skiptoken` page or a `$deltatoken` round.
+    fn delta(&mut self, scope: Scope, r: &Req) -> Resp {
+        let expired = || {
+            error(
+                410,
+                "SyncStateNotFound",
+                "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
+            )
+        };
+        let page_state = if let Some(t) = r.q("$skiptoken") {
+            match self.pages.remove(t) {
+                Some(p) if same_mailbox(&p.delta.scope, &scope) => p,
+                _ => return expired(),
+            }
+        } else {
+            let (delta, seen) = if let Some(t) = r.q("$deltatoken") {
+                match self.deltas.get(t) {
+                    Some(d) if same_mailbox(&d.scope, &scope) => (d.clone(), Some(d.seen.clone())),
+                    _ => return expired(),
+                }
+            } else {
+                let params = r.query.iter().filter(|(k, _)| k == "$expand" || k == "$select").cloned().collect();
+                (DeltaState { scope: scope.clone(), params, path: r.path.clone(), seen: BTreeMap::new() }, None)
+            };
+            let view = self.view(&delta.scope);
+            let sub = Req { query: delta.params.clone(), ..r.clone() };
+            let kind = match delta.scope {
+                Scope::Folder { .. } => "#microsoft.graph.contact",
+                Scope::Calendar { .. } => "#microsoft.graph.event",
+            };
+            let mut entries = vec![];
+            for (id, v) in &view {
+                let ck = v["changeKey"].as_str().unwrap_or("");
+                if seen.as_ref().and_then(|s| s.get(id)).map(String::as_str) != Some(ck) {
+                    entries.push(render(v, &sub));
+                }
+            }
+            if let Some(seen) = &seen {
+                for id in seen.keys().filter(|id| !view.contains_key(*id)) {
+                    entries.push(json!({ "@odata.type": kind, "id": id, "@removed": { "reason": "deleted" } }));
+                }
+            }
+            if self.replay {
+                if let Some(first) = entries.first().cloned() {
+                    entries.push(first);
+                }
+            }
+            let seen_now =
+                view.iter().map(|(id, v)| (id.clone(), v["changeKey"].as_str().unwrap_or("").to_owned())).collect();
+            PageState { delta: DeltaState { seen: seen_now, ..delta }, entries, pos: 0, empty_page_done: false }
+        };
+        self.serve_page(page_state, r)
+    }
+
+    fn serve_page(&mut self, mut p: PageState, r: &Req) -> Resp {
+        let size = r.page_size();
+        let end = (p.pos + size).min(p.entries.len());
+        let value: Vec<Value> = p.entries[p.pos..end].to_vec();
+        p.pos = end;
+        let link = |tok_name: &str, tok: &str| {
+            let mut u = url::Url::parse(&format!("{}/v1.0", r.origin)).expect("origin");
+            u.set_path(&format!("/v1.0{}", p.delta.path));
+            u.query_pairs_mut().append_pair(tok_name, tok);
+            u.to_string()
+        };
+        let more = p.pos < p.entries.len() || (self.empty_pages && !p.empty_page_done && !value.is_empty());
+        if more {
+            if p.pos >= p.entries.len() {
+                p.empty_page_done = true;
+            }
+            let tok = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            let next = link("$skiptoken", &tok);
+            self.pages.insert(tok, p);
+            return Resp::json(200, json!({ "@odata.context": context(r), "@odata.nextLink": next, "value": value }));
+        }
+        let tok = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let delta_link = link("$deltatoken", &tok);
+        self.deltas.insert(tok, p.delta);
+        Resp::json(200, json!({ "@odata.context": context(r), "@odata.deltaLink": delta_link, "value": value }))
+    }
+}
+
+fn same_mailbox(a: &Scope, b: &Scope) -> bool {
+    match (a, b) {
+        (Scope::Folder { mailbox: m1, folder: f1 }, Scope::Folder { mailbox: m2, folder: f2 }) => m1 == m2 && f1 == f2,
+        (Scope::Calendar { mailbox: m1, .. }, Scope::Calendar { mailbox: m2, .. }) => m1 == m2,
+        _ => false,
+    }
+}
+
+fn context(r: &Req) -> String {
+    format!("{}/v1.0/$metadata#Collection", r.origin)
+}
+
+fn window(r: &Req) -> Result<(DateTime<Utc>, DateTime<Utc>), Resp> {
+    let s = r.q("startDateTime").and_then(parse_instant);
+    let e = r.q("endDateTime").and_then(parse_instant);
+    match (s, e) {
+        (Some(s), Some(e)) if s < e => Ok((s, e)),
+        _ => Err(error(
+            400,
+            "ErrorInvalidParameter",
+            "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+        )),
+    }
+}
+
+/// A new item: id, change key, timestamps.
+fn stamp_new(v: &mut Value, id: &str, contact: bool) {
+    if !v.is_object() {
+        *v = json!({});
+    }
+    let t = now();
+    v["id"] = json!(id);
+    v["changeKey"] = json!(new_change_key());
+    v["createdDateTime"] = json!(t);
+    v["lastModifiedDateTime"] = json!(t);
+    for k in ["categories", "emailAddresses", "businessPhones"] {
+        if v.get(k).is_none() && contact {
+            v[k] = json!([]);
+        }
+    }
+}
+
+fn strip_expand(r: &Req) -> Req {
+    Req { query: vec![], ..r.clone() }
+}
+
+/// An item as the wire shows it: etag added, internal fields and extended properties removed
+/// unless `$expand`ed, `$select` applied.
+fn render(v: &Value, r: &Req) -> Value {
+    let mut out = v.clone();
+    let obj = out.as_object_mut().expect("stored items are objects");
+    let props = obj.remove("singleValueExtendedProperties");
+    obj.retain(|k, _| !k.starts_with('_'));
+    let ck = obj.get("changeKey").and_then(Value::as_str).unwrap_or("").to_owned();
+    obj.insert("@odata.etag".into(), json!(etag(&ck)));
+    if let Some(exp) = r.q("$expand") {
+        if let Some(inner) = exp.strip_prefix("singleValueExtendedProperties") {
+            let f = inner
+                .trim()
+                .strip_prefix("($filter=")
+                .and_then(|s| s.strip_suffix(')'))
+                .and_then(|s| filter::parse(s).ok());
+            let list: Vec<Value> = props
+                .as_ref()
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|p| f.as_ref().is_none_or(|f| filter::eval(f, p)))
+                .cloned()
+                .collect();
+            if !list.is_empty() {
+                obj.insert("singleValueExtendedProperties".into(), Value::Array(list));
+            }
+        }
+    }
+    if let Some(sel) = r.q("$select") {
+        let keep: Vec<String> = sel.split(',').map(|s| s.trim().to_lowercase()).collect();
+        obj.retain(|k, _| {
+            k == "id" || k.starts_with('@') || k == "singleValueExtendedProperties" || keep.contains(&k.to_lowercase())
+        });
+    }
+    out
+}
+
+fn filtered(items: Vec<Value>, r: &Req) -> Result<Vec<Value>, Resp> {
+    let Some(f) = r.q("$filter") else { return Ok(items) };
+    let e = filter::parse(f)
+        .map_err(|m| error(400, "ErrorInvalidUrlQueryFilter", &format!("Invalid filter clause: {m}")))?;
+    Ok(items.into_iter().filter(|v| filter::eval(&e, v)).collect())
+}
+
+/// A paged list (`$skip` in the next link).
+fn list(items: Vec<Value>, r: &Req) -> Resp {
+    let size = r.page_size();
+    let skip: usize = r.q("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let value: Vec<Value> = items.iter().skip(skip).take(size).map(|v| render(v, r)).collect();
+    let mut body = json!({ "@odata.context": context(r), "value": value });
+    if skip + size < items.len() {
+        let mut u = url::Url::parse(&format!("{}/v1.0{}", r.origin, r.path)).expect("origin");
+        {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in r.query.iter().filter(|(k, _)| k != "$skip") {
+                q.append_pair(k, v);
+            }
+            q.append_pair("$skip", &(skip + size).to_string());
+        }
+        body["@odata.nextLink"] = json!(u.to_string());
+    }
+    Resp::json(200, body)
+}
+
+pub(crate) fn percent_decode(p: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", p.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| p.to_owned())
+}
