@@ -109,10 +109,7 @@ pub struct SubjectExcludes(pub Vec<String>);
 impl EventFilter for SubjectExcludes {
     fn skip(&self, event: &Event) -> Option<&'static str> {
         let s = event.subject.as_deref().unwrap_or("").to_lowercase();
-        self.0
-            .iter()
-            .any(|w| s.contains(&w.to_lowercase()))
-            .then_some("outside_filter")
+        self.0.iter().any(|w| s.contains(&w.to_lowercase())).then_some("outside_filter")
     }
 }
 
@@ -205,10 +202,7 @@ impl SyncConfig {
     }
     /// The event window around `now`.
     pub fn window(&self, now: DateTime<Utc>) -> Window {
-        Window {
-            start: now - Duration::days(self.events.days_back),
-            end: now + Duration::days(self.events.days_ahead),
-        }
+        Window { start: now - Duration::days(self.events.days_back), end: now + Duration::days(self.events.days_ahead) }
     }
 }
 

@@ -83,12 +83,7 @@ impl Error {
             ErrorKind::RateLimited | ErrorKind::Transport => Retry::Temporary { after: None },
             _ => Retry::Permanent,
         };
-        Self {
-            kind,
-            retry,
-            message: message.into(),
-            source: None,
-        }
+        Self { kind, retry, message: message.into(), source: None }
     }
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, msg)
@@ -145,9 +140,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -158,11 +151,6 @@ impl Clone for Error {
             Some(s) => format!("{} ({s})", self.message),
             None => self.message.clone(),
         };
-        Self {
-            kind: self.kind,
-            retry: self.retry,
-            message,
-            source: None,
-        }
+        Self { kind: self.kind, retry: self.retry, message, source: None }
     }
 }

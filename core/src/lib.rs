@@ -15,15 +15,15 @@ pub mod report;
 pub mod testkit;
 
 pub use config::{
-    ConflictPolicy, ConnectionMode, ContactConfig, ContactFilter, Criterion, CriterionOp,
-    DeletePolicy, Direction, EventConfig, EventFilter, Rep, SyncConfig, Window,
+    ConflictPolicy, ConnectionMode, ContactConfig, ContactFilter, Criterion, CriterionOp, DeletePolicy, Direction,
+    EventConfig, EventFilter, Rep, SyncConfig, Window,
 };
 pub use engine::{Engine, ResetOutcome};
 pub use error::{Error, ErrorKind, Result, Retry};
 pub use model::{Canon, Contact, Event, EventTime, Kind, PostalAddress, Record, Side, SyncKey};
 pub use port::{
-    Access, Capabilities, Change, Changes, Collection, Crm, CrmUser, Cursors, Found, Item,
-    ItemError, ItemFailure, Link, LinkBatch, LinkState, MANAGE_SYNC, MANAGE_USERS, MatchKey,
-    NewItem, Provider, RepState, RepStatus, ResetRecord, ResetScope, Skip, Store, Update,
+    Access, Capabilities, Change, Changes, Collection, Crm, CrmUser, Cursors, Found, Item, ItemError, ItemFailure,
+    Link, LinkBatch, LinkState, MANAGE_SYNC, MANAGE_USERS, MatchKey, NewItem, Provider, RepState, RepStatus,
+    ResetRecord, ResetScope, Skip, Store, Update,
 };
 pub use report::{CycleReport, KindReport, Requests};

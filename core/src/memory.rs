@@ -6,7 +6,7 @@
 //! injection. A [`MemCollection`] is a view of a state for one scope (a folder, an owner).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Kind, Record, SyncKey, normalize_phone, normalize_text};
 use crate::port::*;
 use crate::report::CycleReport;
+
+static CLOCK: AtomicI64 = AtomicI64::new(1_700_000_000);
 
 /// One stored record of a [`MemState`].
 #[derive(Clone, Debug)]
@@ -92,7 +94,8 @@ impl MemState {
     fn touch(&mut self, id: &str) {
         self.seq += 1;
         self.log.push((self.seq, id.to_owned()));
-        self.clock += chrono::Duration::seconds(1);
+        // One clock for every in-memory service, so modification times compare across sides.
+        self.clock = DateTime::from_timestamp(CLOCK.fetch_add(1, Ordering::Relaxed), 0).expect("valid");
     }
 
     /// Seed a record directly (no request counted). Returns its id.
@@ -142,11 +145,7 @@ impl MemState {
         let Some(r) = self.records.get_mut(id) else {
             return false;
         };
-        let changed = if on {
-            r.tags.insert(tag.to_owned())
-        } else {
-            r.tags.remove(tag)
-        };
+        let changed = if on { r.tags.insert(tag.to_owned()) } else { r.tags.remove(tag) };
         if changed {
             r.version += 1;
             self.touch(id);
@@ -161,21 +160,15 @@ impl MemState {
 
     /// Records whose sync key is `key`.
     pub fn by_key(&self, key: &SyncKey) -> Vec<&MemRecord> {
-        self.records
-            .values()
-            .filter(|r| r.sync_key.as_ref() == Some(key))
-            .collect()
+        self.records.values().filter(|r| r.sync_key.as_ref() == Some(key)).collect()
     }
 
     fn request(&mut self, counter: &AtomicU64) -> Result<()> {
         self.requests += 1;
         counter.fetch_add(1, Ordering::Relaxed);
         if self.fail_requests.contains(&self.requests) {
-            return Err(Error::new(
-                ErrorKind::Transport,
-                format!("injected fault on request {}", self.requests),
-            )
-            .temporary(Some(Duration::ZERO)));
+            return Err(Error::new(ErrorKind::Transport, format!("injected fault on request {}", self.requests))
+                .temporary(Some(Duration::ZERO)));
         }
         Ok(())
     }
@@ -226,14 +219,7 @@ pub struct MemCollection {
 
 impl MemCollection {
     pub fn new(state: Arc<Mutex<MemState>>, scope: Scope, caps: Capabilities) -> Self {
-        Self {
-            state,
-            scope,
-            create_tags: vec![],
-            caps,
-            report_out_of_scope: false,
-            requests: AtomicU64::new(0),
-        }
+        Self { state, scope, create_tags: vec![], caps, report_out_of_scope: false, requests: AtomicU64::new(0) }
     }
 
     fn lock(&self) -> MutexGuard<'_, MemState> {
@@ -267,10 +253,8 @@ fn matches_key(r: &MemRecord, key: &MatchKey) -> bool {
 /// "given family", normalized and lower-cased, as [`MatchKey::NamePhone`] uses it.
 pub fn full_name(r: &Record) -> Option<String> {
     let c = r.as_contact()?;
-    let parts: Vec<String> = [&c.given_name, &c.family_name]
-        .iter()
-        .filter_map(|p| p.as_deref().and_then(normalize_text))
-        .collect();
+    let parts: Vec<String> =
+        [&c.given_name, &c.family_name].iter().filter_map(|p| p.as_deref().and_then(normalize_text)).collect();
     (!parts.is_empty()).then(|| parts.join(" ").to_lowercase())
 }
 
@@ -282,45 +266,28 @@ impl Collection for MemCollection {
 
     async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
         let mut st = self.lock();
-        let mut out = Changes {
-            full: cursor.is_none(),
-            ..Default::default()
-        };
+        let mut out = Changes { full: cursor.is_none(), ..Default::default() };
         match cursor {
             None => {
                 for r in st.records.values() {
                     if self.scope.contains(r) {
                         out.items.push(Change::Upsert(r.item()));
                     } else if self.report_out_of_scope {
-                        out.skipped.push(Skip {
-                            id: r.id.clone(),
-                            reason: "outside_scope".into(),
-                        });
+                        out.skipped.push(Skip { id: r.id.clone(), reason: "outside_scope".into() });
                     }
                 }
             }
             Some(c) => {
-                let since: u64 = c.parse().map_err(|_| {
-                    Error::new(ErrorKind::CursorExpired, format!("unknown cursor {c:?}"))
-                })?;
+                let since: u64 =
+                    c.parse().map_err(|_| Error::new(ErrorKind::CursorExpired, format!("unknown cursor {c:?}")))?;
                 if since < st.cursor_floor {
                     st.request(&self.requests)?;
-                    return Err(Error::new(
-                        ErrorKind::CursorExpired,
-                        "cursor expired; read everything again",
-                    ));
+                    return Err(Error::new(ErrorKind::CursorExpired, "cursor expired; read everything again"));
                 }
-                let ids: BTreeSet<&String> = st
-                    .log
-                    .iter()
-                    .filter(|(s, _)| *s > since)
-                    .map(|(_, id)| id)
-                    .collect();
+                let ids: BTreeSet<&String> = st.log.iter().filter(|(s, _)| *s > since).map(|(_, id)| id).collect();
                 for id in ids {
                     match st.records.get(id) {
-                        Some(r) if self.scope.contains(r) => {
-                            out.items.push(Change::Upsert(r.item()))
-                        }
+                        Some(r) if self.scope.contains(r) => out.items.push(Change::Upsert(r.item())),
                         _ => out.items.push(Change::Removed(id.clone())),
                     }
                 }
@@ -353,10 +320,7 @@ impl Collection for MemCollection {
             .values()
             .filter(|r| keys.iter().any(|k| matches_key(r, k)))
             .filter(|r| self.caps.find_beyond_scope || self.scope.contains(r))
-            .map(|r| Found {
-                item: r.item(),
-                in_scope: self.scope.contains(r),
-            })
+            .map(|r| Found { item: r.item(), in_scope: self.scope.contains(r) })
             .collect())
     }
 
@@ -372,7 +336,8 @@ impl Collection for MemCollection {
         st.request(&self.requests)?;
         let mut out = vec![];
         for it in items {
-            if let Some(existing) = st.by_key(&it.sync_key).first() {
+            // Idempotent within the scope: a copy the rep moved out of scope is not reused.
+            if let Some(existing) = st.by_key(&it.sync_key).into_iter().find(|r| self.scope.contains(r)) {
                 out.push(Ok(existing.item()));
                 continue;
             }
@@ -381,14 +346,9 @@ impl Collection for MemCollection {
                 continue;
             }
             if st.require_family_name
-                && it
-                    .record
-                    .as_contact()
-                    .is_some_and(|c| c.family_name.as_deref().and_then(normalize_text).is_none())
+                && it.record.as_contact().is_some_and(|c| c.family_name.as_deref().and_then(normalize_text).is_none())
             {
-                out.push(Err(Error::invalid_item(
-                    "Required fields are missing: [LastName]",
-                )));
+                out.push(Err(Error::invalid_item("Required fields are missing: [LastName]")));
                 continue;
             }
             let mut tags: Vec<&str> = self.scope.create_tag().into_iter().collect();
@@ -441,11 +401,7 @@ impl Collection for MemCollection {
     async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
         let mut st = self.lock();
         if ids.len() > self.caps.max_batch {
-            return Err(Error::unexpected(format!(
-                "batch of {} exceeds the limit {}",
-                ids.len(),
-                self.caps.max_batch
-            )));
+            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", ids.len(), self.caps.max_batch)));
         }
         st.request(&self.requests)?;
         Ok(ids
@@ -482,20 +438,13 @@ pub struct MemProvider {
 
 impl MemProvider {
     pub fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            mailboxes: Mutex::new(HashMap::new()),
-            max_batch: 20,
-        }
+        Self { name: name.to_owned(), mailboxes: Mutex::new(HashMap::new()), max_batch: 20 }
     }
     /// The mailbox's state (created empty on first use).
     pub fn mailbox(&self, mailbox: &str) -> Mailbox {
         let mut m = self.mailboxes.lock().expect("poisoned");
         m.entry(mailbox.to_owned())
-            .or_insert_with(|| Mailbox {
-                contacts: MemState::shared("pc"),
-                events: MemState::shared("pe"),
-            })
+            .or_insert_with(|| Mailbox { contacts: MemState::shared("pc"), events: MemState::shared("pe") })
             .clone()
     }
 }
@@ -505,12 +454,7 @@ impl Provider for MemProvider {
     fn name(&self) -> &str {
         &self.name
     }
-    async fn collection(
-        &self,
-        rep: &Rep,
-        kind: Kind,
-        _access: &Access,
-    ) -> Result<Arc<dyn Collection>> {
+    async fn collection(&self, rep: &Rep, kind: Kind, _access: &Access) -> Result<Arc<dyn Collection>> {
         let mb = self.mailbox(&rep.mailbox);
         let caps = Capabilities {
             max_batch: self.max_batch,
@@ -561,11 +505,7 @@ impl MemCrm {
         let mut u = self.users.lock().expect("poisoned");
         let id = format!("005{:06}", u.len() + 1);
         u.push((
-            CrmUser {
-                id: id.clone(),
-                name: name.to_owned(),
-                email: None,
-            },
+            CrmUser { id: id.clone(), name: name.to_owned(), email: None },
             permissions.iter().map(|p| p.to_string()).collect(),
         ));
         id
@@ -578,12 +518,7 @@ impl MemCrm {
 
 #[async_trait]
 impl Crm for MemCrm {
-    async fn collection(
-        &self,
-        rep: &Rep,
-        kind: Kind,
-        _access: &Access,
-    ) -> Result<Arc<dyn Collection>> {
+    async fn collection(&self, rep: &Rep, kind: Kind, _access: &Access) -> Result<Arc<dyn Collection>> {
         let owner = Self::owner_tag(&rep.crm_user_id);
         let (state, scope, fields) = match kind {
             Kind::Contact => {
@@ -594,11 +529,7 @@ impl Crm for MemCrm {
                 };
                 (self.contacts.clone(), scope, self.contact_fields)
             }
-            Kind::Event => (
-                self.events.clone(),
-                Scope::Tag(owner.clone()),
-                Kind::Event.fields(),
-            ),
+            Kind::Event => (self.events.clone(), Scope::Tag(owner.clone()), Kind::Event.fields()),
         };
         let caps = Capabilities {
             max_batch: self.max_batch,
@@ -673,10 +604,7 @@ impl MemStore {
 
 fn row<'a>(inner: &'a mut StoreInner, rep: &str) -> &'a mut RepRow {
     inner.reps.entry(rep.to_owned()).or_insert_with(|| RepRow {
-        status: RepStatus {
-            rep: rep.to_owned(),
-            ..Default::default()
-        },
+        status: RepStatus { rep: rep.to_owned(), ..Default::default() },
         ..Default::default()
     })
 }
@@ -686,9 +614,7 @@ fn check_epoch(inner: &mut StoreInner, rep: &str, epoch: u64) -> Result<()> {
     if current != epoch {
         return Err(Error::new(
             ErrorKind::Conflict,
-            format!(
-                "rep {rep} was reset while this cycle ran (epoch {epoch}, now {current}); nothing written"
-            ),
+            format!("rep {rep} was reset while this cycle ran (epoch {epoch}, now {current}); nothing written"),
         ));
     }
     Ok(())
@@ -701,12 +627,7 @@ impl Store for MemStore {
     }
 
     async fn statuses(&self) -> Result<Vec<RepStatus>> {
-        Ok(self
-            .lock()
-            .reps
-            .values()
-            .map(|r| r.status.clone())
-            .collect())
+        Ok(self.lock().reps.values().map(|r| r.status.clone()).collect())
     }
 
     async fn set_state(
@@ -732,22 +653,11 @@ impl Store for MemStore {
     }
 
     async fn links(&self, rep: &str, kind: Kind) -> Result<Vec<Link>> {
-        Ok(self
-            .lock()
-            .links
-            .iter()
-            .filter(|((r, k, _), _)| r == rep && *k == kind)
-            .map(|(_, l)| l.clone())
-            .collect())
+        Ok(self.lock().links.iter().filter(|((r, k, _), _)| r == rep && *k == kind).map(|(_, l)| l.clone()).collect())
     }
 
     async fn cursors(&self, rep: &str, kind: Kind) -> Result<Cursors> {
-        Ok(self
-            .lock()
-            .cursors
-            .get(&(rep.to_owned(), kind))
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.lock().cursors.get(&(rep.to_owned(), kind)).cloned().unwrap_or_default())
     }
 
     async fn item_errors(&self, rep: &str, kind: Kind) -> Result<Vec<ItemError>> {
@@ -768,8 +678,7 @@ impl Store for MemStore {
         }
         for l in &batch.upsert {
             g.link_writes += 1;
-            g.links
-                .insert((rep.to_owned(), kind, l.key.clone()), l.clone());
+            g.links.insert((rep.to_owned(), kind, l.key.clone()), l.clone());
         }
         for (side, id) in &batch.clear_errors {
             g.errors.remove(&(rep.to_owned(), kind, *side, id.clone()));
@@ -777,11 +686,7 @@ impl Store for MemStore {
         for e in &batch.errors {
             let k = (rep.to_owned(), kind, e.side, e.id.clone());
             let merged = match g.errors.get(&k) {
-                Some(old) => ItemError {
-                    attempts: old.attempts + 1,
-                    first_seen: old.first_seen,
-                    ..e.clone()
-                },
+                Some(old) => ItemError { attempts: old.attempts + 1, first_seen: old.first_seen, ..e.clone() },
                 None => e.clone(),
             };
             g.errors.insert(k, merged);
@@ -792,23 +697,16 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn reset(
-        &self,
-        record: &ResetRecord,
-        state: RepState,
-        drop_grant: bool,
-    ) -> Result<BTreeMap<String, u64>> {
+    async fn reset(&self, record: &ResetRecord, state: RepState, drop_grant: bool) -> Result<BTreeMap<String, u64>> {
         let mut g = self.lock();
         let rep = record.rep.clone();
         let mut removed = BTreeMap::new();
         for &kind in record.scope.kinds() {
             let before = g.links.len();
-            g.links
-                .retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state == LinkState::Linked));
+            g.links.retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state == LinkState::Linked));
             removed.insert(kind.as_str().to_owned(), (before - g.links.len()) as u64);
             g.cursors.remove(&(rep.clone(), kind));
-            g.errors
-                .retain(|(r, k, _, _), _| !(r == &rep && *k == kind));
+            g.errors.retain(|(r, k, _, _), _| !(r == &rep && *k == kind));
         }
         let mut rec = record.clone();
         rec.links_removed = removed.clone();
@@ -824,13 +722,7 @@ impl Store for MemStore {
     }
 
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>> {
-        Ok(self
-            .lock()
-            .resets
-            .iter()
-            .filter(|r| r.rep == rep)
-            .cloned()
-            .collect())
+        Ok(self.lock().resets.iter().filter(|r| r.rep == rep).cloned().collect())
     }
 
     async fn grant(&self, rep: &str) -> Result<Option<SecretString>> {
@@ -849,17 +741,9 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn claim_due_reps(
-        &self,
-        worker: &str,
-        n: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<String>> {
+    async fn claim_due_reps(&self, worker: &str, n: usize, lease: Duration, now: DateTime<Utc>) -> Result<Vec<String>> {
         let mut g = self.lock();
-        let until = now
-            + chrono::Duration::from_std(lease)
-                .map_err(|e| Error::invalid_config(e.to_string()))?;
+        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
         let mut out = vec![];
         for (rep, r) in g.reps.iter_mut() {
             if out.len() >= n {
@@ -875,27 +759,16 @@ impl Store for MemStore {
         Ok(out)
     }
 
-    async fn renew_lease(
-        &self,
-        worker: &str,
-        rep: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
         let mut g = self.lock();
-        let until = now
-            + chrono::Duration::from_std(lease)
-                .map_err(|e| Error::invalid_config(e.to_string()))?;
+        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
         let r = row(&mut g, rep);
         match &r.lease {
             Some((w, exp)) if w == worker && *exp > now => {
                 r.lease = Some((worker.to_owned(), until));
                 Ok(())
             }
-            _ => Err(Error::new(
-                ErrorKind::Conflict,
-                format!("worker {worker} no longer holds rep {rep}"),
-            )),
+            _ => Err(Error::new(ErrorKind::Conflict, format!("worker {worker} no longer holds rep {rep}"))),
         }
     }
 
@@ -908,10 +781,7 @@ impl Store for MemStore {
                 r.due = Some(next_due);
                 Ok(())
             }
-            _ => Err(Error::new(
-                ErrorKind::Conflict,
-                format!("worker {worker} does not hold rep {rep}"),
-            )),
+            _ => Err(Error::new(ErrorKind::Conflict, format!("worker {worker} does not hold rep {rep}"))),
         }
     }
 }

@@ -132,9 +132,7 @@ impl EventTime {
         if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
             return Some(EventTime::Date(d));
         }
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| EventTime::At(t.with_timezone(&Utc)))
+        DateTime::parse_from_rfc3339(s).ok().map(|t| EventTime::At(t.with_timezone(&Utc)))
     }
 }
 
@@ -209,14 +207,7 @@ pub const CONTACT_FIELDS: &[&str] = &[
     "notes",
 ];
 
-pub const EVENT_FIELDS: &[&str] = &[
-    "subject",
-    "start",
-    "end",
-    "location",
-    "description",
-    "private",
-];
+pub const EVENT_FIELDS: &[&str] = &["subject", "start", "end", "location", "description", "private"];
 
 /// Normalized value of each canonical field that has a value (absent = empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,11 +221,7 @@ impl Canon {
     /// Keep only `fields` (the fields both sides of a link store).
     pub fn restrict(&self, fields: &[&str]) -> Canon {
         Canon(
-            self.0
-                .iter()
-                .filter(|(k, _)| fields.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            self.0.iter().filter(|(k, _)| fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
         )
     }
     /// A stable content hash: SHA-256 over `field=value` lines in field order, hex, 32 chars.
@@ -246,10 +233,7 @@ impl Canon {
             h.update(v.as_bytes());
             h.update(b"\n");
         }
-        h.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -371,8 +355,7 @@ impl Record {
                     "email" => {
                         match value {
                             Some(v) => {
-                                c.emails
-                                    .retain(|e| normalize_email(e) != normalize_email(&v));
+                                c.emails.retain(|e| normalize_email(e) != normalize_email(&v));
                                 c.emails.insert(0, v);
                             }
                             None if !c.emails.is_empty() => {
@@ -393,11 +376,7 @@ impl Record {
                 "private" => e.private = value.as_deref() == Some("true"),
                 "start" | "end" => {
                     if let Some(t) = value.as_deref().and_then(EventTime::parse_canon) {
-                        if field == "start" {
-                            e.start = t
-                        } else {
-                            e.end = t
-                        }
+                        if field == "start" { e.start = t } else { e.end = t }
                     }
                 }
                 _ => {}
@@ -435,9 +414,8 @@ impl Record {
     pub fn invalid_reason(&self) -> Option<String> {
         match self {
             Record::Contact(c) => {
-                let named = [&c.given_name, &c.family_name]
-                    .iter()
-                    .any(|n| n.as_deref().and_then(normalize_text).is_some());
+                let named =
+                    [&c.given_name, &c.family_name].iter().any(|n| n.as_deref().and_then(normalize_text).is_some());
                 if !named && c.emails.iter().all(|e| normalize_email(e).is_none()) {
                     return Some("contact has neither a name nor an e-mail address".into());
                 }
@@ -487,10 +465,7 @@ impl SyncKey {
     }
     /// Whether this key was derived for `rep` (by any engine run, before or after a reset).
     pub fn belongs_to(&self, rep: &str) -> bool {
-        self.0
-            .strip_prefix("cs1.")
-            .and_then(|r| r.split_once('.'))
-            .is_some_and(|(tag, _)| tag == rep_tag(rep))
+        self.0.strip_prefix("cs1.").and_then(|r| r.split_once('.')).is_some_and(|(tag, _)| tag == rep_tag(rep))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -504,10 +479,7 @@ impl fmt::Display for SyncKey {
 }
 
 fn rep_tag(rep: &str) -> String {
-    Sha256::digest(rep.as_bytes())[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(rep.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -540,11 +512,7 @@ mod tests {
         let src = Record::Event(Event {
             location: Some("Room 1".into()),
             private: true,
-            ..Event::new(
-                "Kickoff",
-                "2026-01-02T10:00:00Z".parse().unwrap(),
-                "2026-01-02T11:00:00Z".parse().unwrap(),
-            )
+            ..Event::new("Kickoff", "2026-01-02T10:00:00Z".parse().unwrap(), "2026-01-02T11:00:00Z".parse().unwrap())
         });
         for f in Kind::Event.fields() {
             e.set_field(f, src.field(f));
@@ -561,14 +529,8 @@ mod tests {
     #[test]
     fn sync_keys_are_deterministic_and_tagged_by_rep() {
         let k = SyncKey::derive("rep-1", Kind::Contact, Side::Provider, "AAMk1");
-        assert_eq!(
-            k,
-            SyncKey::derive("rep-1", Kind::Contact, Side::Provider, "AAMk1")
-        );
-        assert_ne!(
-            k,
-            SyncKey::derive("rep-1", Kind::Contact, Side::Crm, "AAMk1")
-        );
+        assert_eq!(k, SyncKey::derive("rep-1", Kind::Contact, Side::Provider, "AAMk1"));
+        assert_ne!(k, SyncKey::derive("rep-1", Kind::Contact, Side::Crm, "AAMk1"));
         assert!(k.belongs_to("rep-1"));
         assert!(!k.belongs_to("rep-2"));
         assert!(k.as_str().len() <= 64);
@@ -576,17 +538,8 @@ mod tests {
 
     #[test]
     fn invalid_items_are_named() {
-        assert!(
-            Record::Contact(Contact::default())
-                .invalid_reason()
-                .is_some()
-        );
-        assert!(
-            contact("not-an-email", "1")
-                .invalid_reason()
-                .unwrap()
-                .contains("invalid e-mail")
-        );
+        assert!(Record::Contact(Contact::default()).invalid_reason().is_some());
+        assert!(contact("not-an-email", "1").invalid_reason().unwrap().contains("invalid e-mail"));
         assert!(contact("a@b.io", "1").invalid_reason().is_none());
     }
 }

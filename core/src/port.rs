@@ -37,6 +37,8 @@ pub struct Item {
 }
 
 /// One entry of a change feed.
+// Items dominate every feed; boxing each one would cost an allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// The item exists in scope with this content (new or changed, or every item of a full read).
@@ -140,12 +142,7 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self {
-            max_batch: 100,
-            fields: &[],
-            incremental: true,
-            find_beyond_scope: false,
-        }
+        Self { max_batch: 100, fields: &[], incremental: true, find_beyond_scope: false }
     }
 }
 
@@ -195,12 +192,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The name reps refer to in `Rep::provider` (`exchange`, `google`).
     fn name(&self) -> &str;
     /// The rep's contacts folder/group (created on demand) or primary calendar.
-    async fn collection(
-        &self,
-        rep: &Rep,
-        kind: Kind,
-        access: &Access,
-    ) -> Result<Arc<dyn Collection>>;
+    async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>>;
 }
 
 /// A CRM user, as user search returns it.
@@ -219,12 +211,7 @@ pub const MANAGE_SYNC: &str = "Manage Sync";
 #[async_trait]
 pub trait Crm: Send + Sync + std::fmt::Debug {
     /// The rep's contacts (scoped by the rep's contact filter) or events (owned by the rep).
-    async fn collection(
-        &self,
-        rep: &Rep,
-        kind: Kind,
-        access: &Access,
-    ) -> Result<Arc<dyn Collection>>;
+    async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>>;
     /// Users whose name contains `name`, case-insensitively.
     async fn find_users(&self, name: &str) -> Result<Vec<CrmUser>>;
     /// The permission names the user holds (e.g. [`MANAGE_USERS`], [`MANAGE_SYNC`]).
@@ -259,6 +246,21 @@ pub struct Link {
     /// fields both sides store.
     pub snapshot: Canon,
     pub state: LinkState,
+    /// Write-ahead intent: the snapshot an update in flight is writing. Set (committed) before
+    /// the remote update, cleared with the link write after it. If the process dies in between,
+    /// the next cycle treats a side that already holds `pending` as unchanged against it, so the
+    /// engine's own write is never mistaken for a user's edit (and never wins a conflict).
+    #[serde(default)]
+    pub pending: Option<Pending>,
+}
+
+/// An update in flight (see [`Link::pending`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The snapshot the update writes.
+    pub snapshot: Canon,
+    /// The sides being written.
+    pub targets: Vec<Side>,
 }
 
 /// Both cursors of one rep and kind.
@@ -331,16 +333,9 @@ impl RepState {
         }
     }
     pub fn parse(s: &str) -> Option<RepState> {
-        [
-            Self::Ok,
-            Self::Syncing,
-            Self::Error,
-            Self::ResetPending,
-            Self::NeedsReconnect,
-            Self::Disabled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        [Self::Ok, Self::Syncing, Self::Error, Self::ResetPending, Self::NeedsReconnect, Self::Disabled]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 }
 
@@ -416,12 +411,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Reset Sync in one transaction: delete the rep's `Linked` links, cursors and item errors
     /// of the scope's kinds (suppressions stay), bump the epoch, store `record` as last reset,
     /// set `state`, and drop the stored grant when `drop_grant`. Returns links removed per kind.
-    async fn reset(
-        &self,
-        record: &ResetRecord,
-        state: RepState,
-        drop_grant: bool,
-    ) -> Result<BTreeMap<String, u64>>;
+    async fn reset(&self, record: &ResetRecord, state: RepState, drop_grant: bool) -> Result<BTreeMap<String, u64>>;
     /// Every reset ever recorded for the rep, oldest first.
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>>;
 
@@ -433,21 +423,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn schedule(&self, rep: &str, due: DateTime<Utc>) -> Result<()>;
     /// Hand up to `n` due, unleased (or lease-expired) reps to `worker` for `lease`; each rep goes
     /// to exactly one worker at a time.
-    async fn claim_due_reps(
-        &self,
-        worker: &str,
-        n: usize,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<String>>;
+    async fn claim_due_reps(&self, worker: &str, n: usize, lease: Duration, now: DateTime<Utc>) -> Result<Vec<String>>;
     /// Extend a lease the worker still holds; `Conflict` when it lost it.
-    async fn renew_lease(
-        &self,
-        worker: &str,
-        rep: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<()>;
+    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()>;
     /// Give a rep back, due again at `next_due`; `Conflict` when the worker no longer holds it.
     async fn release(&self, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()>;
 }

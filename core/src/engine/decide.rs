@@ -50,13 +50,7 @@ pub enum Decision {
     CreateProvider,
     /// Bring both sides to `merged` and (re)link; `take` names, for every field that differs,
     /// the side whose value wins. Both write flags false = link only, zero writes.
-    Merge {
-        merged: Canon,
-        take: BTreeMap<String, Side>,
-        write_provider: bool,
-        write_crm: bool,
-        conflict: bool,
-    },
+    Merge { merged: Canon, take: BTreeMap<String, Side>, write_provider: bool, write_crm: bool, conflict: bool },
     /// Delete the CRM record and drop the link (delete policy `propagate`).
     DeleteCrm,
     /// Delete the provider record and drop the link.
@@ -97,10 +91,7 @@ fn merge(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> Decisi
     let c_changed = base.is_none_or(|b| cc != b);
     let conflict = base.is_some() && p_changed && c_changed && pc != cc;
     // One-way directions: the source side is the truth.
-    let forced = match (
-        pol.direction.provider_to_crm(),
-        pol.direction.crm_to_provider(),
-    ) {
+    let forced = match (pol.direction.provider_to_crm(), pol.direction.crm_to_provider()) {
         (true, false) => Some(Side::Provider),
         (false, true) => Some(Side::Crm),
         _ => None,
@@ -115,10 +106,7 @@ fn merge(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> Decisi
         ConflictPolicy::FieldMerge => None,
     };
     let fields: BTreeSet<&String> =
-        pc.0.keys()
-            .chain(cc.0.keys())
-            .chain(base.into_iter().flat_map(|b| b.0.keys()))
-            .collect();
+        pc.0.keys().chain(cc.0.keys()).chain(base.into_iter().flat_map(|b| b.0.keys())).collect();
     let mut take = BTreeMap::new();
     let mut merged = BTreeMap::new();
     for f in fields {
@@ -151,13 +139,7 @@ fn merge(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> Decisi
     }
     let write_crm = take.values().any(|s| *s == Side::Provider);
     let write_provider = take.values().any(|s| *s == Side::Crm);
-    Decision::Merge {
-        merged: Canon(merged),
-        take,
-        write_provider,
-        write_crm,
-        conflict,
-    }
+    Decision::Merge { merged: Canon(merged), take, write_provider, write_crm, conflict }
 }
 
 #[cfg(test)]
@@ -166,30 +148,20 @@ mod tests {
     use crate::config::Direction;
 
     fn canon(pairs: &[(&str, &str)]) -> Canon {
-        Canon(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        Canon(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
     fn pol(direction: Direction, conflict: ConflictPolicy, delete: DeletePolicy) -> KindPolicy {
-        KindPolicy {
-            direction,
-            conflict,
-            delete,
-        }
+        KindPolicy { direction, conflict, delete }
     }
     const BOTH: Direction = Direction::Both;
+
+    /// (row, base, provider, crm, policy, expected decision kind, expected writes (provider, crm))
+    type Row<'a> = (&'a str, Option<&'a Canon>, State, State, KindPolicy, &'a str, (bool, bool));
 
     /// Which sides a decision writes: (provider, crm).
     fn writes(d: &Decision) -> (bool, bool) {
         match d {
-            Decision::Merge {
-                write_provider,
-                write_crm,
-                ..
-            } => (*write_provider, *write_crm),
+            Decision::Merge { write_provider, write_crm, .. } => (*write_provider, *write_crm),
             Decision::CreateCrm | Decision::DeleteCrm => (false, true),
             Decision::CreateProvider | Decision::DeleteProvider => (true, false),
             _ => (false, false),
@@ -207,24 +179,8 @@ mod tests {
         let propagate = pol(BOTH, ConflictPolicy::CrmWins, DeletePolicy::Propagate);
         use State::*;
         // (row, base, provider, crm, policy, expected decision kind, expected writes (provider, crm))
-        let rows: Vec<(
-            &str,
-            Option<&Canon>,
-            State,
-            State,
-            KindPolicy,
-            &str,
-            (bool, bool),
-        )> = vec![
-            (
-                "none | new | none found → create on CRM",
-                None,
-                new(&base),
-                Absent,
-                unlink,
-                "CreateCrm",
-                (false, true),
-            ),
+        let rows: Vec<Row> = vec![
+            ("none | new | none found → create on CRM", None, new(&base), Absent, unlink, "CreateCrm", (false, true)),
             (
                 "none | none found | new → create in provider",
                 None,
@@ -342,15 +298,7 @@ mod tests {
                 "Suppress",
                 (false, false),
             ),
-            (
-                "linked | gone | gone → drop link",
-                Some(&base),
-                Gone,
-                Gone,
-                unlink,
-                "DropLink",
-                (false, false),
-            ),
+            ("linked | gone | gone → drop link", Some(&base), Gone, Gone, unlink, "DropLink", (false, false)),
             (
                 "linked | unchanged | unchanged → nothing to write",
                 Some(&base),
@@ -384,11 +332,7 @@ mod tests {
                 &pol(BOTH, conflict, DeletePolicy::Unlink),
             );
             match d {
-                Decision::Merge {
-                    merged,
-                    conflict: true,
-                    ..
-                } => merged,
+                Decision::Merge { merged, conflict: true, .. } => merged,
                 other => panic!("expected a conflict merge, got {other:?}"),
             }
         };
@@ -397,52 +341,24 @@ mod tests {
         assert_eq!(run(ConflictPolicy::NewestWins, Some(t1), Some(t0)), p);
         assert_eq!(run(ConflictPolicy::NewestWins, Some(t0), Some(t1)), c);
         // Field merge keeps the provider's name edit and gives the doubly edited title to the CRM.
-        assert_eq!(
-            run(ConflictPolicy::FieldMerge, None, None),
-            canon(&[("given_name", "Ada K."), ("title", "CFO")])
-        );
+        assert_eq!(run(ConflictPolicy::FieldMerge, None, None), canon(&[("given_name", "Ada K."), ("title", "CFO")]));
     }
 
     #[test]
     fn one_way_directions_force_the_source() {
         let base = canon(&[("subject", "Kickoff")]);
         let edited = canon(&[("subject", "Kickoff (moved)")]);
-        let p2c = pol(
-            Direction::ProviderToCrm,
-            ConflictPolicy::CrmWins,
-            DeletePolicy::Propagate,
-        );
+        let p2c = pol(Direction::ProviderToCrm, ConflictPolicy::CrmWins, DeletePolicy::Propagate);
         // A CRM edit of a one-way event is reverted to the provider's value.
-        let d = decide(
-            Some(&base),
-            &State::Same,
-            &State::Changed(edited.clone(), None),
-            &p2c,
-        );
+        let d = decide(Some(&base), &State::Same, &State::Changed(edited.clone(), None), &p2c);
         assert_eq!(writes(&d), (false, true));
         // A CRM deletion does not delete the provider event.
-        assert_eq!(
-            decide(Some(&base), &State::Same, &State::Gone, &p2c),
-            Decision::Suppress
-        );
+        assert_eq!(decide(Some(&base), &State::Same, &State::Gone, &p2c), Decision::Suppress);
         // A new CRM record is never copied into the provider.
-        assert_eq!(
-            decide(None, &State::Absent, &State::New(base.clone(), None), &p2c),
-            Decision::Nothing
-        );
+        assert_eq!(decide(None, &State::Absent, &State::New(base.clone(), None), &p2c), Decision::Nothing);
         // First sight with a difference: the provider wins even under crm_wins.
-        match decide(
-            None,
-            &State::New(edited.clone(), None),
-            &State::New(base, None),
-            &p2c,
-        ) {
-            Decision::Merge {
-                merged,
-                write_crm: true,
-                write_provider: false,
-                ..
-            } => assert_eq!(merged, edited),
+        match decide(None, &State::New(edited.clone(), None), &State::New(base, None), &p2c) {
+            Decision::Merge { merged, write_crm: true, write_provider: false, .. } => assert_eq!(merged, edited),
             other => panic!("{other:?}"),
         }
     }

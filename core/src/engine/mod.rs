@@ -21,8 +21,7 @@ use crate::config::{ConnectionMode, Rep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Kind;
 use crate::port::{
-    Access, Crm, CrmUser, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState, ResetRecord,
-    ResetScope, Store,
+    Access, Crm, CrmUser, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState, ResetRecord, ResetScope, Store,
 };
 use crate::report::CycleReport;
 
@@ -45,12 +44,7 @@ pub struct ResetOutcome {
 
 impl Engine {
     pub fn new(crm: Arc<dyn Crm>, store: Arc<dyn Store>) -> Self {
-        Self {
-            crm,
-            providers: BTreeMap::new(),
-            store,
-            clock: None,
-        }
+        Self { crm, providers: BTreeMap::new(), store, clock: None }
     }
 
     /// Register a provider under its [`Provider::name`].
@@ -105,15 +99,7 @@ impl Engine {
                 Some(g) => Some(g),
                 None => {
                     let msg = "no stored grant: the rep must connect their account".to_owned();
-                    self.store
-                        .set_state(
-                            &rep.id,
-                            status.epoch,
-                            RepState::NeedsReconnect,
-                            Some(msg),
-                            None,
-                        )
-                        .await?;
+                    self.store.set_state(&rep.id, status.epoch, RepState::NeedsReconnect, Some(msg), None).await?;
                     report.state = RepState::NeedsReconnect;
                     self.fill_totals(rep, &mut report).await?;
                     return Ok(report);
@@ -121,14 +107,9 @@ impl Engine {
             },
         };
         let epoch = status.epoch;
-        self.store
-            .set_state(&rep.id, epoch, RepState::Syncing, None, None)
-            .await?;
+        self.store.set_state(&rep.id, epoch, RepState::Syncing, None, None).await?;
         let provider = self.providers.get(&rep.provider).cloned();
-        let access = Access {
-            window: rep.config.window(started),
-            grant,
-        };
+        let access = Access { window: rep.config.window(started), grant };
         let mut errors = vec![];
         for kind in Kind::ALL {
             if !rep.config.policy(kind).direction.provider_to_crm()
@@ -139,14 +120,9 @@ impl Engine {
             let result = match &provider {
                 Some(p) => {
                     let span = info_span!("kind", kind = kind.as_str());
-                    plan::sync_kind(self, rep, kind, epoch, p.as_ref(), &access, &mut report)
-                        .instrument(span)
-                        .await
+                    plan::sync_kind(self, rep, kind, epoch, p.as_ref(), &access, &mut report).instrument(span).await
                 }
-                None => Err(Error::invalid_config(format!(
-                    "no provider named {:?} is configured",
-                    rep.provider
-                ))),
+                None => Err(Error::invalid_config(format!("no provider named {:?} is configured", rep.provider))),
             };
             if let Err(e) = result {
                 if e.kind() == ErrorKind::Conflict {
@@ -163,23 +139,9 @@ impl Engine {
         }
         report.finished = Some(self.now());
         report.error = (!errors.is_empty()).then(|| errors.join("; "));
-        report.state = if errors.is_empty() {
-            RepState::Ok
-        } else {
-            RepState::Error
-        };
+        report.state = if errors.is_empty() { RepState::Ok } else { RepState::Error };
         self.fill_totals(rep, &mut report).await?;
-        match self
-            .store
-            .set_state(
-                &rep.id,
-                epoch,
-                report.state,
-                report.error.clone(),
-                Some(&report),
-            )
-            .await
-        {
+        match self.store.set_state(&rep.id, epoch, report.state, report.error.clone(), Some(&report)).await {
             Err(e) if e.kind() == ErrorKind::Conflict => report.error = Some(e.to_string()),
             other => other?,
         }
@@ -194,13 +156,7 @@ impl Engine {
 
     async fn fill_totals(&self, rep: &Rep, report: &mut CycleReport) -> Result<()> {
         for kind in Kind::ALL {
-            let n = self
-                .store
-                .links(&rep.id, kind)
-                .await?
-                .iter()
-                .filter(|l| l.state == LinkState::Linked)
-                .count();
+            let n = self.store.links(&rep.id, kind).await?.iter().filter(|l| l.state == LinkState::Linked).count();
             report.kind_mut(kind).links_total = n as u64;
         }
         Ok(())
@@ -211,17 +167,10 @@ impl Engine {
     /// the reset is recorded, and the rep becomes `reset_pending` (admin-managed) or
     /// `needs_reconnect` with its grant dropped (user-managed). No record on either side is
     /// read or written.
-    pub async fn reset(
-        &self,
-        admin: &CrmUser,
-        rep: &Rep,
-        scope: ResetScope,
-    ) -> Result<ResetOutcome> {
+    pub async fn reset(&self, admin: &CrmUser, rep: &Rep, scope: ResetScope) -> Result<ResetOutcome> {
         let perms = self.crm.permissions(&admin.id).await?;
-        let missing: Vec<&str> = [MANAGE_USERS, MANAGE_SYNC]
-            .into_iter()
-            .filter(|p| !perms.iter().any(|h| h == p))
-            .collect();
+        let missing: Vec<&str> =
+            [MANAGE_USERS, MANAGE_SYNC].into_iter().filter(|p| !perms.iter().any(|h| h == p)).collect();
         if !missing.is_empty() {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
@@ -258,9 +207,7 @@ impl Engine {
         } else {
             RepState::Ok
         };
-        self.store
-            .set_state(&rep.id, status.epoch, state, None, None)
-            .await
+        self.store.set_state(&rep.id, status.epoch, state, None, None).await
     }
 
     /// Find a CRM user by partial, case-insensitive name: one match, or an exact name among
@@ -273,10 +220,7 @@ impl Engine {
 
 /// Find a rep by partial, case-insensitive name among the configured reps.
 pub fn find_rep<'a>(reps: &'a [Rep], name: &str) -> Result<&'a Rep> {
-    let hits: Vec<&Rep> = reps
-        .iter()
-        .filter(|r| r.name.to_lowercase().contains(&name.to_lowercase()))
-        .collect();
+    let hits: Vec<&Rep> = reps.iter().filter(|r| r.name.to_lowercase().contains(&name.to_lowercase())).collect();
     pick(hits, name, |r| &r.name, "rep")
 }
 

@@ -49,13 +49,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(
-        old_key: Option<SyncKey>,
-        link: Option<Link>,
-        p: Option<Item>,
-        c: Option<Item>,
-        decision: Decision,
-    ) -> Self {
+    fn new(old_key: Option<SyncKey>, link: Option<Link>, p: Option<Item>, c: Option<Item>, decision: Decision) -> Self {
         Self {
             old_key,
             link,
@@ -91,6 +85,9 @@ impl Entry {
         })
     }
 }
+
+/// A write queue: the side written and the op rank (create, update, delete).
+type Slot = (Side, u8);
 
 #[derive(Debug)]
 enum Op {
@@ -131,15 +128,9 @@ impl Index {
         let id = item.id.clone();
         let kind = item.record.kind();
         if let Some(k) = &item.sync_key {
-            self.by_stamp
-                .entry(k.0.clone())
-                .or_default()
-                .push(id.clone());
+            self.by_stamp.entry(k.0.clone()).or_default().push(id.clone());
         }
-        self.by_derived
-            .entry(SyncKey::derive(rep, kind, side, &item.id).0)
-            .or_default()
-            .push(id.clone());
+        self.by_derived.entry(SyncKey::derive(rep, kind, side, &item.id).0).or_default().push(id.clone());
         match kind {
             Kind::Contact => {
                 for e in item.record.emails() {
@@ -168,10 +159,7 @@ impl Index {
         if let Some(k) = &item.sync_key {
             push(self.by_derived.get(&k.0));
         }
-        push(
-            self.by_stamp
-                .get(&SyncKey::derive(rep, item.record.kind(), side, &item.id).0),
-        );
+        push(self.by_stamp.get(&SyncKey::derive(rep, item.record.kind(), side, &item.id).0));
         match item.record.kind() {
             Kind::Contact => {
                 for e in item.record.emails() {
@@ -198,27 +186,15 @@ impl Index {
 
 /// The keys to look `item` (of `side`) up by on the other side.
 fn match_keys(rep: &str, side: Side, item: &Item) -> Vec<MatchKey> {
-    let mut keys = vec![MatchKey::SyncKey(SyncKey::derive(
-        rep,
-        item.record.kind(),
-        side,
-        &item.id,
-    ))];
+    let mut keys = vec![MatchKey::SyncKey(SyncKey::derive(rep, item.record.kind(), side, &item.id))];
     match &item.record {
         Record::Contact(_) => {
             keys.extend(item.record.emails().into_iter().map(MatchKey::Email));
-            keys.extend(
-                name_phones(&item.record)
-                    .into_iter()
-                    .map(|(name, phone)| MatchKey::NamePhone { name, phone }),
-            );
+            keys.extend(name_phones(&item.record).into_iter().map(|(name, phone)| MatchKey::NamePhone { name, phone }));
         }
         Record::Event(e) => {
             keys.extend(e.ical_uid.clone().map(MatchKey::ICalUid));
-            keys.extend(
-                subject_start(&item.record)
-                    .map(|(subject, start)| MatchKey::SubjectStart { subject, start }),
-            );
+            keys.extend(subject_start(&item.record).map(|(subject, start)| MatchKey::SubjectStart { subject, start }));
         }
     }
     keys
@@ -286,12 +262,8 @@ pub(super) async fn sync_kind(
         }
     };
     let (pcaps, ccaps) = (prov.capabilities(), crm.capabilities());
-    let fields = kind
-        .fields()
-        .iter()
-        .copied()
-        .filter(|f| pcaps.fields.contains(f) && ccaps.fields.contains(f))
-        .collect();
+    let fields =
+        kind.fields().iter().copied().filter(|f| pcaps.fields.contains(f) && ccaps.fields.contains(f)).collect();
     let mut kr = std::mem::take(report.kind_mut(kind));
     let mut run = Run {
         rep,
@@ -326,11 +298,19 @@ impl<'a> Run<'a> {
     fn fail(&mut self, side: Side, id: &str, reason: String) {
         debug!(side = side.as_str(), id, %reason, "item error");
         self.kr.errors += 1;
-        self.kr.item_errors.push(ItemErrorReport {
-            side: side.as_str().into(),
-            id: id.into(),
-            reason: reason.clone(),
-        });
+        self.kr.item_errors.push(ItemErrorReport { side: side.as_str().into(), id: id.into(), reason: reason.clone() });
+        self.watch(side, id, reason);
+    }
+
+    /// Skip an item because of what matched it on the other side, and look at it again next
+    /// cycle (by id, like an item error, but not counted as one): the match may go away.
+    fn skip_and_watch(&mut self, side: Side, id: &str, reason: &'static str) {
+        self.kr.skip(reason);
+        self.watch(side, id, format!("skipped: {reason}"));
+    }
+
+    /// Put an item on the retry-by-id list of the store.
+    fn watch(&mut self, side: Side, id: &str, reason: String) {
         self.failed_now.insert((side, id.to_owned()));
         self.errors.push(ItemError {
             kind: self.kind,
@@ -354,10 +334,7 @@ impl<'a> Run<'a> {
         if cfg.exclude_private && e.private {
             return Some("private");
         }
-        if e.categories
-            .iter()
-            .any(|c| c.trim().eq_ignore_ascii_case(cfg.no_sync_marker.trim()))
-        {
+        if e.categories.iter().any(|c| c.trim().eq_ignore_ascii_case(cfg.no_sync_marker.trim())) {
             return Some("no_sync_marker");
         }
         cfg.filters.iter().find_map(|f| f.skip(e))
@@ -370,11 +347,7 @@ impl<'a> Run<'a> {
             return self.fail(
                 side,
                 &item.id,
-                format!(
-                    "expected a {}, got a {}",
-                    self.kind.as_str(),
-                    item.record.kind().as_str()
-                ),
+                format!("expected a {}, got a {}", self.kind.as_str(), item.record.kind().as_str()),
             );
         }
         if let Some(e) = item.record.as_event() {
@@ -408,11 +381,7 @@ impl<'a> Run<'a> {
             },
             None => coll.changes(None).await?,
         };
-        let mut sr = SideRead {
-            full: ch.full,
-            cursor: ch.cursor,
-            ..Default::default()
-        };
+        let mut sr = SideRead { full: ch.full, cursor: ch.cursor, ..Default::default() };
         for s in &ch.skipped {
             self.kr.skip(&s.reason);
         }
@@ -434,12 +403,7 @@ impl<'a> Run<'a> {
     }
 
     /// Re-read by id the items that failed last cycle (incremental reads would not see them).
-    async fn retry_failed(
-        &mut self,
-        side: Side,
-        sr: &mut SideRead,
-        old: &[ItemError],
-    ) -> Result<()> {
+    async fn retry_failed(&mut self, side: Side, sr: &mut SideRead, old: &[ItemError]) -> Result<()> {
         if sr.full {
             return Ok(());
         }
@@ -461,8 +425,7 @@ impl<'a> Run<'a> {
             for item in got {
                 self.classify(side, sr, item);
             }
-            sr.removed
-                .extend(chunk.iter().filter(|id| !found.contains(*id)).cloned());
+            sr.removed.extend(chunk.iter().filter(|id| !found.contains(*id)).cloned());
         }
         Ok(())
     }
@@ -470,15 +433,65 @@ impl<'a> Run<'a> {
     fn state(&self, sr: &SideRead, id: &str, link: &Link) -> State {
         if let Some(item) = sr.items.get(id) {
             let canon = item.record.canon().restrict(&self.fields);
-            if canon.hash() == link.hash {
-                State::Same
-            } else {
-                State::Changed(canon, item.modified)
-            }
+            if canon.hash() == link.hash { State::Same } else { State::Changed(canon, item.modified) }
         } else if sr.removed.contains(id) || sr.full {
             State::Gone
         } else {
             State::Same
+        }
+    }
+
+    /// The policy for a first-sight pair. A pair matched by sync key is a record and the copy
+    /// the engine made of it (found again after a crash or a reset): whichever was modified
+    /// last carries the latest edit, so `newest_wins` decides, whatever the configured policy.
+    fn pair_policy(&self, p: &Item, c: &Item) -> KindPolicy {
+        let rep = &self.rep.id;
+        let copy_of_p = c.sync_key.as_ref() == Some(&SyncKey::derive(rep, self.kind, Side::Provider, &p.id));
+        let copy_of_c = p.sync_key.as_ref() == Some(&SyncKey::derive(rep, self.kind, Side::Crm, &c.id));
+        let mut pol = self.policy;
+        if copy_of_p || copy_of_c {
+            pol.conflict = crate::config::ConflictPolicy::NewestWins;
+        }
+        pol
+    }
+
+    /// A suppression for a copy whose source is gone (`side` is the copy's side).
+    fn orphan(&mut self, item: &Item, side: Side) -> Entry {
+        self.kr.skip("source_missing");
+        let snapshot = item.record.canon().restrict(&self.fields);
+        let (pid, pv, cid, cv) = match side {
+            Side::Provider => (item.id.clone(), item.version.clone(), String::new(), String::new()),
+            Side::Crm => (String::new(), String::new(), item.id.clone(), item.version.clone()),
+        };
+        let link = Link {
+            kind: self.kind,
+            key: item.sync_key.clone().expect("orphans carry a stamp"),
+            provider_id: pid,
+            crm_id: cid,
+            provider_version: pv,
+            crm_version: cv,
+            hash: snapshot.hash(),
+            snapshot,
+            state: LinkState::Linked,
+            pending: None,
+        };
+        let mut e = Entry::new(None, Some(link), None, None, Decision::Suppress);
+        e.gone = Some(side.other());
+        e
+    }
+
+    /// The decision for a matched pair: three-way against the snapshot of the suppression it
+    /// lifts (a re-added contact keeps the edits made while it was out), else first sight.
+    fn pair_decision(&self, p: &Item, c: &Item, base: Option<&Link>) -> Decision {
+        match base {
+            Some(l) => {
+                let state = |i: &Item| {
+                    let canon = i.record.canon().restrict(&self.fields);
+                    if canon.hash() == l.hash { State::Same } else { State::Changed(canon, i.modified) }
+                };
+                decide(Some(&l.snapshot), &state(p), &state(c), &self.policy)
+            }
+            None => decide(None, &self.new_state(p), &self.new_state(c), &self.pair_policy(p, c)),
         }
     }
 
@@ -492,18 +505,12 @@ impl<'a> Run<'a> {
         let cursors = self.store.cursors(&rep, kind).await?;
         let old_errors = self.store.item_errors(&rep, kind).await?;
 
-        let mut p = self
-            .read(Side::Provider, cursors.provider.as_deref())
-            .await
-            .map_err(|e| e.context("provider read"))?;
-        let mut c = self
-            .read(Side::Crm, cursors.crm.as_deref())
-            .await
-            .map_err(|e| e.context("crm read"))?;
+        let mut p =
+            self.read(Side::Provider, cursors.provider.as_deref()).await.map_err(|e| e.context("provider read"))?;
+        let mut c = self.read(Side::Crm, cursors.crm.as_deref()).await.map_err(|e| e.context("crm read"))?;
         self.kr.full_read_provider = p.full;
         self.kr.full_read_crm = c.full;
-        self.retry_failed(Side::Provider, &mut p, &old_errors)
-            .await?;
+        self.retry_failed(Side::Provider, &mut p, &old_errors).await?;
         self.retry_failed(Side::Crm, &mut c, &old_errors).await?;
 
         // Empty-side guard (vdirsyncer's): a full read that returns nothing while links exist is
@@ -511,17 +518,11 @@ impl<'a> Run<'a> {
         let live = links
             .iter()
             .filter(|l| {
-                l.state == LinkState::Linked
-                    && (kind != Kind::Event || canon_in_window(&l.snapshot, &self.window))
+                l.state == LinkState::Linked && (kind != Kind::Event || canon_in_window(&l.snapshot, &self.window))
             })
             .count();
         for (side, sr) in [(Side::Provider, &p), (Side::Crm, &c)] {
-            if sr.full
-                && live > 0
-                && sr.items.is_empty()
-                && sr.filtered.is_empty()
-                && sr.failed.is_empty()
-            {
+            if sr.full && live > 0 && sr.items.is_empty() && sr.filtered.is_empty() && sr.failed.is_empty() {
                 return Err(Error::unexpected(format!(
                     "the {} side read no {}s at all while {live} are linked; refusing to treat them as deleted (nothing was changed)",
                     side.as_str(),
@@ -532,15 +533,7 @@ impl<'a> Run<'a> {
 
         let mut entries = self.plan_linked(&links, &mut p, &c);
         self.plan_unlinked(&links, &p, &c, &mut entries).await?;
-        self.apply(
-            entries,
-            &old_errors,
-            Cursors {
-                provider: p.cursor.clone(),
-                crm: c.cursor.clone(),
-            },
-        )
-        .await
+        self.apply(entries, &old_errors, Cursors { provider: p.cursor.clone(), crm: c.cursor.clone() }).await
     }
 
     /// Linked pairs (and suppressions that come back to life).
@@ -551,9 +544,8 @@ impl<'a> Run<'a> {
             if link.state == LinkState::Suppressed {
                 // A suppression made by a filter keeps both ids: when the provider item passes
                 // the filters again, the pair is linked again.
-                let back = !link.provider_id.is_empty()
-                    && !link.crm_id.is_empty()
-                    && p.items.contains_key(&link.provider_id);
+                let back =
+                    !link.provider_id.is_empty() && !link.crm_id.is_empty() && p.items.contains_key(&link.provider_id);
                 if !back {
                     continue;
                 }
@@ -565,11 +557,7 @@ impl<'a> Run<'a> {
             }
             let key = Some(link.key.clone());
             if let Some(reason) = p.filtered.get(&pid).or_else(|| c.filtered.get(&cid)) {
-                let decision = if *reason == "outside_window" {
-                    Decision::DropLink
-                } else {
-                    Decision::Suppress
-                };
+                let decision = if *reason == "outside_window" { Decision::DropLink } else { Decision::Suppress };
                 entries.push(Entry::new(key, Some(link), None, None, decision));
                 continue;
             }
@@ -584,16 +572,23 @@ impl<'a> Run<'a> {
                 entries.push(Entry::new(key, Some(link), None, None, Decision::DropLink));
                 continue;
             }
+            if let Some(pend) = link.pending.take() {
+                // An update was in flight when the last cycle died. If it landed on every side
+                // it targeted, measure both sides against what it wrote, so our own write is
+                // not mistaken for a user's edit; otherwise against the old snapshot.
+                let holds = |side: Side| {
+                    let (sr, id) = if side == Side::Provider { (&*p, &pid) } else { (c, &cid) };
+                    sr.items.get(id).is_some_and(|i| i.record.canon().restrict(&self.fields) == pend.snapshot)
+                };
+                if !pend.targets.is_empty() && pend.targets.iter().all(|t| holds(*t)) {
+                    link.hash = pend.snapshot.hash();
+                    link.snapshot = pend.snapshot;
+                }
+            }
             let ps = self.state(p, &pid, &link);
             let cs = self.state(c, &cid, &link);
             let decision = decide(Some(&link.snapshot), &ps, &cs, &self.policy);
-            let mut e = Entry::new(
-                key,
-                Some(link),
-                p.items.get(&pid).cloned(),
-                c.items.get(&cid).cloned(),
-                decision,
-            );
+            let mut e = Entry::new(key, Some(link), p.items.get(&pid).cloned(), c.items.get(&cid).cloned(), decision);
             e.gone = match (ps, cs) {
                 (State::Gone, _) => Some(Side::Provider),
                 (_, State::Gone) => Some(Side::Crm),
@@ -604,12 +599,7 @@ impl<'a> Run<'a> {
         entries
     }
 
-    fn choose(
-        &self,
-        cands: &[String],
-        pool: &BTreeMap<String, Cand>,
-        taken: &BTreeSet<String>,
-    ) -> Choice {
+    fn choose(&self, cands: &[String], pool: &BTreeMap<String, Cand>, taken: &BTreeSet<String>) -> Choice {
         let mut skip = None;
         for id in cands {
             let Some(cand) = pool.get(id) else { continue };
@@ -636,7 +626,7 @@ impl<'a> Run<'a> {
         // Ids already spoken for: linked pairs and ids under a suppression.
         let mut taken_p: BTreeSet<String> = BTreeSet::new();
         let mut taken_c: BTreeSet<String> = BTreeSet::new();
-        let mut suppressed_p: BTreeSet<String> = BTreeSet::new();
+        let mut suppressed_p: BTreeMap<String, SyncKey> = BTreeMap::new();
         let mut suppressed_c: BTreeMap<String, SyncKey> = BTreeMap::new();
         for l in links {
             match l.state {
@@ -646,7 +636,7 @@ impl<'a> Run<'a> {
                 }
                 LinkState::Suppressed => {
                     if !l.provider_id.is_empty() {
-                        suppressed_p.insert(l.provider_id.clone());
+                        suppressed_p.insert(l.provider_id.clone(), l.key.clone());
                     }
                     if !l.crm_id.is_empty() {
                         suppressed_c.insert(l.crm_id.clone(), l.key.clone());
@@ -658,25 +648,26 @@ impl<'a> Run<'a> {
             if let Some(l) = &e.link {
                 suppressed_p.remove(&l.provider_id);
                 suppressed_c.remove(&l.crm_id);
-                taken_p.insert(l.provider_id.clone());
-                taken_c.insert(l.crm_id.clone());
+                if e.decision == Decision::Suppress && e.gone == Some(Side::Crm) {
+                    // Suppressed this very cycle: a new CRM record may claim it.
+                    suppressed_p.insert(l.provider_id.clone(), l.key.clone());
+                    taken_p.remove(&l.provider_id);
+                } else {
+                    taken_p.insert(l.provider_id.clone());
+                }
+                if e.decision == Decision::Suppress && e.gone == Some(Side::Provider) {
+                    // Suppressed this very cycle: a re-added provider item may claim it.
+                    suppressed_c.insert(l.crm_id.clone(), l.key.clone());
+                    taken_c.remove(&l.crm_id);
+                } else {
+                    taken_c.insert(l.crm_id.clone());
+                }
             }
         }
 
         // Provider items looking for a CRM partner.
-        let mut pool_c: BTreeMap<String, Cand> = c
-            .items
-            .values()
-            .map(|i| {
-                (
-                    i.id.clone(),
-                    Cand {
-                        item: i.clone(),
-                        in_scope: true,
-                    },
-                )
-            })
-            .collect();
+        let mut pool_c: BTreeMap<String, Cand> =
+            c.items.values().map(|i| (i.id.clone(), Cand { item: i.clone(), in_scope: true })).collect();
         let mut index_c = Index::default();
         for i in c.items.values() {
             index_c.add(&rep, Side::Crm, i);
@@ -685,7 +676,7 @@ impl<'a> Run<'a> {
         let mut pairs: Vec<(Item, String)> = vec![];
         let mut waiting: Vec<&Item> = vec![];
         for item in p.items.values().filter(|i| !taken_p.contains(&i.id)) {
-            if suppressed_p.contains(&item.id) {
+            if suppressed_p.contains_key(&item.id) {
                 self.kr.skip("suppressed");
                 continue;
             }
@@ -694,69 +685,44 @@ impl<'a> Run<'a> {
         for pass in 0..2 {
             let mut still = vec![];
             for item in waiting {
-                match self.choose(
-                    &index_c.candidates(&rep, Side::Provider, item),
-                    &pool_c,
-                    &taken_c,
-                ) {
+                match self.choose(&index_c.candidates(&rep, Side::Provider, item), &pool_c, &taken_c) {
                     Choice::Pair(cid) => {
                         taken_c.insert(cid.clone());
+                        taken_p.insert(item.id.clone());
                         pairs.push((item.clone(), cid));
                     }
-                    Choice::Skip(reason) => self.kr.skip(reason),
+                    Choice::Skip(reason) => self.skip_and_watch(Side::Provider, &item.id, reason),
                     Choice::None => still.push(item),
                 }
             }
             waiting = still;
-            if pass == 1
-                || waiting.is_empty()
-                || (c.full && !self.crm.capabilities().find_beyond_scope)
-            {
+            if pass == 1 || waiting.is_empty() || (c.full && !self.crm.capabilities().find_beyond_scope) {
                 break;
             }
-            let keys: BTreeSet<MatchKey> = waiting
-                .iter()
-                .flat_map(|i| match_keys(&rep, Side::Provider, i))
-                .collect();
-            for f in self
-                .crm
-                .find(&keys.into_iter().collect::<Vec<_>>())
-                .await
-                .map_err(|e| e.context("crm find"))?
-            {
+            let keys: BTreeSet<MatchKey> = waiting.iter().flat_map(|i| match_keys(&rep, Side::Provider, i)).collect();
+            for f in self.crm.find(&keys.into_iter().collect::<Vec<_>>()).await.map_err(|e| e.context("crm find"))? {
                 if !pool_c.contains_key(&f.item.id) {
                     index_c.add(&rep, Side::Crm, &f.item);
-                    pool_c.insert(
-                        f.item.id.clone(),
-                        Cand {
-                            item: f.item,
-                            in_scope: f.in_scope,
-                        },
-                    );
+                    pool_c.insert(f.item.id.clone(), Cand { item: f.item, in_scope: f.in_scope });
                 }
             }
         }
+        taken_p.extend(waiting.iter().map(|i| i.id.clone()));
         lonely.extend(waiting);
 
         for (pi, cid) in pairs {
             let ci = pool_c.remove(&cid).expect("paired from the pool").item;
-            let key = pair_key(&rep, &pi, &ci);
-            let old_key = suppressed_c.remove(&cid);
-            let decision = decide(
-                None,
-                &self.new_state(&pi),
-                &self.new_state(&ci),
-                &self.policy,
-            );
-            let mut e = Entry::new(old_key, None, Some(pi), Some(ci), decision);
+            let base = lift_suppression(entries, links, suppressed_c.remove(&cid));
+            let decision = self.pair_decision(&pi, &ci, base.as_ref());
+            let mut e = Entry::new(base.map(|l| l.key), None, Some(pi), Some(ci), decision);
             e.matched = true;
-            let _ = key;
             entries.push(e);
         }
         for pi in lonely {
             if pi.sync_key.as_ref().is_some_and(|k| k.belongs_to(&rep)) {
-                // Our own copy of a CRM record we can no longer see: never copy a copy.
-                self.kr.skip("source_missing");
+                // Our own copy of a CRM record we can no longer see (deleted or out of scope
+                // while the rep was reset): never copy a copy; keep it out of sync, as `unlink`.
+                entries.push(self.orphan(pi, Side::Provider));
                 continue;
             }
             let decision = decide(None, &self.new_state(pi), &State::Absent, &self.policy);
@@ -771,13 +737,7 @@ impl<'a> Run<'a> {
         let mut pool_p: BTreeMap<String, Cand> = BTreeMap::new();
         for i in p.items.values() {
             index_p.add(&rep, Side::Provider, i);
-            pool_p.insert(
-                i.id.clone(),
-                Cand {
-                    item: i.clone(),
-                    in_scope: true,
-                },
-            );
+            pool_p.insert(i.id.clone(), Cand { item: i.clone(), in_scope: true });
         }
         let mut waiting: Vec<&Item> = vec![];
         for item in c.items.values().filter(|i| !taken_c.contains(&i.id)) {
@@ -785,70 +745,45 @@ impl<'a> Run<'a> {
                 self.kr.skip("suppressed");
                 continue;
             }
-            if !index_p.candidates(&rep, Side::Crm, item).is_empty() {
-                // It matches a provider item that is linked or paired already.
-                self.kr.skip("matches_linked_record");
-                continue;
-            }
             waiting.push(item);
         }
-        if !waiting.is_empty() && (!p.full || self.prov.capabilities().find_beyond_scope) {
-            let keys: BTreeSet<MatchKey> = waiting
-                .iter()
-                .flat_map(|i| match_keys(&rep, Side::Crm, i))
-                .collect();
-            let mut found_ids = BTreeSet::new();
-            for f in self
-                .prov
-                .find(&keys.into_iter().collect::<Vec<_>>())
-                .await
-                .map_err(|e| e.context("provider find"))?
-            {
-                if !pool_p.contains_key(&f.item.id) {
-                    index_p.add(&rep, Side::Provider, &f.item);
-                    found_ids.insert(f.item.id.clone());
-                    pool_p.insert(
-                        f.item.id.clone(),
-                        Cand {
-                            item: f.item,
-                            in_scope: f.in_scope,
-                        },
-                    );
-                }
-            }
+        for pass in 0..2 {
             let mut still = vec![];
             for item in waiting {
-                match self.choose(
-                    &index_p.candidates(&rep, Side::Crm, item),
-                    &pool_p,
-                    &taken_p,
-                ) {
+                match self.choose(&index_p.candidates(&rep, Side::Crm, item), &pool_p, &taken_p) {
                     Choice::Pair(pid) => {
                         taken_p.insert(pid.clone());
                         let pi = pool_p[&pid].item.clone();
-                        let decision = decide(
-                            None,
-                            &self.new_state(&pi),
-                            &self.new_state(item),
-                            &self.policy,
-                        );
-                        let mut e = Entry::new(None, None, Some(pi), Some(item.clone()), decision);
+                        let base = lift_suppression(entries, links, suppressed_p.remove(&pid));
+                        let decision = self.pair_decision(&pi, item, base.as_ref());
+                        let mut e = Entry::new(base.map(|l| l.key), None, Some(pi), Some(item.clone()), decision);
                         e.matched = true;
                         entries.push(e);
                     }
-                    Choice::Skip(reason) => self.kr.skip(if reason == "outside_filter" {
-                        "outside_scope"
-                    } else {
-                        reason
-                    }),
+                    Choice::Skip(reason) => {
+                        let reason = if reason == "outside_filter" { "outside_scope" } else { reason };
+                        self.skip_and_watch(Side::Crm, &item.id, reason)
+                    }
                     Choice::None => still.push(item),
                 }
             }
             waiting = still;
+            if pass == 1 || waiting.is_empty() || (p.full && !self.prov.capabilities().find_beyond_scope) {
+                break;
+            }
+            let keys: BTreeSet<MatchKey> = waiting.iter().flat_map(|i| match_keys(&rep, Side::Crm, i)).collect();
+            for f in
+                self.prov.find(&keys.into_iter().collect::<Vec<_>>()).await.map_err(|e| e.context("provider find"))?
+            {
+                if !pool_p.contains_key(&f.item.id) {
+                    index_p.add(&rep, Side::Provider, &f.item);
+                    pool_p.insert(f.item.id.clone(), Cand { item: f.item, in_scope: f.in_scope });
+                }
+            }
         }
         for ci in waiting {
             if ci.sync_key.as_ref().is_some_and(|k| k.belongs_to(&rep)) {
-                self.kr.skip("source_missing");
+                entries.push(self.orphan(ci, Side::Crm));
                 continue;
             }
             let decision = decide(None, &State::Absent, &self.new_state(ci), &self.policy);
@@ -858,13 +793,7 @@ impl<'a> Run<'a> {
     }
 
     /// The update that brings `target` to the merged canon.
-    fn update_for(
-        &self,
-        e: &Entry,
-        target: Side,
-        take: &BTreeMap<String, Side>,
-        merged: &Canon,
-    ) -> Option<Update> {
+    fn update_for(&self, e: &Entry, target: Side, take: &BTreeMap<String, Side>, merged: &Canon) -> Option<Update> {
         let (id, version) = e.reference(target)?;
         let source = e.item(target).or_else(|| e.item(target.other()))?;
         let mut record = source.record.clone();
@@ -880,12 +809,7 @@ impl<'a> Run<'a> {
             record.set_field(f, value);
             fields.push(f.clone());
         }
-        (!fields.is_empty()).then_some(Update {
-            id,
-            version,
-            fields,
-            record,
-        })
+        (!fields.is_empty()).then_some(Update { id, version, fields, record })
     }
 
     fn ops(&self, e: &Entry) -> Vec<(Side, Op)> {
@@ -895,13 +819,7 @@ impl<'a> Run<'a> {
                 e.p.iter()
                     .map(|p| {
                         let key = SyncKey::derive(rep, self.kind, Side::Provider, &p.id);
-                        (
-                            Side::Crm,
-                            Op::Create(NewItem {
-                                sync_key: key,
-                                record: p.record.clone(),
-                            }),
-                        )
+                        (Side::Crm, Op::Create(NewItem { sync_key: key, record: p.record.clone() }))
                     })
                     .collect()
             }
@@ -909,43 +827,26 @@ impl<'a> Run<'a> {
                 e.c.iter()
                     .map(|c| {
                         let key = SyncKey::derive(rep, self.kind, Side::Crm, &c.id);
-                        (
-                            Side::Provider,
-                            Op::Create(NewItem {
-                                sync_key: key,
-                                record: c.record.clone(),
-                            }),
-                        )
+                        (Side::Provider, Op::Create(NewItem { sync_key: key, record: c.record.clone() }))
                     })
                     .collect()
             }
-            Decision::Merge {
-                merged,
-                take,
-                write_provider,
-                write_crm,
-                ..
-            } => {
+            Decision::Merge { merged, take, write_provider, write_crm, .. } => {
                 let mut out = vec![];
                 if *write_crm && let Some(u) = self.update_for(e, Side::Crm, take, merged) {
                     out.push((Side::Crm, Op::Update(u)));
                 }
-                if *write_provider && let Some(u) = self.update_for(e, Side::Provider, take, merged)
-                {
+                if *write_provider && let Some(u) = self.update_for(e, Side::Provider, take, merged) {
                     out.push((Side::Provider, Op::Update(u)));
                 }
                 out
             }
-            Decision::DeleteCrm => e
-                .reference(Side::Crm)
-                .map(|(id, _)| (Side::Crm, Op::Delete(id)))
-                .into_iter()
-                .collect(),
-            Decision::DeleteProvider => e
-                .reference(Side::Provider)
-                .map(|(id, _)| (Side::Provider, Op::Delete(id)))
-                .into_iter()
-                .collect(),
+            Decision::DeleteCrm => {
+                e.reference(Side::Crm).map(|(id, _)| (Side::Crm, Op::Delete(id))).into_iter().collect()
+            }
+            Decision::DeleteProvider => {
+                e.reference(Side::Provider).map(|(id, _)| (Side::Provider, Op::Delete(id))).into_iter().collect()
+            }
             _ => vec![],
         }
     }
@@ -985,35 +886,17 @@ impl<'a> Run<'a> {
                 let (Some(src), Some(made)) = (src, made) else {
                     return;
                 };
-                let key = made
-                    .sync_key
-                    .clone()
-                    .unwrap_or_else(|| SyncKey::derive(&self.rep.id, self.kind, side, &src.id));
+                let key =
+                    made.sync_key.clone().unwrap_or_else(|| SyncKey::derive(&self.rep.id, self.kind, side, &src.id));
                 let snapshot = src.record.canon().restrict(&self.fields);
-                let (pi, ci) = if side == Side::Provider {
-                    (src, made)
-                } else {
-                    (made, src)
-                };
+                let (pi, ci) = if side == Side::Provider { (src, made) } else { (made, src) };
                 let link = new_link(self.kind, key, pi, ci, snapshot);
                 remove_old(batch, Some(&link.key));
                 batch.upsert.push(link);
-                if side == Side::Provider {
-                    kr.created_in_crm += 1
-                } else {
-                    kr.created_in_provider += 1
-                }
+                if side == Side::Provider { kr.created_in_crm += 1 } else { kr.created_in_provider += 1 }
             }
-            Decision::Merge {
-                merged,
-                write_provider,
-                write_crm,
-                conflict,
-                ..
-            } => {
-                let (Some((pid, pv)), Some((cid, cv))) =
-                    (e.reference(Side::Provider), e.reference(Side::Crm))
-                else {
+            Decision::Merge { merged, write_provider, write_crm, conflict, .. } => {
+                let (Some((pid, pv)), Some((cid, cv))) = (e.reference(Side::Provider), e.reference(Side::Crm)) else {
                     return;
                 };
                 let key = match (&e.link, &e.p, &e.c) {
@@ -1031,6 +914,7 @@ impl<'a> Run<'a> {
                     hash: merged.hash(),
                     snapshot: merged.clone(),
                     state: LinkState::Linked,
+                    pending: None,
                 };
                 if e.link.as_ref() != Some(&link) {
                     remove_old(batch, Some(&link.key));
@@ -1074,24 +958,40 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Record the intent of the updates in `chunk` on their links before sending them.
+    async fn write_ahead(&mut self, entries: &[Entry], chunk: &[(usize, Op)]) -> Result<()> {
+        let mut batch = LinkBatch::default();
+        for (i, op) in chunk {
+            if let (Op::Update(_), Some(link), Decision::Merge { merged, write_provider, write_crm, .. }) =
+                (op, &entries[*i].link, &entries[*i].decision)
+            {
+                let targets = [(Side::Provider, *write_provider), (Side::Crm, *write_crm)]
+                    .into_iter()
+                    .filter_map(|(s, w)| w.then_some(s))
+                    .collect();
+                let pending = Some(Pending { snapshot: merged.clone(), targets });
+                if link.pending != pending {
+                    batch.upsert.push(Link { pending, ..link.clone() });
+                }
+            }
+        }
+        if batch.upsert.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(&self.rep.id, self.epoch, self.kind, &batch).await
+    }
+
     async fn commit(&mut self, mut batch: LinkBatch) -> Result<()> {
         batch.errors.append(&mut self.errors);
         if batch.is_empty() {
             return Ok(());
         }
-        self.store
-            .commit(&self.rep.id, self.epoch, self.kind, &batch)
-            .await
+        self.store.commit(&self.rep.id, self.epoch, self.kind, &batch).await
     }
 
-    async fn apply(
-        &mut self,
-        mut entries: Vec<Entry>,
-        old_errors: &[ItemError],
-        cursors: Cursors,
-    ) -> Result<()> {
+    async fn apply(&mut self, mut entries: Vec<Entry>, old_errors: &[ItemError], cursors: Cursors) -> Result<()> {
         // Queue the remote writes: CRM first, then the provider; creates, updates, deletes.
-        let mut queues: Vec<((Side, u8), Vec<(usize, Op)>)> = vec![];
+        let mut queues: Vec<(Slot, Vec<(usize, Op)>)> = vec![];
         let mut final_batch = LinkBatch::default();
         for (i, e) in entries.iter_mut().enumerate() {
             let ops = self.ops(e);
@@ -1122,13 +1022,11 @@ impl<'a> Run<'a> {
         for ((side, _), queue) in queues {
             let coll = self.coll(side);
             let max = coll.capabilities().max_batch.max(1);
-            let live: Vec<(usize, Op)> = queue
-                .into_iter()
-                .filter(|(i, _)| !entries[*i].failed)
-                .collect();
+            let live: Vec<(usize, Op)> = queue.into_iter().filter(|(i, _)| !entries[*i].failed).collect();
             let mut it = live.into_iter().peekable();
             while it.peek().is_some() {
                 let chunk: Vec<(usize, Op)> = it.by_ref().take(max).collect();
+                self.write_ahead(&entries, &chunk).await?;
                 let results = self.send(side, &chunk).await?;
                 let mut batch = LinkBatch::default();
                 for ((i, _), res) in chunk.iter().zip(results) {
@@ -1159,11 +1057,8 @@ impl<'a> Run<'a> {
         }
         // Close the collection: link-only changes, cursors, errors of earlier cycles that are
         // now resolved.
-        final_batch.clear_errors = old_errors
-            .iter()
-            .map(|e| (e.side, e.id.clone()))
-            .filter(|k| !self.failed_now.contains(k))
-            .collect();
+        final_batch.clear_errors =
+            old_errors.iter().map(|e| (e.side, e.id.clone())).filter(|k| !self.failed_now.contains(k)).collect();
         final_batch.cursors = Some(cursors);
         self.commit(final_batch).await
     }
@@ -1176,56 +1071,23 @@ impl<'a> Run<'a> {
             Op::Create(_) => {
                 let items: Vec<NewItem> = chunk
                     .iter()
-                    .filter_map(|(_, o)| {
-                        if let Op::Create(n) = o {
-                            Some(n.clone())
-                        } else {
-                            None
-                        }
-                    })
+                    .filter_map(|(_, o)| if let Op::Create(n) = o { Some(n.clone()) } else { None })
                     .collect();
-                coll.create_many(&items)
-                    .await
-                    .map_err(ctx)?
-                    .into_iter()
-                    .map(|r| r.map(Some))
-                    .collect()
+                coll.create_many(&items).await.map_err(ctx)?.into_iter().map(|r| r.map(Some)).collect()
             }
             Op::Update(_) => {
                 let items: Vec<Update> = chunk
                     .iter()
-                    .filter_map(|(_, o)| {
-                        if let Op::Update(u) = o {
-                            Some(u.clone())
-                        } else {
-                            None
-                        }
-                    })
+                    .filter_map(|(_, o)| if let Op::Update(u) = o { Some(u.clone()) } else { None })
                     .collect();
-                coll.update_many(&items)
-                    .await
-                    .map_err(ctx)?
-                    .into_iter()
-                    .map(|r| r.map(Some))
-                    .collect()
+                coll.update_many(&items).await.map_err(ctx)?.into_iter().map(|r| r.map(Some)).collect()
             }
             Op::Delete(_) => {
                 let ids: Vec<String> = chunk
                     .iter()
-                    .filter_map(|(_, o)| {
-                        if let Op::Delete(d) = o {
-                            Some(d.clone())
-                        } else {
-                            None
-                        }
-                    })
+                    .filter_map(|(_, o)| if let Op::Delete(d) = o { Some(d.clone()) } else { None })
                     .collect();
-                coll.delete_many(&ids)
-                    .await
-                    .map_err(ctx)?
-                    .into_iter()
-                    .map(|r| r.map(|()| None))
-                    .collect()
+                coll.delete_many(&ids).await.map_err(ctx)?.into_iter().map(|r| r.map(|()| None)).collect()
             }
         };
         if out.len() != chunk.len() {
@@ -1238,6 +1100,19 @@ impl<'a> Run<'a> {
         }
         Ok(out)
     }
+}
+
+/// A pair replaces a suppression (made in an earlier cycle or in this one): the suppression's
+/// own entry no longer writes it. Returns the suppressed link (its snapshot is the merge base).
+fn lift_suppression(entries: &mut [Entry], links: &[Link], key: Option<SyncKey>) -> Option<Link> {
+    let k = key?;
+    for e in entries.iter_mut().filter(|e| e.decision == Decision::Suppress) {
+        if let Some(l) = e.link.as_ref().filter(|l| l.key == k) {
+            e.decision = Decision::Nothing;
+            return Some(l.clone());
+        }
+    }
+    links.iter().find(|l| l.key == k).cloned()
 }
 
 /// The key of a link made by matching: a stamp of this rep on either record, else derived from
@@ -1262,5 +1137,6 @@ fn new_link(kind: Kind, key: SyncKey, p: &Item, c: &Item, snapshot: Canon) -> Li
         hash: snapshot.hash(),
         snapshot,
         state: LinkState::Linked,
+        pending: None,
     }
 }
