@@ -71,8 +71,11 @@ pub(crate) struct SfCollection {
     pub requests: AtomicU64,
 }
 
-/// The incremental-read cursor: server time of the read, the `SystemModstamp` high-water mark
-/// (whole seconds) and the (id, stamp) pairs already delivered at or after that second.
+/// The incremental-read cursor: server time of the read (seconds), the newest `SystemModstamp`
+/// seen (milliseconds) and the (id, stamp) pairs delivered at exactly that stamp. The next read
+/// asks for everything from that stamp's second on (SOQL literals are whole seconds; real orgs
+/// stamp whole seconds), skips what is older than the mark or already delivered, and reports
+/// the rest.
 #[derive(Debug, PartialEq)]
 struct Cursor {
     read_at: i64,
@@ -221,8 +224,8 @@ impl SfCollection {
                 Err(e) => out.failures.push(failure(row, e)),
             }
         }
-        let hw = max_ms.map(|ms| ms.div_euclid(1000)).unwrap_or(now.timestamp());
-        let seen = stamps.into_iter().filter(|(_, ms)| *ms >= hw * 1000).collect();
+        let hw = max_ms.unwrap_or(now.timestamp() * 1000);
+        let seen = stamps.into_iter().filter(|(_, ms)| *ms == hw).collect();
         out.cursor = Some(Cursor { read_at: now.timestamp(), hw, seen }.encode());
         Ok(out)
     }
@@ -234,7 +237,7 @@ impl SfCollection {
         // Every change since the mark, org-wide: a record that left the scope (new owner,
         // criteria no longer met) must be seen to be reported as removed.
         let q = self.soql(
-            &format!("SystemModstamp >= {}", soql::datetime(secs(cur.hw))),
+            &format!("SystemModstamp >= {}", soql::datetime(secs(cur.hw.div_euclid(1000)))),
             ", IsDeleted",
             " ORDER BY SystemModstamp, Id",
         );
@@ -254,10 +257,12 @@ impl SfCollection {
                 out.failures.push(failure(row, "record without Id".into()));
                 continue;
             };
-            let ms = stamp_ms(row).unwrap_or(cur.hw * 1000);
-            hw = hw.max(ms.div_euclid(1000));
+            let ms = stamp_ms(row).unwrap_or(cur.hw);
+            hw = hw.max(ms);
             stamps.push((id.clone(), ms));
-            if cur.seen.contains(&(id.clone(), ms)) {
+            // Older than the newest change the last read saw: its state then is its state now
+            // (it was read then, or was out of scope then as now).
+            if ms < cur.hw || cur.seen.contains(&(id.clone(), ms)) {
                 continue;
             }
             if row.get("IsDeleted").and_then(Value::as_bool).unwrap_or(false) {
@@ -270,7 +275,7 @@ impl SfCollection {
                 Err(e) => out.failures.push(failure(row, e)),
             }
         }
-        let seen = stamps.into_iter().filter(|(_, ms)| *ms >= hw * 1000).collect();
+        let seen = stamps.into_iter().filter(|(_, ms)| *ms == hw).collect();
         out.cursor = Some(Cursor { read_at: now.timestamp(), hw, seen }.encode());
         Ok(out)
     }

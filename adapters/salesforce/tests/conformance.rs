@@ -1,0 +1,59 @@
+//! The core conformance kit against the adapter pointed at its fake.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use crmsync_core::testkit::{Harness, check_collection};
+use crmsync_core::{Collection, Contact, Crm, Event, Kind, Record};
+use crmsync_salesforce::SalesforceCrm;
+use crmsync_salesforce::fake::FakeSalesforce;
+
+struct SfHarness {
+    fake: FakeSalesforce,
+    crm: SalesforceCrm,
+    n: AtomicUsize,
+}
+
+#[async_trait]
+impl Harness for SfHarness {
+    async fn collection(&self, kind: Kind) -> Arc<dyn Collection> {
+        // A fresh scope: a new owner.
+        let n = self.n.fetch_add(1, Ordering::Relaxed);
+        let user = self.fake.add_user(&format!("Kit Rep{n}"), &[]);
+        self.crm.collection(&common::rep(&user), kind, &common::access()).await.expect("collection")
+    }
+    async fn expire_cursors(&self, _kind: Kind) {
+        self.fake.expire_cursors();
+    }
+    fn invalid_record(&self, kind: Kind) -> Record {
+        match kind {
+            // The org requires LastName.
+            Kind::Contact => Record::Contact(Contact { given_name: Some("Nolast".into()), ..Default::default() }),
+            // Subject is limited to 255 characters.
+            Kind::Event => {
+                let start = chrono::Utc::now() + chrono::Duration::days(1);
+                Record::Event(Event::new(&"x".repeat(300), start, start + chrono::Duration::minutes(30)))
+            }
+        }
+    }
+    fn page_size(&self, _kind: Kind) -> usize {
+        2000
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_contacts() {
+    let fake = FakeSalesforce::start().await;
+    let crm = SalesforceCrm::new(fake.config()).unwrap();
+    check_collection(&SfHarness { fake, crm, n: AtomicUsize::new(0) }, Kind::Contact).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_events() {
+    let fake = FakeSalesforce::start().await;
+    let crm = SalesforceCrm::new(fake.config()).unwrap();
+    check_collection(&SfHarness { fake, crm, n: AtomicUsize::new(0) }, Kind::Event).await;
+}
