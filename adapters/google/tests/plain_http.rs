@@ -1,0 +1,307 @@
+//! The fakes driven with plain reqwest, as any Google client would: OAuth grants, paging,
+//! batch limits, error envelopes, sync-token expiry, If-Match.
+
+use chrono::{Duration, Utc};
+use crmsync_core::Contact;
+use crmsync_google::fake::{CLIENT_ID, FakeGoogle, SERVICE_ACCOUNT, SERVICE_ACCOUNT_TEST_KEY};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Http {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Http {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        if let Some(e) = if_match {
+            rb = rb.header("If-Match", e);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(body), None).await
+    }
+}
+
+async fn token_form(fake: &FakeGoogle, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let r = reqwest::Client::new().post(format!("{}/token", fake.uri())).form(form).send().await.unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+async fn login(fake: &FakeGoogle, user: &str) -> Http {
+    let rt = fake.add_refresh_token(user);
+    let (s, v) =
+        token_form(fake, &[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", CLIENT_ID)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["token_type"], "Bearer");
+    Http { http: reqwest::Client::new(), base: fake.uri(), token: v["access_token"].as_str().unwrap().to_owned() }
+}
+
+#[tokio::test]
+async fn oauth_grants_and_401s() {
+    let fake = FakeGoogle::start().await;
+    fake.add_user("a@example.com");
+    // jwt-bearer: the assertion's sub selects the user.
+    let now = Utc::now().timestamp();
+    let claims = json!({"iss": SERVICE_ACCOUNT, "sub": "a@example.com", "scope": "x", "aud": "t", "iat": now, "exp": now + 3600});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(SERVICE_ACCOUNT_TEST_KEY.as_bytes()).unwrap();
+    let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap();
+    let (s, v) =
+        token_form(&fake, &[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &jwt)]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["expires_in"], 3599);
+    let unknown = json!({"iss": SERVICE_ACCOUNT, "sub": "nobody@example.com", "iat": now, "exp": now + 3600});
+    let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &unknown, &key).unwrap();
+    let (s, v) =
+        token_form(&fake, &[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &jwt)]).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    let (s, v) =
+        token_form(&fake, &[("grant_type", "refresh_token"), ("refresh_token", "nope"), ("client_id", CLIENT_ID)])
+            .await;
+    assert_eq!(
+        (s, v["error_description"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Token has been expired or revoked."))
+    );
+    // API calls: no token / expired token → 401 in each API's envelope.
+    let h = login(&fake, "a@example.com").await;
+    let (s, _) = h.get("/v1/contactGroups").await;
+    assert_eq!(s, StatusCode::OK);
+    fake.expire_tokens();
+    let (s, v) = h.get("/v1/contactGroups").await;
+    assert_eq!((s, v["error"]["status"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")));
+    let (s, v) = h.get("/calendar/v3/calendars/primary/events").await;
+    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (StatusCode::UNAUTHORIZED, Some("authError")));
+    assert_eq!(fake.count("oauth.token"), 4);
+}
+
+#[tokio::test]
+async fn people_limits_paging_groups_and_sync_tokens() {
+    let fake = FakeGoogle::start().await;
+    let u = "p@example.com";
+    fake.add_user(u);
+    let h = login(&fake, u).await;
+    // Groups: create, duplicate → 409, get with maxMembers.
+    let (s, g) = h.post("/v1/contactGroups", json!({"contactGroup": {"name": "Salesforce Sync"}})).await;
+    assert_eq!(s, StatusCode::OK);
+    let gid = g["resourceName"].as_str().unwrap().to_owned();
+    let (s, v) = h.post("/v1/contactGroups", json!({"contactGroup": {"name": "Salesforce Sync"}})).await;
+    assert_eq!((s, v["error"]["status"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_EXISTS")));
+    // Batch create limit: 201 → 400, 200 → ok.
+    let person = |i: usize| {
+        json!({"contactPerson": {"names": [{"givenName": format!("P{i}")}],
+        "memberships": [{"contactGroupMembership": {"contactGroupResourceName": gid}}]}})
+    };
+    let (s, v) = h
+        .post(
+            "/v1/people:batchCreateContacts",
+            json!({"contacts": (0..201).map(person).collect::<Vec<_>>(), "readMask": "names"}),
+        )
+        .await;
+    assert_eq!((s, v["error"]["status"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")));
+    let (s, v) = h
+        .post(
+            "/v1/people:batchCreateContacts",
+            json!({"contacts": (0..200).map(person).collect::<Vec<_>>(), "readMask": "names"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["createdPeople"].as_array().unwrap().len(), 200);
+    let names: Vec<String> = v["createdPeople"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["person"]["resourceName"].as_str().unwrap().to_owned())
+        .collect();
+    // Two names on a contact → 400 (singleton).
+    let (s, _) = h
+        .post(
+            "/v1/people:batchCreateContacts",
+            json!({"contacts": [{"contactPerson": {"names": [{"givenName": "a"}, {"givenName": "b"}]}}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, g) = h.get(&format!("/v1/{gid}")).await;
+    assert_eq!((s, g["memberCount"].as_u64(), g.get("memberResourceNames")), (StatusCode::OK, Some(200), None));
+    let (_, g) = h.get(&format!("/v1/{gid}?maxMembers=5")).await;
+    assert_eq!(g["memberResourceNames"].as_array().unwrap().len(), 5);
+    // batchGet limit and personFields requirement.
+    let q: String = (0..201).map(|i| format!("&resourceNames=people/c{i}")).collect();
+    let (s, _) = h.get(&format!("/v1/people:batchGet?personFields=names{q}")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h.get("/v1/people/me/connections").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "personFields is required");
+    // Paging: 200 at 80 a page; the sync token only on the last page.
+    let mut page = String::new();
+    let mut seen = 0;
+    let mut pages = 0;
+    let sync = loop {
+        let (s, v) = h
+            .get(&format!(
+                "/v1/people/me/connections?personFields=names,memberships&pageSize=80&requestSyncToken=true{page}"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        pages += 1;
+        seen += v["connections"].as_array().unwrap().len();
+        match v["nextPageToken"].as_str() {
+            Some(t) => {
+                assert!(v.get("nextSyncToken").is_none());
+                page = format!("&pageToken={t}");
+            }
+            None => break v["nextSyncToken"].as_str().unwrap().to_owned(),
+        }
+    };
+    assert_eq!((seen, pages), (200, 3));
+    // Etag mismatch → 400 FAILED_PRECONDITION; missing etag too.
+    let (s, v) = h
+        .post(
+            "/v1/people:batchUpdateContacts",
+            json!({"contacts": {&names[0]: {"etag": "%stale", "names": [{"givenName": "X"}]}}, "updateMask": "names"}),
+        )
+        .await;
+    assert_eq!((s, v["error"]["status"].as_str()), (StatusCode::BAD_REQUEST, Some("FAILED_PRECONDITION")));
+    // Leave the group via members:modify → incremental shows the person without the membership.
+    let (s, _) = h.post(&format!("/v1/{gid}/members:modify"), json!({"resourceNamesToRemove": [&names[1]]})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h.post("/v1/people:batchDeleteContacts", json!({"resourceNames": [&names[2]]})).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({})));
+    let (_, inc) = h.get(&format!("/v1/people/me/connections?personFields=names,memberships&syncToken={sync}")).await;
+    let conns = inc["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2);
+    let left = conns.iter().find(|p| p["resourceName"] == names[1].as_str()).unwrap();
+    assert!(
+        left["memberships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["contactGroupMembership"]["contactGroupResourceName"] != gid.as_str())
+    );
+    let gone = conns.iter().find(|p| p["resourceName"] == names[2].as_str()).unwrap();
+    assert_eq!(gone["metadata"]["deleted"], true);
+    // Delete limit 500.
+    let many: Vec<String> = (0..501).map(|i| format!("people/c{i}")).collect();
+    let (s, _) = h.post("/v1/people:batchDeleteContacts", json!({ "resourceNames": many })).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Expired sync token: 400 FAILED_PRECONDITION with reason EXPIRED_SYNC_TOKEN (not 410).
+    fake.expire_cursors();
+    let (s, v) = h.get(&format!("/v1/people/me/connections?personFields=names&syncToken={sync}")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["status"], "FAILED_PRECONDITION");
+    assert_eq!(v["error"]["details"][0]["reason"], "EXPIRED_SYNC_TOKEN");
+    assert_eq!(v["error"]["details"][0]["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+    // Seeded contact helpers agree with the API.
+    fake.insert_contact(u, true, &Contact { given_name: Some("Seed".into()), ..Default::default() });
+    assert_eq!(fake.group_members(u, "Salesforce Sync").len(), 199, "200 - left - deleted + seeded");
+}
+
+#[tokio::test]
+async fn calendar_paging_sync_410_if_match_and_restrictions() {
+    let fake = FakeGoogle::start().await;
+    let u = "c@example.com";
+    fake.add_user(u);
+    let h = login(&fake, u).await;
+    let start = Utc::now() + Duration::days(1);
+    let ev = |i: i64, id: &str| {
+        json!({"id": id, "summary": format!("E{i}"), "start": {"dateTime": (start + Duration::hours(i)).to_rfc3339()},
+            "end": {"dateTime": (start + Duration::hours(i) + Duration::minutes(30)).to_rfc3339()}})
+    };
+    for i in 0..5 {
+        let (s, v) = h.post("/calendar/v3/calendars/primary/events", ev(i, &format!("evt{i:05}"))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["iCalUID"], format!("evt{i:05}@google.com"));
+    }
+    let (s, v) = h.post("/calendar/v3/calendars/primary/events", ev(9, "evt00000")).await;
+    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (StatusCode::CONFLICT, Some("duplicate")));
+    let (s, _) = h.post("/calendar/v3/calendars/primary/events", ev(9, "Bad-Id")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // timeMax <= timeMin.
+    let t = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (s, v) = h.get(&format!("/calendar/v3/calendars/primary/events?timeMin={t}&timeMax={t}")).await;
+    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("timeRangeEmpty")));
+    // Paging, 2 a page.
+    let mut page = String::new();
+    let mut n = 0;
+    let sync = loop {
+        let (_, v) = h.get(&format!("/calendar/v3/calendars/primary/events?maxResults=2{page}")).await;
+        n += v["items"].as_array().unwrap().len();
+        match v["nextPageToken"].as_str() {
+            Some(t) => page = format!("&pageToken={t}"),
+            None => break v["nextSyncToken"].as_str().unwrap().to_owned(),
+        }
+    };
+    assert_eq!(n, 5);
+    // syncToken with timeMin is refused.
+    let (s, _) = h.get(&format!("/calendar/v3/calendars/primary/events?syncToken={sync}&timeMin={t}")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // If-Match: stale → 412 conditionNotMet; current → 200 with a new etag.
+    let (_, e) = h.get("/calendar/v3/calendars/primary/events/evt00001").await;
+    let etag = e["etag"].as_str().unwrap().to_owned();
+    let (s, v) = h
+        .send(
+            reqwest::Method::PATCH,
+            "/calendar/v3/calendars/primary/events/evt00001",
+            Some(json!({"location": "A"})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["errors"][0]["reason"].as_str()),
+        (StatusCode::PRECONDITION_FAILED, Some("conditionNotMet"))
+    );
+    let (s, v) = h
+        .send(
+            reqwest::Method::PATCH,
+            "/calendar/v3/calendars/primary/events/evt00001",
+            Some(json!({"location": "A"})),
+            Some(&etag),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(v["etag"].as_str().unwrap(), etag);
+    assert_eq!(v["summary"], "E1", "PATCH keeps other fields");
+    // Extended properties: over-long keys dropped, over-long values truncated.
+    let long_key = "k".repeat(45);
+    let (_, v) = h
+        .send(
+            reqwest::Method::PATCH,
+            "/calendar/v3/calendars/primary/events/evt00002",
+            Some(json!({"extendedProperties": {"private": {long_key.clone(): "x", "v": "y".repeat(2000)}}})),
+            None,
+        )
+        .await;
+    assert!(v["extendedProperties"]["private"].get(&long_key).is_none());
+    assert_eq!(v["extendedProperties"]["private"]["v"].as_str().unwrap().len(), 1024);
+    // Delete, then incremental: cancelled with the id; deleting again → 410 deleted.
+    let (s, _) = h.send(reqwest::Method::DELETE, "/calendar/v3/calendars/primary/events/evt00003", None, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = h.send(reqwest::Method::DELETE, "/calendar/v3/calendars/primary/events/evt00003", None, None).await;
+    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (StatusCode::GONE, Some("deleted")));
+    let (_, inc) = h.get(&format!("/calendar/v3/calendars/primary/events?syncToken={sync}")).await;
+    let items = inc["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert!(items.iter().any(|e| e["id"] == "evt00003" && e["status"] == "cancelled"));
+    // Expired token → 410 fullSyncRequired.
+    fake.expire_cursors();
+    let (s, v) = h.get(&format!("/calendar/v3/calendars/primary/events?syncToken={sync}")).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["error"]["errors"][0]["reason"], "fullSyncRequired");
+    assert_eq!(v["error"]["code"], 410);
+}
