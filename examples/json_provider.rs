@@ -1,0 +1,231 @@
+//! A new provider in 150 lines: a rep's contacts in a JSON file, synced with the in-memory CRM.
+//! `cargo run -p crmsync-examples --example json_provider`; its tests run the conformance kit.
+//! It cannot read incrementally, says so in its capabilities, and is read in full each cycle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use crmsync_core::memory::{MemCrm, MemStore};
+use crmsync_core::model::CONTACT_FIELDS;
+use crmsync_core::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    version: u64,
+    sync_key: Option<SyncKey>,
+    contact: Contact,
+}
+
+impl Stored {
+    fn item(&self) -> Item {
+        let record = Record::Contact(self.contact.clone());
+        Item {
+            id: self.id.clone(),
+            version: self.version.to_string(),
+            sync_key: self.sync_key.clone(),
+            modified: None,
+            record,
+        }
+    }
+}
+
+/// One JSON file = one contact list.
+#[derive(Debug)]
+struct JsonFile {
+    path: PathBuf,
+    requests: AtomicU64,
+}
+
+impl JsonFile {
+    fn load(&self) -> Result<Vec<Stored>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::unexpected(format!("{} is not a contact list: {e}", self.path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(Error::new(ErrorKind::Transport, e.to_string())),
+        }
+    }
+    fn save(&self, all: &[Stored]) -> Result<()> {
+        let json = serde_json::to_vec_pretty(all).map_err(|e| Error::unexpected(e.to_string()))?;
+        std::fs::write(&self.path, json).map_err(|e| Error::new(ErrorKind::Transport, e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Collection for JsonFile {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { max_batch: 50, fields: CONTACT_FIELDS, incremental: false, find_beyond_scope: false }
+    }
+    async fn changes(&self, _cursor: Option<&str>) -> Result<Changes> {
+        let items = self.load()?.iter().map(|s| Change::Upsert(s.item())).collect();
+        Ok(Changes { full: true, items, ..Default::default() })
+    }
+    async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
+        Ok(self.load()?.iter().filter(|s| ids.contains(&s.id)).map(Stored::item).collect())
+    }
+    async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
+        let hit = |s: &Stored| {
+            keys.iter().any(|k| match k {
+                MatchKey::SyncKey(key) => s.sync_key.as_ref() == Some(key),
+                MatchKey::Email(e) => s.item().record.emails().contains(e),
+                _ => false,
+            })
+        };
+        Ok(self.load()?.iter().filter(|s| hit(s)).map(|s| Found { item: s.item(), in_scope: true }).collect())
+    }
+    async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
+        let mut all = self.load()?;
+        let mut out = vec![];
+        for new in items {
+            let Record::Contact(contact) = &new.record else {
+                out.push(Err(Error::invalid_item("only contacts live here")));
+                continue;
+            };
+            if let Some(s) = all.iter().find(|s| s.sync_key.as_ref() == Some(&new.sync_key)) {
+                out.push(Ok(s.item())); // created before: idempotent
+            } else if let Some(reason) = new.record.invalid_reason() {
+                out.push(Err(Error::invalid_item(reason)));
+            } else {
+                let id = format!("json-{}", all.len() + 1);
+                all.push(Stored { id, version: 1, sync_key: Some(new.sync_key.clone()), contact: contact.clone() });
+                out.push(Ok(all.last().expect("pushed").item()));
+            }
+        }
+        self.save(&all)?;
+        Ok(out)
+    }
+    async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
+        let mut all = self.load()?;
+        let mut out = vec![];
+        for u in items {
+            let Some(s) = all.iter_mut().find(|s| s.id == u.id) else {
+                out.push(Err(Error::not_found(&u.id)));
+                continue;
+            };
+            if s.version.to_string() != u.version {
+                out.push(Err(Error::new(ErrorKind::PreconditionFailed, format!("{} changed", u.id))));
+                continue;
+            }
+            let mut rec = Record::Contact(s.contact.clone());
+            for f in &u.fields {
+                rec.set_field(f, u.record.field(f));
+            }
+            let Record::Contact(c) = rec else { unreachable!("set_field keeps the kind") };
+            (s.contact, s.version) = (c, s.version + 1);
+            out.push(Ok(s.item()));
+        }
+        self.save(&all)?;
+        Ok(out)
+    }
+    async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
+        let mut all = self.load()?;
+        all.retain(|s| !ids.contains(&s.id));
+        self.save(&all)?;
+        Ok(ids.iter().map(|_| Ok(())).collect())
+    }
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// The provider: one file per mailbox in a folder.
+#[derive(Debug)]
+struct JsonProvider(PathBuf);
+
+#[async_trait]
+impl Provider for JsonProvider {
+    fn name(&self) -> &str {
+        "jsonfile"
+    }
+    async fn collection(&self, rep: &Rep, kind: Kind, _: &Access) -> Result<Arc<dyn Collection>> {
+        match kind {
+            Kind::Contact => {
+                Ok(Arc::new(JsonFile { path: self.0.join(format!("{}.json", rep.mailbox)), requests: 0.into() }))
+            }
+            Kind::Event => Err(Error::new(ErrorKind::Unsupported, "this provider has no calendar")),
+        }
+    }
+}
+
+/// Sync a small JSON contact list with the in-memory CRM and return the report.
+async fn demo(dir: PathBuf) -> Result<CycleReport> {
+    let crm = Arc::new(MemCrm::default());
+    let user = crm.add_user("Jo Example", &[]);
+    let owner = MemCrm::owner_tag(&user);
+    let ada =
+        Contact { family_name: Some("Lovelace".into()), emails: vec!["ada@example.com".into()], ..Default::default() };
+    crm.contacts.lock().expect("fresh").insert(Record::Contact(ada), &[&owner], None);
+    let mut config = SyncConfig::default();
+    config.events.direction = Direction::Off;
+    let rep = Rep {
+        id: user.clone(),
+        name: "Jo Example".into(),
+        crm_user_id: user,
+        provider: "jsonfile".into(),
+        mailbox: "jo".into(),
+        connection: ConnectionMode::AdminManaged,
+        config,
+    };
+    let engine = Engine::new(crm, Arc::new(MemStore::default())).with_provider(Arc::new(JsonProvider(dir)));
+    engine.cycle(&rep).await
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("crmsync-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::unexpected(e.to_string()))?;
+    let r = demo(dir.clone()).await?;
+    println!("contacts: {:?}\nfile: {}", r.contacts, dir.join("jo.json").display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crmsync_core::testkit::{Harness, check_collection};
+
+    struct H(PathBuf);
+    #[async_trait]
+    impl Harness for H {
+        async fn collection(&self, _: Kind) -> Arc<dyn Collection> {
+            let path =
+                self.0.join(format!("{}.json", std::time::SystemTime::now().elapsed().map_or(0, |d| d.as_nanos())));
+            let _ = std::fs::remove_file(&path);
+            Arc::new(JsonFile { path, requests: 0.into() })
+        }
+        async fn expire_cursors(&self, _: Kind) {}
+        fn invalid_record(&self, _: Kind) -> Record {
+            Record::Contact(Contact { emails: vec!["not an address".into()], ..Default::default() })
+        }
+        fn page_size(&self, _: Kind) -> usize {
+            60
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("crmsync-example-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn passes_the_conformance_kit() {
+        check_collection(&H(tmp("kit")), Kind::Contact).await;
+    }
+
+    #[tokio::test]
+    async fn syncs_both_ways_without_duplicates() {
+        let dir = tmp("sync");
+        let r = demo(dir.clone()).await.unwrap();
+        assert_eq!(r.contacts.created_in_provider, 1, "{r:?}");
+        let file: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(dir.join("jo.json")).unwrap()).unwrap();
+        assert_eq!(file.len(), 1);
+        assert_eq!(file[0]["contact"]["family_name"], "Lovelace");
+    }
+}
