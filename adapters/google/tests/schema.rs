@@ -57,24 +57,15 @@ fn walk(doc: &Value, schema: &Value, v: &Value, path: &str, errs: &mut Vec<Strin
                 }
             }
         },
-        "integer" if matches!(fmt, "int64" | "uint64") => {
-            if !(v.is_string() || v.is_i64() || v.is_u64()) {
-                errs.push(format!("{path}: expected int64, got {v}"));
-            }
-        }
-        "integer" => {
-            if !(v.is_i64() || v.is_u64()) {
-                errs.push(format!("{path}: expected integer, got {v}"));
-            }
-        }
-        "number" => {
-            if !v.is_number() {
-                errs.push(format!("{path}: expected number, got {v}"));
-            }
-        }
-        "boolean" => {
-            if !v.is_boolean() {
-                errs.push(format!("{path}: expected boolean, got {v}"));
+        "integer" | "number" | "boolean" => {
+            let ok = match ty {
+                "integer" if matches!(fmt, "int64" | "uint64") => v.is_string() || v.is_i64() || v.is_u64(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                _ => v.is_boolean(),
+            };
+            if !ok {
+                errs.push(format!("{path}: expected {ty} ({fmt}), got {v}"));
             }
         }
         _ => {}
