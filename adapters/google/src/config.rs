@@ -141,3 +141,37 @@ impl Config {
         format!("{}/{}", self.calendar_url.trim_end_matches('/'), path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_unknown_fields_and_validation() {
+        let c: Config =
+            serde_json::from_str(r#"{"client_id": "id.apps.googleusercontent.com", "page_size": 200}"#).unwrap();
+        assert_eq!(c.people_url, DEFAULT_PEOPLE_URL);
+        assert_eq!(c.calendar_url, DEFAULT_CALENDAR_URL);
+        assert_eq!(c.token_url, DEFAULT_TOKEN_URL);
+        assert_eq!(c.no_sync_marker_property, DEFAULT_NO_SYNC_PROPERTY);
+        assert!(c.validate().is_ok());
+        let err = serde_json::from_str::<Config>(r#"{"client_secret": "s"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "secrets are not read from the file: {err}");
+        let bad = Config { page_size: 0, ..Config::default() };
+        let e = bad.validate().unwrap_err();
+        assert_eq!(e.kind(), crmsync_core::ErrorKind::InvalidConfig);
+        assert!(!e.message().contains('\n'));
+        let bad = Config { service_account_email: Some("sa@x.iam.gserviceaccount.com".into()), ..Config::default() };
+        assert!(bad.validate().unwrap_err().message().contains("together"));
+        let bad = Config {
+            service_account_email: Some("sa@x".into()),
+            private_key: Some(SecretString::from("not a key")),
+            ..Config::default()
+        };
+        assert!(bad.validate().unwrap_err().message().contains("PEM"));
+        let bad = Config { no_sync_marker_property: "x".repeat(45), ..Config::default() };
+        assert!(bad.validate().is_err());
+        let dbg = format!("{:?}", Config { client_secret: Some(SecretString::from("hunter2")), ..Config::default() });
+        assert!(dbg.contains("[REDACTED]") && !dbg.contains("hunter2"));
+    }
+}

@@ -305,3 +305,18 @@ async fn calendar_paging_sync_410_if_match_and_restrictions() {
     assert_eq!(v["error"]["errors"][0]["reason"], "fullSyncRequired");
     assert_eq!(v["error"]["code"], 410);
 }
+
+#[tokio::test]
+async fn start_on_a_given_listener() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = FakeGoogle::start_on(listener).await;
+    assert_eq!(fake.uri(), format!("http://127.0.0.1:{port}"));
+    fake.add_user("s@example.com");
+    let h = login(&fake, "s@example.com").await;
+    let (s, v) = h.get("/v1/contactGroups").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["totalItems"], 2, "myContacts and starred");
+    assert_eq!(fake.count("people.contactGroups.list"), 1);
+    assert_eq!(fake.requests(), 2);
+}
