@@ -1,0 +1,238 @@
+//! The three fakes, started in-process, and the standard scenario of SPEC §7 seeded into them.
+//!
+//! Used by `crmsync demo` (random loopback ports) and `crmsync sandbox` (fixed ports).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use crmsync_core::{ConnectionMode, Contact, Crm, Event, PostalAddress, Provider, Rep, SyncConfig};
+use crmsync_exchange::fake::FakeGraph;
+use crmsync_google::fake::FakeGoogle;
+use crmsync_salesforce::fake::FakeSalesforce;
+
+/// The fakes of every service crmsync speaks, on loopback.
+#[derive(Debug)]
+pub struct Fakes {
+    pub salesforce: FakeSalesforce,
+    pub graph: FakeGraph,
+    pub google: FakeGoogle,
+}
+
+impl Fakes {
+    /// Start all three on random free loopback ports.
+    pub async fn start() -> Fakes {
+        Fakes { salesforce: FakeSalesforce::start().await, graph: FakeGraph::start().await, google: FakeGoogle::start().await }
+    }
+
+    /// Start them on `port_base` (Salesforce), `+1` (Graph) and `+2` (Google).
+    pub async fn start_on(port_base: u16) -> anyhow::Result<Fakes> {
+        let bind = |p: u16| TcpListener::bind(("127.0.0.1", p)).with_context(|| format!("cannot listen on 127.0.0.1:{p}"));
+        let (sf, graph, google) = (bind(port_base)?, bind(port_base + 1)?, bind(port_base + 2)?);
+        Ok(Fakes {
+            salesforce: FakeSalesforce::start_on(sf).await,
+            graph: FakeGraph::start_on(graph).await,
+            google: FakeGoogle::start_on(google).await,
+        })
+    }
+
+    /// The adapters, pointed at the fakes with their seeded credentials.
+    pub fn crm(&self) -> crmsync_core::Result<Arc<dyn Crm>> {
+        Ok(Arc::new(crmsync_salesforce::SalesforceCrm::new(self.salesforce.config())?))
+    }
+    pub fn providers(&self) -> crmsync_core::Result<Vec<Arc<dyn Provider>>> {
+        Ok(vec![
+            Arc::new(crmsync_exchange::ExchangeProvider::new(self.graph.config())?),
+            Arc::new(crmsync_google::GoogleProvider::new(self.google.config())?),
+        ])
+    }
+
+    /// Every request each fake has served: (crm, provider).
+    pub fn requests(&self) -> (u64, u64) {
+        (self.salesforce.requests(), self.graph.requests() + self.google.requests())
+    }
+}
+
+/// How big the seeded scenario is.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    /// Contacts per rep in the folder/group and in the CRM (split between matched, new on each side).
+    pub contacts: usize,
+    /// Plain in-window meetings per rep (besides the special events every scenario has).
+    pub events: usize,
+}
+
+impl Default for Size {
+    fn default() -> Self {
+        Size { contacts: 12, events: 6 }
+    }
+}
+
+/// What was seeded: the reps, the admins, and handles the demo needs.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub now: DateTime<Utc>,
+    pub exchange_rep: Rep,
+    pub google_rep: Rep,
+    /// Holds both `Manage Users` and `Manage Sync`.
+    pub admin: String,
+    /// Holds `Manage Users` only: their Reset Sync is refused.
+    pub half_admin: String,
+    /// The Google rep's first refresh token (user-managed connection).
+    pub google_grant: String,
+    /// A Google event the rep edits while disconnected.
+    pub google_edit_target: String,
+}
+
+pub const EXCHANGE_MAILBOX: &str = "erin@contoso.example";
+pub const GOOGLE_USER: &str = "gus@fabrikam.example";
+
+fn person(i: usize, domain: &str, tag: &str) -> Contact {
+    Contact {
+        given_name: Some(format!("{tag}{i}")),
+        family_name: Some(format!("Buyer{i}")),
+        emails: vec![format!("{}.{i}@{domain}", tag.to_lowercase())],
+        phone: Some(format!("+1 555 01{:04}", i % 10_000)),
+        company: Some(format!("Customer {}", i % 7)),
+        title: Some("Purchasing".into()),
+        department: None,
+        mobile: None,
+        address: PostalAddress { city: Some("Springfield".into()), ..Default::default() },
+        notes: None,
+        categories: vec![],
+    }
+}
+
+fn meeting(subject: &str, start: DateTime<Utc>, minutes: i64, attendee: Option<&Contact>) -> Event {
+    let mut e = Event::new(subject, start, start + Duration::minutes(minutes));
+    e.attendees = attendee.map(|c| c.emails.clone()).unwrap_or_default();
+    e.location = Some("Online".into());
+    e
+}
+
+/// Seed the standard scenario into the fakes (SPEC §7).
+pub fn seed(f: &Fakes, size: Size) -> Scenario {
+    let now = Utc::now().duration_trunc(Duration::hours(1)).expect("an hour divides time");
+    let sf = &f.salesforce;
+    let admin = "Alex Admin".to_string();
+    let half_admin = "Hank Halfadmin".to_string();
+    sf.add_user(&admin, &[crmsync_core::MANAGE_USERS, crmsync_core::MANAGE_SYNC]);
+    sf.add_user(&half_admin, &[crmsync_core::MANAGE_USERS]);
+    let erin = sf.add_user("Erin Exchange", &[]);
+    let gus = sf.add_user("Gus Google", &[]);
+    let olga = sf.add_user("Olga Other", &[]);
+
+    let n = size.contacts.max(4);
+    let (matched, new_provider) = (n / 2, n / 4);
+    let new_crm = n - matched - new_provider;
+
+    // --- Exchange rep: contacts in the Salesforce_Sync folder, around it, and in the CRM.
+    let g = &f.graph;
+    g.add_mailbox(EXCHANGE_MAILBOX);
+    let folder = "Salesforce_Sync";
+    g.ensure_folder(EXCHANGE_MAILBOX, folder);
+    let mut erin_people = vec![];
+    for i in 0..matched {
+        let c = person(i, "contoso-customers.example", "Match");
+        // Same person on both sides, written differently: links, never duplicates.
+        let mut crm_copy = c.clone();
+        crm_copy.emails = vec![c.emails[0].to_uppercase()];
+        crm_copy.phone = Some(format!("+1555 01 {:04}", i % 10_000));
+        sf.insert_contact_record(&erin, &strip_company(&crm_copy));
+        g.insert_contact(EXCHANGE_MAILBOX, Some(folder), &c);
+        erin_people.push(c);
+    }
+    for i in 0..new_provider {
+        g.insert_contact(EXCHANGE_MAILBOX, Some(folder), &person(i, "contoso-new.example", "Newmail"));
+    }
+    for i in 0..new_crm {
+        sf.insert_contact_record(&erin, &strip_company(&person(i, "contoso-crm.example", "Newcrm")));
+    }
+    // Outside the folder: one plain, one carrying the folder's name as a category (ignored).
+    g.insert_contact(EXCHANGE_MAILBOX, None, &person(0, "contoso-private.example", "Friend"));
+    let mut tagged = person(1, "contoso-private.example", "Tagged");
+    tagged.categories = vec![folder.into()];
+    g.insert_contact(EXCHANGE_MAILBOX, None, &tagged);
+    // In the folder, but the CRM contact with that e-mail belongs to another owner.
+    let shared = person(0, "shared-account.example", "Shared");
+    g.insert_contact(EXCHANGE_MAILBOX, Some(folder), &shared);
+    sf.insert_contact_record(&olga, &strip_company(&shared));
+    sf.insert_contact_record(&olga, &strip_company(&person(1, "olga.example", "Olgas")));
+
+    // --- Google rep: members of the "Salesforce Sync" group, non-members, CRM contacts.
+    let go = &f.google;
+    go.add_user(GOOGLE_USER);
+    let mut gus_people = vec![];
+    for i in 0..matched {
+        let c = person(i, "fabrikam-customers.example", "Gmatch");
+        sf.insert_contact_record(&gus, &strip_company(&c));
+        go.insert_contact(GOOGLE_USER, true, &c);
+        gus_people.push(c);
+    }
+    for i in 0..new_provider {
+        go.insert_contact(GOOGLE_USER, true, &person(i, "fabrikam-new.example", "Gnew"));
+    }
+    for i in 0..new_crm {
+        sf.insert_contact_record(&gus, &strip_company(&person(i, "fabrikam-crm.example", "Gcrm")));
+    }
+    go.insert_contact(GOOGLE_USER, false, &person(0, "fabrikam-private.example", "Gfriend"));
+    let google_grant = go.add_refresh_token(GOOGLE_USER);
+
+    // --- Events: the same shape for both reps.
+    let day = |d: i64, h: u32| now.duration_trunc(Duration::days(1)).expect("days") + Duration::days(d) + Duration::hours(h.into());
+    let specials = |people: &[Contact]| {
+        let first = people.first();
+        vec![
+            Event { private: true, ..meeting("Dentist (private)", day(2, 8), 60, None) },
+            Event { categories: vec!["Don't Sync".into()], ..meeting("Poker night", day(3, 19), 120, None) },
+            meeting("Kickoff two years ago", day(-700, 10), 60, first),
+            Event { cancelled: true, ..meeting("Cancelled review", day(4, 15), 30, first) },
+        ]
+    };
+    for i in 0..size.events {
+        let who = erin_people.get(i % erin_people.len().max(1));
+        g.insert_event(EXCHANGE_MAILBOX, &meeting(&format!("Customer call {i}"), day(1 + i as i64 % 60, 9 + (i % 8) as u32), 30, who));
+    }
+    for e in specials(&erin_people) {
+        g.insert_event(EXCHANGE_MAILBOX, &e);
+    }
+    g.insert_weekly_series(EXCHANGE_MAILBOX, "Weekly pipeline review", day(1, 16), Duration::minutes(45), 3);
+
+    let mut google_edit_target = String::new();
+    for i in 0..size.events {
+        let who = gus_people.get(i % gus_people.len().max(1));
+        let id = go.insert_event(GOOGLE_USER, &meeting(&format!("Demo call {i}"), day(1 + i as i64 % 60, 10 + (i % 7) as u32), 30, who));
+        if i == 0 {
+            google_edit_target = id;
+        }
+    }
+    for e in specials(&gus_people) {
+        go.insert_event(GOOGLE_USER, &e);
+    }
+    go.insert_series(GOOGLE_USER, &meeting("Weekly forecast", day(1, 17), 30, None), 3, 7);
+
+    let rep = |id: String, name: &str, provider: &str, mailbox: &str, connection| Rep {
+        id: id.clone(),
+        name: name.into(),
+        crm_user_id: id,
+        provider: provider.into(),
+        mailbox: mailbox.into(),
+        connection,
+        config: SyncConfig::default(),
+    };
+    Scenario {
+        now,
+        exchange_rep: rep(erin, "Erin Exchange", "exchange", EXCHANGE_MAILBOX, ConnectionMode::AdminManaged),
+        google_rep: rep(gus, "Gus Google", "google", GOOGLE_USER, ConnectionMode::UserManaged),
+        admin,
+        half_admin,
+        google_grant,
+        google_edit_target,
+    }
+}
+
+/// Salesforce keeps the company on the Account, not the Contact.
+fn strip_company(c: &Contact) -> Contact {
+    Contact { company: None, ..c.clone() }
+}
