@@ -251,3 +251,28 @@ async fn find_and_no_sync_marker_written_on_create() {
     assert!(c.delete_many(&[far_id.clone(), far_id.clone()]).await.unwrap().iter().all(Result::is_ok));
     assert!(c.get_many(std::slice::from_ref(far_id)).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn calendar_throttling_and_outages_are_retried() {
+    use crmsync_google::fake::Fault;
+    let (fake, p, rep) = common::setup(100).await;
+    fake.insert_event(&rep.mailbox, &ev("One", 5));
+    let c = p.events(&rep, &common::access(&rep)).unwrap();
+    c.changes(None).await.unwrap();
+    for fault in
+        [Fault::RateLimit403, Fault::RateLimit { retry_after_secs: 0 }, Fault::Unavailable, Fault::Unauthorized]
+    {
+        fake.reset_counts();
+        fake.fail_nth(1, fault);
+        let full = c.changes(None).await.unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        assert_eq!(upserts(&full).len(), 1);
+        assert_eq!(fake.count("calendar.events.list"), 2, "{fault:?}");
+    }
+    fake.fail_rate(3, 1000, Fault::RateLimit403);
+    let err = c.changes(None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    fake.fail_rate(0, 0, Fault::Unavailable);
+    fake.fail_nth(1, Fault::Truncated);
+    let err = c.changes(None).await.unwrap_err();
+    assert!(err.message().contains("truncated or non-JSON"), "{err}");
+}

@@ -48,6 +48,8 @@ pub const DEFAULT_GROUP: &str = "Salesforce Sync";
 pub enum Fault {
     /// 429 with `Retry-After` (People `RESOURCE_EXHAUSTED` / Calendar `rateLimitExceeded`).
     RateLimit { retry_after_secs: u64 },
+    /// 403 `rateLimitExceeded` (Calendar's other throttle signal; People answers 429 instead).
+    RateLimit403,
     /// 503 `UNAVAILABLE` / `backendError`.
     Unavailable,
     /// The server never answers (the client's timeout fires, as on a dropped connection).
@@ -147,6 +149,10 @@ fn fault_response(api: Api, fault: Fault) -> ResponseTemplate {
             Some("RATE_LIMIT_EXCEEDED"),
         )
         .insert_header("Retry-After", retry_after_secs.to_string().as_str()),
+        (Fault::RateLimit403, Api::Calendar) => {
+            calendar_error(403, "usageLimits", "rateLimitExceeded", "Rate Limit Exceeded")
+        }
+        (Fault::RateLimit403, api) => fault_response(api, Fault::RateLimit { retry_after_secs: 0 }),
         (Fault::Unavailable, Api::Calendar) => calendar_error(503, "global", "backendError", "Backend Error"),
         (Fault::Unavailable, _) => people_error(503, "UNAVAILABLE", "The service is currently unavailable.", None),
         (Fault::Drop, _) => ResponseTemplate::new(200).set_delay(Duration::from_secs(30)),
