@@ -270,6 +270,20 @@ impl Session {
         extra: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Reply> {
+        self.send_opts(method, url, prefer, extra, body, true).await
+    }
+
+    /// [`Session::send`]; with `resend = false` a request that may have reached the service
+    /// (the connection dropped after sending) is not sent again: the caller checks what landed.
+    pub(crate) async fn send_opts(
+        &self,
+        method: Method,
+        url: &str,
+        prefer: &[&str],
+        extra: &[(&str, &str)],
+        body: Option<&Value>,
+        resend: bool,
+    ) -> Result<Reply> {
         let cfg = &self.graph.config;
         let abs =
             if url.starts_with('/') { format!("{}{url}", cfg.graph_url.trim_end_matches('/')) } else { url.to_owned() };
@@ -294,6 +308,7 @@ impl Session {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            let mut maybe_applied = false;
             let err = match req.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
@@ -310,11 +325,20 @@ impl Session {
                             return Ok(Reply { body });
                         }
                         Ok(text) => parse_error(status, ra, &text),
-                        Err(e) => transport(e),
+                        Err(e) => {
+                            maybe_applied = true;
+                            transport(e)
+                        }
                     }
                 }
-                Err(e) => transport(e),
+                Err(e) => {
+                    maybe_applied = !e.is_connect();
+                    transport(e)
+                }
             };
+            if maybe_applied && !resend {
+                return Err(err.context(format!("{method} {} (the request may have been applied)", path_of(&abs))));
+            }
             if err.kind() == ErrorKind::Unauthenticated && !refreshed {
                 debug!("graph: access token refused, fetching a new one");
                 refreshed = true;
@@ -353,6 +377,12 @@ impl Session {
     /// the retry budget. One result per input, in order: the body for 2xx, the mapped error
     /// otherwise.
     pub(crate) async fn batch(&self, reqs: &[SubRequest]) -> Result<Vec<Result<Value>>> {
+        self.batch_opts(reqs, true).await
+    }
+
+    /// [`Session::batch`]; `resend = false` for non-idempotent writes (creates): a batch whose
+    /// reply was lost is not sent again, the `Transport` error goes to the caller.
+    pub(crate) async fn batch_opts(&self, reqs: &[SubRequest], resend: bool) -> Result<Vec<Result<Value>>> {
         let cfg = &self.graph.config;
         let mut results: Vec<Option<Result<Value>>> = vec![None; reqs.len()];
         let mut pending: Vec<usize> = (0..reqs.len()).collect();
@@ -376,7 +406,7 @@ impl Session {
                     }
                     o
                 }).collect::<Vec<_>>() });
-                let reply = self.send(Method::POST, "/$batch", &[], &[], Some(&body)).await?;
+                let reply = self.send_opts(Method::POST, "/$batch", &[], &[], Some(&body), resend).await?;
                 let responses = reply.body["responses"]
                     .as_array()
                     .ok_or_else(|| Error::unexpected("$batch: response has no `responses` array"))?;

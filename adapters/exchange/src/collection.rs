@@ -259,42 +259,60 @@ impl Collection for GraphCollection {
                 None => true,
             })
             .collect();
-        let keys: Vec<&SyncKey> = valid.iter().map(|&i| &items[i].sync_key).collect();
-        let existing = if keys.is_empty() { HashMap::new() } else { self.by_keys(&keys).await? };
+        // Creates are not idempotent: when a batch reply is lost, look the keys up again and
+        // send only what did not land.
+        let mut pending = valid;
+        let mut attempt = 0;
         let mut first_of: HashMap<&SyncKey, usize> = HashMap::new();
-        let mut send: Vec<usize> = vec![];
-        for &i in &valid {
-            let k = &items[i].sync_key;
-            if let Some(v) = existing.get(k) {
-                self.remember(v);
-                results[i] = Some(self.item(v, Some(k)));
-            } else if first_of.contains_key(k) {
-                // The same key twice in one call: the later ones get the first's result.
-            } else {
-                first_of.insert(k, i);
-                send.push(i);
-            }
-        }
-        let reqs: Vec<SubRequest> = send
-            .iter()
-            .map(|&i| {
-                let body = match &items[i].record {
-                    Record::Contact(c) => map::contact_create(c, &items[i].sync_key),
-                    Record::Event(e) => map::event_create(e, &items[i].sync_key),
-                };
-                SubRequest {
-                    method: "POST",
-                    url: self.session.rel(&self.list_path(), &[]),
-                    headers: self.batch_headers(),
-                    body: Some(body),
+        loop {
+            let keys: Vec<&SyncKey> = pending.iter().map(|&i| &items[i].sync_key).collect();
+            let existing = if keys.is_empty() { HashMap::new() } else { self.by_keys(&keys).await? };
+            first_of.clear();
+            let mut send: Vec<usize> = vec![];
+            for &i in &pending {
+                let k = &items[i].sync_key;
+                if let Some(v) = existing.get(k) {
+                    self.remember(v);
+                    results[i] = Some(self.item(v, Some(k)));
+                } else if !first_of.contains_key(k) {
+                    // The same key twice in one call: the later ones get the first's result.
+                    first_of.insert(k, i);
+                    send.push(i);
                 }
-            })
-            .collect();
-        for (&i, r) in send.iter().zip(self.session.batch(&reqs).await?) {
-            results[i] = Some(r.and_then(|v| {
-                self.remember(&v);
-                self.item(&v, Some(&items[i].sync_key))
-            }));
+            }
+            let reqs: Vec<SubRequest> = send
+                .iter()
+                .map(|&i| {
+                    let body = match &items[i].record {
+                        Record::Contact(c) => map::contact_create(c, &items[i].sync_key),
+                        Record::Event(e) => map::event_create(e, &items[i].sync_key),
+                    };
+                    SubRequest {
+                        method: "POST",
+                        url: self.session.rel(&self.list_path(), &[]),
+                        headers: self.batch_headers(),
+                        body: Some(body),
+                    }
+                })
+                .collect();
+            match self.session.batch_opts(&reqs, false).await {
+                Ok(res) => {
+                    for (&i, r) in send.iter().zip(res) {
+                        results[i] = Some(r.and_then(|v| {
+                            self.remember(&v);
+                            self.item(&v, Some(&items[i].sync_key))
+                        }));
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Transport && attempt < self.session.config().retries => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "graph: create batch reply lost, checking what landed");
+                    tokio::time::sleep(self.session.config().backoff(attempt)).await;
+                    pending = send;
+                }
+                Err(e) => return Err(e),
+            }
         }
         for (idx, it) in items.iter().enumerate() {
             if results[idx].is_none() {

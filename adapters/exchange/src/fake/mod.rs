@@ -42,6 +42,8 @@ pub enum Fault {
     ExpiredToken,
     /// 200 with an HTML body instead of JSON (a misbehaving proxy).
     NotJson,
+    /// The request is applied, then the connection drops before the reply arrives.
+    LostReply,
 }
 
 /// Something the fake can store as a contact or event: Graph JSON or a crmsync record.
@@ -104,6 +106,7 @@ impl Respond for Handler {
         let path = req.url.path().to_owned();
         *st.counters.entry(State::endpoint(&path).to_owned()).or_default() += 1;
         let resp = match st.fault_for(n) {
+            Some(Fault::LostReply) => Resp { drop: true, ..handle(&mut st, req) },
             Some(f) => State::fault_response(&f),
             None => handle(&mut st, req),
         };

@@ -434,7 +434,7 @@ impl State {
                 r
             }
             Fault::Unavailable => error(503, "serviceNotAvailable", "The service is temporarily unavailable."),
-            Fault::Drop => Resp { status: 200, headers: vec![], body: None, drop: true },
+            Fault::Drop | Fault::LostReply => Resp { status: 200, headers: vec![], body: None, drop: true },
             Fault::ExpiredToken => {
                 error(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
             }
