@@ -1,2 +1,466 @@
 //! Conformance checks of the [`crate::port::Store`] contract, run against the in-memory store,
 //! SQLite and PostgreSQL (owned by the store issue).
+//!
+//! [`check_store`] runs every check; each is also a plain `pub async fn` that panics with a
+//! message naming the broken rule. Every check works on reps of its own (random names), so the
+//! checks can share one store, and the lease checks only reason about the reps they scheduled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::ErrorKind;
+use crate::model::{Canon, Kind, Side, SyncKey};
+use crate::port::{Cursors, ItemError, Link, LinkBatch, LinkState, Pending, RepState, ResetRecord, ResetScope, Store};
+use crate::report::CycleReport;
+
+/// Run every store check.
+pub async fn check_store(store: &dyn Store) {
+    status_and_state(store).await;
+    links_upsert_remove(store).await;
+    cursors(store).await;
+    item_errors(store).await;
+    stale_epoch_writes_nothing(store).await;
+    reset_semantics(store).await;
+    grants(store).await;
+    leasing(store).await;
+    lease_expiry(store).await;
+}
+
+/// A rep name no other check (or earlier run against the same store) uses.
+pub fn unique_rep(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fixed instant (whole seconds) plus `secs`.
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_900_000_000 + secs, 0).single().expect("valid time")
+}
+
+/// A link of `kind` numbered `i`, with a snapshot full of characters that need escaping.
+pub fn sample_link(rep: &str, kind: Kind, i: usize, state: LinkState) -> Link {
+    let mut fields = BTreeMap::new();
+    fields.insert("subject".to_owned(), format!("Réunion \"{i}\" \\ ünïcödé ✓\nline two"));
+    fields.insert("notes".to_owned(), "tab\there, quote ' and ; DROP TABLE links; --".to_owned());
+    let snapshot = Canon(fields);
+    Link {
+        kind,
+        key: SyncKey::derive(rep, kind, Side::Crm, &format!("crm-{i}")),
+        provider_id: format!("prov-{i}"),
+        crm_id: format!("crm-{i}"),
+        provider_version: format!("pv{i}"),
+        crm_version: format!("cv{i}"),
+        hash: snapshot.hash(),
+        snapshot,
+        state,
+        pending: None,
+    }
+}
+
+fn error_at(kind: Kind, side: Side, id: &str, reason: &str, at: DateTime<Utc>) -> ItemError {
+    ItemError { kind, side, id: id.to_owned(), reason: reason.to_owned(), attempts: 1, first_seen: at, last_seen: at }
+}
+
+fn record(rep: &str, scope: ResetScope, at: DateTime<Utc>) -> ResetRecord {
+    ResetRecord {
+        rep: rep.to_owned(),
+        admin_id: "005ADMIN".to_owned(),
+        admin_name: "Ada Admin".to_owned(),
+        scope,
+        at,
+        links_removed: BTreeMap::new(),
+    }
+}
+
+fn keys(links: &[Link]) -> BTreeSet<String> {
+    links.iter().map(|l| l.key.0.clone()).collect()
+}
+
+async fn must_conflict(what: &str, r: crate::Result<()>) {
+    match r {
+        Err(e) if e.kind() == ErrorKind::Conflict => {}
+        Err(e) => panic!("{what}: expected Conflict, got {e}"),
+        Ok(()) => panic!("{what}: expected Conflict, got Ok"),
+    }
+}
+
+/// `status` creates a fresh `ok` row at epoch 0; `set_state` records state, error, report and
+/// last success, and refuses a stale epoch.
+pub async fn status_and_state(store: &dyn Store) {
+    let rep = unique_rep("status");
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!(st.rep, rep, "status names the rep");
+    assert_eq!(st.state, RepState::Ok, "a new rep is ok");
+    assert_eq!(st.epoch, 0, "a new rep starts at epoch 0");
+    assert!(st.last_success.is_none() && st.last_report.is_none() && st.last_reset.is_none());
+    assert!(st.last_error.is_none());
+    assert_eq!(store.status(&rep).await.expect("status again"), st, "status is stable");
+    assert!(store.statuses().await.expect("statuses").iter().any(|s| s.rep == rep), "statuses lists the new rep");
+
+    store.set_state(&rep, 0, RepState::Syncing, None, None).await.expect("set_state syncing");
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!(st.state, RepState::Syncing);
+    assert!(st.last_report.is_none(), "set_state without report keeps last_report empty");
+
+    let mut ok = CycleReport {
+        rep: rep.clone(),
+        provider: "exchange".into(),
+        state: RepState::Ok,
+        started: Some(t(0)),
+        finished: Some(t(5)),
+        ..Default::default()
+    };
+    ok.contacts.created_in_crm = 3;
+    ok.contacts.skip("outside_scope");
+    ok.events.linked = 2;
+    ok.requests.crm = 7;
+    store.set_state(&rep, 0, RepState::Ok, None, Some(&ok)).await.expect("set_state with report");
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!(st.state, RepState::Ok);
+    assert_eq!(st.last_report.as_ref(), Some(&ok), "the report round-trips");
+    assert_eq!(st.last_success, Some(t(5)), "a clean report sets last success to its finish time");
+
+    let failed = CycleReport { finished: Some(t(100)), error: Some("crm: throttled".into()), ..ok.clone() };
+    store
+        .set_state(&rep, 0, RepState::Error, Some("crm: throttled".into()), Some(&failed))
+        .await
+        .expect("set_state error");
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!(st.state, RepState::Error);
+    assert_eq!(st.last_error.as_deref(), Some("crm: throttled"));
+    assert_eq!(st.last_report.as_ref(), Some(&failed));
+    assert_eq!(st.last_success, Some(t(5)), "a failed report leaves last success alone");
+
+    store.set_state(&rep, 0, RepState::Ok, None, None).await.expect("clear error");
+    assert!(store.status(&rep).await.expect("status").last_error.is_none(), "set_state replaces the last error");
+
+    must_conflict("set_state with a wrong epoch", store.set_state(&rep, 1, RepState::Disabled, None, None).await).await;
+    assert_eq!(store.status(&rep).await.expect("status").state, RepState::Ok, "a refused set_state writes nothing");
+}
+
+/// Links are upserted by key, removed by key, kept per rep and kind, and round-trip every field.
+pub async fn links_upsert_remove(store: &dyn Store) {
+    let rep = unique_rep("links");
+    let other = unique_rep("links-other");
+    assert!(store.links(&rep, Kind::Contact).await.expect("links").is_empty());
+    let mut a = sample_link(&rep, Kind::Contact, 1, LinkState::Linked);
+    let b = sample_link(&rep, Kind::Contact, 2, LinkState::Suppressed);
+    let mut c = sample_link(&rep, Kind::Contact, 3, LinkState::Linked);
+    c.pending = Some(Pending { snapshot: Canon::default(), targets: vec![Side::Provider, Side::Crm] });
+    let batch = LinkBatch { upsert: vec![a.clone(), b.clone(), c.clone()], ..Default::default() };
+    store.commit(&rep, 0, Kind::Contact, &batch).await.expect("commit links");
+
+    let mut want = vec![a.clone(), b.clone(), c.clone()];
+    want.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(store.links(&rep, Kind::Contact).await.expect("links"), want, "links round-trip, ordered by key");
+    assert!(store.links(&rep, Kind::Event).await.expect("links").is_empty(), "links are kept per kind");
+    assert!(store.links(&other, Kind::Contact).await.expect("links").is_empty(), "links are kept per rep");
+
+    a.crm_version = "cv1-new".into();
+    a.snapshot.0.insert("title".into(), "Buyer".into());
+    a.hash = a.snapshot.hash();
+    c.pending = None;
+    let batch = LinkBatch { upsert: vec![a.clone(), c.clone()], remove: vec![b.key.clone()], ..Default::default() };
+    store.commit(&rep, 0, Kind::Contact, &batch).await.expect("commit update");
+    let mut want = vec![a.clone(), c.clone()];
+    want.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(store.links(&rep, Kind::Contact).await.expect("links"), want, "upsert replaces, remove deletes");
+
+    // A key upserted twice in one batch: the last one wins.
+    let mut a2 = a.clone();
+    a2.provider_version = "pv-final".into();
+    let batch = LinkBatch { upsert: vec![a.clone(), a2.clone()], ..Default::default() };
+    store.commit(&rep, 0, Kind::Contact, &batch).await.expect("commit twice");
+    let got = store.links(&rep, Kind::Contact).await.expect("links");
+    assert_eq!(got.len(), 2);
+    assert!(got.contains(&a2), "the last upsert of a key in a batch wins");
+
+    // Removing a key that does not exist is fine; an empty batch is fine.
+    let batch = LinkBatch { remove: vec![SyncKey("cs1.nothing.here".into())], ..Default::default() };
+    store.commit(&rep, 0, Kind::Contact, &batch).await.expect("remove missing");
+    store.commit(&rep, 0, Kind::Contact, &LinkBatch::default()).await.expect("empty batch");
+    assert_eq!(store.links(&rep, Kind::Contact).await.expect("links").len(), 2);
+
+    // Many links in one batch (more than one multi-row insert chunk in SQL stores).
+    let many: Vec<Link> = (100..1300).map(|i| sample_link(&rep, Kind::Event, i, LinkState::Linked)).collect();
+    store
+        .commit(&rep, 0, Kind::Event, &LinkBatch { upsert: many.clone(), ..Default::default() })
+        .await
+        .expect("commit many");
+    let got = store.links(&rep, Kind::Event).await.expect("links");
+    assert_eq!(keys(&got), keys(&many), "a large batch is stored whole");
+}
+
+/// Cursors are replaced only by a batch that carries them, per rep and kind.
+pub async fn cursors(store: &dyn Store) {
+    let rep = unique_rep("cursors");
+    assert_eq!(store.cursors(&rep, Kind::Contact).await.expect("cursors"), Cursors::default());
+    let c1 = Cursors { provider: Some("delta-1".into()), crm: Some("2026-01-01T00:00:00Z".into()) };
+    store
+        .commit(&rep, 0, Kind::Contact, &LinkBatch { cursors: Some(c1.clone()), ..Default::default() })
+        .await
+        .expect("commit cursors");
+    assert_eq!(store.cursors(&rep, Kind::Contact).await.expect("cursors"), c1);
+    assert_eq!(store.cursors(&rep, Kind::Event).await.expect("cursors"), Cursors::default(), "cursors are per kind");
+
+    let batch =
+        LinkBatch { upsert: vec![sample_link(&rep, Kind::Contact, 1, LinkState::Linked)], ..Default::default() };
+    store.commit(&rep, 0, Kind::Contact, &batch).await.expect("commit without cursors");
+    assert_eq!(store.cursors(&rep, Kind::Contact).await.expect("cursors"), c1, "a batch without cursors keeps them");
+
+    let c2 = Cursors { provider: None, crm: Some("x".into()) };
+    store
+        .commit(&rep, 0, Kind::Contact, &LinkBatch { cursors: Some(c2.clone()), ..Default::default() })
+        .await
+        .expect("commit cursors 2");
+    assert_eq!(store.cursors(&rep, Kind::Contact).await.expect("cursors"), c2, "cursors are replaced as a whole");
+}
+
+/// Item errors count attempts, keep their first sighting and are cleared by (side, id).
+pub async fn item_errors(store: &dyn Store) {
+    let rep = unique_rep("errors");
+    let k = Kind::Event;
+    let e1 = error_at(k, Side::Provider, "item-1", "invalid_item: no subject", t(10));
+    let e2 = error_at(k, Side::Crm, "item-1", "invalid_item: bad date", t(11));
+    store
+        .commit(&rep, 0, k, &LinkBatch { errors: vec![e1.clone(), e2.clone()], ..Default::default() })
+        .await
+        .expect("commit errors");
+    let got = store.item_errors(&rep, k).await.expect("item_errors");
+    assert_eq!(got, vec![e1.clone(), e2.clone()], "errors round-trip (ordered by side, id)");
+    assert!(store.item_errors(&rep, Kind::Contact).await.expect("item_errors").is_empty(), "errors are per kind");
+
+    let again = error_at(k, Side::Provider, "item-1", "invalid_item: still no subject", t(20));
+    store
+        .commit(&rep, 0, k, &LinkBatch { errors: vec![again.clone()], ..Default::default() })
+        .await
+        .expect("commit error again");
+    let got = store.item_errors(&rep, k).await.expect("item_errors");
+    let p = got.iter().find(|e| e.side == Side::Provider).expect("provider error kept");
+    assert_eq!(p.attempts, 2, "a repeated error counts attempts up");
+    assert_eq!(p.first_seen, t(10), "first_seen stays");
+    assert_eq!(p.last_seen, t(20), "last_seen moves");
+    assert_eq!(p.reason, again.reason, "the latest reason is kept");
+    store
+        .commit(&rep, 0, k, &LinkBatch { errors: vec![again.clone()], ..Default::default() })
+        .await
+        .expect("commit error a third time");
+    let got = store.item_errors(&rep, k).await.expect("item_errors");
+    assert_eq!(got.iter().find(|e| e.side == Side::Provider).map(|e| e.attempts), Some(3));
+    assert_eq!(got.iter().find(|e| e.side == Side::Crm).map(|e| e.attempts), Some(1), "errors are per side");
+
+    store
+        .commit(&rep, 0, k, &LinkBatch { clear_errors: vec![(Side::Provider, "item-1".into())], ..Default::default() })
+        .await
+        .expect("clear");
+    assert_eq!(store.item_errors(&rep, k).await.expect("item_errors"), vec![e2], "clear removes only (side, id)");
+}
+
+/// A commit or set_state carrying an epoch older than the rep's is refused with `Conflict` and
+/// writes nothing at all.
+pub async fn stale_epoch_writes_nothing(store: &dyn Store) {
+    let rep = unique_rep("stale");
+    let k = Kind::Contact;
+    let l1 = sample_link(&rep, k, 1, LinkState::Linked);
+    store
+        .commit(&rep, 0, k, &LinkBatch { upsert: vec![l1.clone()], ..Default::default() })
+        .await
+        .expect("commit at epoch 0");
+    store.reset(&record(&rep, ResetScope::All, t(50)), RepState::ResetPending, false).await.expect("reset");
+    assert_eq!(store.status(&rep).await.expect("status").epoch, 1, "reset bumps the epoch");
+
+    let stale = LinkBatch {
+        upsert: vec![sample_link(&rep, k, 2, LinkState::Linked)],
+        remove: vec![l1.key.clone()],
+        errors: vec![error_at(k, Side::Crm, "x", "boom", t(60))],
+        clear_errors: vec![],
+        cursors: Some(Cursors { provider: Some("p".into()), crm: Some("c".into()) }),
+    };
+    must_conflict("commit with the pre-reset epoch", store.commit(&rep, 0, k, &stale).await).await;
+    assert!(store.links(&rep, k).await.expect("links").is_empty(), "a refused commit writes no link");
+    assert_eq!(store.cursors(&rep, k).await.expect("cursors"), Cursors::default(), "… no cursor");
+    assert!(store.item_errors(&rep, k).await.expect("errors").is_empty(), "… no item error");
+    must_conflict("set_state with the pre-reset epoch", store.set_state(&rep, 0, RepState::Ok, None, None).await).await;
+    assert_eq!(store.status(&rep).await.expect("status").state, RepState::ResetPending);
+
+    store.commit(&rep, 1, k, &stale).await.expect("commit at the current epoch");
+    assert_eq!(store.links(&rep, k).await.expect("links").len(), 1);
+    store.set_state(&rep, 1, RepState::Ok, None, None).await.expect("set_state at the current epoch");
+}
+
+/// Reset removes the scope's linked links, cursors and item errors, keeps suppressions and the
+/// other kinds, bumps the epoch, records who/when/what, sets the state and optionally drops the
+/// grant.
+pub async fn reset_semantics(store: &dyn Store) {
+    let rep = unique_rep("reset");
+    for k in Kind::ALL {
+        let batch = LinkBatch {
+            upsert: vec![
+                sample_link(&rep, k, 1, LinkState::Linked),
+                sample_link(&rep, k, 2, LinkState::Linked),
+                sample_link(&rep, k, 3, LinkState::Suppressed),
+            ],
+            errors: vec![error_at(k, Side::Provider, "bad", "invalid_item", t(1))],
+            cursors: Some(Cursors { provider: Some(format!("{k:?}-p")), crm: Some(format!("{k:?}-c")) }),
+            ..Default::default()
+        };
+        store.commit(&rep, 0, k, &batch).await.expect("seed");
+    }
+    let token = SecretString::from("1//refresh-token-for-reset");
+    store.set_grant(&rep, Some(&token)).await.expect("set_grant");
+
+    let rec = record(&rep, ResetScope::Contacts, t(100));
+    let removed = store.reset(&rec, RepState::ResetPending, false).await.expect("reset contacts");
+    assert_eq!(removed, BTreeMap::from([("contact".to_owned(), 2)]), "reset reports linked links removed per kind");
+
+    let contacts = store.links(&rep, Kind::Contact).await.expect("links");
+    assert_eq!(contacts.len(), 1, "linked contacts are gone");
+    assert_eq!(contacts[0].state, LinkState::Suppressed, "suppressions survive a reset");
+    assert_eq!(store.cursors(&rep, Kind::Contact).await.expect("cursors"), Cursors::default(), "cursors are gone");
+    assert!(store.item_errors(&rep, Kind::Contact).await.expect("errors").is_empty(), "item errors are gone");
+    assert_eq!(store.links(&rep, Kind::Event).await.expect("links").len(), 3, "other kinds are untouched");
+    assert!(store.cursors(&rep, Kind::Event).await.expect("cursors").provider.is_some());
+    assert_eq!(store.item_errors(&rep, Kind::Event).await.expect("errors").len(), 1);
+
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!(st.epoch, 1);
+    assert_eq!(st.state, RepState::ResetPending);
+    let want = ResetRecord { links_removed: removed.clone(), ..rec.clone() };
+    assert_eq!(st.last_reset.as_ref(), Some(&want), "the reset is recorded with its counts");
+    assert_eq!(store.resets(&rep).await.expect("resets"), vec![want.clone()], "the audit trail has the reset");
+    assert_eq!(
+        store.grant(&rep).await.expect("grant").map(|g| g.expose_secret().to_owned()),
+        Some(token.expose_secret().to_owned()),
+        "the grant stays unless asked to drop it"
+    );
+
+    let rec2 = ResetRecord { admin_name: "Bob Boss".into(), ..record(&rep, ResetScope::All, t(200)) };
+    let removed2 = store.reset(&rec2, RepState::NeedsReconnect, true).await.expect("reset all");
+    assert_eq!(removed2, BTreeMap::from([("contact".to_owned(), 0), ("event".to_owned(), 2)]));
+    for k in Kind::ALL {
+        let left = store.links(&rep, k).await.expect("links");
+        assert!(left.iter().all(|l| l.state == LinkState::Suppressed) && left.len() == 1, "only suppressions stay");
+        assert_eq!(store.cursors(&rep, k).await.expect("cursors"), Cursors::default());
+    }
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!((st.epoch, st.state), (2, RepState::NeedsReconnect));
+    assert!(store.grant(&rep).await.expect("grant").is_none(), "drop_grant removes the stored grant");
+    let want2 = ResetRecord { links_removed: removed2, ..rec2 };
+    assert_eq!(store.resets(&rep).await.expect("resets"), vec![want, want2], "resets are kept oldest first");
+
+    // A reset of a rep the store has never seen creates it.
+    let fresh = unique_rep("reset-fresh");
+    let removed = store.reset(&record(&fresh, ResetScope::Events, t(300)), RepState::Ok, false).await.expect("reset");
+    assert_eq!(removed, BTreeMap::from([("event".to_owned(), 0)]));
+    assert_eq!(store.status(&fresh).await.expect("status").epoch, 1);
+}
+
+/// Grants are stored, replaced and removed per rep, and never shown by `Debug`.
+pub async fn grants(store: &dyn Store) {
+    let rep = unique_rep("grant");
+    assert!(store.grant(&rep).await.expect("grant").is_none());
+    let secret = "1//0gSECRET-refresh-token-do-not-log";
+    store.set_grant(&rep, Some(&SecretString::from(secret))).await.expect("set_grant");
+    assert_eq!(store.grant(&rep).await.expect("grant").map(|g| g.expose_secret().to_owned()).as_deref(), Some(secret));
+    assert!(store.grant(&unique_rep("grant-other")).await.expect("grant").is_none(), "grants are per rep");
+    store.set_grant(&rep, Some(&SecretString::from("second"))).await.expect("replace");
+    assert_eq!(
+        store.grant(&rep).await.expect("grant").map(|g| g.expose_secret().to_owned()).as_deref(),
+        Some("second")
+    );
+    assert!(!format!("{store:?}").contains("second"), "Debug of the store shows no grant");
+    store.set_grant(&rep, None).await.expect("remove");
+    assert!(store.grant(&rep).await.expect("grant").is_none());
+}
+
+fn mine(claimed: Vec<String>, reps: &[String]) -> BTreeSet<String> {
+    claimed.into_iter().filter(|r| reps.contains(r)).collect()
+}
+
+/// Due reps go to exactly one worker; `n` limits a claim; `schedule` keeps an existing due
+/// time; renew and release are refused to a worker that does not hold the rep.
+pub async fn leasing(store: &dyn Store) {
+    let base = Utc::now();
+    let lease = Duration::from_secs(60);
+    let reps: Vec<String> = (0..5).map(|i| unique_rep(&format!("lease{i}"))).collect();
+    for r in &reps[..4] {
+        store.schedule(r, base).await.expect("schedule");
+    }
+    store.schedule(&reps[4], base + chrono::Duration::hours(1)).await.expect("schedule later");
+    store.schedule(&reps[0], base + chrono::Duration::hours(10)).await.expect("schedule again");
+    assert!(store.statuses().await.expect("statuses").iter().any(|s| s.rep == reps[4]), "schedule makes reps known");
+
+    assert!(store.claim_due_reps("w1", 0, lease, base).await.expect("claim 0").is_empty(), "n = 0 claims nothing");
+    let first = store.claim_due_reps("w1", 2, lease, base).await.expect("claim");
+    assert_eq!(first.len(), 2, "a claim hands out at most n reps (and n when that many are due)");
+    let w1 = mine(first, &reps);
+    let w2 = mine(store.claim_due_reps("w2", 100, lease, base).await.expect("claim"), &reps);
+    assert!(w1.is_disjoint(&w2), "no rep goes to two workers: {w1:?} {w2:?}");
+    let all: BTreeSet<String> = w1.union(&w2).cloned().collect();
+    assert_eq!(all, reps[..4].iter().cloned().collect(), "every due rep is claimed (schedule kept rep 0 due)");
+    assert!(mine(store.claim_due_reps("w3", 100, lease, base).await.expect("claim"), &reps).is_empty());
+
+    let a = w2.iter().next().expect("w2 holds a rep").clone();
+    store.renew_lease("w2", &a, lease, base + chrono::Duration::seconds(30)).await.expect("renew");
+    must_conflict("renew by another worker", store.renew_lease("w1", &a, lease, base).await).await;
+    must_conflict("release by another worker", store.release("w1", &a, base).await).await;
+    must_conflict("renew of a rep never claimed", store.renew_lease("w1", &reps[4], lease, base).await).await;
+
+    let later = base + chrono::Duration::hours(2);
+    store.release("w2", &a, later).await.expect("release");
+    must_conflict("release twice", store.release("w2", &a, later).await).await;
+    must_conflict("renew after release", store.renew_lease("w2", &a, lease, base).await).await;
+    assert!(
+        !store.claim_due_reps("w3", 100, lease, base).await.expect("claim").contains(&a),
+        "a released rep is not due before its next due time"
+    );
+    let due = mine(store.claim_due_reps("w3", 100, lease, later).await.expect("claim"), &reps);
+    assert_eq!(
+        due,
+        reps.iter().cloned().collect(),
+        "reps become due at their time, and the expired leases of w1/w2 are claimable"
+    );
+
+    // Leave nothing due for other checks sharing the store.
+    let never = Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).single().expect("time");
+    for r in &reps {
+        store.release("w3", r, never).await.expect("release");
+    }
+}
+
+/// A lease ends at `now + lease`: from then on the rep can be claimed by another worker, and the
+/// old holder's renew and release are refused.
+pub async fn lease_expiry(store: &dyn Store) {
+    let base = Utc::now();
+    let lease = Duration::from_millis(1500);
+    let reps: Vec<String> = (0..3).map(|i| unique_rep(&format!("expiry{i}"))).collect();
+    for r in &reps {
+        store.schedule(r, base).await.expect("schedule");
+    }
+    let held = mine(store.claim_due_reps("old", 100, lease, base).await.expect("claim"), &reps);
+    assert_eq!(held.len(), 3);
+    let kept = reps[0].clone();
+    let ms = |n: i64| base + chrono::Duration::milliseconds(n);
+    store.renew_lease("old", &kept, lease, ms(1000)).await.expect("renew within the lease");
+    assert!(
+        mine(store.claim_due_reps("new", 100, lease, ms(1499)).await.expect("claim"), &reps).is_empty(),
+        "a lease holds until it ends"
+    );
+    let taken = mine(store.claim_due_reps("new", 100, lease, ms(1500)).await.expect("claim"), &reps);
+    assert_eq!(taken, reps[1..].iter().cloned().collect(), "expired leases are claimable at their end");
+    must_conflict("renew of an expired, re-claimed lease", store.renew_lease("old", &reps[1], lease, ms(1500)).await)
+        .await;
+    must_conflict("release of a re-claimed rep", store.release("old", &reps[2], ms(1600)).await).await;
+    store.renew_lease("new", &reps[1], lease, ms(1600)).await.expect("the new holder renews");
+    must_conflict("renew at the very end of the lease", store.renew_lease("old", &kept, lease, ms(2500)).await).await;
+    let again = mine(store.claim_due_reps("new", 100, lease, ms(2500)).await.expect("claim"), &reps);
+    assert_eq!(again, BTreeSet::from([kept.clone()]), "an unrenewed lease expires too");
+    for r in &reps {
+        store
+            .release("new", r, Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).single().expect("time"))
+            .await
+            .expect("release");
+    }
+}

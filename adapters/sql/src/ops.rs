@@ -1,0 +1,722 @@
+//! The store operations, written once and instantiated for each back end.
+//!
+//! The SQL is portable between SQLite and PostgreSQL (`$n` parameters, `ON CONFLICT`,
+//! `RETURNING`); the two differences are passed to [`ops!`]: the statement that opens a write
+//! transaction (`BEGIN IMMEDIATE` on SQLite, so writers queue on the busy timeout instead of
+//! failing on a lock upgrade) and the row-locking clause of the claim (`FOR UPDATE SKIP LOCKED`
+//! on PostgreSQL).
+//!
+//! Every write first locks the rep's row (`UPDATE reps SET epoch = epoch … RETURNING epoch`), so
+//! a cycle's commit and a reset of the same rep are serialized: either the commit lands before
+//! the reset (and the reset deletes what it wrote) or it sees the new epoch and writes nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use crmsync_core::report::CycleReport;
+use crmsync_core::{Error, ErrorKind, Kind, Link, LinkState, RepState, ResetScope, Result, Side, SyncKey};
+
+/// Largest number of rows one multi-row `INSERT` carries (keeps the bind count far below
+/// SQLite's and PostgreSQL's limits).
+pub(crate) const INSERT_CHUNK: usize = 500;
+
+/// A timestamp as stored in text columns: RFC 3339 UTC with nanoseconds (fixed width).
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// A timestamp as stored in compared columns (schedule and leases): nanoseconds since 1970.
+pub(crate) fn ns(t: DateTime<Utc>) -> Result<i64> {
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| Error::invalid_config(format!("time {t} is outside the range the store can schedule")))
+}
+
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> Result<i64> {
+    let lease = chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(format!("lease: {e}")))?;
+    ns(now + lease)
+}
+
+/// Any driver error: the store failed. Lock contention, timeouts and I/O may pass on retry.
+pub(crate) fn db(e: sqlx::Error) -> Error {
+    let temporary = match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(d) => {
+            // PostgreSQL serialization failure / deadlock; SQLite busy / locked.
+            matches!(d.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "517" | "261"))
+        }
+        _ => false,
+    };
+    let err = Error::store(e.to_string()).with_source(e);
+    if temporary { err.temporary(None) } else { err }
+}
+
+fn corrupt(column: &str, value: &str) -> Error {
+    Error::store(format!("corrupt value {value:?} in column {column}"))
+}
+
+pub(crate) fn parse_ts(column: &str, s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(column, s))
+}
+
+pub(crate) fn parse_opt_ts(column: &str, s: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.map(|s| parse_ts(column, &s)).transpose()
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(column: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::store(format!("corrupt JSON in column {column}: {e}")))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::unexpected(format!("cannot serialize: {e}")))
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<RepState> {
+    RepState::parse(s).ok_or_else(|| corrupt("reps.state", s))
+}
+
+pub(crate) fn parse_side(s: &str) -> Result<Side> {
+    Side::parse(s).ok_or_else(|| corrupt("item_errors.side", s))
+}
+
+pub(crate) fn link_state_str(s: LinkState) -> &'static str {
+    match s {
+        LinkState::Linked => "linked",
+        LinkState::Suppressed => "suppressed",
+    }
+}
+
+pub(crate) fn parse_link_state(s: &str) -> Result<LinkState> {
+    match s {
+        "linked" => Ok(LinkState::Linked),
+        "suppressed" => Ok(LinkState::Suppressed),
+        _ => Err(corrupt("links.state", s)),
+    }
+}
+
+pub(crate) fn scope_str(s: ResetScope) -> &'static str {
+    match s {
+        ResetScope::Contacts => "contacts",
+        ResetScope::Events => "events",
+        ResetScope::All => "all",
+    }
+}
+
+pub(crate) fn parse_scope(s: &str) -> Result<ResetScope> {
+    match s {
+        "contacts" => Ok(ResetScope::Contacts),
+        "events" => Ok(ResetScope::Events),
+        "all" => Ok(ResetScope::All),
+        _ => Err(corrupt("resets.scope", s)),
+    }
+}
+
+pub(crate) fn conflict_epoch(rep: &str, epoch: u64, current: u64) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!("rep {rep} was reset while this cycle ran (epoch {epoch}, now {current}); nothing written"),
+    )
+}
+
+/// Last upsert per key wins, as applying them one after the other would do (one multi-row
+/// `INSERT … ON CONFLICT DO UPDATE` may not touch a row twice).
+pub(crate) fn dedup_links(links: &[Link]) -> Vec<&Link> {
+    let mut last: BTreeMap<&SyncKey, usize> = BTreeMap::new();
+    for (i, l) in links.iter().enumerate() {
+        last.insert(&l.key, i);
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    keep.into_iter().map(|i| &links[i]).collect()
+}
+
+/// Sum of a counter over both kinds of a report.
+pub(crate) fn both(r: &CycleReport, f: impl Fn(&crmsync_core::KindReport) -> u64) -> i64 {
+    (f(&r.contacts) + f(&r.events)) as i64
+}
+
+pub(crate) fn kind_of(kind: Kind) -> &'static str {
+    kind.as_str()
+}
+
+/// Instantiate the operations for one back end.
+macro_rules! ops {
+    ($module:ident, $db:ty, begin = $begin:expr, lock = $lock:literal) => {
+        pub(crate) mod $module {
+            use std::collections::BTreeMap;
+
+            use chrono::{DateTime, Utc};
+            use crmsync_core::report::CycleReport;
+            use crmsync_core::{
+                Cursors, Error, ErrorKind, ItemError, Kind, Link, LinkBatch, RepState, RepStatus, ResetRecord, Result,
+                SyncKey,
+            };
+            use secrecy::{ExposeSecret, SecretString};
+            use sqlx::Row;
+
+            use crate::ops::*;
+
+            pub(crate) type Db = $db;
+            pub(crate) type Pool = sqlx::Pool<Db>;
+            type Tx = sqlx::Transaction<'static, Db>;
+            type DbRow = <Db as sqlx::Database>::Row;
+
+            const BEGIN: Option<&'static str> = $begin;
+
+            /// Open a write transaction.
+            pub(crate) async fn begin(pool: &Pool) -> Result<Tx> {
+                match BEGIN {
+                    Some(stmt) => pool.begin_with(stmt).await.map_err(db),
+                    None => pool.begin().await.map_err(db),
+                }
+            }
+
+            async fn ensure_rep(tx: &mut Tx, rep: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO reps (rep, state, epoch, created_at) VALUES ($1, 'ok', 0, $2) \
+                     ON CONFLICT (rep) DO NOTHING",
+                )
+                .bind(rep)
+                .bind(ts(Utc::now()))
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
+            /// Create the rep's row if needed and lock it; returns the current epoch.
+            async fn lock_rep(tx: &mut Tx, rep: &str) -> Result<u64> {
+                ensure_rep(tx, rep).await?;
+                let epoch: i64 = sqlx::query_scalar("UPDATE reps SET epoch = epoch WHERE rep = $1 RETURNING epoch")
+                    .bind(rep)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                Ok(epoch as u64)
+            }
+
+            async fn check_epoch(tx: &mut Tx, rep: &str, epoch: u64) -> Result<()> {
+                let current = lock_rep(tx, rep).await?;
+                if current != epoch {
+                    return Err(conflict_epoch(rep, epoch, current));
+                }
+                Ok(())
+            }
+
+            const STATUS_COLUMNS: &str =
+                "SELECT rep, state, epoch, last_success, last_report, last_reset, last_error FROM reps";
+
+            fn status_row(row: &DbRow) -> Result<RepStatus> {
+                let state: String = row.try_get("state").map_err(db)?;
+                let epoch: i64 = row.try_get("epoch").map_err(db)?;
+                let report: Option<String> = row.try_get("last_report").map_err(db)?;
+                let reset: Option<String> = row.try_get("last_reset").map_err(db)?;
+                Ok(RepStatus {
+                    rep: row.try_get("rep").map_err(db)?,
+                    state: parse_state(&state)?,
+                    epoch: epoch as u64,
+                    last_success: parse_opt_ts("reps.last_success", row.try_get("last_success").map_err(db)?)?,
+                    last_report: report.map(|s| parse_json("reps.last_report", &s)).transpose()?,
+                    last_reset: reset.map(|s| parse_json("reps.last_reset", &s)).transpose()?,
+                    last_error: row.try_get("last_error").map_err(db)?,
+                })
+            }
+
+            async fn read_status(pool: &Pool, rep: &str) -> Result<Option<RepStatus>> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{STATUS_COLUMNS} WHERE rep = $1")))
+                    .bind(rep)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db)?;
+                row.as_ref().map(status_row).transpose()
+            }
+
+            /// Make sure the rep has a row (a write only the first time).
+            async fn touch(pool: &Pool, rep: &str) -> Result<()> {
+                let mut tx = begin(pool).await?;
+                ensure_rep(&mut tx, rep).await?;
+                tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn status(pool: &Pool, rep: &str) -> Result<RepStatus> {
+                if let Some(s) = read_status(pool, rep).await? {
+                    return Ok(s);
+                }
+                touch(pool, rep).await?;
+                read_status(pool, rep).await?.ok_or_else(|| Error::store(format!("rep {rep} vanished")))
+            }
+
+            pub(crate) async fn statuses(pool: &Pool) -> Result<Vec<RepStatus>> {
+                let rows = sqlx::query(STATUS_COLUMNS).fetch_all(pool).await.map_err(db)?;
+                let mut out = rows.iter().map(status_row).collect::<Result<Vec<_>>>()?;
+                out.sort_by(|a, b| a.rep.cmp(&b.rep));
+                Ok(out)
+            }
+
+            pub(crate) async fn set_state(
+                pool: &Pool,
+                rep: &str,
+                epoch: u64,
+                state: RepState,
+                error: Option<String>,
+                report: Option<&CycleReport>,
+            ) -> Result<()> {
+                let mut tx = begin(pool).await?;
+                check_epoch(&mut tx, rep, epoch).await?;
+                sqlx::query("UPDATE reps SET state = $2, last_error = $3 WHERE rep = $1")
+                    .bind(rep)
+                    .bind(state.as_str())
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                if let Some(r) = report {
+                    let json = to_json(r)?;
+                    if r.error.is_none() {
+                        sqlx::query("UPDATE reps SET last_report = $2, last_success = $3 WHERE rep = $1")
+                            .bind(rep)
+                            .bind(&json)
+                            .bind(r.finished.map(ts))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    } else {
+                        sqlx::query("UPDATE reps SET last_report = $2 WHERE rep = $1")
+                            .bind(rep)
+                            .bind(&json)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                    let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs WHERE rep = $1")
+                        .bind(rep)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    sqlx::query(
+                        "INSERT INTO runs (id, rep, seq, epoch, state, started, finished, error, \
+                         created_in_crm, created_in_provider, updated_in_crm, updated_in_provider, \
+                         deleted_in_crm, deleted_in_provider, linked, unlinked, conflicts, errors, \
+                         requests_crm, requests_provider, report, recorded_at) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                         $19, $20, $21, $22)",
+                    )
+                    .bind(uuid::Uuid::new_v4().to_string())
+                    .bind(rep)
+                    .bind(seq)
+                    .bind(epoch as i64)
+                    .bind(r.state.as_str())
+                    .bind(r.started.map(ts))
+                    .bind(r.finished.map(ts))
+                    .bind(r.error.clone())
+                    .bind(both(r, |k| k.created_in_crm))
+                    .bind(both(r, |k| k.created_in_provider))
+                    .bind(both(r, |k| k.updated_in_crm))
+                    .bind(both(r, |k| k.updated_in_provider))
+                    .bind(both(r, |k| k.deleted_in_crm))
+                    .bind(both(r, |k| k.deleted_in_provider))
+                    .bind(both(r, |k| k.linked))
+                    .bind(both(r, |k| k.unlinked))
+                    .bind(both(r, |k| k.conflicts))
+                    .bind(both(r, |k| k.errors))
+                    .bind(r.requests.crm as i64)
+                    .bind(r.requests.provider as i64)
+                    .bind(&json)
+                    .bind(ts(Utc::now()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn runs(pool: &Pool, rep: &str) -> Result<Vec<CycleReport>> {
+                let rows: Vec<String> = sqlx::query_scalar("SELECT report FROM runs WHERE rep = $1 ORDER BY seq")
+                    .bind(rep)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db)?;
+                rows.iter().map(|s| parse_json("runs.report", s)).collect()
+            }
+
+            pub(crate) async fn links(pool: &Pool, rep: &str, kind: Kind) -> Result<Vec<Link>> {
+                let rows = sqlx::query(
+                    "SELECT sync_key, provider_id, crm_id, provider_version, crm_version, hash, snapshot, state, pending \
+                     FROM links WHERE rep = $1 AND kind = $2",
+                )
+                .bind(rep)
+                .bind(kind_of(kind))
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let snapshot: String = row.try_get("snapshot").map_err(db)?;
+                    let state: String = row.try_get("state").map_err(db)?;
+                    let pending: Option<String> = row.try_get("pending").map_err(db)?;
+                    out.push(Link {
+                        kind,
+                        key: SyncKey(row.try_get("sync_key").map_err(db)?),
+                        provider_id: row.try_get("provider_id").map_err(db)?,
+                        crm_id: row.try_get("crm_id").map_err(db)?,
+                        provider_version: row.try_get("provider_version").map_err(db)?,
+                        crm_version: row.try_get("crm_version").map_err(db)?,
+                        hash: row.try_get("hash").map_err(db)?,
+                        snapshot: parse_json("links.snapshot", &snapshot)?,
+                        state: parse_link_state(&state)?,
+                        pending: pending.map(|p| parse_json("links.pending", &p)).transpose()?,
+                    });
+                }
+                out.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(out)
+            }
+
+            pub(crate) async fn cursors(pool: &Pool, rep: &str, kind: Kind) -> Result<Cursors> {
+                let row = sqlx::query("SELECT provider_cursor, crm_cursor FROM cursors WHERE rep = $1 AND kind = $2")
+                    .bind(rep)
+                    .bind(kind_of(kind))
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db)?;
+                match row {
+                    None => Ok(Cursors::default()),
+                    Some(row) => Ok(Cursors {
+                        provider: row.try_get("provider_cursor").map_err(db)?,
+                        crm: row.try_get("crm_cursor").map_err(db)?,
+                    }),
+                }
+            }
+
+            pub(crate) async fn item_errors(pool: &Pool, rep: &str, kind: Kind) -> Result<Vec<ItemError>> {
+                let rows = sqlx::query(
+                    "SELECT side, item_id, reason, attempts, first_seen, last_seen FROM item_errors \
+                     WHERE rep = $1 AND kind = $2",
+                )
+                .bind(rep)
+                .bind(kind_of(kind))
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let side: String = row.try_get("side").map_err(db)?;
+                    let attempts: i64 = row.try_get("attempts").map_err(db)?;
+                    let first: String = row.try_get("first_seen").map_err(db)?;
+                    let last: String = row.try_get("last_seen").map_err(db)?;
+                    out.push(ItemError {
+                        kind,
+                        side: parse_side(&side)?,
+                        id: row.try_get("item_id").map_err(db)?,
+                        reason: row.try_get("reason").map_err(db)?,
+                        attempts: u32::try_from(attempts).map_err(|_| Error::store("corrupt attempts"))?,
+                        first_seen: parse_ts("item_errors.first_seen", &first)?,
+                        last_seen: parse_ts("item_errors.last_seen", &last)?,
+                    });
+                }
+                out.sort_by(|a, b| (a.side, &a.id).cmp(&(b.side, &b.id)));
+                Ok(out)
+            }
+
+            pub(crate) async fn commit(pool: &Pool, rep: &str, epoch: u64, kind: Kind, batch: &LinkBatch) -> Result<()> {
+                let k = kind_of(kind);
+                let mut tx = begin(pool).await?;
+                check_epoch(&mut tx, rep, epoch).await?;
+                for key in &batch.remove {
+                    sqlx::query("DELETE FROM links WHERE rep = $1 AND kind = $2 AND sync_key = $3")
+                        .bind(rep)
+                        .bind(k)
+                        .bind(key.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                let now = ts(Utc::now());
+                let upserts = dedup_links(&batch.upsert);
+                for chunk in upserts.chunks(INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<Db>::new(
+                        "INSERT INTO links (rep, kind, sync_key, provider_id, crm_id, provider_version, \
+                         crm_version, hash, snapshot, state, pending, updated_at) ",
+                    );
+                    let mut rows = Vec::with_capacity(chunk.len());
+                    for l in chunk {
+                        let pending = l.pending.as_ref().map(to_json).transpose()?;
+                        rows.push((l, to_json(&l.snapshot)?, pending));
+                    }
+                    qb.push_values(rows, |mut b, (l, snapshot, pending)| {
+                        b.push_bind(rep.to_owned())
+                            .push_bind(k)
+                            .push_bind(l.key.0.clone())
+                            .push_bind(l.provider_id.clone())
+                            .push_bind(l.crm_id.clone())
+                            .push_bind(l.provider_version.clone())
+                            .push_bind(l.crm_version.clone())
+                            .push_bind(l.hash.clone())
+                            .push_bind(snapshot)
+                            .push_bind(link_state_str(l.state))
+                            .push_bind(pending)
+                            .push_bind(now.clone());
+                    });
+                    qb.push(
+                        " ON CONFLICT (rep, kind, sync_key) DO UPDATE SET provider_id = excluded.provider_id, \
+                         crm_id = excluded.crm_id, provider_version = excluded.provider_version, \
+                         crm_version = excluded.crm_version, hash = excluded.hash, snapshot = excluded.snapshot, \
+                         state = excluded.state, pending = excluded.pending, updated_at = excluded.updated_at",
+                    );
+                    qb.build().execute(&mut *tx).await.map_err(db)?;
+                }
+                for (side, id) in &batch.clear_errors {
+                    sqlx::query("DELETE FROM item_errors WHERE rep = $1 AND kind = $2 AND side = $3 AND item_id = $4")
+                        .bind(rep)
+                        .bind(k)
+                        .bind(side.as_str())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                for e in &batch.errors {
+                    sqlx::query(
+                        "INSERT INTO item_errors (rep, kind, side, item_id, reason, attempts, first_seen, last_seen) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rep, kind, side, item_id) DO UPDATE \
+                         SET reason = excluded.reason, attempts = item_errors.attempts + 1, \
+                         last_seen = excluded.last_seen",
+                    )
+                    .bind(rep)
+                    .bind(k)
+                    .bind(e.side.as_str())
+                    .bind(&e.id)
+                    .bind(&e.reason)
+                    .bind(i64::from(e.attempts))
+                    .bind(ts(e.first_seen))
+                    .bind(ts(e.last_seen))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                if let Some(c) = &batch.cursors {
+                    sqlx::query(
+                        "INSERT INTO cursors (rep, kind, provider_cursor, crm_cursor, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rep, kind) DO UPDATE SET \
+                         provider_cursor = excluded.provider_cursor, crm_cursor = excluded.crm_cursor, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(rep)
+                    .bind(k)
+                    .bind(c.provider.clone())
+                    .bind(c.crm.clone())
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn reset(
+                pool: &Pool,
+                record: &ResetRecord,
+                state: RepState,
+                drop_grant: bool,
+            ) -> Result<BTreeMap<String, u64>> {
+                let rep = record.rep.as_str();
+                let mut tx = begin(pool).await?;
+                ensure_rep(&mut tx, rep).await?;
+                let epoch: i64 = sqlx::query_scalar("UPDATE reps SET epoch = epoch + 1 WHERE rep = $1 RETURNING epoch")
+                    .bind(rep)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let mut removed = BTreeMap::new();
+                for &kind in record.scope.kinds() {
+                    let k = kind_of(kind);
+                    let n = sqlx::query("DELETE FROM links WHERE rep = $1 AND kind = $2 AND state = 'linked'")
+                        .bind(rep)
+                        .bind(k)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .rows_affected();
+                    removed.insert(k.to_owned(), n);
+                    for table in ["DELETE FROM cursors WHERE rep = $1 AND kind = $2", "DELETE FROM item_errors WHERE rep = $1 AND kind = $2"] {
+                        sqlx::query(table).bind(rep).bind(k).execute(&mut *tx).await.map_err(db)?;
+                    }
+                }
+                let mut rec = record.clone();
+                rec.links_removed = removed.clone();
+                sqlx::query(
+                    "INSERT INTO resets (rep, epoch, admin_id, admin_name, scope, at, links_removed) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(rep)
+                .bind(epoch)
+                .bind(&rec.admin_id)
+                .bind(&rec.admin_name)
+                .bind(scope_str(rec.scope))
+                .bind(ts(rec.at))
+                .bind(to_json(&rec.links_removed)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                let sql = if drop_grant {
+                    "UPDATE reps SET state = $2, last_reset = $3, grant_token = NULL WHERE rep = $1"
+                } else {
+                    "UPDATE reps SET state = $2, last_reset = $3 WHERE rep = $1"
+                };
+                sqlx::query(sql)
+                    .bind(rep)
+                    .bind(state.as_str())
+                    .bind(to_json(&rec)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                Ok(removed)
+            }
+
+            pub(crate) async fn resets(pool: &Pool, rep: &str) -> Result<Vec<ResetRecord>> {
+                let rows = sqlx::query(
+                    "SELECT rep, admin_id, admin_name, scope, at, links_removed FROM resets \
+                     WHERE rep = $1 ORDER BY epoch",
+                )
+                .bind(rep)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let scope: String = row.try_get("scope").map_err(db)?;
+                    let at: String = row.try_get("at").map_err(db)?;
+                    let removed: String = row.try_get("links_removed").map_err(db)?;
+                    out.push(ResetRecord {
+                        rep: row.try_get("rep").map_err(db)?,
+                        admin_id: row.try_get("admin_id").map_err(db)?,
+                        admin_name: row.try_get("admin_name").map_err(db)?,
+                        scope: parse_scope(&scope)?,
+                        at: parse_ts("resets.at", &at)?,
+                        links_removed: parse_json("resets.links_removed", &removed)?,
+                    });
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn grant(pool: &Pool, rep: &str) -> Result<Option<SecretString>> {
+                let row: Option<Option<String>> = sqlx::query_scalar("SELECT grant_token FROM reps WHERE rep = $1")
+                    .bind(rep)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db)?;
+                match row {
+                    Some(token) => Ok(token.map(SecretString::from)),
+                    None => {
+                        touch(pool, rep).await?;
+                        Ok(None)
+                    }
+                }
+            }
+
+            pub(crate) async fn set_grant(pool: &Pool, rep: &str, grant: Option<&SecretString>) -> Result<()> {
+                let mut tx = begin(pool).await?;
+                lock_rep(&mut tx, rep).await?;
+                sqlx::query("UPDATE reps SET grant_token = $2 WHERE rep = $1")
+                    .bind(rep)
+                    .bind(grant.map(|g| g.expose_secret().to_owned()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn schedule(pool: &Pool, rep: &str, due: DateTime<Utc>) -> Result<()> {
+                let due = ns(due)?;
+                let mut tx = begin(pool).await?;
+                ensure_rep(&mut tx, rep).await?;
+                sqlx::query("INSERT INTO schedule (rep, due_ns) VALUES ($1, $2) ON CONFLICT (rep) DO NOTHING")
+                    .bind(rep)
+                    .bind(due)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn claim_due_reps(
+                pool: &Pool,
+                worker: &str,
+                n: usize,
+                lease: std::time::Duration,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<String>> {
+                let until = lease_end(now, lease)?;
+                let now = ns(now)?;
+                if n == 0 {
+                    return Ok(vec![]);
+                }
+                let mut tx = begin(pool).await?;
+                let mut reps: Vec<String> = sqlx::query_scalar(concat!(
+                    "UPDATE schedule SET lease_worker = $1, lease_until_ns = $2 WHERE rep IN (",
+                    "SELECT rep FROM schedule WHERE due_ns <= $3 ",
+                    "AND (lease_until_ns IS NULL OR lease_until_ns <= $3) ",
+                    "ORDER BY due_ns, rep LIMIT $4",
+                    $lock,
+                    ") RETURNING rep"
+                ))
+                .bind(worker)
+                .bind(until)
+                .bind(now)
+                .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                reps.sort();
+                Ok(reps)
+            }
+
+            pub(crate) async fn renew_lease(
+                pool: &Pool,
+                worker: &str,
+                rep: &str,
+                lease: std::time::Duration,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let until = lease_end(now, lease)?;
+                let n = sqlx::query(
+                    "UPDATE schedule SET lease_until_ns = $3 WHERE rep = $1 AND lease_worker = $2 \
+                     AND lease_until_ns > $4",
+                )
+                .bind(rep)
+                .bind(worker)
+                .bind(until)
+                .bind(ns(now)?)
+                .execute(pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                if n == 0 {
+                    return Err(Error::new(ErrorKind::Conflict, format!("worker {worker} no longer holds rep {rep}")));
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn release(pool: &Pool, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()> {
+                let n = sqlx::query(
+                    "UPDATE schedule SET lease_worker = NULL, lease_until_ns = NULL, due_ns = $3 \
+                     WHERE rep = $1 AND lease_worker = $2",
+                )
+                .bind(rep)
+                .bind(worker)
+                .bind(ns(next_due)?)
+                .execute(pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                if n == 0 {
+                    return Err(Error::new(ErrorKind::Conflict, format!("worker {worker} does not hold rep {rep}")));
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+ops!(sqlite, sqlx::Sqlite, begin = Some("BEGIN IMMEDIATE"), lock = "");
+ops!(pg, sqlx::Postgres, begin = None, lock = " FOR UPDATE SKIP LOCKED");

@@ -1,0 +1,54 @@
+//! The store conformance suite against SQLite (temporary file) and PostgreSQL (own schema).
+
+mod common;
+
+use crmsync_core::Store;
+use crmsync_core::testkit::store::check_store;
+use crmsync_sql::SqlStore;
+
+use common::{PgSchema, TempDb, pg_url};
+
+#[tokio::test]
+async fn sqlite_passes_the_suite() {
+    let db = TempDb::new("conformance");
+    let store = SqlStore::connect(&db.url()).await.expect("connect");
+    assert_eq!(store.backend(), "sqlite");
+    check_store(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_plain_path_and_reopen_keep_data() {
+    let db = TempDb::new("reopen");
+    let path = db.path.to_str().expect("utf-8 path").to_owned();
+    let store = SqlStore::connect(&path).await.expect("connect by path");
+    store.status("rep-a").await.expect("status");
+    store.set_state("rep-a", 0, crmsync_core::RepState::Disabled, Some("x".into()), None).await.expect("set");
+    store.close().await;
+    let again = SqlStore::connect(&db.url()).await.expect("reopen");
+    let st = again.status("rep-a").await.expect("status");
+    assert_eq!(st.state, crmsync_core::RepState::Disabled, "data survives reopening");
+    assert_eq!(st.last_error.as_deref(), Some("x"));
+    again.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = SqlStore::connect("sqlite::memory:").await.expect("connect");
+    check_store(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_suite() {
+    let Some(url) = pg_url("postgres_passes_the_suite") else { return };
+    let schema = PgSchema::new(&url, "conformance");
+    let store = schema.store().await;
+    assert_eq!(store.backend(), "postgres");
+    check_store(&store).await;
+    // Connecting again to the migrated schema is fine (migrations are not re-applied).
+    let again = schema.store().await;
+    assert!(!again.statuses().await.expect("statuses").is_empty());
+    again.close().await;
+    store.close().await;
+    schema.drop().await;
+}
