@@ -238,6 +238,11 @@ impl State {
         Utc::now() + self.clock_offset
     }
 
+    /// The newest timestamp handed out.
+    pub fn last_stamp(&self) -> DateTime<Utc> {
+        self.last_stamp
+    }
+
     /// A fresh timestamp, strictly after every earlier one (millisecond precision).
     fn stamp(&mut self) -> DateTime<Utc> {
         let now = self.now();

@@ -40,6 +40,13 @@ pub(crate) struct Handler {
     pub state: Arc<Mutex<State>>,
 }
 
+/// An RFC 1123 date; the weekday is not checked (clients get it wrong, e.g. the docs' example).
+fn http_date_parse(s: &str) -> Option<DateTime<Utc>> {
+    let rest = s.split_once(", ").map_or(s, |(_, r)| r).trim();
+    let rest = rest.strip_suffix("GMT").unwrap_or(rest).trim();
+    chrono::NaiveDateTime::parse_from_str(rest, "%d %b %Y %H:%M:%S").ok().map(|t| t.and_utc())
+}
+
 fn http_date(t: DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
@@ -255,8 +262,7 @@ fn route(
                 ("PATCH", [id]) => match json_body() {
                     Ok(Value::Object(m)) => {
                         if let Some(h) = header("if-unmodified-since") {
-                            let Some(since) = DateTime::parse_from_rfc2822(&h).ok().map(|d| d.with_timezone(&Utc))
-                            else {
+                            let Some(since) = http_date_parse(&h) else {
                                 return (
                                     label,
                                     Reply::error(
@@ -518,12 +524,13 @@ fn replication(
     let (Some(start), Some(end)) = (start.as_deref().and_then(parse_time), end.as_deref().and_then(parse_time)) else {
         return Reply::error(400, "MISSING_ARGUMENT", "start and end are required (ISO 8601 dates)");
     };
-    let now = st.now();
+    // Stamps are unique per millisecond, so a burst of writes can run ahead of the wall clock.
+    let now = st.now().max(st.last_stamp());
     // Seconds are ignored: the window is whole minutes.
     let trunc = |t: DateTime<Utc>| {
         t - Duration::seconds(t.timestamp().rem_euclid(60)) - Duration::nanoseconds(t.timestamp_subsec_nanos() as i64)
     };
-    let (start, end) = (trunc(start), trunc(end.min(now)));
+    let (start, end) = (trunc(start), if end >= now { now } else { trunc(end) });
     if end < start {
         return Reply::error(400, "INVALID_REPLICATION_DATE", "endDate must chronologically follow the startDate");
     }
@@ -538,7 +545,7 @@ fn replication(
         let ids: Vec<Value> = st
             .rows(obj, false)
             .into_iter()
-            .filter(|r| stamp(r).is_some_and(|t| t >= start && t < end))
+            .filter(|r| stamp(r).is_some_and(|t| t >= start && t <= end))
             .filter_map(|r| r.get("Id").map(Val::to_json))
             .collect();
         Reply::json(200, json!({"ids": ids, "latestDateCovered": fmt_time(end)}))
@@ -554,7 +561,7 @@ fn replication(
             .rows(obj, true)
             .into_iter()
             .filter(|r| r.get("IsDeleted") == Some(&Val::Bool(true)))
-            .filter(|r| stamp(r).is_some_and(|t| t >= start && t < end))
+            .filter(|r| stamp(r).is_some_and(|t| t >= start && t <= end))
             .map(|r| json!({"id": r.get("Id").map(Val::to_json), "deletedDate": stamp(r).map(fmt_time)}))
             .collect();
         Reply::json(

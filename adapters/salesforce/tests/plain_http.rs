@@ -1,0 +1,295 @@
+//! The fake driven with plain HTTP, the way the public REST API documentation describes it (no
+//! adapter code): proof that other clients can use it.
+
+use crmsync_salesforce::fake::{CLIENT_ID, CLIENT_SECRET, FakeSalesforce, REFRESH_TOKEN};
+use serde_json::{Value, json};
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn login(fake: &FakeSalesforce) -> Api {
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{}/services/oauth2/token", fake.uri()))
+            .form(&[("grant_type", "refresh_token"), ("client_id", CLIENT_ID), ("refresh_token", REFRESH_TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        assert!(
+            body["issued_at"].as_str().unwrap().parse::<u64>().is_ok(),
+            "issued_at is epoch milliseconds as a string"
+        );
+        assert!(body.get("expires_in").is_none(), "Salesforce sends no expires_in");
+        let base = format!("{}/services/data/v62.0", body["instance_url"].as_str().unwrap().trim_end_matches('/'));
+        Api { http, base, token: body["access_token"].as_str().unwrap().to_owned() }
+    }
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let url = if path.starts_with("/services/") {
+            format!("{}{path}", self.base.split("/services/").next().unwrap())
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut rb = self.http.request(method, url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (status, headers, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+    async fn query(&self, soql: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}/query", self.base))
+            .bearer_auth(&self.token)
+            .query(&[("q", soql)])
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+use reqwest::Method;
+
+#[tokio::test]
+async fn the_fake_speaks_the_documented_rest_protocol() {
+    let fake = FakeSalesforce::start().await;
+    let owner = fake.add_user("Rita Rep", &[]);
+
+    // Versions need no session.
+    let versions: Value = reqwest::get(format!("{}/services/data/", fake.uri())).await.unwrap().json().await.unwrap();
+    assert_eq!(versions[0]["version"], "62.0");
+
+    // Client-credentials flow works too; a wrong secret is an OAuth error body.
+    let cc = reqwest::Client::new()
+        .post(format!("{}/services/oauth2/token", fake.uri()))
+        .form(&[("grant_type", "client_credentials"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cc.status(), 200);
+    let bad = reqwest::Client::new()
+        .post(format!("{}/services/oauth2/token", fake.uri()))
+        .form(&[("grant_type", "refresh_token"), ("client_id", CLIENT_ID), ("refresh_token", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+    let api = Api::login(&fake).await;
+
+    // Create → 201 {id, success, errors}; the id is 18 characters with the Contact prefix.
+    let (st, headers, body) = api
+        .send(
+            Method::POST,
+            "/sobjects/Contact/",
+            Some(json!({"LastName": "Plain", "Email": "plain@example.com", "OwnerId": owner})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    assert_eq!(body["success"], true);
+    assert!(headers.get("sforce-limit-info").unwrap().to_str().unwrap().starts_with("api-usage="));
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 18);
+    assert!(id.starts_with("003"));
+
+    // Read → attributes + fields; timestamps in Salesforce's format.
+    let (st, _, rec) = api.send(Method::GET, &format!("/sobjects/Contact/{id}"), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(rec["attributes"]["type"], "Contact");
+    assert_eq!(rec["attributes"]["url"], format!("/services/data/v62.0/sobjects/Contact/{id}"));
+    assert_eq!(rec["Name"], "Plain");
+    let stamp = rec["SystemModstamp"].as_str().unwrap();
+    assert!(stamp.ends_with("+0000") && stamp.len() == 28, "{stamp}");
+    let (_, _, few) = api.send(Method::GET, &format!("/sobjects/Contact/{id}?fields=LastName,Email"), None).await;
+    assert!(few.get("Title").is_none() && few["Email"] == "plain@example.com");
+
+    // Update → 204; a stale If-Unmodified-Since → 412.
+    let (st, _, _) = api.send(Method::PATCH, &format!("/sobjects/Contact/{id}"), Some(json!({"Title": "CEO"}))).await;
+    assert_eq!(st, 204);
+    let resp = api
+        .http
+        .patch(format!("{}/sobjects/Contact/{id}", api.base))
+        .bearer_auth(&api.token)
+        .header("If-Unmodified-Since", "Tue, 10 Aug 2015 00:00:00 GMT")
+        .json(&json!({"Title": "CTO"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 412);
+
+    // Validation errors are arrays of {message, errorCode, fields}.
+    let (st, _, err) = api.send(Method::POST, "/sobjects/Contact/", Some(json!({"FirstName": "No"}))).await;
+    assert_eq!(st, 400);
+    assert_eq!(err[0]["errorCode"], "REQUIRED_FIELD_MISSING");
+    assert_eq!(err[0]["message"], "Required fields are missing: [LastName]");
+    assert_eq!(err[0]["fields"], json!(["LastName"]));
+    let (_, _, err) = api.send(Method::POST, "/sobjects/Contact/", Some(json!({"LastName": "X", "Bogus__c": 1}))).await;
+    assert_eq!(err[0]["errorCode"], "INVALID_FIELD");
+    let (_, _, err) = api.send(Method::POST, "/sobjects/Event/", Some(json!({"Subject": "x", "StartDateTime": "2026-01-01T10:00:00Z", "DurationInMinutes": 30, "ShowAs": "Maybe"}))).await;
+    assert_eq!(err[0]["errorCode"], "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST");
+
+    // SOQL with a parent field.
+    let (st, q) = api.query("SELECT Id, Name, Owner.Name FROM Contact WHERE LastName = 'Plain'").await;
+    assert_eq!(st, 200);
+    assert_eq!(q["totalSize"], 1);
+    assert_eq!(q["done"], true);
+    assert!(q.get("nextRecordsUrl").is_none());
+    assert_eq!(q["records"][0]["Owner"]["Name"], "Rita Rep");
+    assert_eq!(q["records"][0]["Owner"]["attributes"]["type"], "User");
+    let (st, q) = api.query("SELECT COUNT() FROM User WHERE Name LIKE 'rita%'").await;
+    assert_eq!((st, q["totalSize"].clone()), (200, json!(1)));
+    let (st, err) = api.query("SELEKT Id FROM Contact").await;
+    assert_eq!(st, 400);
+    assert_eq!(err[0]["errorCode"], "MALFORMED_QUERY");
+    let (st, err) = api.query("SELECT Id FROM Contact WHERE LastName = 'a\\qb'").await;
+    assert_eq!((st, err[0]["errorCode"].clone()), (400, json!("MALFORMED_QUERY")));
+    let (_, err) = api.query("SELECT Nope FROM Contact").await;
+    assert_eq!(err[0]["errorCode"], "INVALID_FIELD");
+
+    // Upsert by external id: 201 created, then 200 updated (API ≥ 46.0).
+    let (st, _, b) =
+        api.send(Method::PATCH, "/sobjects/Contact/CrmSync_Key__c/key-1", Some(json!({"LastName": "Ext"}))).await;
+    assert_eq!((st, b["created"].clone()), (201, json!(true)));
+    let (st, _, b2) =
+        api.send(Method::PATCH, "/sobjects/Contact/CrmSync_Key__c/key-1", Some(json!({"LastName": "Ext2"}))).await;
+    assert_eq!((st, b2["created"].clone(), b2["id"].clone()), (200, json!(false), b["id"].clone()));
+
+    // sObject Collections: 200 per request at most, per-record results with statusCode.
+    let records: Vec<Value> = (0..250)
+        .map(|i| {
+            let mut r = json!({"attributes": {"type": "Contact"}, "LastName": format!("Bulk{i}"), "OwnerId": owner});
+            if i == 3 {
+                r.as_object_mut().unwrap().remove("LastName");
+            }
+            r
+        })
+        .collect();
+    let (st, _, err) =
+        api.send(Method::POST, "/composite/sobjects", Some(json!({"allOrNone": false, "records": records}))).await;
+    assert_eq!((st, err[0]["errorCode"].clone()), (400, json!("EXCEEDED_ID_LIMIT")));
+    let (st, _, res) = api
+        .send(Method::POST, "/composite/sobjects", Some(json!({"allOrNone": false, "records": records[..200]})))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(res.as_array().unwrap().len(), 200);
+    assert_eq!(res[3]["success"], false);
+    assert_eq!(res[3]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
+    assert_eq!(res[4]["success"], true);
+    // allOrNone rolls the batch back.
+    let (_, _, res) =
+        api.send(Method::POST, "/composite/sobjects", Some(json!({"allOrNone": true, "records": records[..5]}))).await;
+    assert_eq!(res[0]["errors"][0]["statusCode"], "ALL_OR_NONE_OPERATION_ROLLED_BACK");
+    let (_, _, res) = api
+        .send(Method::POST, "/composite/sobjects", Some(json!({"allOrNone": false, "records": records[200..]})))
+        .await;
+    assert!(res.as_array().unwrap().iter().all(|r| r["success"] == true));
+    let bulk_ids: Vec<String> = res.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+
+    // Paging at 2,000 through nextRecordsUrl.
+    for chunk in 0..11 {
+        let recs: Vec<Value> = (0..200)
+            .map(|i| json!({"attributes": {"type": "Contact"}, "LastName": format!("Page{chunk}-{i}")}))
+            .collect();
+        let (_, _, res) = api.send(Method::POST, "/composite/sobjects", Some(json!({"records": recs}))).await;
+        assert!(res.as_array().unwrap().iter().all(|r| r["success"] == true));
+    }
+    let (_, first) = api.query("SELECT Id, LastName FROM Contact WHERE LastName LIKE 'Page%' ORDER BY LastName").await;
+    assert_eq!(first["totalSize"], 2200);
+    assert_eq!(first["done"], false);
+    assert_eq!(first["records"].as_array().unwrap().len(), 2000);
+    let next = first["nextRecordsUrl"].as_str().unwrap();
+    assert!(next.starts_with("/services/data/v62.0/query/01g") && next.ends_with("-2000"), "{next}");
+    let (st, _, second) = api.send(Method::GET, next, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(second["done"], true);
+    assert_eq!(second["records"].as_array().unwrap().len(), 200);
+
+    // Delete: collections and single; deleted rows show in queryAll and the deleted resource.
+    let ids = bulk_ids[..3].join(",");
+    let (st, _, res) = api.send(Method::DELETE, &format!("/composite/sobjects?ids={ids}&allOrNone=false"), None).await;
+    assert_eq!(st, 200);
+    assert!(res.as_array().unwrap().iter().all(|r| r["success"] == true));
+    let (st, _, _) = api.send(Method::DELETE, &format!("/sobjects/Contact/{id}"), None).await;
+    assert_eq!(st, 204);
+    let (st, _, err) = api.send(Method::GET, &format!("/sobjects/Contact/{id}"), None).await;
+    assert_eq!((st, err[0]["errorCode"].clone()), (404, json!("ENTITY_IS_DELETED")));
+    let resp = api
+        .http
+        .get(format!("{}/queryAll", api.base))
+        .bearer_auth(&api.token)
+        .query(&[("q", format!("SELECT Id, IsDeleted FROM Contact WHERE Id = '{id}'"))])
+        .send()
+        .await
+        .unwrap();
+    let all: Value = resp.json().await.unwrap();
+    assert_eq!(all["records"][0]["IsDeleted"], true);
+    let (_, q) = api.query(&format!("SELECT Id FROM Contact WHERE Id = '{id}'")).await;
+    assert_eq!(q["totalSize"], 0, "query leaves deleted rows out");
+    let now = fake.now();
+    let start = (now - chrono::Duration::hours(1)).to_rfc3339();
+    let end = (now + chrono::Duration::minutes(2)).to_rfc3339();
+    let resp = api
+        .http
+        .get(format!("{}/sobjects/Contact/deleted/", api.base))
+        .bearer_auth(&api.token)
+        .query(&[("start", start.as_str()), ("end", end.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let del: Value = resp.json().await.unwrap();
+    assert_eq!(del["deletedRecords"].as_array().unwrap().len(), 4);
+    assert!(del["earliestDateAvailable"].is_string());
+    let resp = api
+        .http
+        .get(format!("{}/sobjects/Contact/updated/", api.base))
+        .bearer_auth(&api.token)
+        .query(&[("start", start.as_str()), ("end", end.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let upd: Value = resp.json().await.unwrap();
+    assert!(upd["ids"].as_array().unwrap().len() > 2000);
+
+    // Composite: several subrequests in one call.
+    let (st, _, comp) = api
+        .send(
+            Method::POST,
+            "/composite",
+            Some(json!({"allOrNone": false, "compositeRequest": [
+                {"method": "POST", "url": "/services/data/v62.0/sobjects/Contact", "referenceId": "c1", "body": {"LastName": "Comp"}},
+                {"method": "GET", "url": "/services/data/v62.0/query?q=SELECT+Id+FROM+Contact+WHERE+LastName+%3D+%27Comp%27", "referenceId": "q1"},
+            ]})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(comp["compositeResponse"][0]["httpStatusCode"], 201);
+    assert_eq!(comp["compositeResponse"][1]["body"]["totalSize"], 1);
+
+    // Limits, and an invalid session.
+    let (st, _, limits) = api.send(Method::GET, "/limits", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(limits["DailyApiRequests"]["Max"], 15000);
+    fake.expire_session();
+    let (st, _, err) = api.send(Method::GET, "/limits", None).await;
+    assert_eq!(st, 401);
+    assert_eq!(err, json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]));
+    assert_eq!(fake.requests_to("query"), 7);
+    assert_eq!(fake.requests_to("query_more"), 1);
+}
