@@ -291,7 +291,10 @@ impl Collection for EventsCollection {
 
     async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
         let all = self.read(None).await?;
-        let mut out: Vec<Found> = all
+        // One windowed scan. Events crmsync created outside the window need no lookup: their
+        // ids derive from the sync key, so a repeated create returns them (409) instead of
+        // duplicating.
+        let out: Vec<Found> = all
             .items
             .into_iter()
             .filter_map(|c| match c {
@@ -299,18 +302,6 @@ impl Collection for EventsCollection {
                 _ => None,
             })
             .collect();
-        // Events crmsync created have a known id: look those up even outside the window.
-        for k in keys {
-            if let MatchKey::SyncKey(key) = k {
-                if !out.iter().any(|f| f.item.sync_key.as_ref() == Some(key)) {
-                    if let Some(i) = self.get_one(&event_id_for(key)).await? {
-                        if i.sync_key.as_ref() == Some(key) {
-                            out.push(Found { item: i, in_scope: true });
-                        }
-                    }
-                }
-            }
-        }
         Ok(out)
     }
 
