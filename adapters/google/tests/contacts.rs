@@ -317,3 +317,21 @@ async fn user_managed_reps_need_their_grant() {
     let dbg = format!("{:?} {:?}", p.config(), c);
     assert!(!dbg.contains("BEGIN PRIVATE KEY") && !dbg.contains("fake-client-secret"), "{dbg}");
 }
+
+#[tokio::test]
+async fn one_token_per_rep_is_shared_by_both_collections() {
+    let (fake, p, rep) = common::setup(100).await;
+    let c = p.contacts(&rep, &common::access(&rep)).await.unwrap();
+    assert_eq!(fake.count("oauth.token"), 1);
+    let e = p.events(&rep, &common::access(&rep)).unwrap();
+    e.changes(None).await.unwrap();
+    assert_eq!(e.requests(), 1, "the cached token is reused");
+    assert_eq!(fake.count("oauth.token"), 1);
+    // Another rep gets its own token (its own `sub`).
+    let other = common::mailbox();
+    fake.add_user(&other);
+    let rep2 = common::rep(&other);
+    p.events(&rep2, &common::access(&rep2)).unwrap().changes(None).await.unwrap();
+    assert_eq!(fake.count("oauth.token"), 2);
+    drop(c);
+}

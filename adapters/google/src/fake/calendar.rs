@@ -54,9 +54,11 @@ pub(crate) struct EventRec {
 /// An edit of a seeded event, as a user would make it in the calendar UI.
 #[derive(Clone, Debug, Default)]
 pub struct EventEdit {
+    /// New `summary`.
     pub subject: Option<String>,
     /// New start (the duration is kept unless `duration` is given too).
     pub start: Option<DateTime<Utc>>,
+    /// New duration (from the new or the current start).
     pub duration: Option<Duration>,
 }
 
