@@ -1,0 +1,293 @@
+//! The fake spoken to with plain reqwest and hand-written Graph JSON (as in Microsoft's docs),
+//! so any Graph client can use it — not only this adapter.
+
+use crmsync_exchange::fake::{CLIENT_ID, CLIENT_SECRET, FakeGraph, Fault, TENANT};
+use reqwest::Client;
+use serde_json::{Value, json};
+
+const PROP: &str = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name MySyncKey";
+
+async fn token(http: &Client, fake: &FakeGraph) -> String {
+    let r = http
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", fake.uri()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["expires_in"].as_u64().unwrap() > 0);
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn contacts_folder_extended_properties_delta_batch_and_errors() {
+    let fake = FakeGraph::start().await;
+    fake.add_mailbox("megan@contoso.com");
+    let http = Client::new();
+    let tok = token(&http, &fake).await;
+    let g = |p: &str| format!("{}/v1.0/users/megan@contoso.com{p}", fake.uri());
+
+    // No folder yet; create it.
+    let r: Value = http
+        .get(g("/contactFolders"))
+        .query(&[("$filter", "displayName eq 'Salesforce_Sync'")])
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["value"], json!([]));
+    let r = http
+        .post(g("/contactFolders"))
+        .bearer_auth(&tok)
+        .json(&json!({"displayName":"Salesforce_Sync"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let folder: Value = r.json().await.unwrap();
+    let fid = folder["id"].as_str().unwrap().to_owned();
+    let dup = http
+        .post(g("/contactFolders"))
+        .bearer_auth(&tok)
+        .json(&json!({"displayName":"Salesforce_Sync"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 409);
+
+    // Create two contacts, one stamped with an extended property (contact.md / singlevaluelegacyextendedproperty-post).
+    let r = http
+        .post(g(&format!("/contactFolders/{fid}/contacts")))
+        .bearer_auth(&tok)
+        .json(&json!({
+            "givenName": "Pavel", "surname": "Bansky",
+            "emailAddresses": [{"address": "pavelb@fabrikam.onmicrosoft.com", "name": "Pavel Bansky"}],
+            "businessPhones": ["+1 732 555 0102"],
+            "singleValueExtendedProperties": [{"id": PROP, "value": "abc"}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let pavel: Value = r.json().await.unwrap();
+    assert!(pavel["@odata.etag"].as_str().unwrap().starts_with("W/\""));
+    assert!(pavel.get("singleValueExtendedProperties").is_none(), "only $expand shows extended properties");
+    assert_eq!(pavel["parentFolderId"], fid.as_str());
+    let pid = pavel["id"].as_str().unwrap().to_owned();
+    let r = http
+        .post(g(&format!("/contactFolders/{fid}/contacts")))
+        .bearer_auth(&tok)
+        .json(&json!({"givenName": "Adele", "surname": "Vance"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Read the property back, and filter by it.
+    let one: Value = http
+        .get(g(&format!("/contacts/{pid}")))
+        .query(&[("$expand", format!("singleValueExtendedProperties($filter=id eq '{PROP}')"))])
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["singleValueExtendedProperties"][0]["value"], "abc");
+    let found: Value = http
+        .get(g(&format!("/contactFolders/{fid}/contacts")))
+        .query(&[(
+            "$filter",
+            format!("singleValueExtendedProperties/Any(ep: ep/id eq '{PROP}' and ep/value eq 'abc')"),
+        )])
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["value"].as_array().unwrap().len(), 1);
+    assert_eq!(found["value"][0]["id"], pid.as_str());
+
+    // Delta in pages of one (SDK-style `delta()` path), then an incremental round.
+    let mut url = g(&format!("/contactFolders/{fid}/contacts/delta()"));
+    let mut seen = 0;
+    let delta_link = loop {
+        let page: Value = http
+            .get(&url)
+            .header("Prefer", "odata.maxpagesize=1")
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen += page["value"].as_array().unwrap().len();
+        if let Some(n) = page["@odata.nextLink"].as_str() {
+            assert!(n.contains("skiptoken"));
+            url = n.to_owned();
+        } else {
+            break page["@odata.deltaLink"].as_str().unwrap().to_owned();
+        }
+    };
+    assert_eq!(seen, 2);
+
+    // Conditional update: stale etag → 412 envelope; the current one → 200 and a new etag.
+    let stale = http
+        .patch(g(&format!("/contacts/{pid}")))
+        .header("If-Match", "W/\"EQAAABYAAACstale\"")
+        .bearer_auth(&tok)
+        .json(&json!({"jobTitle": "CEO"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let err: Value = stale.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "ErrorIrresolvableConflict");
+    assert!(err["error"]["innerError"]["request-id"].is_string());
+    let ok = http
+        .patch(g(&format!("/contacts/{pid}")))
+        .header("If-Match", pavel["@odata.etag"].as_str().unwrap())
+        .bearer_auth(&tok)
+        .json(&json!({"jobTitle": "CEO"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let updated: Value = ok.json().await.unwrap();
+    assert_eq!(updated["jobTitle"], "CEO");
+    assert_ne!(updated["@odata.etag"], pavel["@odata.etag"]);
+    let inc: Value = http.get(&delta_link).bearer_auth(&tok).send().await.unwrap().json().await.unwrap();
+    assert_eq!(inc["value"].as_array().unwrap().len(), 1);
+    assert_eq!(inc["value"][0]["jobTitle"], "CEO");
+
+    // JSON batching (json-batching.md): per-item status, answered in any order.
+    let b: Value = http
+        .post(format!("{}/v1.0/$batch", fake.uri()))
+        .bearer_auth(&tok)
+        .json(&json!({"requests": [
+            {"id": "1", "method": "GET", "url": format!("/users/megan@contoso.com/contacts/{pid}")},
+            {"id": "2", "method": "DELETE", "url": "/users/megan@contoso.com/contacts/AAkALgAAAAAAnope"},
+            {"id": "3", "method": "POST", "url": format!("/users/megan@contoso.com/contactFolders/{fid}/contacts"),
+             "headers": {"Content-Type": "application/json"}, "body": {"givenName": "Isaiah", "surname": "Langer"}}
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status =
+        |id: &str| b["responses"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["status"].clone();
+    assert_eq!((status("1"), status("2"), status("3")), (json!(200), json!(404), json!(201)));
+    let too_many: Vec<Value> = (0..21)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users/megan@contoso.com/contacts"}))
+        .collect();
+    let r = http
+        .post(format!("{}/v1.0/$batch", fake.uri()))
+        .bearer_auth(&tok)
+        .json(&json!({"requests": too_many}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "more than 20 requests are refused");
+
+    // Throttling with a decimal Retry-After, then service as usual.
+    fake.fail_request(1, Fault::Throttle { retry_after: "2.128".into() });
+    let r = http.get(g("/contacts")).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "2.128");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "TooManyRequests");
+
+    // Auth errors.
+    let r = http.get(g("/contacts")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "InvalidAuthenticationToken");
+    let r = http.get(format!("{}/v1.0/me/contacts", fake.uri())).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(r.status(), 400, "/me needs a delegated token");
+    // An expired delta token.
+    fake.expire_cursors();
+    let r = http.get(&delta_link).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"]["code"].as_str().unwrap().eq_ignore_ascii_case("syncStateNotFound"));
+}
+
+#[tokio::test]
+async fn delegated_calendar_view_delta_with_a_series() {
+    let fake = FakeGraph::start().await;
+    let refresh = fake.add_refresh_token("nestor@contoso.com");
+    let http = Client::new();
+    let r: Value = http
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", fake.uri()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", CLIENT_ID),
+            ("refresh_token", refresh.as_str()),
+            ("scope", "offline_access Calendars.ReadWrite"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tok = r["access_token"].as_str().unwrap().to_owned();
+    let me = |p: &str| format!("{}/v1.0/me{p}", fake.uri());
+    // A weekly series as event.md shows it, posted to /me/events.
+    let r = http
+        .post(me("/events"))
+        .bearer_auth(&tok)
+        .json(&json!({
+            "subject": "Weekly 1:1",
+            "start": {"dateTime": "2030-01-07T09:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2030-01-07T09:30:00", "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+                "range": {"type": "endDate", "startDate": "2030-01-07", "endDate": "2030-02-03"}
+            }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let master: Value = r.json().await.unwrap();
+    assert_eq!(master["type"], "seriesMaster");
+    let missing = http.get(me("/calendarView/delta")).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(missing.status(), 400, "calendarView needs a window");
+    let page: Value = http
+        .get(me("/calendarView/delta"))
+        .query(&[("startDateTime", "2030-01-01T00:00:00Z"), ("endDateTime", "2030-01-22T00:00:00Z")])
+        .header("Prefer", "outlook.timezone=\"UTC\", odata.maxpagesize=50")
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = page["value"].as_array().unwrap();
+    assert_eq!(v.len(), 3, "Jan 7, 14 and 21 lie in the window");
+    assert!(v.iter().all(|o| o["type"] == "occurrence" && o["seriesMasterId"] == master["id"]));
+    assert!(page["@odata.deltaLink"].is_string());
+    // Another user's mailbox is out of reach for a delegated token.
+    fake.add_mailbox("other@contoso.com");
+    let r =
+        http.get(format!("{}/v1.0/users/other@contoso.com/events", fake.uri())).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}
