@@ -1,17 +1,344 @@
-//! `crmsync demo`: the whole story on the embedded fakes.
+//! `crmsync demo`: the whole story on the embedded fakes (SPEC §6–§7, issue "The crmsync CLI").
+//!
+//! initial sync → a refused Reset Sync → resets of an admin-managed and a user-managed rep →
+//! resync (zero writes) → the user-managed rep edits an event while disconnected, reconnects →
+//! resync (exactly that edit reaches the CRM) → a quiet cycle (nothing written). The invariants
+//! are computed from the fakes' own state, not from the engine's counters.
+
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use crmsync_core::{CycleReport, Engine, Rep, ResetScope};
+use crmsync_google::fake::EventEdit;
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::scenario::{EXCHANGE_MAILBOX, Fakes, GOOGLE_USER, Scenario, Size, seed};
 
 /// Options of `crmsync demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Print one JSON object instead of the readable report.
+    /// Print one JSON object on stdout instead of the readable report.
     #[arg(long)]
     pub json: bool,
+    /// SQLite file for the state store (default: a temporary file, removed afterwards).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<std::path::PathBuf>,
+    /// Contacts per rep in the folder/group and the CRM.
+    #[arg(long, default_value_t = 12)]
+    pub contacts: usize,
+    /// Plain in-window meetings per rep (besides the private, no-sync, old, cancelled and
+    /// recurring events every run has).
+    #[arg(long, default_value_t = 6)]
+    pub events: usize,
 }
 
-pub async fn run(_args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let f = crate::scenario::Fakes::start().await;
-    let s = crate::scenario::seed(&f, crate::scenario::Size::default());
-    println!("{:?}", s.exchange_rep.name);
-    Ok(ExitCode::SUCCESS)
+#[derive(Debug, Serialize)]
+struct RepRow {
+    rep: String,
+    provider: String,
+    state: String,
+    contacts: crmsync_core::KindReport,
+    events: crmsync_core::KindReport,
+    requests: crmsync_core::Requests,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Cycle {
+    name: &'static str,
+    reps: Vec<RepRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct ResetRow {
+    admin: String,
+    rep: String,
+    allowed: bool,
+    reason: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Invariants {
+    duplicates: u64,
+    records_changed_by_reset: u64,
+    unexpected_writes_after_reset: u64,
+    lost_edits: u64,
+    writes_in_quiet_cycle: u64,
+}
+
+impl Invariants {
+    fn all_zero(&self) -> bool {
+        self.duplicates
+            + self.records_changed_by_reset
+            + self.unexpected_writes_after_reset
+            + self.lost_edits
+            + self.writes_in_quiet_cycle
+            == 0
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cycles: Vec<Cycle>,
+    resets: Vec<ResetRow>,
+    invariants: Invariants,
+    /// Records per side after the story (what the fakes hold).
+    records: BTreeMap<&'static str, usize>,
+    store: String,
+}
+
+/// Removes the temporary store file when the demo ends.
+struct TempDb(Option<std::path::PathBuf>);
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+            }
+        }
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let fakes = Fakes::start().await;
+    let sc = seed(&fakes, Size { contacts: args.contacts, events: args.events });
+    let (db, _temp) = match &args.db {
+        Some(p) => (p.clone(), TempDb(None)),
+        None => {
+            let p = std::env::temp_dir().join(format!("crmsync-demo-{}-{}.db", std::process::id(), Utc::now().timestamp_micros()));
+            (p.clone(), TempDb(Some(p)))
+        }
+    };
+    let store = crmsync_sql::SqlStore::connect(&db.display().to_string())
+        .await
+        .with_context(|| format!("opening the demo store {}", db.display()))?;
+    let mut engine = Engine::new(fakes.crm()?, Arc::new(store)).with_clock(sc.now);
+    for p in fakes.providers()? {
+        engine = engine.with_provider(p);
+    }
+    let reps = [sc.exchange_rep.clone(), sc.google_rep.clone()];
+    engine.reconnect(&sc.google_rep, SecretString::from(sc.google_grant.clone())).await?;
+
+    let mut inv = Invariants::default();
+    let mut cycles = vec![];
+    cycles.push(cycle(&engine, &reps, "initial").await?);
+
+    // Reset Sync: refused for the admin without Manage Sync, then both reps.
+    let before = snapshot(&fakes);
+    let mut resets = vec![reset(&engine, &sc.half_admin, &sc.exchange_rep).await?];
+    resets.push(reset(&engine, &sc.admin, &sc.exchange_rep).await?);
+    resets.push(reset(&engine, &sc.admin, &sc.google_rep).await?);
+    let after = snapshot(&fakes);
+    inv.records_changed_by_reset = diff(&before, &after);
+
+    // Resync: the Exchange rep re-links with zero writes; the Google rep waits for reconnection.
+    let c = cycle(&engine, &reps, "after_reset").await?;
+    let after_resync = snapshot(&fakes);
+    inv.unexpected_writes_after_reset = diff(&after, &after_resync) + c.reps.iter().map(writes).sum::<u64>();
+    cycles.push(c);
+
+    // While disconnected the Google rep moves, renames and shortens a meeting, then reconnects.
+    let (subject, start, minutes) = ("Demo call 0 (moved)".to_string(), sc.now + Duration::days(1) + Duration::hours(15), 45);
+    let edit = EventEdit { subject: Some(subject.clone()), start: Some(start), duration: Some(Duration::minutes(minutes)) };
+    anyhow::ensure!(fakes.google.edit_event(GOOGLE_USER, &sc.google_edit_target, edit), "the edited event is missing");
+    let grant = fakes.google.add_refresh_token(GOOGLE_USER);
+    engine.reconnect(&sc.google_rep, SecretString::from(grant)).await?;
+    let before_reconnect = snapshot(&fakes);
+    let c = cycle(&engine, &reps, "after_reconnect").await?;
+    let after_reconnect = snapshot(&fakes);
+    // Exactly one record may change: the CRM copy of the edited event.
+    let changed = diff(&before_reconnect, &after_reconnect);
+    let gus_writes = c.reps.iter().find(|r| r.provider == "google").map(writes).unwrap_or(0);
+    let erin_writes = c.reps.iter().find(|r| r.provider == "exchange").map(writes).unwrap_or(0);
+    inv.unexpected_writes_after_reset += changed.saturating_sub(1) + gus_writes.saturating_sub(1) + erin_writes;
+    inv.lost_edits = u64::from(!crm_has_event(&fakes, &subject, start, start + Duration::minutes(minutes)));
+    cycles.push(c);
+
+    let c = cycle(&engine, &reps, "quiet").await?;
+    inv.writes_in_quiet_cycle = diff(&after_reconnect, &snapshot(&fakes)) + c.reps.iter().map(writes).sum::<u64>();
+    cycles.push(c);
+    inv.duplicates = duplicates(&fakes, &sc);
+
+    let records = BTreeMap::from([
+        ("salesforce_contacts", fakes.salesforce.contacts().len()),
+        ("salesforce_events", fakes.salesforce.events().len()),
+        ("exchange_contacts", fakes.graph.contacts(EXCHANGE_MAILBOX).len()),
+        ("google_contacts", fakes.google.contacts(GOOGLE_USER).len()),
+    ]);
+    let report = Report { cycles, resets, invariants: inv, records, store: db.display().to_string() };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.invariants.all_zero() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn writes(r: &RepRow) -> u64 {
+    r.contacts.writes() + r.events.writes()
+}
+
+async fn cycle(engine: &Engine, reps: &[Rep], name: &'static str) -> anyhow::Result<Cycle> {
+    let mut rows = vec![];
+    for rep in reps {
+        let r: CycleReport = engine.cycle(rep).await.with_context(|| format!("cycle {name} for {}", rep.name))?;
+        rows.push(RepRow {
+            rep: rep.name.clone(),
+            provider: rep.provider.clone(),
+            state: r.state.as_str().to_owned(),
+            contacts: r.contacts,
+            events: r.events,
+            requests: r.requests,
+            error: r.error,
+        });
+    }
+    Ok(Cycle { name, reps: rows })
+}
+
+async fn reset(engine: &Engine, admin: &str, rep: &Rep) -> anyhow::Result<ResetRow> {
+    let user = engine.find_user(admin).await?;
+    let (allowed, reason) = match engine.reset(&user, rep, ResetScope::All).await {
+        Ok(out) => (true, format!("links removed {:?}; rep is now {}", out.record.links_removed, out.state.as_str())),
+        Err(e) if e.kind() == crmsync_core::ErrorKind::PermissionDenied => (false, e.message().to_owned()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(ResetRow { admin: admin.to_owned(), rep: rep.name.clone(), allowed, reason })
+}
+
+/// Every record of every fake, keyed by service and id.
+fn snapshot(f: &Fakes) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut add = |prefix: &str, id_field: &str, records: Vec<Value>| {
+        for r in records {
+            let id = r[id_field].as_str().unwrap_or_default().to_owned();
+            out.insert(format!("{prefix}:{id}"), r);
+        }
+    };
+    add("sf", "Id", f.salesforce.contacts());
+    add("sf", "Id", f.salesforce.events());
+    add("graph", "id", f.graph.contacts(EXCHANGE_MAILBOX));
+    add("graph", "id", f.graph.events(EXCHANGE_MAILBOX));
+    add("google", "resourceName", f.google.contacts(GOOGLE_USER));
+    add("google", "id", f.google.events(GOOGLE_USER));
+    out
+}
+
+/// Records added, removed or changed between two snapshots.
+fn diff(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> u64 {
+    let changed = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).count();
+    let added = b.keys().filter(|k| !a.contains_key(*k)).count();
+    (changed + added) as u64
+}
+
+fn sf_time(v: &Value) -> Option<DateTime<Utc>> {
+    let s = v.as_str()?;
+    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.3f%z").ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Whether the CRM holds the edited event with its new subject, start and end.
+fn crm_has_event(f: &Fakes, subject: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+    f.salesforce.events().iter().any(|e| {
+        e["Subject"].as_str() == Some(subject) && sf_time(&e["StartDateTime"]) == Some(start) && sf_time(&e["EndDateTime"]) == Some(end)
+    })
+}
+
+/// Extra copies: records sharing an e-mail or a sync key on one side (per rep on providers).
+fn duplicates(f: &Fakes, sc: &Scenario) -> u64 {
+    fn extra<'a>(keys: impl Iterator<Item = String>) -> u64 {
+        let mut seen = BTreeMap::<String, u64>::new();
+        for k in keys.filter(|k| !k.is_empty()) {
+            *seen.entry(k.to_lowercase()).or_default() += 1;
+        }
+        seen.values().map(|n| n - 1).sum()
+    }
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let sf_contacts = f.salesforce.contacts();
+    let sf_events = f.salesforce.events();
+    let mut n = extra(sf_contacts.iter().map(|c| s(&c["Email"])));
+    n += extra(sf_contacts.iter().map(|c| s(&c["CrmSync_Key__c"])));
+    n += extra(sf_events.iter().map(|e| s(&e["CrmSync_Key__c"])));
+    // Exchange: the synced folder, by e-mail and sync key; events by sync key.
+    let graph_key = |v: &Value| {
+        v["singleValueExtendedProperties"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(crmsync_exchange::SYNC_KEY_PROPERTY)))
+            .map(|p| s(&p["value"]))
+            .unwrap_or_default()
+    };
+    let folder = f.graph.folder_contacts(EXCHANGE_MAILBOX, &sc.exchange_rep.config.contacts.folder);
+    n += extra(folder.iter().flat_map(|c| c["emailAddresses"].as_array().cloned().unwrap_or_default()).map(|a| s(&a["address"])));
+    n += extra(folder.iter().map(graph_key));
+    n += extra(f.graph.events(EXCHANGE_MAILBOX).iter().map(graph_key));
+    // Google: group members by e-mail and sync key.
+    let members = f.google.group_members(GOOGLE_USER, &sc.google_rep.config.contacts.group);
+    let people: Vec<Value> = f
+        .google
+        .contacts(GOOGLE_USER)
+        .into_iter()
+        .filter(|p| members.iter().any(|m| Some(m.as_str()) == p["resourceName"].as_str()))
+        .collect();
+    n += extra(people.iter().flat_map(|p| p["emailAddresses"].as_array().cloned().unwrap_or_default()).map(|a| s(&a["value"])));
+    let client_key = |p: &Value| {
+        p["clientData"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["key"] == crmsync_google::config::SYNC_KEY_PROPERTY)
+            .map(|d| s(&d["value"]))
+            .unwrap_or_default()
+    };
+    n += extra(people.iter().map(client_key));
+    n
+}
+
+fn print_report(r: &Report) {
+    for c in &r.cycles {
+        println!("== cycle {}", c.name);
+        for rep in &c.reps {
+            println!("  {} ({}) — state {}, requests: crm {}, provider {}", rep.rep, rep.provider, rep.state, rep.requests.crm, rep.requests.provider);
+            for (kind, k) in [("contacts", &rep.contacts), ("events", &rep.events)] {
+                let skipped: Vec<String> = k.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                println!(
+                    "    {kind:<8} created crm {} / provider {}, updated crm {} / provider {}, deleted crm {} / provider {}, linked {}, links {}, conflicts {}, errors {}{}",
+                    k.created_in_crm,
+                    k.created_in_provider,
+                    k.updated_in_crm,
+                    k.updated_in_provider,
+                    k.deleted_in_crm,
+                    k.deleted_in_provider,
+                    k.linked,
+                    k.links_total,
+                    k.conflicts,
+                    k.errors,
+                    if skipped.is_empty() { String::new() } else { format!("; skipped: {}", skipped.join(", ")) }
+                );
+                for e in &k.item_errors {
+                    println!("      error {} {}: {}", e.side, e.id, e.reason);
+                }
+            }
+            if let Some(e) = &rep.error {
+                println!("    error: {e}");
+            }
+        }
+    }
+    println!("== resets");
+    for x in &r.resets {
+        println!("  {} resets {}: {} — {}", x.admin, x.rep, if x.allowed { "allowed" } else { "REFUSED" }, x.reason);
+    }
+    let i = &r.invariants;
+    println!("== invariants (from the fakes' state)");
+    println!("  duplicates                     {}", i.duplicates);
+    println!("  records changed by reset       {}", i.records_changed_by_reset);
+    println!("  unexpected writes after reset  {}", i.unexpected_writes_after_reset);
+    println!("  lost edits                     {}", i.lost_edits);
+    println!("  writes in quiet cycle          {}", i.writes_in_quiet_cycle);
+    println!("{}", if i.all_zero() { "OK: every invariant holds" } else { "FAILED: an invariant does not hold" });
 }

@@ -206,6 +206,10 @@ impl SyncConfig {
     }
 }
 
+/// How far beyond the event window providers are read: events that just left the window are
+/// still seen (reported as `outside_window`, their links dropped quietly) instead of vanishing.
+pub const READ_MARGIN_DAYS: i64 = 3;
+
 /// A half-open time range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
@@ -214,6 +218,11 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window widened by `days` on both sides.
+    pub fn widened(&self, days: i64) -> Window {
+        Window { start: self.start - Duration::days(days), end: self.end + Duration::days(days) }
+    }
+
     /// An event overlaps the window when it starts before the end and ends after the start.
     pub fn contains(&self, e: &Event) -> bool {
         e.start.instant() < self.end && e.end.instant() > self.start

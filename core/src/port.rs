@@ -180,7 +180,8 @@ pub trait Collection: Send + Sync + std::fmt::Debug {
 /// What the engine hands an account-level port when asking for a collection.
 #[derive(Clone, Debug)]
 pub struct Access {
-    /// The event window (for `Kind::Event`).
+    /// The window to read events in (for `Kind::Event`): the rep's event window widened by
+    /// [`crate::config::READ_MARGIN_DAYS`]. The engine applies the exact window itself.
     pub window: Window,
     /// The rep's own grant (refresh token) for user-managed connections.
     pub grant: Option<SecretString>,

@@ -109,7 +109,7 @@ impl Engine {
         let epoch = status.epoch;
         self.store.set_state(&rep.id, epoch, RepState::Syncing, None, None).await?;
         let provider = self.providers.get(&rep.provider).cloned();
-        let access = Access { window: rep.config.window(started), grant };
+        let access = Access { window: rep.config.window(started).widened(crate::config::READ_MARGIN_DAYS), grant };
         let mut errors = vec![];
         for kind in Kind::ALL {
             if !rep.config.policy(kind).direction.provider_to_crm()

@@ -274,7 +274,7 @@ pub(super) async fn sync_kind(
         crm: crm.as_ref(),
         policy: rep.config.policy(kind),
         fields,
-        window: access.window,
+        window: rep.config.window(engine.now()),
         now: engine.now(),
         kr: &mut kr,
         errors: vec![],
