@@ -323,14 +323,18 @@ impl SfCollection {
 
     /// Per-item results of a collections write body (an array of SaveResults in request order,
     /// or one error array for the whole subrequest).
-    fn save_results(&self, status: u16, body: &Value, n: usize) -> Vec<Result<String>> {
+    /// A failure of the whole write (unknown field, no access, limits) is an error of the call.
+    fn save_results(&self, status: u16, body: &Value, n: usize) -> Result<Vec<Result<String>>> {
         if status >= 300 {
             let text = body.to_string();
             let e = crate::client::parse_error(status, &reqwest::header::HeaderMap::new(), &text);
-            return (0..n).map(|_| Err(e.clone())).collect();
+            if e.kind() != ErrorKind::InvalidItem {
+                return Err(e);
+            }
+            return Ok((0..n).map(|_| Err(e.clone())).collect());
         }
         let arr = body.as_array().cloned().unwrap_or_default();
-        (0..n)
+        Ok((0..n)
             .map(|i| {
                 let Some(r) = arr.get(i) else {
                     return Err(Error::unexpected("salesforce: collections answer has fewer results than records"));
@@ -344,7 +348,7 @@ impl SfCollection {
                     Err(record_error(r))
                 }
             })
-            .collect()
+            .collect())
     }
 
     fn items_by_id(&self, rows: &[Value]) -> HashMap<String, Result<Item>> {
@@ -570,7 +574,7 @@ impl Collection for SfCollection {
         let (status, body, rows) =
             self.composite("PATCH", url, json!({"allOrNone": false, "records": records}), read).await?;
         let mut by_id = self.items_by_id(&rows);
-        for ((i, _), res) in send.iter().zip(self.save_results(status, &body, send.len())) {
+        for ((i, _), res) in send.iter().zip(self.save_results(status, &body, send.len())?) {
             out[*i] = Some(res.and_then(|id| {
                 by_id
                     .remove(&id)
@@ -637,7 +641,7 @@ impl Collection for SfCollection {
             let (status, body, rows) =
                 self.composite("PATCH", url, json!({"allOrNone": false, "records": records}), read).await?;
             let mut by_id = self.items_by_id(&rows);
-            for ((i, _), res) in send.iter().zip(self.save_results(status, &body, send.len())) {
+            for ((i, _), res) in send.iter().zip(self.save_results(status, &body, send.len())?) {
                 out[*i] = Some(res.and_then(|id| {
                     by_id.remove(&id).unwrap_or_else(|| {
                         Err(Error::unexpected(format!("salesforce: updated record {id} not read back")))

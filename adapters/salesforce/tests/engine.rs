@@ -53,7 +53,10 @@ async fn sync_reset_and_resync_against_the_fake_org() {
         let mut pe = mb.events.lock().unwrap();
         let start = Utc::now() + Duration::days(2);
         let start = start - Duration::nanoseconds(start.timestamp_subsec_nanos() as i64);
-        let kickoff = Event { attendees: vec!["ann@acme.com".into()], ..Event::new("Kickoff", start, start + Duration::hours(1)) };
+        let kickoff = Event {
+            attendees: vec!["ann@acme.com".into()],
+            ..Event::new("Kickoff", start, start + Duration::hours(1))
+        };
         pe.insert(kickoff.into(), &["calendar"], None);
     }
     let provider_writes = || mb.contacts.lock().unwrap().writes + mb.events.lock().unwrap().writes;
