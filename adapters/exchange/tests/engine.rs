@@ -163,3 +163,41 @@ async fn sync_reset_and_resync_against_the_fake_graph() {
     assert_eq!(rs.contacts.linked + rs.events.linked, links.len() as u64);
     w.no_duplicates();
 }
+
+#[tokio::test]
+async fn user_managed_reset_needs_reconnect_and_keeps_edits_made_meanwhile() {
+    let mut w = world().await;
+    w.rep.connection = ConnectionMode::UserManaged;
+    let grant = secrecy::SecretString::from(w.fake.add_refresh_token(MB));
+    w.engine.reconnect(&w.rep, grant.clone()).await.unwrap();
+    let first = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(first.error, None, "{first:?}");
+    assert_eq!(first.events.created_in_crm, 4);
+    let out = w.engine.reset(&w.admin, &w.rep, ResetScope::All).await.unwrap();
+    assert_eq!(out.state, RepState::NeedsReconnect);
+    assert_eq!(w.store.grant(&w.rep.id).await.unwrap().map(|_| ()), None, "the grant is dropped");
+    let paused = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(paused.writes(), 0);
+    assert_eq!(paused.state, RepState::NeedsReconnect);
+    // While disconnected the rep renames and moves the kickoff.
+    let kickoff = w.fake.events(MB).into_iter().find(|e| e["subject"] == "Kickoff").unwrap();
+    let id = kickoff["id"].as_str().unwrap().to_owned();
+    w.fake.reschedule_event(MB, &id, Some("Kickoff (moved)"), at(9), Duration::minutes(45));
+    w.engine.reconnect(&w.rep, grant).await.unwrap();
+    let after = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(after.error, None, "{after:?}");
+    assert_eq!(after.events.created_in_crm, 0, "relinked, not duplicated: {:?}", after.events);
+    assert_eq!(after.events.updated_in_crm, 1, "the edit made meanwhile syncs: {:?}", after.events);
+    let crm_subjects: Vec<String> = w
+        .crm
+        .events
+        .lock()
+        .unwrap()
+        .records
+        .values()
+        .filter_map(|r| r.record.as_event().and_then(|e| e.subject.clone()))
+        .collect();
+    assert!(crm_subjects.contains(&"Kickoff (moved)".to_string()), "{crm_subjects:?}");
+    assert!(!crm_subjects.contains(&"Kickoff".to_string()));
+    w.no_duplicates();
+}

@@ -197,3 +197,35 @@ async fn events_written_both_ways_carry_the_sync_key() {
     assert!(gone.iter().all(Result::is_ok), "deleting a missing event succeeds");
     assert!(env.fake.events(mb).is_empty());
 }
+
+#[tokio::test]
+async fn an_edited_occurrence_becomes_an_exception_of_its_series() {
+    let env = common::env(10).await;
+    let mb = "pia@contoso.com";
+    env.fake.add_mailbox(mb);
+    let series = env.fake.insert_weekly_series(mb, "Review", hour(1), Duration::hours(1), 3);
+    let c = env.admin(mb, Kind::Event).await;
+    let full = c.changes(None).await.expect("full");
+    let occ: Vec<&Item> = upserted(&full);
+    assert_eq!(occ.len(), 3);
+    let second = occ.iter().find(|i| ev(i).start == EventTime::At(hour(8))).expect("second occurrence");
+    let mut rec = second.record.clone();
+    rec.set_field("subject", Some("Review (special)".into()));
+    let up = crmsync_core::Update {
+        id: second.id.clone(),
+        version: second.version.clone(),
+        fields: vec!["subject".into()],
+        record: rec,
+    };
+    c.update_many(&[up]).await.unwrap().remove(0).expect("occurrence updated");
+    let inc = c.changes(full.cursor.as_deref()).await.expect("incremental");
+    let changed = upserted(&inc);
+    assert_eq!(changed.len(), 1, "only that occurrence changed: {:?}", inc.items);
+    assert_eq!(changed[0].id, second.id);
+    assert_eq!(ev(changed[0]).subject.as_deref(), Some("Review (special)"));
+    assert_eq!(ev(changed[0]).series_id.as_deref(), Some(series.as_str()));
+    // Editing the master changes every occurrence.
+    env.fake.edit_event(mb, &series, |e| e["location"] = json!({"displayName": "Room 7"}));
+    let all = c.changes(inc.cursor.as_deref()).await.expect("incremental");
+    assert_eq!(upserted(&all).len(), 3);
+}

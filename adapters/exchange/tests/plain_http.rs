@@ -291,3 +291,24 @@ async fn delegated_calendar_view_delta_with_a_series() {
         http.get(format!("{}/v1.0/users/other@contoso.com/events", fake.uri())).bearer_auth(&tok).send().await.unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn the_fake_starts_on_a_given_listener() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = FakeGraph::start_on(listener).await;
+    assert_eq!(fake.uri(), format!("http://{addr}"));
+    let http = Client::new();
+    let tok = token(&http, &fake).await;
+    fake.add_mailbox("z@contoso.com");
+    let r = http
+        .get(format!("{}/users/z@contoso.com/contactFolders", fake.graph_url()))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.requests(), 2);
+    assert_eq!(fake.count("token"), 1);
+    assert_eq!(fake.count("contactFolders"), 1);
+}

@@ -345,7 +345,9 @@ impl State {
                     if let Some(ex) = master["_exceptions"].get(&oid).and_then(Value::as_object) {
                         merge(&mut o, ex);
                         o["type"] = json!("exception");
-                        o["changeKey"] = ex.get("changeKey").cloned().unwrap_or(o["changeKey"].clone());
+                        // Master edits reach exceptions too (their own overrides stay).
+                        let own = ex.get("changeKey").and_then(Value::as_str).unwrap_or("");
+                        o["changeKey"] = json!(format!("{}{own}", master["changeKey"].as_str().unwrap_or("")));
                     }
                     out.push((oid, o));
                 }
