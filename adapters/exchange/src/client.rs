@@ -177,14 +177,17 @@ impl Session {
     pub(crate) fn rel(&self, path: &str, query: &[(&str, &str)]) -> String {
         let mut u = url::Url::parse("http://graph.invalid/").expect("static URL");
         u.set_path(&format!("{}{}", self.root, path));
-        if !query.is_empty() {
-            let mut q = u.query_pairs_mut();
-            for (k, v) in query {
-                q.append_pair(k, v);
-            }
+        let mut s = u.as_str()["http://graph.invalid".len()..].to_owned();
+        // OData options as Graph's docs write them: `$filter=a%20eq%20'b'` (spaces as %20, the
+        // `$` of the option name literal).
+        for (i, (k, v)) in query.iter().enumerate() {
+            let v: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+            s.push(if i == 0 { '?' } else { '&' });
+            s.push_str(k);
+            s.push('=');
+            s.push_str(&v.replace('+', "%20"));
         }
-        let s = u.as_str();
-        s["http://graph.invalid".len()..].to_owned()
+        s
     }
 
     /// Absolute URL of a path under the mailbox root.
@@ -520,5 +523,17 @@ mod tests {
         assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(odata_str("O'Brien"), "'O''Brien'");
+    }
+
+    #[test]
+    fn queries_are_encoded_as_graph_documents_them() {
+        let graph =
+            Arc::new(Graph::new(Config { tenant: "t".into(), client_id: "c".into(), ..Config::default() }).unwrap());
+        let s = Session::new(graph, Principal::App, "/users/ann@contoso.com".into());
+        assert_eq!(
+            s.rel("/contactFolders", &[("$filter", "displayName eq 'A+B & C'")]),
+            "/users/ann@contoso.com/contactFolders?$filter=displayName%20eq%20%27A%2BB%20%26%20C%27"
+        );
+        assert_eq!(s.url("/x", &[]), "https://graph.microsoft.com/v1.0/users/ann@contoso.com/x");
     }
 }
