@@ -54,7 +54,9 @@ struct Token {
 /// The org's API usage as the last `Sforce-Limit-Info` header reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiUsage {
+    /// API requests used in the rolling 24 hours.
     pub used: u64,
+    /// The org's daily allocation.
     pub max: u64,
 }
 

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! crmsync's CRM port for Salesforce, over the REST API.
 //!
 //! [`SalesforceCrm`] implements [`crmsync_core::Crm`]: it hands out a rep's contacts (scoped by

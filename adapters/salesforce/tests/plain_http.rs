@@ -293,3 +293,37 @@ async fn the_fake_speaks_the_documented_rest_protocol() {
     assert_eq!(fake.requests_to("query"), 7);
     assert_eq!(fake.requests_to("query_more"), 1);
 }
+
+#[tokio::test]
+async fn start_on_a_fixed_listener_and_garbage_answers_are_clear_errors() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = FakeSalesforce::start_on(listener).await;
+    assert_eq!(fake.uri(), format!("http://127.0.0.1:{port}"));
+    let debug = format!("{:?}", crmsync_salesforce::SalesforceCrm::new(fake.config()).unwrap());
+    assert!(!debug.contains(CLIENT_SECRET), "no secret in Debug: {debug}");
+
+    // A server answering HTML where JSON is expected: an error naming it, no panic.
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let bogus = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"access_token": "t", "instance_url": bogus.uri()})),
+        )
+        .mount(&bogus)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"))
+        .mount(&bogus)
+        .await;
+    let mut cfg = fake.config();
+    cfg.instance_url = bogus.uri();
+    let crm = crmsync_salesforce::SalesforceCrm::new(cfg).unwrap();
+    use crmsync_core::Crm;
+    let err = crm.find_users("x").await.unwrap_err();
+    assert_eq!(err.kind(), crmsync_core::ErrorKind::Unexpected);
+    assert!(err.message().contains("not JSON"), "{err}");
+}

@@ -16,7 +16,7 @@
 
 mod schema;
 mod server;
-pub mod soql;
+mod soql;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,7 +44,10 @@ pub const REFRESH_TOKEN: &str = "fake-refresh-token";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// HTTP 429 with `Retry-After: secs`.
-    TooManyRequests { retry_after_secs: u64 },
+    TooManyRequests {
+        /// The `Retry-After` value, seconds.
+        retry_after_secs: u64,
+    },
     /// HTTP 503 with a non-JSON error page, as a load balancer sends it.
     Unavailable,
     /// The connection is cut mid-response.
@@ -94,6 +97,7 @@ pub(crate) struct State {
     pub integration_user: String,
     /// Open query cursors: locator → (rows, page size).
     pub locators: HashMap<String, (Vec<Value>, usize)>,
+    pub locator_order: std::collections::VecDeque<String>,
     pub counters: BTreeMap<String, u64>,
     pub total: u64,
     pub api_used: u64,
@@ -158,6 +162,7 @@ impl State {
             token_seq_locator: 0,
             integration_user: String::new(),
             locators: HashMap::new(),
+            locator_order: Default::default(),
             counters: BTreeMap::new(),
             total: 0,
             api_used: 0,

@@ -447,7 +447,7 @@ fn page(st: &mut State, mut rows: Vec<Value>, offset: usize, batch: usize, versi
     let rest = rows.split_off(batch);
     st.next_id_for_locator();
     let locator = format!("{}-{}", st.last_locator(), offset + batch);
-    st.locators.insert(locator.clone(), (rest, batch));
+    st.open_locator(locator.clone(), rest, batch);
     Reply::json(
         200,
         json!({"totalSize": total, "done": false, "nextRecordsUrl": format!("/services/data/v{version}/query/{locator}"), "records": rows}),
@@ -467,14 +467,26 @@ fn query_more(st: &mut State, locator: &str, version: &str) -> Reply {
     }
     let rest = rows.split_off(batch);
     let next = format!("{base}-{}", offset + batch);
-    st.locators.insert(next.clone(), (rest, batch));
+    st.open_locator(next.clone(), rest, batch);
     Reply::json(
         200,
         json!({"totalSize": total, "done": false, "nextRecordsUrl": format!("/services/data/v{version}/query/{next}"), "records": rows}),
     )
 }
 
+/// Open query cursors kept at most (older ones answer `INVALID_QUERY_LOCATOR`).
+const MAX_LOCATORS: usize = 50;
+
 impl State {
+    fn open_locator(&mut self, key: String, rows: Vec<Value>, batch: usize) {
+        self.locator_order.push_back(key.clone());
+        self.locators.insert(key, (rows, batch));
+        while self.locator_order.len() > MAX_LOCATORS {
+            if let Some(old) = self.locator_order.pop_front() {
+                self.locators.remove(&old);
+            }
+        }
+    }
     fn next_id_for_locator(&mut self) {
         self.token_seq_locator += 1;
     }

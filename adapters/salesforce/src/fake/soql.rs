@@ -440,7 +440,7 @@ pub trait Db {
 #[derive(Clone, Copy, Debug)]
 pub enum Path {
     Field(&'static FieldDef),
-    Parent { rel: &'static FieldDef, rel_name: &'static str, target: &'static ObjDef, field: &'static FieldDef },
+    Parent { rel: &'static FieldDef, rel_name: &'static str, field: &'static FieldDef },
 }
 
 impl Path {
@@ -480,7 +480,7 @@ pub fn resolve(obj: &'static ObjDef, path: &str) -> Result<Path, QErr> {
             let target = object(targets[0]).ok_or_else(|| invalid_field(obj, path))?;
             let field = target.field(f).ok_or_else(|| invalid_field(target, f))?;
             let rel_name = rel_def.name.strip_suffix("Id").unwrap_or(rel_def.name);
-            Ok(Path::Parent { rel: rel_def, rel_name, target, field })
+            Ok(Path::Parent { rel: rel_def, rel_name, field })
         }
         _ => Err(invalid_field(obj, path)),
     }
