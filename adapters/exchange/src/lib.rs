@@ -13,6 +13,8 @@
 //! With feature `fake`, [`fake::FakeGraph`] is a stateful Graph on loopback.
 //! Service quirks: `docs.md` in this crate.
 
+#![warn(missing_docs)]
+
 pub mod client;
 mod collection;
 pub mod config;

@@ -32,8 +32,11 @@ pub use state::{CLIENT_ID, CLIENT_SECRET, TENANT};
 /// A fault the fake injects instead of answering.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// 429 `TooManyRequests` with this `Retry-After` (seconds, decimals allowed: `"0.01"`).
-    Throttle { retry_after: String },
+    /// 429 `TooManyRequests` with a `Retry-After` header.
+    Throttle {
+        /// Seconds, decimals allowed (`"0.01"`, `"2.128"`).
+        retry_after: String,
+    },
     /// 503 `serviceNotAvailable` without `Retry-After`.
     Unavailable,
     /// The response is cut off mid-body (the connection drops).
