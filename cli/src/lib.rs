@@ -1,7 +1,12 @@
 //! The crmsync command line: thin wiring of config, adapters, store and engine.
 //!
 //! `scenario` starts the three fakes and seeds the standard scenario (SPEC §7); `demo` runs the
-//! story on it. The other commands live in their own modules.
+//! story on it; `sandbox` serves it on fixed ports. `config` parses the config file and wires the
+//! engine; `commands` holds `sync`, `reset`, `status` and `connect`; `table` prints reports.
 
+pub mod commands;
+pub mod config;
 pub mod demo;
+pub mod sandbox;
 pub mod scenario;
+pub mod table;

@@ -1,30 +1,72 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use crmsync_cli::{commands, demo, sandbox};
 
 #[derive(Parser)]
-#[command(name = "crmsync", version, about = "Keep sales reps' mailbox contacts and calendars in step with the CRM")]
+#[command(
+    name = "crmsync",
+    version,
+    about = "Keep sales reps' mailbox contacts and calendars in step with the CRM",
+    after_help = "Start with `crmsync demo`, or `crmsync sandbox --config-out crmsync.toml` and `crmsync sync`."
+)]
 struct Cli {
+    /// Log format on stderr (the level comes from RUST_LOG, default `warn`).
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the embedded demo: fakes in-process, SQLite store, initial sync → Reset Sync → resync.
-    Demo(crmsync_cli::demo::DemoArgs),
+    Demo(demo::DemoArgs),
+    /// Run the Salesforce, Microsoft Graph and Google fakes on loopback until Ctrl-C.
+    Sandbox(sandbox::SandboxArgs),
+    /// Run one sync cycle per rep against the services in the config file.
+    Sync(commands::SyncArgs),
+    /// Reset Sync: drop a rep's links and cursors (no record changes); the next cycle re-links.
+    Reset(commands::ResetArgs),
+    /// Show each rep's state, links, last cycle, recent item errors and last reset.
+    Status(commands::StatusArgs),
+    /// Store a user-managed rep's OAuth grant (refresh token) so their sync resumes.
+    Connect(commands::ConnectArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Demo(args) => crmsync_cli::demo::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Sync(args) => commands::sync(args).await,
+        Command::Reset(args) => commands::reset(args).await,
+        Command::Status(args) => commands::status(args).await,
+        Command::Connect(args) => commands::connect(args).await,
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("crmsync: {e:#}");
+            let line = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("crmsync: {line}");
             ExitCode::from(2)
         }
     }

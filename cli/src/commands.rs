@@ -1,0 +1,378 @@
+//! `sync`, `reset`, `status` and `connect`: parse, wire, call the engine, print.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use crmsync_core::{
+    ConnectionMode, CycleReport, ItemError, Kind, LinkState, Rep, RepState, RepStatus, ResetRecord, ResetScope,
+};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::Loaded;
+use crate::table;
+
+/// `--config FILE`, shared by every command that reads the config file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The config file (TOML).
+    #[arg(long, value_name = "FILE", default_value = "crmsync.toml", env = "CRMSYNC_CONFIG")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        Ok(Loaded::load(&self.config)?)
+    }
+}
+
+/// Options of `crmsync sync`.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Sync only the rep whose name contains NAME (case-insensitive).
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub rep: Option<String>,
+    /// Sync every configured rep (the default when --rep is not given).
+    #[arg(long)]
+    pub all: bool,
+    /// Print the cycle reports as one JSON object ({"reports": [...]}) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let loaded = args.config.load()?;
+    let reps = loaded.select(args.rep.as_deref())?;
+    if reps.is_empty() {
+        anyhow::bail!("{}: no [[reps]] are configured; nothing to sync", loaded.path.display());
+    }
+    let wired = loaded.wire(&reps).await?;
+    let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(reps.len() as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} reps  {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    });
+    let mut reports = vec![];
+    for rep in &reps {
+        if let Some(pb) = &bar {
+            pb.set_message(rep.name.clone());
+        }
+        let report = wired.engine.cycle(rep).await.with_context(|| format!("syncing {}", rep.name))?;
+        if let Some(pb) = &bar {
+            pb.inc(1);
+        }
+        reports.push(report);
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    let failed = reports.iter().filter(|r| r.error.is_some() || r.state == RepState::Error).count();
+    if args.json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "reports": reports }))?);
+    } else {
+        for (rep, r) in reps.iter().zip(&reports) {
+            print!("{}", table::cycle(r));
+            if r.state == RepState::NeedsReconnect {
+                println!(
+                    "  the rep must reconnect: crmsync connect --rep {:?} --grant-env VAR --config {}",
+                    rep.name,
+                    loaded.path.display()
+                );
+            }
+            println!();
+        }
+    }
+    if failed > 0 {
+        eprintln!("crmsync: {failed} of {} cycles reported an error", reports.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `reset --scope` clears.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Scope {
+    Contacts,
+    Events,
+    All,
+}
+
+impl From<Scope> for ResetScope {
+    fn from(s: Scope) -> Self {
+        match s {
+            Scope::Contacts => ResetScope::Contacts,
+            Scope::Events => ResetScope::Events,
+            Scope::All => ResetScope::All,
+        }
+    }
+}
+
+/// Options of `crmsync reset`.
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The rep to reset: partial, case-insensitive name among the configured reps.
+    #[arg(long, value_name = "NAME")]
+    pub rep: String,
+    /// The admin resetting (a CRM user's name, partial, case-insensitive); needs both
+    /// `Manage Users` and `Manage Sync`.
+    #[arg(long = "as", value_name = "ADMIN")]
+    pub admin: String,
+    /// What to reset.
+    #[arg(long, value_enum, default_value = "all")]
+    pub scope: Scope,
+    /// Print the reset record and the new state as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
+    let loaded = args.config.load()?;
+    let rep = loaded.select(Some(&args.rep))?.remove(0);
+    // Reset needs the CRM (permissions) and the store, not the provider.
+    let wired = loaded.wire(&[]).await?;
+    let admin = wired.engine.find_user(&args.admin).await.map_err(|e| anyhow::anyhow!("--as: {}", e.message()))?;
+    let outcome = wired
+        .engine
+        .reset(&admin, &rep, args.scope.into())
+        .await
+        .map_err(|e| anyhow::anyhow!("reset of {} refused: {}", rep.name, e.message()))?;
+    if args.json {
+        let out = serde_json::json!({ "reset": outcome.record, "rep": rep.name, "state": outcome.state.as_str() });
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = &outcome.record;
+    let removed: Vec<String> = r.links_removed.iter().map(|(k, n)| format!("{n} {k} links")).collect();
+    println!(
+        "Reset Sync of {} by {} (scope {}) at {}",
+        rep.name,
+        r.admin_name,
+        scope_name(r.scope),
+        r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    println!(
+        "  removed: {} (connections only; no contact or event was changed)",
+        if removed.is_empty() { "nothing".into() } else { removed.join(", ") }
+    );
+    println!("  state: {}", outcome.state.as_str());
+    match rep.connection {
+        ConnectionMode::AdminManaged => {
+            println!("  the next `crmsync sync` re-reads and re-links everything (no writes where both sides agree)")
+        }
+        ConnectionMode::UserManaged => println!(
+            "  the rep's grant was revoked: they must reconnect (crmsync connect --rep {:?} --grant-env VAR)",
+            rep.name
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scope_name(s: ResetScope) -> &'static str {
+    match s {
+        ResetScope::Contacts => "contacts",
+        ResetScope::Events => "events",
+        ResetScope::All => "all",
+    }
+}
+
+/// Options of `crmsync connect`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The user-managed rep connecting their account (partial, case-insensitive name).
+    #[arg(long, value_name = "NAME")]
+    pub rep: String,
+    /// The environment variable holding the rep's OAuth grant (refresh token).
+    #[arg(long, value_name = "VAR")]
+    pub grant_env: String,
+}
+
+pub async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let loaded = args.config.load()?;
+    let rep = loaded.select(Some(&args.rep))?.remove(0);
+    if rep.connection != ConnectionMode::UserManaged {
+        anyhow::bail!(
+            "{}: rep {} is admin_managed; only user_managed reps connect their own account",
+            loaded.path.display(),
+            rep.name
+        );
+    }
+    let grant = match std::env::var(&args.grant_env) {
+        Ok(v) if !v.trim().is_empty() => SecretString::from(v.trim().to_owned()),
+        _ => anyhow::bail!("--grant-env: environment variable {} is not set or empty", args.grant_env),
+    };
+    let wired = loaded.wire(&[]).await?;
+    wired
+        .engine
+        .reconnect(&rep, grant)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting {}: {}", rep.name, e.message()))?;
+    let status = wired.store.status(&rep.id).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    println!("{} connected; state: {} (the next `crmsync sync` syncs them)", rep.name, status.state.as_str());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `crmsync status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only the rep whose name contains NAME (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub rep: Option<String>,
+    /// Print one JSON object ({"reps": [...]}) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// How many recent item errors to show per rep.
+    #[arg(long, default_value_t = 10)]
+    pub errors: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Links {
+    contacts: u64,
+    events: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RepView {
+    rep: String,
+    id: String,
+    provider: String,
+    mailbox: String,
+    connection: ConnectionMode,
+    state: RepState,
+    last_success: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    links: Links,
+    last_cycle: Option<CycleReport>,
+    item_errors: Vec<ItemError>,
+    last_reset: Option<ResetRecord>,
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let loaded = args.config.load()?;
+    let reps = loaded.select(args.rep.as_deref())?;
+    // Status reads the store only: no secrets needed, nothing written.
+    let store = loaded.open_store().await?;
+    let err = |e: crmsync_core::Error| anyhow::anyhow!("{}: {}", loaded.path.display(), e.message());
+    let known = store.statuses().await.map_err(err)?;
+    let mut views = vec![];
+    for rep in &reps {
+        let st = known
+            .iter()
+            .find(|s| s.rep == rep.id)
+            .cloned()
+            .unwrap_or_else(|| RepStatus { rep: rep.id.clone(), ..Default::default() });
+        views.push(view(&*store, rep, st, args.errors).await.map_err(err)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "reps": views }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if views.is_empty() {
+        println!("no reps are configured in {}", loaded.path.display());
+    }
+    for v in &views {
+        print!("{}", status_table(v));
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn view(store: &dyn crmsync_core::Store, rep: &Rep, st: RepStatus, n: usize) -> crmsync_core::Result<RepView> {
+    let mut links = [0u64; 2];
+    let mut errors = vec![];
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        links[i] = store.links(&rep.id, kind).await?.iter().filter(|l| l.state == LinkState::Linked).count() as u64;
+        errors.extend(store.item_errors(&rep.id, kind).await?);
+    }
+    errors.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
+    errors.truncate(n);
+    Ok(RepView {
+        rep: rep.name.clone(),
+        id: rep.id.clone(),
+        provider: rep.provider.clone(),
+        mailbox: rep.mailbox.clone(),
+        connection: rep.connection,
+        state: st.state,
+        last_success: st.last_success,
+        last_error: st.last_error,
+        links: Links { contacts: links[0], events: links[1] },
+        last_cycle: st.last_report,
+        item_errors: errors,
+        last_reset: st.last_reset,
+    })
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_else(|| "never".into())
+}
+
+fn status_table(v: &RepView) -> String {
+    use std::fmt::Write;
+    let conn = match v.connection {
+        ConnectionMode::AdminManaged => "admin_managed",
+        ConnectionMode::UserManaged => "user_managed",
+    };
+    let mut out = format!("{} ({}, {}, {})\n", v.rep, v.provider, v.mailbox, conn);
+    let _ = writeln!(out, "  state: {}", v.state.as_str());
+    if let Some(e) = &v.last_error {
+        let _ = writeln!(out, "  last error: {e}");
+    }
+    let _ = writeln!(out, "  last successful cycle: {}", when(v.last_success));
+    let _ = writeln!(out, "  linked: {} contacts, {} events", v.links.contacts, v.links.events);
+    match &v.last_reset {
+        Some(r) => {
+            let removed: Vec<String> = r.links_removed.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            let _ = writeln!(
+                out,
+                "  last reset: {} by {} (scope {}, removed {})",
+                when(Some(r.at)),
+                r.admin_name,
+                scope_name(r.scope),
+                if removed.is_empty() { "nothing".into() } else { removed.join(", ") }
+            );
+        }
+        None => out.push_str("  last reset: never\n"),
+    }
+    match &v.last_cycle {
+        Some(c) => {
+            let _ = writeln!(out, "  last cycle: {} ({})", when(c.started), c.state.as_str());
+            out.push_str(&table::counters(&c.contacts, &c.events));
+            let _ = writeln!(out, "  requests: CRM {}, mailbox {}", c.requests.crm, c.requests.provider);
+        }
+        None => out.push_str("  last cycle: none yet\n"),
+    }
+    if v.item_errors.is_empty() {
+        out.push_str("  item errors: none\n");
+    } else {
+        out.push_str("  recent item errors:\n");
+        for e in &v.item_errors {
+            let _ = writeln!(
+                out,
+                "    {} {} {} ({} attempts, last {}): {}",
+                e.kind.as_str(),
+                e.side.as_str(),
+                e.id,
+                e.attempts,
+                when(Some(e.last_seen)),
+                e.reason
+            );
+        }
+    }
+    out
+}

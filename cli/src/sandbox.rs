@@ -1,0 +1,341 @@
+//! `crmsync sandbox`: the three fakes on fixed loopback ports until Ctrl-C (or SIGTERM), with the
+//! standard scenario seeded (or nothing), their endpoints and credentials printed, and a ready
+//! config file for `crmsync sync`.
+//!
+//! Secrets: the written config holds none (as every crmsync config); it names environment
+//! variables (`CRMSYNC_SANDBOX_*`) whose values — the fakes' well-known test credentials — are
+//! printed as `export` lines (and in `--json` under `env`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use crmsync_core::{ConnectionMode, Rep};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::scenario::{Fakes, Scenario, Size, seed};
+
+/// What `--seed` puts into the fakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Seed {
+    /// The standard demo scenario (SPEC §7): two reps, two admins, contacts and events.
+    Scenario,
+    /// Nothing: empty services (no users, mailboxes or records).
+    Empty,
+}
+
+/// Options of `crmsync sandbox`.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Salesforce listens on P, Microsoft Graph on P+1, Google on P+2 (127.0.0.1).
+    #[arg(long, value_name = "P", default_value_t = 8640)]
+    pub port_base: u16,
+    /// What to seed.
+    #[arg(long, value_enum, default_value = "scenario")]
+    pub seed: Seed,
+    /// Contacts per rep (with --seed scenario).
+    #[arg(long, default_value_t = 12)]
+    pub contacts: usize,
+    /// Plain in-window meetings per rep (with --seed scenario).
+    #[arg(long, default_value_t = 6)]
+    pub events: usize,
+    /// Print one JSON object on stdout (endpoints, credentials, reps, config) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a ready config file for `crmsync sync` here (its SQLite store goes next to it
+    /// and starts empty).
+    #[arg(long, value_name = "FILE")]
+    pub config_out: Option<PathBuf>,
+}
+
+/// Environment variable names the sandbox config uses.
+pub const ENV_SF_SECRET: &str = "CRMSYNC_SANDBOX_SF_SECRET";
+pub const ENV_GRAPH_SECRET: &str = "CRMSYNC_SANDBOX_GRAPH_SECRET";
+pub const ENV_GOOGLE_SECRET: &str = "CRMSYNC_SANDBOX_GOOGLE_SECRET";
+pub const ENV_GOOGLE_GRANT: &str = "CRMSYNC_SANDBOX_GOOGLE_GRANT";
+
+#[derive(Debug, Serialize)]
+struct RepOut {
+    name: String,
+    id: String,
+    crm_user_id: String,
+    provider: String,
+    mailbox: String,
+    connection: ConnectionMode,
+}
+
+impl From<&Rep> for RepOut {
+    fn from(r: &Rep) -> Self {
+        RepOut {
+            name: r.name.clone(),
+            id: r.id.clone(),
+            crm_user_id: r.crm_user_id.clone(),
+            provider: r.provider.clone(),
+            mailbox: r.mailbox.clone(),
+            connection: r.connection,
+        }
+    }
+}
+
+pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+    if args.port_base > u16::MAX - 2 {
+        anyhow::bail!("--port-base {} leaves no room for the two ports after it", args.port_base);
+    }
+    let fakes = Fakes::start_on(args.port_base).await?;
+    let scenario = match args.seed {
+        Seed::Scenario => Some(seed(&fakes, Size { contacts: args.contacts, events: args.events })),
+        Seed::Empty => None,
+    };
+    let reps: Vec<Rep> = scenario.iter().flat_map(|s| [s.exchange_rep.clone(), s.google_rep.clone()]).collect();
+
+    let sf = fakes.salesforce.config();
+    let graph = fakes.graph.config();
+    let google = fakes.google.config();
+    let secret =
+        |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default();
+    let mut env = serde_json::Map::new();
+    env.insert(ENV_SF_SECRET.into(), json!(secret(&sf.client_secret)));
+    env.insert(ENV_GRAPH_SECRET.into(), json!(secret(&graph.client_secret)));
+    env.insert(ENV_GOOGLE_SECRET.into(), json!(secret(&google.client_secret)));
+    if let Some(s) = &scenario {
+        env.insert(ENV_GOOGLE_GRANT.into(), json!(s.google_grant));
+    }
+
+    let config_path = args.config_out.as_ref().map(|p| absolute(p));
+    let db_name = format!("crmsync-sandbox-{}.db", args.port_base);
+    let config_text = config_toml(&fakes, &reps, &db_name);
+    if let Some(p) = &config_path {
+        let dir = p.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("--config-out: cannot create {}", dir.display()))?;
+        // The fakes start empty every time, so the sandbox's store must too.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("{db_name}{suffix}")));
+        }
+        std::fs::write(p, &config_text).with_context(|| format!("--config-out: cannot write {}", p.display()))?;
+    }
+    let cfg = config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "crmsync.toml".into());
+    let mut next: Vec<String> =
+        env.iter().map(|(k, v)| format!("export {k}={}", sh(v.as_str().unwrap_or("")))).collect();
+    if let Some(s) = &scenario {
+        next.push(format!(
+            "crmsync connect --config {} --rep {} --grant-env {ENV_GOOGLE_GRANT}",
+            sh(&cfg),
+            sh(&s.google_rep.name)
+        ));
+        next.push(format!("crmsync sync --config {} --all", sh(&cfg)));
+        next.push(format!("crmsync reset --config {} --rep erin --as {}", sh(&cfg), sh(&s.admin)));
+        next.push(format!("crmsync sync --config {} --all", sh(&cfg)));
+        next.push(format!("crmsync status --config {}", sh(&cfg)));
+    }
+
+    let out = json!({
+        "salesforce": {
+            "base_url": fakes.salesforce.uri(),
+            "rest_url": format!("{}/services/data/v{}", fakes.salesforce.uri(), sf.api_version),
+            "token_url": sf.token_endpoint(),
+            "client_id": sf.client_id,
+            "client_secret": secret(&sf.client_secret),
+            "refresh_token": crmsync_salesforce::fake::REFRESH_TOKEN,
+            "grant_types": ["client_credentials", "refresh_token"],
+        },
+        "graph": {
+            "base_url": fakes.graph.uri(),
+            "graph_url": fakes.graph.graph_url(),
+            "token_url": fakes.graph.token_url(),
+            "tenant": graph.tenant,
+            "client_id": graph.client_id,
+            "client_secret": secret(&graph.client_secret),
+            "mailboxes": fakes.graph.mailboxes(),
+        },
+        "google": {
+            "base_url": fakes.google.uri(),
+            "people_url": format!("{}/v1", google.people_url),
+            "calendar_url": google.calendar_url,
+            "token_url": google.token_url,
+            "client_id": google.client_id,
+            "client_secret": secret(&google.client_secret),
+            "service_account_email": google.service_account_email,
+        },
+        "admins": scenario.as_ref().map(|s: &Scenario| json!({ "allowed": s.admin, "refused": s.half_admin })),
+        "reps": reps.iter().map(RepOut::from).collect::<Vec<_>>(),
+        "google_grant": scenario.as_ref().map(|s| s.google_grant.clone()),
+        "env": env,
+        "config_file": config_path,
+        "config_toml": config_text,
+        "next": next,
+    });
+
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string(&out)?)?;
+    } else {
+        write!(stdout, "{}", human(&out, scenario.as_ref(), config_path.as_deref()))?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+    tracing::info!(port_base = args.port_base, "sandbox running");
+
+    wait_for_stop().await;
+    if !args.json {
+        println!("sandbox stopped");
+    }
+    drop(fakes);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Quote for a POSIX shell when needed.
+fn sh(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@=+,".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// A TOML string literal.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// The config file for `crmsync sync` against this sandbox.
+pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str) -> String {
+    let sf = fakes.salesforce.config();
+    let graph = fakes.graph.config();
+    let google = fakes.google.config();
+    let mut t = String::new();
+    t.push_str("# crmsync config for the sandbox (`crmsync sandbox`): the fakes on loopback.\n");
+    t.push_str("# Secrets are never in this file: export the variables the sandbox printed first.\n\n");
+    t.push_str(&format!("[store]\n# SQLite, next to this file; `postgres://…` works too.\nurl = {}\n\n", q(db_name)));
+    t.push_str(&format!(
+        "[salesforce]\ninstance_url = {}\nclient_id = {}\nclient_secret_env = {}\n\n",
+        q(&sf.instance_url),
+        q(&sf.client_id),
+        q(ENV_SF_SECRET)
+    ));
+    t.push_str(&format!(
+        "[exchange]\ngraph_url = {}\ntoken_url = {}\ntenant = {}\nclient_id = {}\nclient_secret_env = {}\n\n",
+        q(&graph.graph_url),
+        q(&graph.token_url),
+        q(&graph.tenant),
+        q(&graph.client_id),
+        q(ENV_GRAPH_SECRET)
+    ));
+    t.push_str(&format!(
+        "[google]\npeople_url = {}\ncalendar_url = {}\ntoken_url = {}\nclient_id = {}\nclient_secret_env = {}\n\n",
+        q(&google.people_url),
+        q(&google.calendar_url),
+        q(&google.token_url),
+        q(google.client_id.as_deref().unwrap_or_default()),
+        q(ENV_GOOGLE_SECRET)
+    ));
+    t.push_str(
+        "# The default sync configuration of every rep (SPEC §2); [reps.sync] overrides it per rep.\n[sync]\n\n",
+    );
+    for r in reps {
+        let conn = match r.connection {
+            ConnectionMode::AdminManaged => "admin_managed",
+            ConnectionMode::UserManaged => "user_managed",
+        };
+        t.push_str(&format!(
+            "[[reps]]\nname = {}\ncrm_user_id = {}\nprovider = {}\nmailbox = {}\nconnection = {}\n\n",
+            q(&r.name),
+            q(&r.crm_user_id),
+            q(&r.provider),
+            q(&r.mailbox),
+            q(conn)
+        ));
+    }
+    t
+}
+
+fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&Path>) -> String {
+    use std::fmt::Write as _;
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let (sf, g, go) = (&out["salesforce"], &out["graph"], &out["google"]);
+    let mut t = String::from("crmsync sandbox: the fakes on loopback (Ctrl-C to stop)\n\n");
+    let _ = writeln!(t, "Salesforce       {}", s(&sf["base_url"]));
+    let _ = writeln!(t, "  REST API       {}", s(&sf["rest_url"]));
+    let _ = writeln!(t, "  token endpoint {}  (client_credentials or refresh_token)", s(&sf["token_url"]));
+    let _ = writeln!(t, "  client_id      {}", s(&sf["client_id"]));
+    let _ = writeln!(t, "  client_secret  {}", s(&sf["client_secret"]));
+    let _ = writeln!(t, "  refresh_token  {}", s(&sf["refresh_token"]));
+    let _ = writeln!(t, "Microsoft Graph  {}", s(&g["graph_url"]));
+    let _ = writeln!(t, "  token endpoint {}", s(&g["token_url"]));
+    let _ = writeln!(t, "  tenant         {}", s(&g["tenant"]));
+    let _ = writeln!(t, "  client_id      {}", s(&g["client_id"]));
+    let _ = writeln!(t, "  client_secret  {}", s(&g["client_secret"]));
+    let _ = writeln!(t, "Google           {}", s(&go["base_url"]));
+    let _ = writeln!(t, "  People API     {}", s(&go["people_url"]));
+    let _ = writeln!(t, "  Calendar API   {}", s(&go["calendar_url"]));
+    let _ = writeln!(t, "  token endpoint {}", s(&go["token_url"]));
+    let _ = writeln!(t, "  client_id      {}", s(&go["client_id"]));
+    let _ = writeln!(t, "  client_secret  {}", s(&go["client_secret"]));
+    let _ = writeln!(t, "  service acct.  {}", s(&go["service_account_email"]));
+    t.push('\n');
+    match scenario {
+        Some(sc) => {
+            for r in [&sc.exchange_rep, &sc.google_rep] {
+                let conn = match r.connection {
+                    ConnectionMode::AdminManaged => "admin-managed",
+                    ConnectionMode::UserManaged => "user-managed",
+                };
+                let _ = writeln!(
+                    t,
+                    "Rep {:<14} {} mailbox {}, {conn}, CRM user {}",
+                    r.name, r.provider, r.mailbox, r.crm_user_id
+                );
+            }
+            let _ = writeln!(t, "Admins: {} (may Reset Sync), {} (lacks Manage Sync)", sc.admin, sc.half_admin);
+            let _ = writeln!(t, "{}'s grant (refresh token): {}", sc.google_rep.name, sc.google_grant);
+        }
+        None => t.push_str("Seeded nothing (--seed empty): no users, mailboxes or records.\n"),
+    }
+    t.push('\n');
+    match config {
+        Some(p) => {
+            let _ = writeln!(t, "Config for `crmsync sync` written to {}", p.display());
+        }
+        None => {
+            t.push_str("A config for `crmsync sync` (save it as crmsync.toml, or pass --config-out FILE):\n\n");
+            t.push_str(&s(&out["config_toml"]));
+        }
+    }
+    t.push_str("\nNext, in another shell:\n");
+    for line in out["next"].as_array().into_iter().flatten() {
+        let _ = writeln!(t, "  {}", s(line));
+    }
+    t
+}
