@@ -193,6 +193,21 @@ async fn contacts_folder_extended_properties_delta_batch_and_errors() {
     let status =
         |id: &str| b["responses"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["status"].clone();
     assert_eq!((status("1"), status("2"), status("3")), (json!(200), json!(404), json!(201)));
+    let dep: Value = http
+        .post(format!("{}/v1.0/$batch", fake.uri()))
+        .bearer_auth(&tok)
+        .json(&json!({"requests": [
+            {"id": "a", "method": "DELETE", "url": "/users/megan@contoso.com/contacts/AAkALgAAAAAAnope"},
+            {"id": "b", "dependsOn": ["a"], "method": "GET", "url": format!("/users/megan@contoso.com/contacts/{pid}")}
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b_status = dep["responses"].as_array().unwrap().iter().find(|r| r["id"] == "b").unwrap()["status"].clone();
+    assert_eq!(b_status, json!(424), "a failed prerequisite fails its dependants");
     let too_many: Vec<Value> = (0..21)
         .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users/megan@contoso.com/contacts"}))
         .collect();

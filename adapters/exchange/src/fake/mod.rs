@@ -197,12 +197,12 @@ impl std::fmt::Debug for FakeGraph {
 impl FakeGraph {
     /// Start on a random loopback port.
     pub async fn start() -> Self {
-        Self::mount(MockServer::builder().start().await).await
+        Self::mount(MockServer::builder().disable_request_recording().start().await).await
     }
 
     /// Start on a given listener (fixed port, for `crmsync sandbox`).
     pub async fn start_on(listener: TcpListener) -> Self {
-        Self::mount(MockServer::builder().listener(listener).start().await).await
+        Self::mount(MockServer::builder().listener(listener).disable_request_recording().start().await).await
     }
 
     async fn mount(server: MockServer) -> Self {

@@ -515,11 +515,15 @@ impl State {
             return error(400, "BadRequest", "Batch request ids must be unique and present.");
         }
         let mut responses = vec![];
+        let mut failed: BTreeSet<String> = BTreeSet::new();
         for r in &reqs {
             self.batch_items += 1;
             let id = r["id"].as_str().unwrap_or_default();
             let url = r["url"].as_str().unwrap_or_default();
+            let blocked =
+                r["dependsOn"].as_array().into_iter().flatten().filter_map(Value::as_str).any(|d| failed.contains(d));
             let resp = match self.batch_faults.remove(&self.batch_items) {
+                _ if blocked => error(424, "FailedDependency", "A request this one depends on failed."),
                 Some(f) => Self::fault_response(&f),
                 None => match url::Url::parse(&format!("http://sub/v1.0/{}", url.trim_start_matches('/'))) {
                     Err(_) => error(400, "BadRequest", "Invalid request URL."),
@@ -555,6 +559,9 @@ impl State {
             let mut o = json!({ "id": id, "status": if resp.drop || resp.status == 0 { 502 } else { resp.status }, "headers": headers });
             if let Some(b) = resp.body {
                 o["body"] = b;
+            }
+            if !(200..300).contains(&o["status"].as_u64().unwrap_or(0)) {
+                failed.insert(id.to_owned());
             }
             responses.push(o);
         }
