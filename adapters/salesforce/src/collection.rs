@@ -294,7 +294,7 @@ impl SfCollection {
             self.client.data_path("/query"),
             url::form_urlencoded::byte_serialize(read.as_bytes()).collect::<String>()
         );
-        let req = json!({"allOrNone": false, "compositeRequest": [
+        let req = json!({"allOrNone": false, "collateSubrequests": false, "compositeRequest": [
             {"method": method, "url": url, "referenceId": "write", "body": body},
             {"method": "GET", "url": read_url, "referenceId": "read"},
         ]});

@@ -201,6 +201,16 @@ async fn the_fake_speaks_the_documented_rest_protocol() {
         .await;
     assert!(res.as_array().unwrap().iter().all(|r| r["success"] == true));
     let bulk_ids: Vec<String> = res.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    let (st, _, got) = api
+        .send(
+            Method::GET,
+            &format!("/composite/sobjects/Contact?ids={},{}&fields=LastName", bulk_ids[0], bulk_ids[1]),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(got[1]["LastName"], "Bulk201");
+    assert!(got[0].get("Email").is_none());
 
     // Paging at 2,000 through nextRecordsUrl.
     for chunk in 0..11 {

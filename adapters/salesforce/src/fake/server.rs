@@ -204,6 +204,34 @@ fn route(
             Ok(b) => collections_write(st, &b, method == "POST", None),
             Err(r) => r,
         },
+        ("GET", ["composite", "sobjects", ty]) => {
+            let Some(obj) = object(ty) else { return (label, Reply::not_found(), true) };
+            let fields: Option<Vec<String>> = q("fields").map(|f| f.split(',').map(|s| s.trim().to_owned()).collect());
+            if let Some(bad) = fields.iter().flatten().find(|f| obj.field(f).is_none()) {
+                return (
+                    label,
+                    Reply::error(
+                        400,
+                        "INVALID_FIELD",
+                        format!("No such column '{bad}' on sobject of type {}", obj.name),
+                    ),
+                    true,
+                );
+            }
+            let ids = q("ids").unwrap_or_default();
+            let ids: Vec<&str> = ids.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            if ids.len() > 2000 {
+                return (label, Reply::error(400, "EXCEEDED_ID_LIMIT", "cannot retrieve more than 2000 records"), true);
+            }
+            let out: Vec<Value> = ids
+                .iter()
+                .map(|id| match st.by_id(id) {
+                    Some((o, r)) if o.name == obj.name => st.record_json(obj, r, fields.as_deref()),
+                    _ => Value::Null,
+                })
+                .collect();
+            Reply::json(200, json!(out))
+        }
         ("PATCH", ["composite", "sobjects", ty, field]) => match json_body() {
             Ok(b) => collections_write(st, &b, false, Some((ty, field))),
             Err(r) => r,
@@ -371,6 +399,7 @@ fn label_of(method: &str, segs: &[&str]) -> String {
         ("POST", ["composite", "sobjects"]) => "collections_create",
         ("PATCH", ["composite", "sobjects"]) => "collections_update",
         ("PATCH", ["composite", "sobjects", _, _]) => "collections_upsert",
+        ("GET", ["composite", "sobjects", _]) => "collections_retrieve",
         ("DELETE", ["composite", "sobjects"]) => "collections_delete",
         ("POST", ["sobjects", _]) => "sobject_create",
         ("GET", ["sobjects", _, "describe"]) => "describe",

@@ -526,18 +526,27 @@ fn type_error(f: &FieldDef, lit: &Lit) -> QErr {
     }
 }
 
+/// Case-insensitive order (no allocation for ASCII text).
+fn ci_cmp(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.bytes().map(|c| c.to_ascii_lowercase()).cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    } else {
+        a.to_lowercase().cmp(&b.to_lowercase())
+    }
+}
+
 /// Order of a stored value against a literal; `None` when they do not compare.
 fn compare(f: &FieldDef, v: &Val, lit: &Lit) -> Result<Option<Ordering>, QErr> {
     let midnight = |d: &NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     Ok(match (v, lit) {
         (Val::Null, _) | (_, Lit::Null) => None,
         (Val::Str(a), Lit::Str(b)) => {
-            let b = b.replace(LIT_PERCENT, "%").replace(LIT_UNDERSCORE, "_");
-            if matches!(f.ty, Ty::Id | Ty::Ref(_)) {
-                Some(id15(a).cmp(id15(&b)))
+            let b: std::borrow::Cow<str> = if b.contains([LIT_PERCENT, LIT_UNDERSCORE]) {
+                b.replace(LIT_PERCENT, "%").replace(LIT_UNDERSCORE, "_").into()
             } else {
-                Some(a.to_lowercase().cmp(&b.to_lowercase()))
-            }
+                b.as_str().into()
+            };
+            if matches!(f.ty, Ty::Id | Ty::Ref(_)) { Some(id15(a).cmp(id15(&b))) } else { Some(ci_cmp(a, &b)) }
         }
         (Val::Bool(a), Lit::Bool(b)) => Some(a.cmp(b)),
         (Val::Int(a), Lit::Num(b)) => (*a as f64).partial_cmp(b),
@@ -625,6 +634,8 @@ enum RCond {
     Not(Box<RCond>),
     Cmp(Path, &'static str, Lit),
     In(Path, bool, Vec<Lit>),
+    /// `IN` over string literals on a text or id field: a set of folded keys.
+    InSet(Path, bool, std::collections::HashSet<String>),
     Like(Path, String),
 }
 
@@ -634,7 +645,7 @@ fn prepare(db: &dyn Db, obj: &'static ObjDef, c: &Cond, all: bool, now: DateTime
         Cond::Or(cs) => RCond::Or(cs.iter().map(|c| prepare(db, obj, c, all, now)).collect::<Result<_, _>>()?),
         Cond::Not(c) => RCond::Not(Box::new(prepare(db, obj, c, all, now)?)),
         Cond::Cmp(f, op, lit) => RCond::Cmp(resolve(obj, f)?, op, lit.clone()),
-        Cond::In(f, neg, lits) => RCond::In(resolve(obj, f)?, *neg, lits.clone()),
+        Cond::In(f, neg, lits) => in_cond(resolve(obj, f)?, *neg, lits.clone()),
         Cond::Like(f, pat) => {
             let p = resolve(obj, f)?;
             if !matches!(p.def().ty, Ty::Str(_) | Ty::Email | Ty::Picklist(_) | Ty::Id | Ty::Ref(_)) {
@@ -663,9 +674,30 @@ fn prepare(db: &dyn Db, obj: &'static ObjDef, c: &Cond, all: bool, now: DateTime
                 .map(|s| Lit::Str(s.to_owned()))
                 .collect();
             let _ = all;
-            RCond::In(p, *neg, vals)
+            in_cond(p, *neg, vals)
         }
     })
+}
+
+/// The folded form of a text value for set lookups (ids compare on 15 characters).
+fn fold(f: &FieldDef, s: &str) -> String {
+    let s = s.replace(LIT_PERCENT, "%").replace(LIT_UNDERSCORE, "_");
+    if matches!(f.ty, Ty::Id | Ty::Ref(_)) { id15(&s).to_owned() } else { s.to_lowercase() }
+}
+
+fn in_cond(p: Path, neg: bool, lits: Vec<Lit>) -> RCond {
+    let text = matches!(p.def().ty, Ty::Str(_) | Ty::Email | Ty::Picklist(_) | Ty::Id | Ty::Ref(_));
+    if text && lits.iter().all(|l| matches!(l, Lit::Str(_))) {
+        let set = lits
+            .iter()
+            .filter_map(|l| match l {
+                Lit::Str(s) => Some(fold(p.def(), s)),
+                _ => None,
+            })
+            .collect();
+        return RCond::InSet(p, neg, set);
+    }
+    RCond::In(p, neg, lits)
 }
 
 fn eval(db: &dyn Db, obj: &ObjDef, rec: &Rec, c: &RCond) -> Result<bool, QErr> {
@@ -699,6 +731,13 @@ fn eval(db: &dyn Db, obj: &ObjDef, rec: &Rec, c: &RCond) -> Result<bool, QErr> {
             }
             hit != *neg
         }
+        RCond::InSet(p, neg, set) => {
+            let hit = match value(db, obj, rec, p) {
+                Val::Str(v) => set.contains(&fold(p.def(), &v)),
+                _ => false,
+            };
+            hit != *neg
+        }
         RCond::Like(p, pat) => match value(db, obj, rec, p) {
             Val::Str(s) => like(&s, pat),
             _ => false,
@@ -708,7 +747,7 @@ fn eval(db: &dyn Db, obj: &ObjDef, rec: &Rec, c: &RCond) -> Result<bool, QErr> {
 
 fn order_vals(a: &Val, b: &Val) -> Ordering {
     match (a, b) {
-        (Val::Str(x), Val::Str(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
+        (Val::Str(x), Val::Str(y)) => ci_cmp(x, y),
         (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
         (Val::Int(x), Val::Int(y)) => x.cmp(y),
         (Val::DateTime(x), Val::DateTime(y)) => x.cmp(y),
