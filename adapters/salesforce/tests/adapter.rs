@@ -257,6 +257,11 @@ async fn throttling_and_outages_are_retried_and_counted() {
     assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 1);
     assert_eq!(c.requests() - before, 5, "four failures and the success, each counted");
     assert_eq!(fake.requests_to("fault"), 4);
+    // A session expiring mid-run: one new token, then the read goes through.
+    let tokens = fake.requests_to("token");
+    fake.fail_next(1, Fault::ExpireSession);
+    assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 1);
+    assert_eq!(fake.requests_to("token"), tokens + 1);
     // A budget that runs out is an error of the whole call.
     for k in 1..=5 {
         fake.fail_next(k, Fault::Unavailable);
