@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 use crmsync_core::model::{CONTACT_FIELDS, EVENT_FIELDS};
@@ -32,6 +33,8 @@ pub struct GraphCollection {
     pub(crate) scope: Scope,
     /// Last-read Graph JSON per id (keeps what the model does not hold for partial updates).
     pub(crate) raw: Mutex<HashMap<String, Value>>,
+    /// Set once the service refused `$expand` on contact delta.
+    pub(crate) no_delta_expand: AtomicBool,
 }
 
 /// Clauses OR-ed into one `$filter` (keeps URLs short).
@@ -51,7 +54,7 @@ pub(crate) fn sync_key_clause(k: &SyncKey) -> String {
 
 impl GraphCollection {
     pub(crate) fn new(kind: Kind, session: Session, scope: Scope) -> Self {
-        Self { kind, session, scope, raw: Mutex::new(HashMap::new()) }
+        Self { kind, session, scope, raw: Mutex::new(HashMap::new()), no_delta_expand: AtomicBool::new(false) }
     }
 
     pub(crate) fn remember(&self, v: &Value) {

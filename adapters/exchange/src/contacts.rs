@@ -1,7 +1,9 @@
 //! The rep's contacts folder: find or create it, and read it through
 //! `/contactFolders/{id}/contacts/delta`.
 
-use crmsync_core::{Change, Changes, Error, ItemFailure, Result, Skip};
+use std::sync::atomic::Ordering;
+
+use crmsync_core::{Change, Changes, Error, ErrorKind, ItemFailure, Result, Skip};
 use reqwest::Method;
 use serde_json::json;
 
@@ -34,14 +36,32 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
     let s = &c.session;
     let prefer = c_prefer(c);
     let prefer = GraphCollection::prefer_refs(&prefer);
+    let plain = s.url(&format!("/contactFolders/{folder}/contacts/delta"), &[]);
+    let expand = !c.no_delta_expand.load(Ordering::Relaxed);
     let mut next = match cursor {
         Some(u) => u.to_owned(),
-        None => s.url(&format!("/contactFolders/{folder}/contacts/delta"), &[("$expand", &expand_sync_key())]),
+        None if expand => {
+            s.url(&format!("/contactFolders/{folder}/contacts/delta"), &[("$expand", &expand_sync_key())])
+        }
+        None => plain.clone(),
     };
     let mut items = vec![];
     let mut failures = vec![];
+    let mut first = cursor.is_none() && expand;
     let delta = loop {
-        let page = s.get(&next, &prefer).await?;
+        let page = match s.get(&next, &prefer).await {
+            // Graph documents only `$select` for contact delta: a service that refuses the
+            // `$expand` of the sync key is read without it (keys then come from `find`).
+            Err(e) if first && e.kind() == ErrorKind::InvalidItem => {
+                tracing::debug!(error = %e, "graph: contact delta refused $expand; reading without sync keys");
+                c.no_delta_expand.store(true, Ordering::Relaxed);
+                first = false;
+                next = plain.clone();
+                continue;
+            }
+            other => other?,
+        };
+        first = false;
         for v in page["value"].as_array().into_iter().flatten() {
             let Some(id) = v["id"].as_str() else { continue };
             if v.get("@removed").is_some() || v["parentFolderId"].as_str().is_some_and(|p| p != folder) {

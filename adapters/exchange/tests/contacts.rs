@@ -295,3 +295,27 @@ async fn bad_contacts_fail_alone() {
     assert_eq!(e.kind(), ErrorKind::InvalidItem);
     assert!(e.message().contains("neither a name nor an e-mail"), "{e}");
 }
+
+#[tokio::test]
+async fn a_service_refusing_expand_on_delta_is_read_without_it() {
+    let env = common::env(10).await;
+    let mb = "kai@contoso.com";
+    let c = env.admin(mb, Kind::Contact).await;
+    let k = key(3);
+    let made =
+        c.create_many(&[NewItem { sync_key: k.clone(), record: person(3).into() }]).await.unwrap().remove(0).unwrap();
+    env.fake.set_strict_delta(true);
+    env.fake.reset_counters();
+    let full = c.changes(None).await.expect("read without $expand");
+    assert_eq!(upserts(&full), set(&[&made.id]));
+    assert_eq!(env.fake.count("contacts.delta"), 2, "one refused try, one plain read");
+    let inc = c.changes(full.cursor.as_deref()).await.expect("incremental");
+    assert!(inc.items.is_empty());
+    env.fake.reset_counters();
+    c.changes(None).await.expect("again");
+    assert_eq!(env.fake.count("contacts.delta"), 1, "the refusal is remembered");
+    // The sync key is still found by $filter, so creates stay idempotent.
+    let again =
+        c.create_many(&[NewItem { sync_key: k.clone(), record: person(3).into() }]).await.unwrap().remove(0).unwrap();
+    assert_eq!(again.id, made.id);
+}

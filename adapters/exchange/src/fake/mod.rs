@@ -316,6 +316,12 @@ impl FakeGraph {
         self.st().replay = on;
     }
 
+    /// Refuse `$expand` (anything but `$select`) on contact delta, as Graph's docs allow only
+    /// `$select` there ([U] in API-NOTES: the real service may accept it).
+    pub fn set_strict_delta(&self, on: bool) {
+        self.st().strict_delta = on;
+    }
+
     // ---- seeding and editing ----
 
     /// Create a mailbox (with its default Contacts folder); known by this id or e-mail.

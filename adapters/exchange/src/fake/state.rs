@@ -136,6 +136,8 @@ pub(crate) struct State {
     pub batch_faults: BTreeMap<u64, Fault>,
     pub empty_pages: bool,
     pub replay: bool,
+    /// Refuse query options other than `$select` on contact delta (Graph documents only `$select`).
+    pub strict_delta: bool,
 }
 
 fn now() -> String {
@@ -858,6 +860,21 @@ impl State {
 
     /// A delta round: the initial request, a `$skiptoken` page or a `$deltatoken` round.
     fn delta(&mut self, scope: Scope, r: &Req) -> Resp {
+        if self.strict_delta && matches!(scope, Scope::Folder { .. }) {
+            if let Some((k, _)) = r
+                .query
+                .iter()
+                .find(|(k, _)| k.starts_with('$') && !["$select", "$skiptoken", "$deltatoken"].contains(&k.as_str()))
+            {
+                return error(
+                    400,
+                    "ErrorInvalidUrlQuery",
+                    &format!(
+                        "The following parameters are not supported with change tracking over the 'Contacts' resource: '{k}'."
+                    ),
+                );
+            }
+        }
         let expired = || {
             error(
                 410,
