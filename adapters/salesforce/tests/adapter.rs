@@ -456,3 +456,23 @@ fn config_validation_gives_one_clear_line() {
     assert!(parsed.is_err(), "unknown fields are refused");
     let _ = rep("005000000000001AAA");
 }
+
+#[tokio::test]
+async fn criteria_values_are_escaped_in_the_scope_query() {
+    let (fake, crm, mut rep) = setup().await;
+    let obrien = fake.insert_contact(&rep.crm_user_id, json!({"LastName": "O'Brien", "Department": "50% Off"}));
+    fake.insert_contact(&rep.crm_user_id, json!({"LastName": "Other", "Department": "50X Off"}));
+    rep.config.contacts.filter = ContactFilter::Criteria(vec![
+        Criterion { field: "family_name".into(), op: CriterionOp::StartsWith, value: "o'b".into() },
+        Criterion { field: "department".into(), op: CriterionOp::StartsWith, value: "50%".into() },
+    ]);
+    let c = coll(&crm, &rep, Kind::Contact).await;
+    assert_eq!(upserts(&c.changes(None).await.unwrap()), vec![obrien]);
+    rep.config.contacts.filter = ContactFilter::Criteria(vec![Criterion {
+        field: "department".into(),
+        op: CriterionOp::Ne,
+        value: "x' OR LastName != '".into(),
+    }]);
+    let c = coll(&crm, &rep, Kind::Contact).await;
+    assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 2, "the odd value is a plain literal");
+}
