@@ -26,7 +26,6 @@ pub(crate) enum Scope {
 }
 
 /// A Graph collection: the rep's contacts folder or calendar window.
-#[derive(Debug)]
 pub struct GraphCollection {
     pub(crate) kind: Kind,
     pub(crate) session: Session,
@@ -35,6 +34,18 @@ pub struct GraphCollection {
     pub(crate) raw: Mutex<HashMap<String, Value>>,
     /// Set once the service refused `$expand` on contact delta.
     pub(crate) no_delta_expand: AtomicBool,
+}
+
+impl std::fmt::Debug for GraphCollection {
+    /// Kind, mailbox root, scope and request count; never the cached records.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphCollection")
+            .field("kind", &self.kind)
+            .field("root", &self.session.root)
+            .field("scope", &self.scope)
+            .field("requests", &self.session.requests())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Clauses OR-ed into one `$filter` (keeps URLs short).

@@ -30,6 +30,8 @@ async fn user_managed_reps_use_their_refresh_token_and_me() {
         .expect("created");
     assert_eq!(env.fake.count_by_sync_key("pat@contoso.com", key.as_str()), 1, "written to the grant's own mailbox");
     assert!(env.fake.contacts("quinn@contoso.com").is_empty());
+    let dbg = format!("{c:?}");
+    assert!(dbg.contains("/me") && !dbg.contains(&grant) && !dbg.contains("G1"), "no secrets or records in Debug: {dbg}");
     // A grant that is unknown (revoked, expired) is an authentication error, not a crash.
     let err = env
         .provider
