@@ -31,7 +31,10 @@ async fn user_managed_reps_use_their_refresh_token_and_me() {
     assert_eq!(env.fake.count_by_sync_key("pat@contoso.com", key.as_str()), 1, "written to the grant's own mailbox");
     assert!(env.fake.contacts("quinn@contoso.com").is_empty());
     let dbg = format!("{c:?}");
-    assert!(dbg.contains("/me") && !dbg.contains(&grant) && !dbg.contains("G1"), "no secrets or records in Debug: {dbg}");
+    assert!(
+        dbg.contains("/me") && !dbg.contains(&grant) && !dbg.contains("G1"),
+        "no secrets or records in Debug: {dbg}"
+    );
     // A grant that is unknown (revoked, expired) is an authentication error, not a crash.
     let err = env
         .provider

@@ -65,6 +65,8 @@ async fn the_window_series_cancelled_private_and_no_sync_events() {
     assert!(!ids.contains(&series.as_str()), "never the series master");
     let occ: Vec<&&Item> = items.iter().filter(|i| ev(i).series_id.as_deref() == Some(series.as_str())).collect();
     assert_eq!(occ.len(), 4, "every occurrence in the window");
+    let view = env.fake.calendar_view(mb, hour(-30), hour(365));
+    assert_eq!(view.iter().filter(|e| e["seriesMasterId"] == series.as_str()).count(), 4, "the inspect helper agrees");
     let uids: std::collections::BTreeSet<_> = occ.iter().map(|i| ev(i).ical_uid.clone().expect("iCalUId")).collect();
     assert_eq!(uids.len(), 4, "Graph's iCalUId differs per occurrence");
     let by_id = |id: &str| ev(items.iter().find(|i| i.id == id).expect("read"));

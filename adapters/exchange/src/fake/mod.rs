@@ -474,6 +474,16 @@ impl FakeGraph {
         self.st().mailboxes.get(&key(mailbox)).map(|mb| mb.events.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// The event instances (singles, occurrences, exceptions; never masters) overlapping
+    /// `[start, end)`, as `calendarView` returns them (without the wire-only `@odata.etag`).
+    pub fn calendar_view(&self, mailbox: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<Value> {
+        let st = self.st();
+        st.mailboxes
+            .get(&key(mailbox))
+            .map(|mb| State::calendar_view(mb, start, end).into_values().collect())
+            .unwrap_or_default()
+    }
+
     /// Contacts and events of a mailbox, for before/after comparisons.
     pub fn snapshot(&self, mailbox: &str) -> Value {
         json!({ "contacts": self.contacts(mailbox), "events": self.events(mailbox) })

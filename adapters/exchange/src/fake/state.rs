@@ -360,7 +360,7 @@ impl State {
     }
 
     /// Every event instance (singles, occurrences, exceptions) overlapping `[start, end)`.
-    fn calendar_view(mb: &Mailbox, start: DateTime<Utc>, end: DateTime<Utc>) -> BTreeMap<String, Value> {
+    pub(crate) fn calendar_view(mb: &Mailbox, start: DateTime<Utc>, end: DateTime<Utc>) -> BTreeMap<String, Value> {
         let overlaps = |v: &Value| match (parse_dt(&v["start"]), parse_dt(&v["end"])) {
             (Some(s), Some(e)) => s.and_utc() < end && e.and_utc() > start,
             // Unparsable times: shown, so clients meet them (they cannot be placed, Graph would refuse them).
