@@ -11,6 +11,10 @@ use crmsync_core::{Collection, Contact, Crm, Event, Kind, Record};
 use crmsync_salesforce::SalesforceCrm;
 use crmsync_salesforce::fake::FakeSalesforce;
 
+/// The fake pages at 250 here (the 2,000-record default is covered by the adapter tests), so
+/// the kit's "more than a page" check crosses a page boundary with few records.
+const PAGE: usize = 250;
+
 struct SfHarness {
     fake: FakeSalesforce,
     crm: SalesforceCrm,
@@ -40,20 +44,24 @@ impl Harness for SfHarness {
         }
     }
     fn page_size(&self, _kind: Kind) -> usize {
-        2000
+        PAGE
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_contacts() {
     let fake = FakeSalesforce::start().await;
+    fake.set_page_size(PAGE);
     let crm = SalesforceCrm::new(fake.config()).unwrap();
-    check_collection(&SfHarness { fake, crm, n: AtomicUsize::new(0) }, Kind::Contact).await;
+    check_collection(&SfHarness { fake: fake.clone(), crm, n: AtomicUsize::new(0) }, Kind::Contact).await;
+    assert!(fake.requests_to("query_more") > 0, "the kit's large read crossed a page");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_events() {
     let fake = FakeSalesforce::start().await;
+    fake.set_page_size(PAGE);
     let crm = SalesforceCrm::new(fake.config()).unwrap();
-    check_collection(&SfHarness { fake, crm, n: AtomicUsize::new(0) }, Kind::Event).await;
+    check_collection(&SfHarness { fake: fake.clone(), crm, n: AtomicUsize::new(0) }, Kind::Event).await;
+    assert!(fake.requests_to("query_more") > 0, "the kit's large read crossed a page");
 }
