@@ -53,6 +53,8 @@ struct RepRow {
 struct Cycle {
     name: &'static str,
     reps: Vec<RepRow>,
+    /// Requests each fake served during the cycle, per endpoint (all reps together).
+    endpoints: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,7 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mut inv = Invariants::default();
     let mut cycles = vec![];
-    cycles.push(cycle(&engine, &reps, "initial").await?);
+    cycles.push(cycle(&engine, &fakes, &reps, "initial").await?);
 
     // Reset Sync: refused for the admin without Manage Sync, then both reps.
     let before = snapshot(&fakes);
@@ -138,7 +140,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     inv.records_changed_by_reset = diff(&before, &after);
 
     // Resync: the Exchange rep re-links with zero writes; the Google rep waits for reconnection.
-    let c = cycle(&engine, &reps, "after_reset").await?;
+    let c = cycle(&engine, &fakes, &reps, "after_reset").await?;
     let after_resync = snapshot(&fakes);
     inv.unexpected_writes_after_reset = diff(&after, &after_resync) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
@@ -150,7 +152,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let grant = fakes.google.add_refresh_token(GOOGLE_USER);
     engine.reconnect(&sc.google_rep, SecretString::from(grant)).await?;
     let before_reconnect = snapshot(&fakes);
-    let c = cycle(&engine, &reps, "after_reconnect").await?;
+    let c = cycle(&engine, &fakes, &reps, "after_reconnect").await?;
     let after_reconnect = snapshot(&fakes);
     // Exactly one record may change: the CRM copy of the edited event.
     let changed = diff(&before_reconnect, &after_reconnect);
@@ -160,7 +162,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     inv.lost_edits = u64::from(!crm_has_event(&fakes, &subject, start, start + Duration::minutes(minutes)));
     cycles.push(c);
 
-    let c = cycle(&engine, &reps, "quiet").await?;
+    let c = cycle(&engine, &fakes, &reps, "quiet").await?;
     inv.writes_in_quiet_cycle = diff(&after_reconnect, &snapshot(&fakes)) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
     inv.duplicates = duplicates(&fakes, &sc);
@@ -184,7 +186,19 @@ fn writes(r: &RepRow) -> u64 {
     r.contacts.writes() + r.events.writes()
 }
 
-async fn cycle(engine: &Engine, reps: &[Rep], name: &'static str) -> anyhow::Result<Cycle> {
+/// Per-endpoint request counters of every fake, prefixed by service.
+fn endpoint_counts(f: &Fakes) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (svc, counts) in
+        [("salesforce", f.salesforce.endpoint_requests()), ("graph", f.graph.counters()), ("google", f.google.counts())]
+    {
+        out.extend(counts.into_iter().map(|(k, v)| (format!("{svc} {k}"), v)));
+    }
+    out
+}
+
+async fn cycle(engine: &Engine, fakes: &Fakes, reps: &[Rep], name: &'static str) -> anyhow::Result<Cycle> {
+    let before = endpoint_counts(fakes);
     let mut rows = vec![];
     for rep in reps {
         let r: CycleReport = engine.cycle(rep).await.with_context(|| format!("cycle {name} for {}", rep.name))?;
@@ -198,7 +212,13 @@ async fn cycle(engine: &Engine, reps: &[Rep], name: &'static str) -> anyhow::Res
             error: r.error,
         });
     }
-    Ok(Cycle { name, reps: rows })
+    let endpoints = endpoint_counts(fakes)
+        .into_iter()
+        .map(|(k, v)| (v - before.get(&k).copied().unwrap_or(0), k))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, k)| (k, n))
+        .collect();
+    Ok(Cycle { name, reps: rows, endpoints })
 }
 
 async fn reset(engine: &Engine, admin: &str, rep: &Rep) -> anyhow::Result<ResetRow> {
