@@ -1,0 +1,161 @@
+//! The `crmsync` binary as a user meets it: `--help`, one-line errors for bad input, and
+//! `status` on an empty SQLite store. (Being an integration test of `crmsync-cli`, this file
+//! also makes `cargo test --workspace` build the binary the end-to-end test in `tests/` runs.)
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn crmsync(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crmsync"));
+    c.args(args).env_remove("RUST_LOG").env_remove("CRMSYNC_CONFIG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("the crmsync binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The one error line a failed command prints.
+fn error_line(o: &Output) -> String {
+    assert!(!o.status.success(), "must fail; stdout: {}", text(&o.stdout));
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr: {err:?}");
+    assert!(lines[0].starts_with("crmsync: "), "{err}");
+    lines[0].to_owned()
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let p = std::env::temp_dir().join(format!("crmsync-cli-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn write(&self, name: &str, body: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const CONFIG: &str = r#"
+[store]
+url = "state.db"
+
+[salesforce]
+instance_url = "http://127.0.0.1:9"
+client_id = "cid"
+client_secret_env = "CRMSYNC_CLI_TEST_SF_SECRET"
+
+[exchange]
+graph_url = "http://127.0.0.1:9/v1.0"
+token_url = "http://127.0.0.1:9/{tenant}/oauth2/v2.0/token"
+tenant = "contoso"
+client_id = "app"
+client_secret_env = "CRMSYNC_CLI_TEST_GRAPH_SECRET"
+
+[[reps]]
+name = "Erin Exchange"
+crm_user_id = "005A"
+provider = "exchange"
+mailbox = "erin@contoso.example"
+
+[[reps]]
+name = "Ed Exchange"
+crm_user_id = "005B"
+provider = "exchange"
+mailbox = "ed@contoso.example"
+"#;
+
+#[test]
+fn help_on_every_command() {
+    let o = crmsync(&["--help"], &[]);
+    assert!(o.status.success());
+    let top = text(&o.stdout);
+    for cmd in ["demo", "sandbox", "sync", "reset", "status", "connect"] {
+        assert!(top.contains(cmd), "top-level help lists {cmd}: {top}");
+        let o = crmsync(&[cmd, "--help"], &[]);
+        assert!(o.status.success(), "{cmd} --help");
+        assert!(text(&o.stdout).contains("Usage: crmsync"), "{cmd}: {}", text(&o.stdout));
+    }
+    let reset = text(&crmsync(&["reset", "--help"], &[]).stdout);
+    for flag in ["--rep", "--as", "--scope", "--config"] {
+        assert!(reset.contains(flag), "{reset}");
+    }
+}
+
+#[test]
+fn bad_config_files_are_one_line_naming_file_and_place() {
+    let dir = TempDir::new("bad");
+    let missing = dir.0.join("nope.toml").display().to_string();
+    let e = error_line(&crmsync(&["sync", "--config", &missing], &[]));
+    assert!(e.contains("nope.toml") && e.contains("cannot read the config file"), "{e}");
+
+    let typo = dir.write("typo.toml", &CONFIG.replace("tenant = \"contoso\"", "tenant = \"contoso\"\ntennant = \"x\""));
+    let e = error_line(&crmsync(&["sync", "--all", "--config", &typo], &[]));
+    assert!(e.contains("typo.toml: [exchange]") && e.contains("tennant"), "{e}");
+
+    let broken = dir.write("broken.toml", "[store\nurl = 1\n");
+    let e = error_line(&crmsync(&["status", "--config", &broken], &[]));
+    assert!(e.contains("broken.toml: line 1"), "{e}");
+
+    let good = dir.write("good.toml", CONFIG);
+    let e = error_line(&crmsync(&["sync", "--all", "--config", &good], &[]));
+    assert!(
+        e.ends_with(
+            "good.toml: [salesforce] client_secret_env: environment variable CRMSYNC_CLI_TEST_SF_SECRET is not set"
+        ),
+        "{e}"
+    );
+    let e =
+        error_line(&crmsync(&["sync", "--all", "--config", &good], &[("CRMSYNC_CLI_TEST_SF_SECRET", "sf-hunter2")]));
+    assert!(e.contains("[exchange] client_secret_env: environment variable CRMSYNC_CLI_TEST_GRAPH_SECRET"), "{e}");
+
+    let bad_url = dir.write("url.toml", &CONFIG.replace("http://127.0.0.1:9/v1.0", "graph.example/v1.0"));
+    let e = error_line(&crmsync(
+        &["sync", "--all", "--config", &bad_url],
+        &[("CRMSYNC_CLI_TEST_SF_SECRET", "sf-hunter2"), ("CRMSYNC_CLI_TEST_GRAPH_SECRET", "g-hunter2")],
+    ));
+    assert!(e.contains("graph_url \"graph.example/v1.0\" is not an http(s) URL"), "{e}");
+    assert!(!e.contains("hunter2"), "never a secret: {e}");
+
+    let e = error_line(&crmsync(&["sync", "--rep", "zed", "--config", &good], &[]));
+    assert!(e.contains("no rep matches \"zed\""), "{e}");
+    let e = error_line(&crmsync(&["reset", "--rep", "exchange", "--as", "Alex", "--config", &good], &[]));
+    assert!(e.contains("ambiguous") && e.contains("Erin Exchange, Ed Exchange"), "{e}");
+    assert!(!dir.0.join("state.db").exists(), "no partial state: the store was not even opened");
+}
+
+#[test]
+fn status_on_an_empty_sqlite_store() {
+    let dir = TempDir::new("status");
+    let cfg = dir.write("crmsync.toml", CONFIG);
+    // No secrets needed: status reads the store only.
+    let o = crmsync(&["status", "--config", &cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("Erin Exchange (exchange, erin@contoso.example, admin_managed)"), "{out}");
+    assert!(out.contains("state: ok") && out.contains("last successful cycle: never"), "{out}");
+    assert!(out.contains("linked: 0 contacts, 0 events") && out.contains("last reset: never"), "{out}");
+
+    let o = crmsync(&["status", "--rep", "ed", "--json", "--config", &cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let reps = v["reps"].as_array().unwrap();
+    assert_eq!(reps.len(), 1);
+    assert_eq!(reps[0]["rep"], "Ed Exchange");
+    assert_eq!(reps[0]["state"], "ok");
+    assert_eq!(reps[0]["links"], serde_json::json!({"contacts": 0, "events": 0}));
+    assert_eq!(reps[0]["last_reset"], serde_json::Value::Null);
+    assert_eq!(reps[0]["item_errors"], serde_json::json!([]));
+}

@@ -1,0 +1,419 @@
+//! End to end, as a user would do it: `crmsync sandbox` as a subprocess, its printed config,
+//! `crmsync connect` / `sync` / `reset` / `status` as subprocesses, and the fakes inspected and
+//! edited through their REST APIs with plain HTTP (the way any client talks to the real
+//! services).
+//!
+//! The `crmsync` binary is expected next to this test's directory (`target/debug/crmsync`);
+//! `cargo test --workspace` builds it (`crmsync-cli` has integration tests).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use reqwest::Client;
+use serde_json::{Value, json};
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-… → target/debug/crmsync
+    let dir = exe.parent().and_then(Path::parent).expect("target/debug");
+    let bin = dir.join(format!("crmsync{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p crmsync-cli` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The sandbox process and its scratch directory; both go away when dropped (panics included).
+struct Sandbox {
+    child: Child,
+    dir: PathBuf,
+    info: Value,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Three consecutive free loopback ports (probed; the sandbox may still lose a race, then we retry).
+fn free_base() -> u16 {
+    loop {
+        let p = TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+        if p < 65000 && (1..3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+fn start_sandbox() -> Sandbox {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    for attempt in 0..10 {
+        let dir = std::env::temp_dir().join(format!("crmsync-e2e-{}-{nanos}-{attempt}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = free_base().to_string();
+        let config = dir.join("crmsync.toml").display().to_string();
+        let child = Command::new(binary())
+            .args(["sandbox", "--json", "--port-base", &base, "--config-out", &config])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start crmsync sandbox");
+        let mut sb = Sandbox { child, dir, info: Value::Null };
+        let mut line = String::new();
+        let stdout = sb.child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            // Exited before printing: most likely a port was taken meanwhile. Try another base.
+            continue;
+        }
+        sb.info = serde_json::from_str(&line).expect("sandbox --json prints one JSON object");
+        return sb;
+    }
+    panic!("the sandbox did not start on any of 10 port bases");
+}
+
+impl Sandbox {
+    fn config(&self) -> String {
+        self.info["config_file"].as_str().expect("config_file").to_owned()
+    }
+
+    /// Run `crmsync ARGS --config <sandbox config>` with the secrets the sandbox printed.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(binary());
+        c.args(args).args(["--config", &self.config()]).env_remove("RUST_LOG").stdin(Stdio::null());
+        for (k, v) in self.info["env"].as_object().expect("env") {
+            c.env(k, v.as_str().unwrap());
+        }
+        c.output().expect("run crmsync")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "crmsync {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn sync(&self) -> BTreeMap<String, Value> {
+        let out: Value = serde_json::from_str(&self.ok(&["sync", "--all", "--json"])).expect("sync --json");
+        out["reports"].as_array().unwrap().iter().map(|r| (r["rep"].as_str().unwrap().to_owned(), r.clone())).collect()
+    }
+}
+
+fn writes(r: &Value) -> u64 {
+    let mut n = 0;
+    for kind in ["contacts", "events"] {
+        for side in ["crm", "provider"] {
+            for op in ["created", "updated", "deleted"] {
+                n += r[kind][format!("{op}_in_{side}")].as_u64().unwrap();
+            }
+        }
+    }
+    n
+}
+
+/// Plain HTTP against the Salesforce fake's REST API.
+struct Salesforce {
+    http: Client,
+    rest: String,
+    token: String,
+}
+
+impl Salesforce {
+    async fn login(http: &Client, info: &Value) -> Salesforce {
+        let s = &info["salesforce"];
+        let r = http
+            .post(s["token_url"].as_str().unwrap())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", s["client_id"].as_str().unwrap()),
+                ("client_secret", s["client_secret"].as_str().unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        Salesforce {
+            http: http.clone(),
+            rest: s["rest_url"].as_str().unwrap().to_owned(),
+            token: body["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn query(&self, soql: &str) -> Vec<Value> {
+        let mut out = vec![];
+        let mut r: Value = self
+            .http
+            .get(format!("{}/query", self.rest))
+            .bearer_auth(&self.token)
+            .query(&[("q", soql)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        loop {
+            out.extend(r["records"].as_array().unwrap_or_else(|| panic!("{soql}: {r}")).iter().cloned());
+            let Some(next) = r["nextRecordsUrl"].as_str() else { break };
+            let base = self.rest.split("/services/").next().unwrap();
+            r = self
+                .http
+                .get(format!("{base}{next}"))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        }
+        out
+    }
+
+    async fn patch(&self, object: &str, id: &str, fields: Value) {
+        let r = self
+            .http
+            .patch(format!("{}/sobjects/{object}/{id}", self.rest))
+            .bearer_auth(&self.token)
+            .json(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    }
+}
+
+/// Plain HTTP against the Microsoft Graph fake.
+struct Graph {
+    http: Client,
+    mailbox_url: String,
+    token: String,
+}
+
+impl Graph {
+    async fn login(http: &Client, info: &Value, mailbox: &str) -> Graph {
+        let g = &info["graph"];
+        let r = http
+            .post(g["token_url"].as_str().unwrap())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", g["client_id"].as_str().unwrap()),
+                ("client_secret", g["client_secret"].as_str().unwrap()),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        Graph {
+            http: http.clone(),
+            mailbox_url: format!("{}/users/{mailbox}", g["graph_url"].as_str().unwrap()),
+            token: body["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn get(&self, url: &str, query: &[(&str, &str)]) -> Value {
+        let r = self.http.get(url).bearer_auth(&self.token).query(query).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {url}");
+        r.json().await.unwrap()
+    }
+
+    /// Every item of a collection, following `@odata.nextLink`.
+    async fn list(&self, path: &str, query: &[(&str, &str)]) -> Vec<Value> {
+        let mut out = vec![];
+        let mut page = self.get(&format!("{}{path}", self.mailbox_url), query).await;
+        loop {
+            out.extend(page["value"].as_array().unwrap().iter().cloned());
+            let Some(next) = page["@odata.nextLink"].as_str().map(str::to_owned) else { break };
+            page = self.get(&next, &[]).await;
+        }
+        out
+    }
+
+    async fn folder_contacts(&self) -> Vec<Value> {
+        let folders = self.list("/contactFolders", &[("$filter", "displayName eq 'Salesforce_Sync'")]).await;
+        assert_eq!(folders.len(), 1, "one Salesforce_Sync folder");
+        let id = folders[0]["id"].as_str().unwrap();
+        self.list(&format!("/contactFolders/{id}/contacts"), &[]).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) {
+        let r = self
+            .http
+            .patch(format!("{}{path}", self.mailbox_url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+fn email_of_graph(c: &Value) -> String {
+    c["emailAddresses"][0]["address"].as_str().unwrap_or_default().to_lowercase()
+}
+
+fn count_by(keys: impl Iterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for k in keys {
+        *m.entry(k).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_sync_edit_both_sides_reset_resync_without_duplicates() {
+    let sb = start_sandbox();
+    let info = sb.info.clone();
+    let reps = info["reps"].as_array().unwrap();
+    let erin = reps.iter().find(|r| r["provider"] == "exchange").expect("an Exchange rep");
+    let (erin_name, erin_user, mailbox) =
+        (erin["name"].as_str().unwrap(), erin["crm_user_id"].as_str().unwrap(), erin["mailbox"].as_str().unwrap());
+    let gus = reps.iter().find(|r| r["provider"] == "google").expect("a Google rep");
+    assert_eq!(gus["connection"], "user_managed");
+    let admin = info["admins"]["allowed"].as_str().unwrap();
+
+    // The user-managed Google rep connects with the grant the sandbox printed; then the first sync.
+    let out =
+        sb.ok(&["connect", "--rep", gus["name"].as_str().unwrap(), "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT"]);
+    assert!(out.contains("connected"), "{out}");
+    let first = sb.sync();
+    for r in first.values() {
+        assert_eq!(r["state"], "ok", "{r}");
+        assert_eq!(r["error"], Value::Null, "{r}");
+        assert!(r["contacts"]["links_total"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["events"]["links_total"].as_u64().unwrap() > 0, "{r}");
+    }
+
+    let http = Client::new();
+    let sf = Salesforce::login(&http, &info).await;
+    let graph = Graph::login(&http, &info, mailbox).await;
+
+    // Edit a contact in Salesforce (one that is also in the rep's Outlook folder)…
+    let folder = graph.folder_contacts().await;
+    let in_folder: BTreeMap<String, Value> = folder.iter().map(|c| (email_of_graph(c), c.clone())).collect();
+    let crm_contacts = sf.query(&format!("SELECT Id, Email, Title FROM Contact WHERE OwnerId = '{erin_user}'")).await;
+    let target = crm_contacts
+        .iter()
+        .find(|c| in_folder.contains_key(&c["Email"].as_str().unwrap_or_default().to_lowercase()))
+        .expect("a CRM contact linked to a folder contact");
+    let target_email = target["Email"].as_str().unwrap().to_lowercase();
+    let new_title = "Head of Purchasing (edited in Salesforce)";
+    sf.patch("Contact", target["Id"].as_str().unwrap(), json!({ "Title": new_title })).await;
+
+    // …and an event in Outlook (events flow mailbox → CRM by default).
+    let events = graph.list("/events", &[]).await;
+    let event = events
+        .iter()
+        .find(|e| e["subject"].as_str().is_some_and(|s| s.starts_with("Customer call")))
+        .expect("a customer call in the calendar");
+    let old_subject = event["subject"].as_str().unwrap().to_owned();
+    let new_subject = format!("{old_subject} (moved, edited in Outlook)");
+    assert_eq!(sf.query(&format!("SELECT Id FROM Event WHERE Subject = '{old_subject}'")).await.len(), 1);
+    graph.patch(&format!("/events/{}", event["id"].as_str().unwrap()), json!({ "subject": new_subject })).await;
+
+    let second = sb.sync();
+    let r = &second[erin_name];
+    assert_eq!(r["contacts"]["updated_in_provider"], 1, "{r}");
+    assert_eq!(r["events"]["updated_in_crm"], 1, "{r}");
+    assert_eq!(writes(r), 2, "nothing else was written: {r}");
+
+    // Both changes arrived on the other side, as the services themselves show.
+    let folder = graph.folder_contacts().await;
+    let edited: Vec<&Value> = folder.iter().filter(|c| email_of_graph(c) == target_email).collect();
+    assert_eq!(edited.len(), 1);
+    assert_eq!(edited[0]["jobTitle"], new_title, "the Salesforce edit reached Outlook");
+    let moved = sf.query(&format!("SELECT Id, Subject, OwnerId FROM Event WHERE Subject = '{new_subject}'")).await;
+    assert_eq!(moved.len(), 1, "the Outlook edit reached Salesforce");
+    assert_eq!(moved[0]["OwnerId"], erin_user);
+    assert!(sf.query(&format!("SELECT Id FROM Event WHERE Subject = '{old_subject}'")).await.is_empty());
+
+    // What both sides hold before the reset.
+    let before = (
+        sf.query("SELECT Id, Email FROM Contact").await.len(),
+        sf.query("SELECT Id, Subject FROM Event").await.len(),
+        folder.len(),
+        graph.list("/events", &[]).await.len(),
+    );
+
+    // An admin without Manage Sync is refused; the ambiguous name changes nothing.
+    let o = sb.run(&["reset", "--rep", erin_name, "--as", info["admins"]["refused"].as_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Manage Sync"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sb.run(&["reset", "--rep", "e", "--as", admin]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("candidates"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Reset Sync by the admin, then a full resync: everything re-linked, nothing written.
+    let out = sb.ok(&["reset", "--rep", "erin", "--as", admin]);
+    assert!(out.contains("reset_pending"), "{out}");
+    let third = sb.sync();
+    let r = &third[erin_name];
+    assert_eq!(r["state"], "ok", "{r}");
+    assert_eq!(writes(r), 0, "a reset of a healthy rep writes nothing: {r}");
+    for kind in ["contacts", "events"] {
+        assert_eq!(r[kind]["links_total"], second[erin_name][kind]["links_total"], "{kind} re-linked: {r}");
+    }
+
+    // No duplicates anywhere: the same record counts, one record per e-mail and per subject.
+    let sf_contacts = sf.query("SELECT Id, Email FROM Contact").await;
+    let sf_events =
+        sf.query(&format!("SELECT Id, Subject, StartDateTime FROM Event WHERE OwnerId = '{erin_user}'")).await;
+    let folder = graph.folder_contacts().await;
+    let after = (
+        sf_contacts.len(),
+        sf.query("SELECT Id, Subject FROM Event").await.len(),
+        folder.len(),
+        graph.list("/events", &[]).await.len(),
+    );
+    assert_eq!(after, before, "(CRM contacts, CRM events, folder contacts, calendar events) unchanged by reset + sync");
+    let by_email = count_by(sf_contacts.iter().filter_map(|c| c["Email"].as_str()).map(str::to_lowercase));
+    assert!(by_email.values().all(|&n| n == 1), "one CRM contact per e-mail: {by_email:?}");
+    let by_email = count_by(folder.iter().map(email_of_graph));
+    assert!(by_email.values().all(|&n| n == 1), "one folder contact per e-mail: {by_email:?}");
+    // (A weekly series has one CRM event per occurrence: same subject, different starts.)
+    let by_occurrence = count_by(sf_events.iter().map(|e| format!("{} @ {}", e["Subject"], e["StartDateTime"])));
+    assert!(by_occurrence.values().all(|&n| n == 1), "one CRM event per subject and start: {by_occurrence:?}");
+    assert_eq!(sf_events.iter().filter(|e| e["Subject"] == new_subject.as_str()).count(), 1);
+
+    // The user-managed Google rep: reset → needs_reconnect (not synced) → connect → quiet resync.
+    let gus_name = gus["name"].as_str().unwrap();
+    let out = sb.ok(&["reset", "--rep", "gus", "--as", admin]);
+    assert!(out.contains("needs_reconnect"), "{out}");
+    let paused = sb.sync();
+    assert_eq!(paused[gus_name]["state"], "needs_reconnect", "{}", paused[gus_name]);
+    assert_eq!(writes(&paused[gus_name]), 0);
+    assert_eq!(writes(&paused[erin_name]), 0, "quiet cycle: {}", paused[erin_name]);
+    sb.ok(&["connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT"]);
+    let back = sb.sync();
+    let g = &back[gus_name];
+    assert_eq!(g["state"], "ok", "{g}");
+    assert_eq!(writes(g), 0, "nothing changed while disconnected, so nothing is written: {g}");
+    for kind in ["contacts", "events"] {
+        assert_eq!(g[kind]["links_total"], first[gus_name][kind]["links_total"], "{kind} re-linked: {g}");
+    }
+
+    // Status shows the reset and the healthy state.
+    let status: Value = serde_json::from_str(&sb.ok(&["status", "--rep", "erin", "--json"])).unwrap();
+    let s = &status["reps"][0];
+    assert_eq!(s["state"], "ok", "{s}");
+    assert_eq!(s["last_reset"]["admin_name"], admin, "{s}");
+    assert_eq!(s["links"]["contacts"], r["contacts"]["links_total"], "{s}");
+}
