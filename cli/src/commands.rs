@@ -76,7 +76,11 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
-    let failed = reports.iter().filter(|r| r.error.is_some() || r.state == RepState::Error).count();
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| r.error.is_some() || r.state == RepState::Error)
+        .map(|r| format!("{}: {}", r.rep, r.error.as_deref().unwrap_or("error")))
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string(&serde_json::json!({ "reports": reports }))?);
     } else {
@@ -92,8 +96,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             println!();
         }
     }
-    if failed > 0 {
-        eprintln!("crmsync: {failed} of {} cycles reported an error", reports.len());
+    if !failed.is_empty() {
+        eprintln!("crmsync: {} of {} cycles failed: {}", failed.len(), reports.len(), failed.join("; "));
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -159,3 +159,26 @@ fn status_on_an_empty_sqlite_store() {
     assert_eq!(reps[0]["last_reset"], serde_json::Value::Null);
     assert_eq!(reps[0]["item_errors"], serde_json::json!([]));
 }
+
+#[test]
+fn an_unreachable_service_fails_the_cycle_with_a_reason_and_a_non_zero_exit() {
+    let dir = TempDir::new("unreachable");
+    // Port 9 (discard) is closed on loopback; no retries so the test stays fast.
+    let cfg = dir.write(
+        "crmsync.toml",
+        &CONFIG
+            .replace("client_id = \"cid\"", "client_id = \"cid\"\nretry = { max_retries = 0 }")
+            .replace("tenant = \"contoso\"", "tenant = \"contoso\"\nretries = 0"),
+    );
+    let o = crmsync(
+        &["sync", "--rep", "erin", "--config", &cfg],
+        &[("CRMSYNC_CLI_TEST_SF_SECRET", "sf-hunter2"), ("CRMSYNC_CLI_TEST_GRAPH_SECRET", "g-hunter2")],
+    );
+    assert_eq!(o.status.code(), Some(1), "stdout: {}", text(&o.stdout));
+    let err = text(&o.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("crmsync: 1 of 1 cycles failed: Erin Exchange: "), "{err}");
+    assert!(!err.contains("hunter2") && !text(&o.stdout).contains("hunter2"), "never a secret");
+    let out = text(&o.stdout);
+    assert!(out.contains("Erin Exchange (exchange) — error"), "{out}");
+}
