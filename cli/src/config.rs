@@ -30,7 +30,11 @@
 //! mailbox = "erin@contoso.example"
 //! connection = "admin_managed"             # or "user_managed"
 //! # id = "…"                               # defaults to crm_user_id
-//! # [reps.sync]                            # merged over [sync], key by key
+//! # group = "emea"                         # takes [groups.emea] over [sync]
+//! # [reps.sync]                            # merged over [sync] and the group, key by key
+//!
+//! [groups.emea]                            # a named sync configuration (a group of reps)
+//! contacts.conflict = "field_merge"
 //! ```
 //!
 //! Secrets are never read from the file: every secret field `X` of an adapter is given as
@@ -78,6 +82,9 @@ struct FileShape {
     google: Option<Table>,
     #[serde(default)]
     sync: Table,
+    /// Named sync configurations reps opt into with `group = "NAME"`.
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, Table>,
     #[serde(default)]
     reps: Vec<RepShape>,
 }
@@ -99,6 +106,7 @@ struct RepShape {
     #[serde(default)]
     connection: ConnectionMode,
     id: Option<String>,
+    group: Option<String>,
     #[serde(default)]
     sync: Table,
 }
@@ -212,6 +220,13 @@ impl Loaded {
         Value::Table(default_sync.clone())
             .try_into::<SyncConfig>()
             .map_err(|e| err(format!("[sync]: {}", de_msg(&e))))?;
+        for (name, t) in &shape.groups {
+            let mut merged = default_sync.clone();
+            merge(&mut merged, t.clone());
+            Value::Table(merged)
+                .try_into::<SyncConfig>()
+                .map_err(|e| err(format!("[groups.{name}]: {}", de_msg(&e))))?;
+        }
 
         let mut reps = vec![];
         let (mut ids, mut names) = (BTreeSet::new(), BTreeSet::new());
@@ -247,6 +262,12 @@ impl Loaded {
                 return Err(err(format!("{at}: another rep has the same name")));
             }
             let mut merged = default_sync.clone();
+            if let Some(g) = &r.group {
+                let Some(t) = shape.groups.get(g) else {
+                    return Err(err(format!("{at}: group {g:?} has no [groups.{g}] table")));
+                };
+                merge(&mut merged, t.clone());
+            }
             merge(&mut merged, r.sync);
             let config = Value::Table(merged)
                 .try_into::<SyncConfig>()
@@ -483,8 +504,14 @@ provider = "exchange"
 mailbox = "erin@contoso.example"
 connection = "admin_managed"
 
+group = "short"
+
 [reps.sync.events]
 days_back = 7
+
+[groups.short]
+events.days_ahead = 30
+events.exclude_private = false
 
 [[reps]]
 name = "Ed Other"
@@ -512,7 +539,9 @@ mailbox = "ed@contoso.example"
         assert_eq!(l.reps.len(), 2);
         let erin = &l.reps[0];
         assert_eq!(erin.id, "005A", "id defaults to the CRM user id");
-        assert_eq!(erin.config.events.days_ahead, 90, "from [sync]");
+        assert_eq!(erin.config.events.days_ahead, 30, "from [groups.short] over [sync]");
+        assert!(!erin.config.events.exclude_private, "from [groups.short]");
+        assert_eq!(l.reps[1].config.events.days_ahead, 90, "from [sync]");
         assert_eq!(erin.config.events.days_back, 7, "from [reps.sync]");
         assert_eq!(l.reps[1].id, "ed");
         assert_eq!(l.reps[1].config.events.days_back, SyncConfig::default().events.days_back);
@@ -525,6 +554,16 @@ mailbox = "ed@contoso.example"
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let l = Loaded::parse(Path::new("crmsync.example.toml"), include_str!("../crmsync.example.toml")).unwrap();
+        assert_eq!(l.reps.len(), 2);
+        assert_eq!(l.reps[0].config.contacts.conflict, crmsync_core::ConflictPolicy::FieldMerge);
+        assert_eq!(l.reps[1].config.events.days_ahead, 90);
+        assert_eq!(l.reps[1].connection, ConnectionMode::UserManaged);
+        assert!(l.google.is_some() && l.exchange.is_some() && l.salesforce.is_some());
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_table() {
         assert!(msg("[stor]\nurl = 'x'").contains("unknown field `stor`"));
         let e = msg(&GOOD.replace("tenant = \"contoso\"", "tenant = \"contoso\"\ngraph_urll = \"x\""));
@@ -533,6 +572,10 @@ mailbox = "ed@contoso.example"
         assert!(e.contains("[sync]") && e.contains("days_ahaed"), "{e}");
         let e = msg(&GOOD.replace("days_back = 7", "days_bak = 7"));
         assert!(e.contains("Erin Exchange") && e.contains("days_bak"), "{e}");
+        let e = msg(&GOOD.replace("events.exclude_private = false", "events.exclude_privat = false"));
+        assert!(e.contains("[groups.short]") && e.contains("exclude_privat"), "{e}");
+        let e = msg(&GOOD.replace("group = \"short\"", "group = \"long\""));
+        assert!(e.contains("group \"long\" has no [groups.long] table"), "{e}");
         let e = msg(&GOOD.replace("connection = \"admin_managed\"", "connection = \"sometimes\""));
         assert!(e.contains("sometimes"), "{e}");
     }

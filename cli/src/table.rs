@@ -44,7 +44,14 @@ pub fn cycle(r: &CycleReport) -> String {
     };
     let mut out = format!("{} ({}) — {}{took}\n", r.rep, r.provider, r.state.as_str());
     if r.started.is_some() && r.finished.is_none() && r.error.is_none() {
-        let _ = writeln!(out, "  not synced: the rep is {}", r.state.as_str());
+        let _ = writeln!(
+            out,
+            "  not synced: the rep is {}; links held: {} contacts, {} events",
+            r.state.as_str(),
+            r.contacts.links_total,
+            r.events.links_total
+        );
+        return out;
     }
     out.push_str(&counters(&r.contacts, &r.events));
     let _ = writeln!(out, "  requests: CRM {}, mailbox {}", r.requests.crm, r.requests.provider);
