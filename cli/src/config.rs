@@ -300,7 +300,7 @@ impl Loaded {
     /// Open the store named by `[store]`.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let url = self.store_url()?;
-        let store = crmsync_sql::SqlStore::connect(&url).await.map_err(|e| self.err(e))?;
+        let store = crmsync_sql::SqlStore::connect(&url).await.map_err(|e| self.err(e.message()))?;
         Ok(Arc::new(store))
     }
 
