@@ -62,9 +62,11 @@ fn start_sandbox() -> Sandbox {
         let config = dir.join("crmsync.toml").display().to_string();
         let child = Command::new(binary())
             .args(["sandbox", "--json", "--port-base", &base, "--config-out", &config])
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            // Warnings only (RUST_LOG unset): shown as they come, never filling a pipe.
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("start crmsync sandbox");
         let mut sb = Sandbox { child, dir, info: Value::Null };
