@@ -113,7 +113,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (db, _temp) = match &args.db {
         Some(p) => (p.clone(), TempDb(None)),
         None => {
-            let p = std::env::temp_dir().join(format!("crmsync-demo-{}-{}.db", std::process::id(), Utc::now().timestamp_micros()));
+            let p = std::env::temp_dir().join(format!(
+                "crmsync-demo-{}-{}.db",
+                std::process::id(),
+                Utc::now().timestamp_micros()
+            ));
             (p.clone(), TempDb(Some(p)))
         }
     };
@@ -146,8 +150,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     cycles.push(c);
 
     // While disconnected the Google rep moves, renames and shortens a meeting, then reconnects.
-    let (subject, start, minutes) = ("Demo call 0 (moved)".to_string(), sc.now + Duration::days(1) + Duration::hours(15), 45);
-    let edit = EventEdit { subject: Some(subject.clone()), start: Some(start), duration: Some(Duration::minutes(minutes)) };
+    let (subject, start, minutes) =
+        ("Demo call 0 (moved)".to_string(), sc.now + Duration::days(1) + Duration::hours(15), 45);
+    let edit =
+        EventEdit { subject: Some(subject.clone()), start: Some(start), duration: Some(Duration::minutes(minutes)) };
     anyhow::ensure!(fakes.google.edit_event(GOOGLE_USER, &sc.google_edit_target, edit), "the edited event is missing");
     let grant = fakes.google.add_refresh_token(GOOGLE_USER);
     engine.reconnect(&sc.google_rep, SecretString::from(grant)).await?;
@@ -264,13 +270,15 @@ fn sf_time(v: &Value) -> Option<DateTime<Utc>> {
 /// Whether the CRM holds the edited event with its new subject, start and end.
 fn crm_has_event(f: &Fakes, subject: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
     f.salesforce.events().iter().any(|e| {
-        e["Subject"].as_str() == Some(subject) && sf_time(&e["StartDateTime"]) == Some(start) && sf_time(&e["EndDateTime"]) == Some(end)
+        e["Subject"].as_str() == Some(subject)
+            && sf_time(&e["StartDateTime"]) == Some(start)
+            && sf_time(&e["EndDateTime"]) == Some(end)
     })
 }
 
 /// Extra copies: records sharing an e-mail or a sync key on one side (per rep on providers).
 fn duplicates(f: &Fakes, sc: &Scenario) -> u64 {
-    fn extra<'a>(keys: impl Iterator<Item = String>) -> u64 {
+    fn extra(keys: impl Iterator<Item = String>) -> u64 {
         let mut seen = BTreeMap::<String, u64>::new();
         for k in keys.filter(|k| !k.is_empty()) {
             *seen.entry(k.to_lowercase()).or_default() += 1;
@@ -294,7 +302,12 @@ fn duplicates(f: &Fakes, sc: &Scenario) -> u64 {
             .unwrap_or_default()
     };
     let folder = f.graph.folder_contacts(EXCHANGE_MAILBOX, &sc.exchange_rep.config.contacts.folder);
-    n += extra(folder.iter().flat_map(|c| c["emailAddresses"].as_array().cloned().unwrap_or_default()).map(|a| s(&a["address"])));
+    n += extra(
+        folder
+            .iter()
+            .flat_map(|c| c["emailAddresses"].as_array().cloned().unwrap_or_default())
+            .map(|a| s(&a["address"])),
+    );
     n += extra(folder.iter().map(graph_key));
     n += extra(f.graph.events(EXCHANGE_MAILBOX).iter().map(graph_key));
     // Google: group members by e-mail and sync key.
@@ -305,7 +318,9 @@ fn duplicates(f: &Fakes, sc: &Scenario) -> u64 {
         .into_iter()
         .filter(|p| members.iter().any(|m| Some(m.as_str()) == p["resourceName"].as_str()))
         .collect();
-    n += extra(people.iter().flat_map(|p| p["emailAddresses"].as_array().cloned().unwrap_or_default()).map(|a| s(&a["value"])));
+    n += extra(
+        people.iter().flat_map(|p| p["emailAddresses"].as_array().cloned().unwrap_or_default()).map(|a| s(&a["value"])),
+    );
     let client_key = |p: &Value| {
         p["clientData"]
             .as_array()
@@ -323,7 +338,10 @@ fn print_report(r: &Report) {
     for c in &r.cycles {
         println!("== cycle {}", c.name);
         for rep in &c.reps {
-            println!("  {} ({}) — state {}, requests: crm {}, provider {}", rep.rep, rep.provider, rep.state, rep.requests.crm, rep.requests.provider);
+            println!(
+                "  {} ({}) — state {}, requests: crm {}, provider {}",
+                rep.rep, rep.provider, rep.state, rep.requests.crm, rep.requests.provider
+            );
             for (kind, k) in [("contacts", &rep.contacts), ("events", &rep.events)] {
                 let skipped: Vec<String> = k.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
                 println!(

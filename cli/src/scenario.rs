@@ -23,12 +23,17 @@ pub struct Fakes {
 impl Fakes {
     /// Start all three on random free loopback ports.
     pub async fn start() -> Fakes {
-        Fakes { salesforce: FakeSalesforce::start().await, graph: FakeGraph::start().await, google: FakeGoogle::start().await }
+        Fakes {
+            salesforce: FakeSalesforce::start().await,
+            graph: FakeGraph::start().await,
+            google: FakeGoogle::start().await,
+        }
     }
 
     /// Start them on `port_base` (Salesforce), `+1` (Graph) and `+2` (Google).
     pub async fn start_on(port_base: u16) -> anyhow::Result<Fakes> {
-        let bind = |p: u16| TcpListener::bind(("127.0.0.1", p)).with_context(|| format!("cannot listen on 127.0.0.1:{p}"));
+        let bind =
+            |p: u16| TcpListener::bind(("127.0.0.1", p)).with_context(|| format!("cannot listen on 127.0.0.1:{p}"));
         let (sf, graph, google) = (bind(port_base)?, bind(port_base + 1)?, bind(port_base + 2)?);
         Ok(Fakes {
             salesforce: FakeSalesforce::start_on(sf).await,
@@ -144,13 +149,13 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
         erin_people.push(c);
     }
     for i in 0..new_provider {
-        g.insert_contact(EXCHANGE_MAILBOX, Some(folder), &person(i, "contoso-new.example", "Newmail"));
+        g.insert_contact(EXCHANGE_MAILBOX, Some(folder), person(i, "contoso-new.example", "Newmail"));
     }
     for i in 0..new_crm {
         sf.insert_contact_record(&erin, &strip_company(&person(i, "contoso-crm.example", "Newcrm")));
     }
     // Outside the folder: one plain, one carrying the folder's name as a category (ignored).
-    g.insert_contact(EXCHANGE_MAILBOX, None, &person(0, "contoso-private.example", "Friend"));
+    g.insert_contact(EXCHANGE_MAILBOX, None, person(0, "contoso-private.example", "Friend"));
     let mut tagged = person(1, "contoso-private.example", "Tagged");
     tagged.categories = vec![folder.into()];
     g.insert_contact(EXCHANGE_MAILBOX, None, &tagged);
@@ -180,7 +185,9 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
     let google_grant = go.add_refresh_token(GOOGLE_USER);
 
     // --- Events: the same shape for both reps.
-    let day = |d: i64, h: u32| now.duration_trunc(Duration::days(1)).expect("days") + Duration::days(d) + Duration::hours(h.into());
+    let day = |d: i64, h: u32| {
+        now.duration_trunc(Duration::days(1)).expect("days") + Duration::days(d) + Duration::hours(h.into())
+    };
     let specials = |people: &[Contact]| {
         let first = people.first();
         vec![
@@ -193,7 +200,10 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
     };
     for i in 0..size.events {
         let who = erin_people.get(i % erin_people.len().max(1));
-        g.insert_event(EXCHANGE_MAILBOX, &meeting(&format!("Customer call {i}"), day(1 + i as i64 % 60, 9 + (i % 8) as u32), 30, who));
+        g.insert_event(
+            EXCHANGE_MAILBOX,
+            meeting(&format!("Customer call {i}"), day(1 + i as i64 % 60, 9 + (i % 8) as u32), 30, who),
+        );
     }
     for e in specials(&erin_people) {
         g.insert_event(EXCHANGE_MAILBOX, &e);
@@ -203,7 +213,10 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
     let mut google_edit_target = String::new();
     for i in 0..size.events {
         let who = gus_people.get(i % gus_people.len().max(1));
-        let id = go.insert_event(GOOGLE_USER, &meeting(&format!("Demo call {i}"), day(1 + i as i64 % 60, 10 + (i % 7) as u32), 30, who));
+        let id = go.insert_event(
+            GOOGLE_USER,
+            &meeting(&format!("Demo call {i}"), day(1 + i as i64 % 60, 10 + (i % 7) as u32), 30, who),
+        );
         if i == 0 {
             google_edit_target = id;
         }

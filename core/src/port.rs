@@ -163,7 +163,9 @@ pub trait Collection: Send + Sync + std::fmt::Debug {
     async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>>;
 
     /// Create records (stamping each sync key) in scope; one result per input, in order.
-    /// Creating a record whose sync key already exists must not make a second one.
+    /// The engine only asks after it searched the scope for these keys (in a full read or with
+    /// `find`), so an adapter may send right away; but its own retries must never make a
+    /// second record (a batch whose reply was lost is checked by key before it is re-sent).
     async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>>;
 
     /// Conditional updates; one result per input, in order.

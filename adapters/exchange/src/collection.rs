@@ -273,14 +273,15 @@ impl Collection for GraphCollection {
                 None => true,
             })
             .collect();
-        // Creates are not idempotent: when a batch reply is lost, look the keys up again and
-        // send only what did not land.
+        // Graph creates are not idempotent. The engine searched for every key before asking
+        // (port contract), so the first attempt sends right away; when a batch reply is lost,
+        // look the keys up and send only what did not land.
         let mut pending = valid;
         let mut attempt = 0;
         let mut first_of: HashMap<&SyncKey, usize> = HashMap::new();
         loop {
             let keys: Vec<&SyncKey> = pending.iter().map(|&i| &items[i].sync_key).collect();
-            let existing = if keys.is_empty() { HashMap::new() } else { self.by_keys(&keys).await? };
+            let existing = if keys.is_empty() || attempt == 0 { HashMap::new() } else { self.by_keys(&keys).await? };
             first_of.clear();
             let mut send: Vec<usize> = vec![];
             for &i in &pending {

@@ -230,16 +230,24 @@ async fn the_sync_key_is_stamped_found_and_never_duplicated() {
         c.create_many(&[NewItem { sync_key: k.clone(), record: person(7).into() }]).await.unwrap().remove(0).unwrap();
     let stored = env.fake.contacts(mb);
     assert_eq!(stored[0]["singleValueExtendedProperties"][0]["value"], k.as_str());
-    // A retried create (e.g. after a crash before the link write) finds the stamped record.
-    let again = c
+    // After a crash before the link write, the engine finds the stamped record by its key
+    // (it searches before every create).
+    let by_key = c.find(&[crmsync_core::MatchKey::SyncKey(k.clone())]).await.unwrap();
+    assert_eq!(by_key.len(), 1);
+    assert_eq!(by_key[0].item.id, first.id);
+    // The same key twice in one call makes one record.
+    let k2 = key(8);
+    let twice = c
         .create_many(&[
-            NewItem { sync_key: k.clone(), record: person(7).into() },
-            NewItem { sync_key: k.clone(), record: person(7).into() },
+            NewItem { sync_key: k2.clone(), record: person(8).into() },
+            NewItem { sync_key: k2.clone(), record: person(8).into() },
         ])
         .await
         .unwrap();
-    assert!(again.iter().all(|r| r.as_ref().map(|i| i.id == first.id).unwrap_or(false)));
+    let ids: Vec<String> = twice.into_iter().map(|r| r.unwrap().id).collect();
+    assert_eq!(ids[0], ids[1]);
     assert_eq!(env.fake.count_by_sync_key(mb, k.as_str()), 1);
+    assert_eq!(env.fake.count_by_sync_key(mb, k2.as_str()), 1);
     let found = c.find(&[crmsync_core::MatchKey::Email("p7@customer.example".into())]).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].item.sync_key.as_ref(), Some(&k), "find reads the key back");
@@ -314,8 +322,8 @@ async fn a_service_refusing_expand_on_delta_is_read_without_it() {
     env.fake.reset_counters();
     c.changes(None).await.expect("again");
     assert_eq!(env.fake.count("contacts.delta"), 1, "the refusal is remembered");
-    // The sync key is still found by $filter, so creates stay idempotent.
-    let again =
-        c.create_many(&[NewItem { sync_key: k.clone(), record: person(3).into() }]).await.unwrap().remove(0).unwrap();
-    assert_eq!(again.id, made.id);
+    // The sync key is still found by $filter, which is what keeps the engine from duplicating.
+    let again = c.find(&[crmsync_core::MatchKey::SyncKey(k.clone())]).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].item.id, made.id);
 }
