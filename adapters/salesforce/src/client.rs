@@ -262,6 +262,62 @@ impl Client {
         }
     }
 
+    /// Run several SOQL queries with as few requests as possible: one plain query when there is
+    /// one, else `/composite` requests of up to 25 query subrequests each (one API call each);
+    /// a subresult with more rows follows its `nextRecordsUrl`. Returns every record.
+    pub async fn query_many(&self, ctr: &AtomicU64, soqls: &[String]) -> Result<Vec<Value>> {
+        if let [one] = soqls {
+            return Ok(self.query(ctr, one, false).await?.records);
+        }
+        let mut out = vec![];
+        for chunk in soqls.chunks(COMPOSITE_MAX) {
+            let subs: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, q)| {
+                    let url = format!(
+                        "{}?q={}",
+                        self.data_path("/query"),
+                        url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+                    );
+                    serde_json::json!({"method": "GET", "url": url, "referenceId": format!("q{i}")})
+                })
+                .collect();
+            let req = serde_json::json!({"allOrNone": false, "compositeRequest": subs});
+            let raw = self.call(ctr, Method::POST, &self.data_path("/composite"), &[], Some(&req)).await?;
+            let body = raw.json()?;
+            let answers =
+                body.get("compositeResponse").and_then(Value::as_array).filter(|a| a.len() == chunk.len()).ok_or_else(
+                    || Error::unexpected(format!("salesforce: composite answer: {}", snippet(&raw.text))),
+                )?;
+            for a in answers {
+                let status = a.get("httpStatusCode").and_then(Value::as_u64).unwrap_or(0) as u16;
+                let sub = a.get("body").cloned().unwrap_or(Value::Null);
+                if status >= 300 {
+                    return Err(parse_error(status, &HeaderMap::new(), &sub.to_string()));
+                }
+                out.extend(sub.get("records").and_then(Value::as_array).cloned().unwrap_or_default());
+                if let (Some(next), false) = (
+                    sub.get("nextRecordsUrl").and_then(Value::as_str),
+                    sub.get("done").and_then(Value::as_bool).unwrap_or(true),
+                ) {
+                    let mut raw = self.call(ctr, Method::GET, next, &[], None).await?;
+                    loop {
+                        let page = raw.json()?;
+                        out.extend(page.get("records").and_then(Value::as_array).cloned().unwrap_or_default());
+                        match page.get("nextRecordsUrl").and_then(Value::as_str) {
+                            Some(n) if !page.get("done").and_then(Value::as_bool).unwrap_or(true) => {
+                                raw = self.call(ctr, Method::GET, n, &[], None).await?
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Run a SOQL query (`queryAll` when `all`), following `nextRecordsUrl` to the end.
     pub async fn query(&self, ctr: &AtomicU64, soql: &str, all: bool) -> Result<QueryResult> {
         let path = self.data_path(if all { "/queryAll" } else { "/query" });
@@ -288,6 +344,9 @@ impl Client {
         Ok(out)
     }
 }
+
+/// Subrequests one `/composite` request may carry.
+const COMPOSITE_MAX: usize = 25;
 
 fn transport(e: reqwest::Error) -> Error {
     let what = if e.is_timeout() { "timed out" } else { "failed" };

@@ -521,15 +521,20 @@ impl Collection for SfCollection {
             queries.last_mut().expect("one").entry(field).or_default().push(lit);
         }
         let mut found: BTreeMap<String, Found> = BTreeMap::new();
-        for q in queries {
-            let cond: Vec<String> =
-                q.into_iter()
+        let texts: Vec<String> = queries
+            .into_iter()
+            .map(|q| {
+                let cond: Vec<String> = q
+                    .into_iter()
                     .flat_map(|(field, lits)| {
                         if field.is_empty() { lits } else { vec![format!("{field} IN {}", soql::in_list(&lits))] }
                     })
                     .collect();
-            let text = self.soql(&format!("{owner}({})", cond.join(" OR ")), "", "");
-            for row in self.client.query(self.ctr(), &text, false).await?.records {
+                self.soql(&format!("{owner}({})", cond.join(" OR ")), "", "")
+            })
+            .collect();
+        {
+            for row in self.client.query_many(self.ctr(), &texts).await? {
                 let Ok(item) = item_from_row(self.kind, &row, self.key_field()) else { continue };
                 if keys.iter().any(|k| matches_key(&item, k)) {
                     let in_scope = self.in_scope(&row, &item);

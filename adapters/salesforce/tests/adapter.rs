@@ -80,6 +80,30 @@ async fn request_counts_are_the_paging_and_batching_floor() {
     assert_eq!(fake.contacts().len(), n);
 }
 
+/// A `find` too large for one query URI is split into several queries sent together in one
+/// `/composite` request (25 subrequests, one API call), and returns every match.
+#[tokio::test]
+async fn a_large_find_is_one_composite_request() {
+    let (fake, crm, rep) = setup().await;
+    let c = coll(&crm, &rep, Kind::Contact).await;
+    let n = 900;
+    for chunk in (0..n).map(|i| NewItem { sync_key: key(i), record: contact(i) }).collect::<Vec<_>>().chunks(200) {
+        for r in c.create_many(chunk).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    let keys: Vec<MatchKey> = (0..n)
+        .flat_map(|i| [MatchKey::SyncKey(key(i)), MatchKey::Email(format!("p{i}@example.com"))])
+        .chain((0..200).map(|i| MatchKey::Email(format!("nobody{i}@example.com"))))
+        .collect();
+    let before = (fake.requests_to("composite/query"), fake.requests_to("composite"), fake.requests_to("query"));
+    let found = c.find(&keys).await.unwrap();
+    assert_eq!(found.len(), n, "every record found once");
+    assert_eq!(fake.requests_to("composite") - before.1, 1, "one request");
+    assert!(fake.requests_to("composite/query") - before.0 > 1, "the keys did not fit one query URI");
+    assert_eq!(fake.requests_to("query"), before.2, "no separate query requests");
+}
+
 #[tokio::test]
 async fn incremental_read_sees_edits_deletions_and_owner_changes() {
     let (fake, crm, rep) = setup().await;
