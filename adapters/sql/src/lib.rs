@@ -45,10 +45,10 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// The embedded migrations (one schema for SQLite and PostgreSQL).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The tables this crate creates; finding one of them in a store without `crmsync_meta` means the
-/// database belongs to something else.
-const OUR_TABLES: &[&str] =
-    &["crmsync_meta", "reps", "links", "cursors", "item_errors", "runs", "resets", "schedule", "_sqlx_migrations"];
+/// The tables this crate creates; finding one of them in a PostgreSQL schema without
+/// `crmsync_meta` means the schema belongs to something else. (`_sqlx_migrations` alone is
+/// checked for rows: another worker may be migrating the same schema right now.)
+const OUR_TABLES: &[&str] = &["crmsync_meta", "reps", "links", "cursors", "item_errors", "runs", "resets", "schedule"];
 
 /// How to open a store. [`SqlStore::connect`] uses the defaults.
 #[derive(Clone, Debug)]
@@ -241,7 +241,11 @@ async fn open_sqlite(opts: SqliteConnectOptions, o: &StoreOptions) -> Result<Sql
         .connect_with(opts)
         .await
         .map_err(|e| unusable("cannot open", e))?;
-    migrate(&pool).await?;
+    // Two processes creating the same new file race on the first migration (SQLite migrations
+    // take no lock); the loser finds the schema in place on its second try.
+    if migrate(&pool).await.is_err() {
+        migrate(&pool).await?;
+    }
     Ok(pool)
 }
 
@@ -266,7 +270,17 @@ macro_rules! inspect_body {
                 )));
             }
             Ok(())
-        } else if !tables.is_empty() && (tables.iter().any(|t| OUR_TABLES.contains(&t.as_str())) || $conn.is_sqlite()) {
+        } else if !tables.is_empty()
+            && ($conn.is_sqlite()
+                || tables.iter().any(|t| OUR_TABLES.contains(&t.as_str()))
+                || (tables.iter().any(|t| t == "_sqlx_migrations") && {
+                    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+                        .fetch_one(&mut *$conn)
+                        .await
+                        .map_err(|e| unusable("cannot read _sqlx_migrations", e))?;
+                    n > 0
+                }))
+        {
             let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
             shown.sort_unstable();
             Err(Error::store(format!(
@@ -333,10 +347,15 @@ async fn open_postgres(url: &str, o: &StoreOptions) -> Result<PgPool> {
     };
     let verdict = async {
         if let Some(schema) = &o.schema {
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+            let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
                 .execute(&mut conn)
-                .await
-                .map_err(|e| unusable("cannot create schema", e))?;
+                .await;
+            match created {
+                Ok(_) => {}
+                // Another worker created it at the same moment.
+                Err(sqlx::Error::Database(d)) if matches!(d.code().as_deref(), Some("23505" | "42P06")) => {}
+                Err(e) => return Err(unusable("cannot create schema", e)),
+            }
         }
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",

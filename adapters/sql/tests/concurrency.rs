@@ -161,3 +161,87 @@ async fn four_sqlite_workers_share_200_reps() {
         s.close().await;
     }
 }
+
+/// A cycle keeps committing at the epoch it started with while an admin resets the rep: whatever
+/// the interleaving, once the reset is done no linked link is left and every later commit of
+/// that cycle is refused.
+async fn reset_races_commits(cycle: Arc<SqlStore>, admin: Arc<SqlStore>) {
+    let rep = "racing-rep".to_owned();
+    let epoch = cycle.status(&rep).await.expect("status").epoch;
+    let writer = {
+        let cycle = cycle.clone();
+        let rep = rep.clone();
+        tokio::spawn(async move {
+            let mut i = 0;
+            loop {
+                let link = sample_link(&rep, Kind::Contact, i, LinkState::Linked);
+                let batch = LinkBatch { upsert: vec![link], ..Default::default() };
+                match cycle.commit(&rep, epoch, Kind::Contact, &batch).await {
+                    Ok(()) => i += 1,
+                    Err(e) => return (i, e.kind()),
+                }
+            }
+        })
+    };
+    // Let the writer land a few commits first.
+    while cycle.links(&rep, Kind::Contact).await.expect("links").len() < 5 {
+        tokio::task::yield_now().await;
+    }
+    let record = crmsync_core::ResetRecord {
+        rep: rep.clone(),
+        admin_id: "005A".into(),
+        admin_name: "Ada".into(),
+        scope: crmsync_core::ResetScope::All,
+        at: t(0),
+        links_removed: BTreeMap::new(),
+    };
+    let removed = admin.reset(&record, crmsync_core::RepState::ResetPending, false).await.expect("reset");
+    let (committed, kind) = writer.await.expect("writer");
+    assert_eq!(kind, ErrorKind::Conflict, "the cycle's commits are refused after the reset");
+    assert!(committed >= 5);
+    assert_eq!(removed["contact"], committed as u64, "the reset removed exactly what the cycle had committed");
+    assert!(admin.links(&rep, Kind::Contact).await.expect("links").is_empty(), "no link written after the reset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reset_pre_empts_a_running_cycle() {
+    let Some(url) = pg_url("postgres_reset_pre_empts_a_running_cycle") else { return };
+    let schema = PgSchema::new(&url, "reset_race");
+    let (a, b) = (Arc::new(schema.store().await), Arc::new(schema.store().await));
+    reset_races_commits(a.clone(), b.clone()).await;
+    a.close().await;
+    b.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reset_pre_empts_a_running_cycle() {
+    let db = TempDb::new("reset_race");
+    let a = Arc::new(SqlStore::connect(&db.url()).await.expect("connect"));
+    let b = Arc::new(SqlStore::connect(&db.url()).await.expect("connect"));
+    reset_races_commits(a.clone(), b.clone()).await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_starting_together_on_a_new_schema_all_connect() {
+    let Some(url) = pg_url("workers_starting_together_on_a_new_schema_all_connect") else { return };
+    let schema = PgSchema::new(&url, "start");
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, opts) = (url.clone(), schema.options());
+            tokio::spawn(async move { SqlStore::connect_with(&url, opts).await })
+        })
+        .collect();
+    let mut stores = vec![];
+    for t in tasks {
+        stores.push(t.await.expect("task").expect("every worker connects while the others migrate"));
+    }
+    stores[0].schedule("rep", t(0)).await.expect("schedule");
+    assert_eq!(stores[3].claim_due_reps("w", 10, LEASE, t(0)).await.expect("claim"), vec!["rep".to_owned()]);
+    for s in stores {
+        s.close().await;
+    }
+    schema.drop().await;
+}

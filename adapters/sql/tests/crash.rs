@@ -98,3 +98,47 @@ async fn a_crash_between_remote_write_and_link_write_leaves_no_duplicate() {
     assert_eq!(store.runs(&rep.id).await.expect("runs").len(), 3, "every cycle is recorded as a run");
     store.close().await;
 }
+
+#[tokio::test]
+async fn reset_sync_through_the_engine_then_resync_writes_nothing() {
+    let db = TempDb::new("engine_reset");
+    let crm = Arc::new(MemCrm::default());
+    let rep_id = crm.add_user("Riley Rep", &[]);
+    let admin_id = crm.add_user("Ada Admin", &[crmsync_core::MANAGE_USERS, crmsync_core::MANAGE_SYNC]);
+    let provider = Arc::new(MemProvider::new("mem"));
+    let mailbox = provider.mailbox("riley");
+    for i in 0..4 {
+        mailbox.contacts.lock().expect("state").insert(sample(Kind::Contact, i), &["folder"], None);
+    }
+    let rep = Rep {
+        id: rep_id.clone(),
+        name: "Riley Rep".into(),
+        crm_user_id: rep_id.clone(),
+        provider: "mem".into(),
+        mailbox: "riley".into(),
+        connection: ConnectionMode::AdminManaged,
+        config: SyncConfig::default(),
+    };
+    let store = Arc::new(SqlStore::connect(&db.url()).await.expect("open store"));
+    let engine = Engine::new(crm.clone(), store.clone()).with_provider(provider.clone());
+    let first = engine.cycle(&rep).await.expect("cycle");
+    assert_eq!(first.error, None);
+    assert_eq!(store.links(&rep.id, Kind::Contact).await.expect("links").len(), 4);
+
+    let admin = crmsync_core::CrmUser { id: admin_id, name: "Ada Admin".into(), email: None };
+    engine.reset(&admin, &rep, crmsync_core::ResetScope::All).await.expect("reset");
+    assert!(store.links(&rep.id, Kind::Contact).await.expect("links").is_empty(), "reset cleared the links");
+    let resets = store.resets(&rep.id).await.expect("resets");
+    assert_eq!(resets.len(), 1);
+    assert_eq!(resets[0].links_removed.get("contact"), Some(&4));
+    assert_eq!(resets[0].admin_name, "Ada Admin");
+
+    let writes = crm.contacts.lock().expect("state").writes + mailbox.contacts.lock().expect("state").writes;
+    let again = engine.cycle(&rep).await.expect("cycle after reset");
+    assert_eq!(again.error, None);
+    assert_eq!(again.writes(), 0, "a resync relinks without writing: {again:?}");
+    assert_eq!(crm.contacts.lock().expect("state").writes + mailbox.contacts.lock().expect("state").writes, writes);
+    assert_eq!(store.links(&rep.id, Kind::Contact).await.expect("links").len(), 4, "every record is linked again");
+    assert_eq!(crm.contacts.lock().expect("state").records.len(), 4, "no duplicate in the CRM");
+    store.close().await;
+}
