@@ -69,7 +69,15 @@ pub(crate) struct SfCollection {
     pub scope: Scope,
     pub window: Window,
     pub requests: AtomicU64,
+    pub directory: Directory,
 }
+
+/// Owner → (when read, lower-case e-mail → Contact Id), filled by full contact reads so that
+/// the Events written right after (same cycle) find their `WhoId` without a query per batch.
+pub(crate) type Directory = Arc<std::sync::Mutex<HashMap<String, (std::time::Instant, HashMap<String, String>)>>>;
+
+/// How long a full contact read answers `WhoId` look-ups.
+const DIRECTORY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The incremental-read cursor: server time of the read (seconds), the newest `SystemModstamp`
 /// seen (milliseconds) and the (id, stamp) pairs delivered at exactly that stamp. The next read
@@ -224,6 +232,19 @@ impl SfCollection {
                 Err(e) => out.failures.push(failure(row, e)),
             }
         }
+        if self.kind == Kind::Contact {
+            let mut by_email = HashMap::new();
+            for row in &res.records {
+                let field = |f: &str| row.get(f).and_then(Value::as_str);
+                if let (Some(id), Some(email), Some(owner)) = (field("Id"), field("Email"), field("OwnerId"))
+                    && same_id(owner, &self.owner)
+                {
+                    by_email.entry(email.to_lowercase()).or_insert_with(|| id.to_owned());
+                }
+            }
+            let mut dir = self.directory.lock().expect("directory poisoned");
+            dir.insert(self.owner.clone(), (std::time::Instant::now(), by_email));
+        }
         let hw = max_ms.unwrap_or(now.timestamp() * 1000);
         let seen = stamps.into_iter().filter(|(_, ms)| *ms == hw).collect();
         out.cursor = Some(Cursor { read_at: now.timestamp(), hw, seen }.encode());
@@ -362,8 +383,21 @@ impl SfCollection {
 
     /// Contact ids (the rep's contacts) for the first attendee e-mail of each event: one query.
     async fn who_ids(&self, items: &[&NewItem]) -> Result<HashMap<String, String>> {
-        let emails: BTreeSet<String> = items.iter().filter_map(|it| it.record.emails().into_iter().next()).collect();
+        let mut emails: BTreeSet<String> =
+            items.iter().filter_map(|it| it.record.emails().into_iter().next()).collect();
         let mut out = HashMap::new();
+        // What a recent full read of the rep's contacts already knows costs no query.
+        if let Some((at, known)) = self.directory.lock().expect("directory poisoned").get(&self.owner)
+            && at.elapsed() < DIRECTORY_TTL
+        {
+            emails.retain(|e| match known.get(e) {
+                Some(id) => {
+                    out.insert(e.clone(), id.clone());
+                    false
+                }
+                None => true,
+            });
+        }
         if emails.is_empty() {
             return Ok(out);
         }

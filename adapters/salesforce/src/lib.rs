@@ -41,12 +41,14 @@ pub struct SalesforceCrm {
     client: Arc<Client>,
     /// Requests of `find_users` / `permissions` (collections count their own).
     requests: AtomicU64,
+    /// E-mail → Contact Id per owner from the last full contact read (for Event `WhoId`).
+    directory: collection::Directory,
 }
 
 impl SalesforceCrm {
     /// Check the config and build the client. No request is made until first use.
     pub fn new(config: Config) -> Result<Self> {
-        Ok(Self { client: Arc::new(Client::new(config)?), requests: AtomicU64::new(0) })
+        Ok(Self { client: Arc::new(Client::new(config)?), requests: AtomicU64::new(0), directory: Default::default() })
     }
 
     /// The org's daily API usage as the last response's `Sforce-Limit-Info` reported it.
@@ -83,6 +85,7 @@ impl Crm for SalesforceCrm {
             scope,
             window: access.window,
             requests: AtomicU64::new(0),
+            directory: self.directory.clone(),
         }))
     }
 

@@ -444,6 +444,18 @@ async fn events_link_the_attendee_contact_and_keep_all_day_events() {
         json!({"Subject": "Theirs", "StartDateTime": start.to_rfc3339(), "DurationInMinutes": 30}),
     );
     assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 2);
+    // After a full read of the rep's contacts (as a cycle does first), the attendee's contact
+    // is known: the next event batch needs no look-up query.
+    let contacts = coll(&crm, &rep, Kind::Contact).await;
+    contacts.changes(None).await.unwrap();
+    let q_before = fake.requests_to("query");
+    let again = vec![NewItem {
+        sync_key: key(3),
+        record: Record::Event(Event { subject: Some("Follow-up".into()), ..timed.clone() }),
+    }];
+    let made = c.create_many(&again).await.unwrap().remove(0).unwrap();
+    assert_eq!(fake.requests_to("query"), q_before, "WhoId came from the contact read");
+    assert_eq!(fake.record(&made.id).unwrap()["WhoId"], json!(ann));
 }
 
 #[tokio::test]
