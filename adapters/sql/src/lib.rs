@@ -146,6 +146,7 @@ impl SqlStore {
         if is_postgres(url) {
             let name = redact_url(url);
             let pool = open_postgres(url, &options).await.map_err(named(&name))?;
+            tracing::info!(store = %name, schema = ?options.schema, "state store opened (PostgreSQL)");
             Ok(SqlStore { name, backend: Backend::Postgres(pool) })
         } else if url.starts_with("sqlite:") || !url.contains("://") {
             let (opts, name) = if url.starts_with("sqlite:") {
@@ -156,6 +157,7 @@ impl SqlStore {
                 (SqliteConnectOptions::new().filename(url), format!("sqlite://{url}"))
             };
             let pool = open_sqlite(opts, &options).await.map_err(named(&name))?;
+            tracing::info!(store = %name, "state store opened (SQLite)");
             Ok(SqlStore { name, backend: Backend::Sqlite(pool) })
         } else {
             Err(Error::invalid_config(format!(

@@ -36,6 +36,7 @@ async fn a_file_that_is_not_a_database_is_refused_untouched() {
     let err = SqlStore::connect(&db.url()).await.expect_err("garbage must be refused");
     assert_eq!(err.kind(), ErrorKind::Store);
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(msg.contains(&db.url()), "the error names the store: {msg}");
     assert!(msg.contains("not a usable SQLite database"), "the error says what is wrong: {msg}");
     assert_eq!(std::fs::read(&db.path).expect("read"), garbage, "the file is not modified");
@@ -54,6 +55,7 @@ async fn a_foreign_sqlite_database_is_refused_untouched() {
     let err = SqlStore::connect(&db.url()).await.expect_err("a foreign database must be refused");
     assert_eq!(err.kind(), ErrorKind::Store);
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(msg.contains(&db.url()) && msg.contains("not a crmsync store") && msg.contains("customers"), "{msg}");
     assert_eq!(std::fs::read(&db.path).expect("read"), before, "the foreign file is not modified");
     assert_eq!(files(&db), vec!["crmsync.db".to_owned()], "the file was not switched to WAL");
@@ -69,6 +71,7 @@ async fn a_sqlite_store_from_a_newer_crmsync_is_refused() {
     let err = SqlStore::connect(&db.url()).await.expect_err("a newer schema must be refused");
     assert_eq!(err.kind(), ErrorKind::Store);
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(msg.contains(&db.url()) && msg.contains("schema version 7") && msg.contains("newer"), "{msg}");
 
     // A migration this build does not know (applied by a newer crmsync) is refused too.
@@ -111,6 +114,7 @@ async fn an_unreachable_postgres_is_one_clear_error_without_the_password() {
     let err = SqlStore::connect_with(url, opts).await.expect_err("nothing listens on port 1");
     assert_eq!(err.kind(), ErrorKind::Store);
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(msg.contains("postgres://crmsync@127.0.0.1:1/crmsync"), "the error names the store: {msg}");
     assert!(msg.contains("cannot connect"), "{msg}");
     assert!(!msg.contains("hunter2") && !format!("{err:?}").contains("hunter2"), "no password in the error");
@@ -140,6 +144,7 @@ async fn postgres_refuses_foreign_and_newer_schemas_and_hides_the_password() {
     let err = SqlStore::connect_with(&with_password, newer.options()).await.expect_err("newer schema");
     assert_eq!(err.kind(), ErrorKind::Store);
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(msg.contains("schema version 2") && !msg.contains("hunter2"), "{msg}");
     newer.drop().await;
 }

@@ -31,12 +31,18 @@ impl Drop for TempDb {
     }
 }
 
-/// `CRMSYNC_TEST_POSTGRES_URL`, or a loud skip line on stderr.
+/// `CRMSYNC_TEST_POSTGRES_URL`, or a loud skip line on stderr (written past the test harness's
+/// output capture, so it shows in a normal `cargo test`). With `CRMSYNC_REQUIRE_POSTGRES=1`
+/// (CI) a missing URL fails the test instead.
 pub fn pg_url(test: &str) -> Option<String> {
     match std::env::var("CRMSYNC_TEST_POSTGRES_URL") {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
-            eprintln!(
+            let require = std::env::var("CRMSYNC_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            assert!(!require, "{test}: CRMSYNC_REQUIRE_POSTGRES=1 but CRMSYNC_TEST_POSTGRES_URL is not set");
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "!!!! {test}: skipped: set CRMSYNC_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) !!!!"
             );
             None
