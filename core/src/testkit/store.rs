@@ -464,3 +464,15 @@ pub async fn lease_expiry(store: &dyn Store) {
             .expect("release");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemStore;
+
+    /// The suite describes the reference behaviour: the in-memory store passes it.
+    #[tokio::test]
+    async fn the_memory_store_passes_the_store_suite() {
+        check_store(&MemStore::default()).await;
+    }
+}
