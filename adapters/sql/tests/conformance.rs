@@ -52,3 +52,36 @@ async fn postgres_passes_the_suite() {
     store.close().await;
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn runs_are_recorded_with_their_counters() {
+    use crmsync_core::report::CycleReport;
+    use crmsync_core::{RepState, Store};
+    use sqlx::Connection;
+
+    let db = TempDb::new("runs");
+    let store = SqlStore::connect(&db.url()).await.expect("connect");
+    let mut r = CycleReport { rep: "rep-r".into(), provider: "google".into(), ..Default::default() };
+    r.contacts.created_in_crm = 2;
+    r.events.created_in_crm = 3;
+    r.contacts.updated_in_provider = 4;
+    r.events.errors = 1;
+    r.requests.crm = 11;
+    r.requests.provider = 12;
+    store.set_state("rep-r", 0, RepState::Ok, None, Some(&r)).await.expect("run 1");
+    store.set_state("rep-r", 0, RepState::Syncing, None, None).await.expect("no run");
+    let r2 = CycleReport { error: Some("boom".into()), ..r.clone() };
+    store.set_state("rep-r", 0, RepState::Error, Some("boom".into()), Some(&r2)).await.expect("run 2");
+    assert_eq!(store.runs("rep-r").await.expect("runs"), vec![r.clone(), r2], "one run per report, oldest first");
+    store.close().await;
+
+    let mut c = sqlx::SqliteConnection::connect(&db.url()).await.expect("open");
+    let row: (i64, i64, i64, i64, i64, i64, Option<String>) = sqlx::query_as(
+        "SELECT created_in_crm, updated_in_provider, errors, requests_crm, requests_provider, seq, error \
+         FROM runs WHERE rep = 'rep-r' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&mut c)
+    .await
+    .expect("runs row");
+    assert_eq!(row, (5, 4, 1, 11, 12, 2, Some("boom".into())), "counters are summed over both kinds");
+}
