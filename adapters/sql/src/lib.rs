@@ -272,17 +272,24 @@ macro_rules! inspect_body {
                 )));
             }
             Ok(())
-        } else if !tables.is_empty()
-            && ($conn.is_sqlite()
-                || tables.iter().any(|t| OUR_TABLES.contains(&t.as_str()))
-                || (tables.iter().any(|t| t == "_sqlx_migrations") && {
+        } else if {
+            // `_sqlx_migrations` alone, without rows, is what an interrupted (or concurrent)
+            // first migration leaves: not foreign.
+            let others: Vec<&String> = tables.iter().filter(|t| *t != "_sqlx_migrations").collect();
+            let foreign_tables = if $conn.is_sqlite() {
+                !others.is_empty()
+            } else {
+                others.iter().any(|t| OUR_TABLES.contains(&t.as_str()))
+            };
+            foreign_tables
+                || (others.len() < tables.len() && {
                     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
                         .fetch_one(&mut *$conn)
                         .await
                         .map_err(|e| unusable("cannot read _sqlx_migrations", e))?;
                     n > 0
-                }))
-        {
+                })
+        } {
             let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
             shown.sort_unstable();
             Err(Error::store(format!(

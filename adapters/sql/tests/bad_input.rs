@@ -148,3 +148,35 @@ async fn postgres_refuses_foreign_and_newer_schemas_and_hides_the_password() {
     assert!(msg.contains("schema version 2") && !msg.contains("hunter2"), "{msg}");
     newer.drop().await;
 }
+
+#[tokio::test]
+async fn an_interrupted_first_migration_is_not_mistaken_for_a_foreign_file() {
+    let db = TempDb::new("interrupted");
+    // What sqlx leaves when the process dies inside the first migration: the bookkeeping table,
+    // empty (the migration itself ran in a transaction and was rolled back).
+    raw_sqlite(
+        &db,
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+    )
+    .await;
+    let store = SqlStore::connect(&db.url()).await.expect("the store is completed");
+    assert_eq!(store.status("rep").await.expect("status").epoch, 0);
+    store.close().await;
+
+    // Another application's sqlx migrations are foreign.
+    let other = TempDb::new("other_sqlx_app");
+    raw_sqlite(
+        &other,
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+         INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (20240101, 'init', 1, x'00', 1)",
+    )
+    .await;
+    let err = SqlStore::connect(&other.url()).await.expect_err("foreign");
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert!(err.to_string().contains("not a crmsync store"), "{err}");
+}
