@@ -210,6 +210,28 @@ fn canon_in_window(canon: &Canon, window: &Window) -> bool {
     rec.as_event().is_some_and(|e| window.contains(e))
 }
 
+/// One value per side.
+#[derive(Debug, Default)]
+struct Sides<T> {
+    provider: T,
+    crm: T,
+}
+
+impl<T> Sides<T> {
+    fn get(&self, side: Side) -> &T {
+        match side {
+            Side::Provider => &self.provider,
+            Side::Crm => &self.crm,
+        }
+    }
+    fn get_mut(&mut self, side: Side) -> &mut T {
+        match side {
+            Side::Provider => &mut self.provider,
+            Side::Crm => &mut self.crm,
+        }
+    }
+}
+
 /// A candidate record on the other side.
 #[derive(Debug)]
 struct Cand {
@@ -665,131 +687,107 @@ impl<'a> Run<'a> {
             }
         }
 
-        // Provider items looking for a CRM partner.
-        let mut pool_c: BTreeMap<String, Cand> =
-            c.items.values().map(|i| (i.id.clone(), Cand { item: i.clone(), in_scope: true })).collect();
-        let mut index_c = Index::default();
-        for i in c.items.values() {
-            index_c.add(&rep, Side::Crm, i);
-        }
-        let mut lonely: Vec<&Item> = vec![];
-        let mut pairs: Vec<(Item, String)> = vec![];
-        let mut waiting: Vec<&Item> = vec![];
-        for item in p.items.values().filter(|i| !taken_p.contains(&i.id)) {
-            if suppressed_p.contains_key(&item.id) {
-                self.kr.skip("suppressed");
-                continue;
-            }
-            waiting.push(item);
-        }
-        for pass in 0..2 {
-            let mut still = vec![];
-            for item in waiting {
-                match self.choose(&index_c.candidates(&rep, Side::Provider, item), &pool_c, &taken_c) {
-                    Choice::Pair(cid) => {
-                        taken_c.insert(cid.clone());
-                        taken_p.insert(item.id.clone());
-                        pairs.push((item.clone(), cid));
-                    }
-                    Choice::Skip(reason) => self.skip_and_watch(Side::Provider, &item.id, reason),
-                    Choice::None => still.push(item),
-                }
-            }
-            waiting = still;
-            if pass == 1 || waiting.is_empty() || (c.full && !self.crm.capabilities().find_beyond_scope) {
+        let mut taken = Sides { provider: taken_p, crm: taken_c };
+        let mut suppressed = Sides { provider: suppressed_p, crm: suppressed_c };
+
+        // Provider items looking for a CRM partner, then CRM items nobody claimed.
+        for from in [Side::Provider, Side::Crm] {
+            if from == Side::Crm && !self.policy.direction.crm_to_provider() {
                 break;
             }
-            let keys: BTreeSet<MatchKey> = waiting.iter().flat_map(|i| match_keys(&rep, Side::Provider, i)).collect();
-            for f in self.crm.find(&keys.into_iter().collect::<Vec<_>>()).await.map_err(|e| e.context("crm find"))? {
-                if !pool_c.contains_key(&f.item.id) {
-                    index_c.add(&rep, Side::Crm, &f.item);
-                    pool_c.insert(f.item.id.clone(), Cand { item: f.item, in_scope: f.in_scope });
+            let read = if from == Side::Provider { p } else { c };
+            let mut waiting: Vec<&Item> = vec![];
+            for item in read.items.values().filter(|i| !taken.get(from).contains(&i.id)) {
+                if suppressed.get(from).contains_key(&item.id) {
+                    self.kr.skip("suppressed");
+                    continue;
                 }
+                waiting.push(item);
             }
-        }
-        taken_p.extend(waiting.iter().map(|i| i.id.clone()));
-        lonely.extend(waiting);
-
-        for (pi, cid) in pairs {
-            let ci = pool_c.remove(&cid).expect("paired from the pool").item;
-            let base = lift_suppression(entries, links, suppressed_c.remove(&cid));
-            let decision = self.pair_decision(&pi, &ci, base.as_ref());
-            let mut e = Entry::new(base.map(|l| l.key), None, Some(pi), Some(ci), decision);
-            e.matched = true;
-            entries.push(e);
-        }
-        for pi in lonely {
-            if pi.sync_key.as_ref().is_some_and(|k| k.belongs_to(&rep)) {
-                // Our own copy of a CRM record we can no longer see (deleted or out of scope
-                // while the rep was reset): never copy a copy; keep it out of sync, as `unlink`.
-                entries.push(self.orphan(pi, Side::Provider));
-                continue;
+            let other = if from == Side::Provider { c } else { p };
+            let (pairs, lonely) = self.partner_up(from, waiting, other, &mut taken).await?;
+            for (mine, theirs) in pairs {
+                let (pi, ci) = if from == Side::Provider { (mine, theirs) } else { (theirs, mine) };
+                let lifted = suppressed.crm.remove(&ci.id).or_else(|| suppressed.provider.remove(&pi.id));
+                let base = lift_suppression(entries, links, lifted);
+                let decision = self.pair_decision(&pi, &ci, base.as_ref());
+                let mut e = Entry::new(base.map(|l| l.key), None, Some(pi), Some(ci), decision);
+                e.matched = true;
+                entries.push(e);
             }
-            let decision = decide(None, &self.new_state(pi), &State::Absent, &self.policy);
-            entries.push(Entry::new(None, None, Some(pi.clone()), None, decision));
-        }
-
-        // CRM items nobody claimed.
-        if !self.policy.direction.crm_to_provider() {
-            return Ok(());
-        }
-        let mut index_p = Index::default();
-        let mut pool_p: BTreeMap<String, Cand> = BTreeMap::new();
-        for i in p.items.values() {
-            index_p.add(&rep, Side::Provider, i);
-            pool_p.insert(i.id.clone(), Cand { item: i.clone(), in_scope: true });
-        }
-        let mut waiting: Vec<&Item> = vec![];
-        for item in c.items.values().filter(|i| !taken_c.contains(&i.id)) {
-            if suppressed_c.contains_key(&item.id) {
-                self.kr.skip("suppressed");
-                continue;
-            }
-            waiting.push(item);
-        }
-        for pass in 0..2 {
-            let mut still = vec![];
-            for item in waiting {
-                match self.choose(&index_p.candidates(&rep, Side::Crm, item), &pool_p, &taken_p) {
-                    Choice::Pair(pid) => {
-                        taken_p.insert(pid.clone());
-                        let pi = pool_p[&pid].item.clone();
-                        let base = lift_suppression(entries, links, suppressed_p.remove(&pid));
-                        let decision = self.pair_decision(&pi, item, base.as_ref());
-                        let mut e = Entry::new(base.map(|l| l.key), None, Some(pi), Some(item.clone()), decision);
-                        e.matched = true;
-                        entries.push(e);
-                    }
-                    Choice::Skip(reason) => {
-                        let reason = if reason == "outside_filter" { "outside_scope" } else { reason };
-                        self.skip_and_watch(Side::Crm, &item.id, reason)
-                    }
-                    Choice::None => still.push(item),
+            for item in lonely {
+                taken.get_mut(from).insert(item.id.clone());
+                if item.sync_key.as_ref().is_some_and(|k| k.belongs_to(&rep)) {
+                    // Our own copy of a record we can no longer see on the other side (deleted
+                    // or out of scope while the rep was reset): never copy a copy; keep it out
+                    // of sync, as `unlink` would.
+                    entries.push(self.orphan(item, from));
+                    continue;
                 }
+                let (ps, cs, pi, ci) = match from {
+                    Side::Provider => (self.new_state(item), State::Absent, Some(item.clone()), None),
+                    Side::Crm => (State::Absent, self.new_state(item), None, Some(item.clone())),
+                };
+                let decision = decide(None, &ps, &cs, &self.policy);
+                entries.push(Entry::new(None, None, pi, ci, decision));
             }
-            waiting = still;
-            if pass == 1 || waiting.is_empty() || (p.full && !self.prov.capabilities().find_beyond_scope) {
-                break;
-            }
-            let keys: BTreeSet<MatchKey> = waiting.iter().flat_map(|i| match_keys(&rep, Side::Crm, i)).collect();
-            for f in
-                self.prov.find(&keys.into_iter().collect::<Vec<_>>()).await.map_err(|e| e.context("provider find"))?
-            {
-                if !pool_p.contains_key(&f.item.id) {
-                    index_p.add(&rep, Side::Provider, &f.item);
-                    pool_p.insert(f.item.id.clone(), Cand { item: f.item, in_scope: f.in_scope });
-                }
-            }
-        }
-        for ci in waiting {
-            if ci.sync_key.as_ref().is_some_and(|k| k.belongs_to(&rep)) {
-                entries.push(self.orphan(ci, Side::Crm));
-                continue;
-            }
-            let decision = decide(None, &State::Absent, &self.new_state(ci), &self.policy);
-            entries.push(Entry::new(None, None, None, Some(ci.clone()), decision));
         }
         Ok(())
+    }
+
+    /// Find partners on the other side for `waiting` items of side `from`: first among what the
+    /// other side read, then with one batched `find` for the rest (unless that read was full
+    /// and `find` sees nothing beyond it). Returns the pairs (mine, theirs) and the items left
+    /// alone; items whose best match is taken or out of scope are skipped and watched.
+    async fn partner_up<'i>(
+        &mut self,
+        from: Side,
+        mut waiting: Vec<&'i Item>,
+        other: &SideRead,
+        taken: &mut Sides<BTreeSet<String>>,
+    ) -> Result<(Vec<(Item, Item)>, Vec<&'i Item>)> {
+        let rep = self.rep.id.clone();
+        let to = from.other();
+        let coll = self.coll(to);
+        let mut pool: BTreeMap<String, Cand> =
+            other.items.values().map(|i| (i.id.clone(), Cand { item: i.clone(), in_scope: true })).collect();
+        let mut index = Index::default();
+        for i in other.items.values() {
+            index.add(&rep, to, i);
+        }
+        let mut pairs = vec![];
+        for pass in 0..2 {
+            let mut still = vec![];
+            for item in waiting {
+                match self.choose(&index.candidates(&rep, from, item), &pool, taken.get(to)) {
+                    Choice::Pair(id) => {
+                        taken.get_mut(to).insert(id.clone());
+                        taken.get_mut(from).insert(item.id.clone());
+                        pairs.push((item.clone(), pool[&id].item.clone()));
+                    }
+                    // A provider item out of the CRM filter is `outside_filter`; a CRM record
+                    // matching a provider item outside the folder/group is `outside_scope`.
+                    Choice::Skip("outside_filter") if from == Side::Crm => {
+                        self.skip_and_watch(from, &item.id, "outside_scope")
+                    }
+                    Choice::Skip(reason) => self.skip_and_watch(from, &item.id, reason),
+                    Choice::None => still.push(item),
+                }
+            }
+            waiting = still;
+            if pass == 1 || waiting.is_empty() || (other.full && !coll.capabilities().find_beyond_scope) {
+                break;
+            }
+            let keys: BTreeSet<MatchKey> = waiting.iter().flat_map(|i| match_keys(&rep, from, i)).collect();
+            let found = coll.find(&keys.into_iter().collect::<Vec<_>>()).await;
+            for f in found.map_err(|e| e.context(format!("{} find", to.as_str())))? {
+                if !pool.contains_key(&f.item.id) {
+                    index.add(&rep, to, &f.item);
+                    pool.insert(f.item.id.clone(), Cand { item: f.item, in_scope: f.in_scope });
+                }
+            }
+        }
+        Ok((pairs, waiting))
     }
 
     /// The update that brings `target` to the merged canon.
