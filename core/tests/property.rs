@@ -27,6 +27,17 @@ enum Op {
         fault_in: Option<u8>,
     },
     Reset,
+    /// A provider event `day` days from now (0: plain, 1: private, 2: marked `Don't Sync`).
+    EventCreate(i8, u8),
+    /// Move the n-th provider event by some hours and rename it.
+    EventEdit(u8, i8),
+    /// Delete, cancel, or flip the private flag / no-sync marker of the n-th provider event.
+    EventDelete(u8),
+    EventCancel(u8),
+    EventFlag(u8, bool),
+    /// A CRM user edits or deletes the n-th CRM event (events sync one way: provider → CRM).
+    CrmEventEdit(u8),
+    CrmEventDelete(u8),
 }
 
 fn side() -> impl Strategy<Value = Side> {
@@ -42,6 +53,13 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (proptest::option::weighted(0.3, 1u8..6), proptest::option::weighted(0.2, 1u8..8))
             .prop_map(|(crash_after, fault_in)| Op::Cycle { crash_after, fault_in }),
         1 => Just(Op::Reset),
+        2 => (-40i8..70, 0u8..3).prop_map(|(d, k)| Op::EventCreate(d, k)),
+        1 => (any::<u8>(), -48i8..48).prop_map(|(n, h)| Op::EventEdit(n, h)),
+        1 => any::<u8>().prop_map(Op::EventDelete),
+        1 => any::<u8>().prop_map(Op::EventCancel),
+        1 => (any::<u8>(), any::<bool>()).prop_map(|(n, b)| Op::EventFlag(n, b)),
+        1 => any::<u8>().prop_map(Op::CrmEventEdit),
+        1 => any::<u8>().prop_map(Op::CrmEventDelete),
     ]
 }
 
@@ -232,25 +250,131 @@ impl Machine {
                 self.resets.push(self.seq);
                 self.engine.reset(&self.admin, &self.rep, ResetScope::All).await.expect("admin may reset");
             }
+            Op::EventCreate(day, kind) => {
+                let start = now()
+                    + chrono::Duration::days(i64::from(*day))
+                    + chrono::Duration::minutes(i64::from(self.seq as u32 % 600));
+                let mut e = Event::new(&format!("Meeting {}", self.seq), start, start + chrono::Duration::minutes(30));
+                e.private = *kind == 1;
+                if *kind == 2 {
+                    e.categories = vec!["Don't Sync".into()];
+                }
+                self.events(Side::Provider).lock().unwrap().insert(e.into(), &["calendar"], None);
+            }
+            Op::EventEdit(n, hours) => {
+                let seq = self.seq;
+                self.edit_event(Side::Provider, *n, |e| {
+                    let shift = chrono::Duration::hours(i64::from(*hours));
+                    e.subject = Some(format!("Moved {seq}"));
+                    e.start = EventTime::At(e.start.instant() + shift);
+                    e.end = EventTime::At(e.end.instant() + shift);
+                });
+            }
+            Op::EventDelete(n) => {
+                if let Some(id) = self.nth_event(Side::Provider, *n) {
+                    self.events(Side::Provider).lock().unwrap().remove(&id);
+                }
+            }
+            Op::EventCancel(n) => self.edit_event(Side::Provider, *n, |e| e.cancelled = true),
+            Op::EventFlag(n, private) => self.edit_event(Side::Provider, *n, |e| {
+                if *private {
+                    e.private = !e.private;
+                } else if e.categories.is_empty() {
+                    e.categories = vec!["Don't Sync".into()];
+                } else {
+                    e.categories.clear();
+                }
+            }),
+            Op::CrmEventEdit(n) => {
+                let seq = self.seq;
+                self.edit_event(Side::Crm, *n, |e| e.subject = Some(format!("Edited in the CRM {seq}")));
+            }
+            Op::CrmEventDelete(n) => {
+                if let Some(id) = self.nth_event(Side::Crm, *n) {
+                    self.events(Side::Crm).lock().unwrap().remove(&id);
+                }
+            }
         }
     }
 
+    fn events(&self, side: Side) -> Arc<Mutex<MemState>> {
+        match side {
+            Side::Provider => self.provider.mailbox("riley").events,
+            Side::Crm => self.crm.events.clone(),
+        }
+    }
+
+    fn nth_event(&self, side: Side, n: u8) -> Option<String> {
+        let st = self.events(side);
+        let st = st.lock().unwrap();
+        let ids: Vec<&String> = st.records.keys().collect();
+        (!ids.is_empty()).then(|| ids[n as usize % ids.len()].clone())
+    }
+
+    fn edit_event(&self, side: Side, n: u8, f: impl FnOnce(&mut Event)) {
+        if let Some(id) = self.nth_event(side, n) {
+            self.events(side).lock().unwrap().edit(&id, |r| {
+                if let Record::Event(e) = r {
+                    f(e)
+                }
+            });
+        }
+    }
+
+    /// Events: every provider event that should be in the CRM is linked to exactly one CRM
+    /// event holding the same values (one way: the provider is the truth), or suppressed.
+    fn check_events(&self, links: &[Link]) {
+        let window = self.rep.config.window(now());
+        let p = self.events(Side::Provider);
+        let p = p.lock().unwrap();
+        let c = self.events(Side::Crm);
+        let c = c.lock().unwrap();
+        let eligible = |e: &Event| window.contains(e) && !e.private && e.categories.is_empty() && !e.cancelled;
+        let mut seen_c = BTreeSet::new();
+        for l in links.iter().filter(|l| l.state == LinkState::Linked) {
+            let pe = p.records.get(&l.provider_id).expect("linked provider event exists");
+            let ce = c.records.get(&l.crm_id).expect("linked CRM event exists");
+            assert!(eligible(pe.record.as_event().unwrap()), "an ineligible event stays linked: {l:?}");
+            assert!(seen_c.insert(&l.crm_id), "a CRM event is linked twice");
+            assert_eq!(pe.record.canon(), ce.record.canon(), "the CRM event differs from the provider's");
+        }
+        let linked_p: BTreeSet<&String> = links.iter().map(|l| &l.provider_id).collect();
+        for r in p.records.values().filter(|r| eligible(r.record.as_event().unwrap())) {
+            assert!(linked_p.contains(&r.id), "eligible provider event {} is neither linked nor suppressed", r.id);
+        }
+        let mut keys = BTreeMap::new();
+        for r in c.records.values() {
+            if let Some(k) = &r.sync_key {
+                *keys.entry(k).or_insert(0) += 1;
+            }
+        }
+        assert!(keys.values().all(|n| *n == 1), "a CRM event was created twice");
+    }
+
     fn writes(&self) -> u64 {
-        self.state(Side::Provider).lock().unwrap().writes + self.state(Side::Crm).lock().unwrap().writes
+        [self.state(Side::Provider), self.state(Side::Crm), self.events(Side::Provider), self.events(Side::Crm)]
+            .iter()
+            .map(|s| s.lock().unwrap().writes)
+            .sum()
     }
 
     async fn check(&mut self) {
-        let before = self.writes();
+        let contact_writes =
+            || self.state(Side::Provider).lock().unwrap().writes + self.state(Side::Crm).lock().unwrap().writes;
+        let before = contact_writes();
         let r = self.engine.cycle(&self.rep).await.unwrap();
         if r.contacts.fatal.as_deref().is_some_and(|f| f.contains("refusing")) {
-            // The empty-side guard: a full read found an emptied side while links exist. It
-            // must stop without writing anything; that is the specified outcome.
-            assert_eq!(self.writes(), before, "the guard wrote");
+            // The empty-side guard: a full read found an emptied contact side while links
+            // exist. It must stop the contacts without writing any; that is the specified
+            // outcome (events still sync).
+            assert_eq!(contact_writes(), before, "the guard wrote contacts");
             return;
         }
         assert_eq!(r.error, None, "final fault-free cycle failed: {r:?}");
         let links = self.store.links(&self.rep.id, Kind::Contact).await.unwrap();
         self.check_links(&links, &r);
+        let event_links = self.store.links(&self.rep.id, Kind::Event).await.unwrap();
+        self.check_events(&event_links);
         // A further cycle writes nothing.
         let before = self.writes();
         let q = self.engine.cycle(&self.rep).await.unwrap();

@@ -41,6 +41,8 @@ struct Entry {
     matched: bool,
     /// For `Suppress`: the side that is gone (its id is dropped from the suppression).
     gone: Option<Side>,
+    /// The link is dropped and its surviving item matched again like an unlinked one.
+    release: bool,
     // Runtime state while applying.
     pending: u8,
     failed: bool,
@@ -58,6 +60,7 @@ impl Entry {
             decision,
             matched: false,
             gone: None,
+            release: false,
             pending: 0,
             failed: false,
             new_p: None,
@@ -564,14 +567,8 @@ impl<'a> Run<'a> {
         for link in links {
             let mut link = link.clone();
             if link.state == LinkState::Suppressed {
-                // A suppression made by a filter keeps both ids: when the provider item passes
-                // the filters again, the pair is linked again.
-                let back =
-                    !link.provider_id.is_empty() && !link.crm_id.is_empty() && p.items.contains_key(&link.provider_id);
-                if !back {
-                    continue;
-                }
-                link.state = LinkState::Linked;
+                // Handled with the unlinked items (a suppressed pair comes back by matching).
+                continue;
             }
             let (pid, cid) = (link.provider_id.clone(), link.crm_id.clone());
             if p.failed.contains(&pid) || c.failed.contains(&cid) {
@@ -609,8 +606,15 @@ impl<'a> Run<'a> {
             }
             let ps = self.state(p, &pid, &link);
             let cs = self.state(c, &cid, &link);
-            let decision = decide(Some(&link.snapshot), &ps, &cs, &self.policy);
+            let mut decision = decide(Some(&link.snapshot), &ps, &cs, &self.policy);
+            // A modification wins over a deletion: the survivor needs a partner again. It is
+            // matched like an unlinked item (a copy made before a crash is found, not made twice).
+            let release = matches!(decision, Decision::CreateCrm | Decision::CreateProvider);
+            if release {
+                decision = Decision::DropLink;
+            }
             let mut e = Entry::new(key, Some(link), p.items.get(&pid).cloned(), c.items.get(&cid).cloned(), decision);
+            e.release = release;
             e.gone = match (ps, cs) {
                 (State::Gone, _) => Some(Side::Provider),
                 (_, State::Gone) => Some(Side::Crm),
@@ -657,7 +661,11 @@ impl<'a> Run<'a> {
                     taken_c.insert(l.crm_id.clone());
                 }
                 LinkState::Suppressed => {
-                    if !l.provider_id.is_empty() {
+                    // A suppression made by a filter keeps both ids: when the provider item
+                    // passes the filters again it is matched again, and merged three-way
+                    // against the suppression's snapshot (the CRM copy may have changed).
+                    let back = !l.crm_id.is_empty() && p.items.contains_key(&l.provider_id);
+                    if !l.provider_id.is_empty() && !back {
                         suppressed_p.insert(l.provider_id.clone(), l.key.clone());
                     }
                     if !l.crm_id.is_empty() {
@@ -667,6 +675,13 @@ impl<'a> Run<'a> {
             }
         }
         for e in entries.iter() {
+            if e.release
+                && let Some(l) = &e.link
+            {
+                taken_p.remove(&l.provider_id);
+                taken_c.remove(&l.crm_id);
+                continue;
+            }
             if let Some(l) = &e.link {
                 suppressed_p.remove(&l.provider_id);
                 suppressed_c.remove(&l.crm_id);
@@ -1010,12 +1025,13 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        for (i, e) in entries.iter().enumerate() {
-            if e.pending == 0 {
-                let _ = i;
-                self.finish(e, &mut final_batch);
-            }
+        // Link changes that need no remote write go first: a link the writes below make again
+        // (same key) must not be removed after them.
+        let mut first = LinkBatch::default();
+        for e in entries.iter().filter(|e| e.pending == 0) {
+            self.finish(e, &mut first);
         }
+        self.commit(first).await?;
         queues.sort_by_key(|((side, rank), _)| (*side == Side::Provider, *rank));
         for ((side, _), queue) in queues {
             let coll = self.coll(side);
