@@ -182,3 +182,78 @@ fn an_unreachable_service_fails_the_cycle_with_a_reason_and_a_non_zero_exit() {
     let out = text(&o.stdout);
     assert!(out.contains("Erin Exchange (exchange) — error"), "{out}");
 }
+
+/// `crmsync demo --json` keeps every promise of the demo (issue "The crmsync CLI", Done when),
+/// judged from its JSON, and even at `RUST_LOG=trace` no credential or token reaches the output.
+#[test]
+fn demo_keeps_its_promises_and_logs_no_secret() {
+    let o = crmsync(&["demo", "--json"], &[("RUST_LOG", "trace")]);
+    assert!(o.status.success(), "demo failed: {}", text(&o.stderr));
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    for secret in [
+        crmsync_salesforce::fake::CLIENT_SECRET,
+        crmsync_salesforce::fake::REFRESH_TOKEN,
+        crmsync_exchange::fake::CLIENT_SECRET,
+        "fake-session-",
+        "fake-refresh-",
+        "PRIVATE KEY",
+        "Bearer ",
+    ] {
+        assert!(!all.contains(secret), "{secret:?} appears in the demo's output or logs");
+    }
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
+    let cycle = |name: &str| d["cycles"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    let rep = |c: &serde_json::Value, provider: &str| {
+        c["reps"].as_array().unwrap().iter().find(|r| r["provider"] == provider).unwrap().clone()
+    };
+    let writes = |r: &serde_json::Value, kind: &str| -> u64 {
+        [
+            "created_in_crm",
+            "created_in_provider",
+            "updated_in_crm",
+            "updated_in_provider",
+            "deleted_in_crm",
+            "deleted_in_provider",
+        ]
+        .iter()
+        .map(|k| r[kind][k].as_u64().unwrap())
+        .sum()
+    };
+    for k in [
+        "duplicates",
+        "records_changed_by_reset",
+        "unexpected_writes_after_reset",
+        "lost_edits",
+        "writes_in_quiet_cycle",
+    ] {
+        assert_eq!(d["invariants"][k], 0, "invariant {k}");
+    }
+    let (initial, after_reset, after_reconnect, quiet) =
+        (cycle("initial"), cycle("after_reset"), cycle("after_reconnect"), cycle("quiet"));
+    for r in after_reset["reps"].as_array().unwrap().iter().chain(quiet["reps"].as_array().unwrap()) {
+        assert_eq!(writes(r, "contacts") + writes(r, "events"), 0, "{r}");
+    }
+    assert_eq!(rep(&after_reset, "google")["state"], "needs_reconnect");
+    let g = rep(&after_reconnect, "google");
+    assert_eq!((writes(&g, "contacts"), writes(&g, "events"), g["events"]["updated_in_crm"].as_u64()), (0, 1, Some(1)));
+    for (provider, resync) in [("exchange", &after_reset), ("google", &after_reconnect)] {
+        for kind in ["contacts", "events"] {
+            assert_eq!(rep(resync, provider)[kind]["links_total"], rep(&initial, provider)[kind]["links_total"]);
+        }
+    }
+    let refused: Vec<&serde_json::Value> =
+        d["resets"].as_array().unwrap().iter().filter(|r| r["allowed"] == false).collect();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0]["reason"].as_str().unwrap().contains("Manage Sync"));
+    let mut skips = std::collections::BTreeSet::new();
+    for r in initial["reps"].as_array().unwrap() {
+        for kind in ["contacts", "events"] {
+            skips.extend(r[kind]["skipped"].as_object().unwrap().keys().cloned());
+        }
+    }
+    for reason in
+        ["outside_scope", "outside_filter", "outside_window", "private", "no_sync_marker", "category_not_folder"]
+    {
+        assert!(skips.contains(reason), "initial cycle lacks a {reason} skip: {skips:?}");
+    }
+}
