@@ -10,3 +10,4 @@ pub mod demo;
 pub mod sandbox;
 pub mod scenario;
 pub mod table;
+pub mod worker;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use crmsync_cli::{commands, demo, sandbox};
+use crmsync_cli::{commands, demo, sandbox, worker};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,8 @@ enum Command {
     Status(commands::StatusArgs),
     /// Store a user-managed rep's OAuth grant (refresh token) so their sync resumes.
     Connect(commands::ConnectArgs),
+    /// Cycle every rep on a schedule, sharing the reps with other workers through store leases.
+    Worker(worker::WorkerArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -64,6 +66,7 @@ async fn main() -> ExitCode {
         Command::Reset(args) => commands::reset(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Connect(args) => commands::connect(args).await,
+        Command::Worker(args) => worker::run(args).await,
     };
     match result {
         Ok(code) => code,

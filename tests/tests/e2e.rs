@@ -418,4 +418,37 @@ async fn sandbox_sync_edit_both_sides_reset_resync_without_duplicates() {
     assert_eq!(s["state"], "ok", "{s}");
     assert_eq!(s["last_reset"]["admin_name"], admin, "{s}");
     assert_eq!(s["links"]["contacts"], r["contacts"]["links_total"], "{s}");
+
+    // Two workers share the reps through the store's leases: every rep is cycled exactly once,
+    // nothing changed, so nothing is written; then nothing is due.
+    let workers: Vec<Child> = ["w1", "w2"]
+        .iter()
+        .map(|w| {
+            let mut c = Command::new(binary());
+            c.args(["worker", "--once", "--json", "--batch", "1", "--id", w, "--config", &sb.config()])
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (k, v) in sb.info["env"].as_object().expect("env") {
+                c.env(k, v.as_str().unwrap());
+            }
+            c.spawn().expect("worker starts")
+        })
+        .collect();
+    let mut synced = vec![];
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "worker failed: {}", String::from_utf8_lossy(&out.stderr));
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let r: Value = serde_json::from_str(line).expect("one JSON report per line");
+            assert_eq!(writes(&r), 0, "{r}");
+            synced.push(r["rep"].as_str().unwrap().to_owned());
+        }
+    }
+    synced.sort();
+    assert_eq!(synced, vec![erin_name.to_string(), gus_name.to_string()], "each rep cycled by exactly one worker");
+    let again = sb.run(&["worker", "--once", "--json"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).trim().is_empty(), "nothing is due right after");
 }
