@@ -183,7 +183,7 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn scope_name(s: ResetScope) -> &'static str {
+pub(crate) fn scope_name(s: ResetScope) -> &'static str {
     match s {
         ResetScope::Contacts => "contacts",
         ResetScope::Events => "events",
@@ -246,25 +246,25 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Serialize)]
-struct Links {
-    contacts: u64,
-    events: u64,
+pub(crate) struct Links {
+    pub(crate) contacts: u64,
+    pub(crate) events: u64,
 }
 
 #[derive(Debug, Serialize)]
-struct RepView {
-    rep: String,
-    id: String,
-    provider: String,
-    mailbox: String,
-    connection: ConnectionMode,
-    state: RepState,
-    last_success: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    links: Links,
-    last_cycle: Option<CycleReport>,
-    item_errors: Vec<ItemError>,
-    last_reset: Option<ResetRecord>,
+pub(crate) struct RepView {
+    pub(crate) rep: String,
+    pub(crate) id: String,
+    pub(crate) provider: String,
+    pub(crate) mailbox: String,
+    pub(crate) connection: ConnectionMode,
+    pub(crate) state: RepState,
+    pub(crate) last_success: Option<DateTime<Utc>>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) links: Links,
+    pub(crate) last_cycle: Option<CycleReport>,
+    pub(crate) item_errors: Vec<ItemError>,
+    pub(crate) last_reset: Option<ResetRecord>,
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -272,17 +272,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let reps = loaded.select(args.rep.as_deref())?;
     // Status reads the store only: no secrets needed, nothing written.
     let store = loaded.open_store().await?;
-    let err = |e: crmsync_core::Error| anyhow::anyhow!("{}: {}", loaded.path.display(), e.message());
-    let known = store.statuses().await.map_err(err)?;
-    let mut views = vec![];
-    for rep in &reps {
-        let st = known
-            .iter()
-            .find(|s| s.rep == rep.id)
-            .cloned()
-            .unwrap_or_else(|| RepStatus { rep: rep.id.clone(), ..Default::default() });
-        views.push(view(&*store, rep, st, args.errors).await.map_err(err)?);
-    }
+    let views = views(&loaded, &*store, &reps, args.errors).await?;
     if args.json {
         println!("{}", serde_json::to_string(&serde_json::json!({ "reps": views }))?);
         return Ok(ExitCode::SUCCESS);
@@ -295,6 +285,27 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The status of `reps` as the store holds it, with at most `n` recent item errors each.
+pub(crate) async fn views(
+    loaded: &Loaded,
+    store: &dyn crmsync_core::Store,
+    reps: &[Rep],
+    n: usize,
+) -> anyhow::Result<Vec<RepView>> {
+    let err = |e: crmsync_core::Error| anyhow::anyhow!("{}: {}", loaded.path.display(), e.message());
+    let known = store.statuses().await.map_err(err)?;
+    let mut views = vec![];
+    for rep in reps {
+        let st = known
+            .iter()
+            .find(|s| s.rep == rep.id)
+            .cloned()
+            .unwrap_or_else(|| RepStatus { rep: rep.id.clone(), ..Default::default() });
+        views.push(view(store, rep, st, n).await.map_err(err)?);
+    }
+    Ok(views)
 }
 
 async fn view(store: &dyn crmsync_core::Store, rep: &Rep, st: RepStatus, n: usize) -> crmsync_core::Result<RepView> {
@@ -322,7 +333,7 @@ async fn view(store: &dyn crmsync_core::Store, rep: &Rep, st: RepStatus, n: usiz
     })
 }
 
-fn when(t: Option<DateTime<Utc>>) -> String {
+pub(crate) fn when(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_else(|| "never".into())
 }
 

@@ -9,5 +9,6 @@ pub mod config;
 pub mod demo;
 pub mod sandbox;
 pub mod scenario;
+pub mod serve;
 pub mod table;
 pub mod worker;

@@ -451,4 +451,52 @@ async fn sandbox_sync_edit_both_sides_reset_resync_without_duplicates() {
     let again = sb.run(&["worker", "--once", "--json"]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).trim().is_empty(), "nothing is due right after");
+
+    // The admin status page: the table, the JSON, and Reset Sync behind the admin token and
+    // the CRM permissions.
+    let mut c = Command::new(binary());
+    c.args(["serve", "--listen", "127.0.0.1:0", "--config", &sb.config()])
+        .env_remove("RUST_LOG")
+        .env("CRMSYNC_ADMIN_TOKEN", "e2e-admin-token")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    for (k, v) in sb.info["env"].as_object().expect("env") {
+        c.env(k, v.as_str().unwrap());
+    }
+    let mut serve = Killed(c.spawn().expect("serve starts"));
+    let mut first = String::new();
+    BufReader::new(serve.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let base = first.trim().strip_prefix("listening on ").expect("the address is printed").to_owned();
+    let page = http.get(&base).send().await.unwrap();
+    assert!(page.status().is_success());
+    let page = page.text().await.unwrap();
+    assert!(page.contains(erin_name) && page.contains(gus_name) && page.contains("Reset Sync"), "{page}");
+    let api: Value = http.get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(api["reps"].as_array().unwrap().len(), 2);
+    let reset = |admin: &str, token: &str| {
+        let form = [("rep", erin_name), ("scope", "all"), ("admin", admin), ("token", token)];
+        http.post(format!("{base}/reset")).form(&form).send()
+    };
+    let wrong = reset(admin, "not-the-token").await.unwrap();
+    assert_eq!(wrong.status(), 403);
+    let refused = reset(info["admins"]["refused"].as_str().unwrap(), "e2e-admin-token").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("Manage Sync"));
+    let before: Value = http.get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(before["reps"][0]["state"], "ok", "the refusals changed nothing");
+    let ok = reset(admin, "e2e-admin-token").await.unwrap();
+    assert!(ok.status().is_success(), "{:?}", ok.text().await);
+    let after: Value = http.get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
+    let erin_view = after["reps"].as_array().unwrap().iter().find(|r| r["rep"] == erin_name).unwrap().clone();
+    assert_eq!(erin_view["state"], "reset_pending", "{erin_view}");
+    assert_eq!(erin_view["links"]["contacts"], 0);
+}
+
+/// Kills the child process when dropped (also when an assertion fails).
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
