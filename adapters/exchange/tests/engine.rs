@@ -28,7 +28,8 @@ fn at(days: i64) -> chrono::DateTime<Utc> {
 }
 
 fn ev(subject: &str, days: i64) -> Event {
-    Event::new(subject, at(days), at(days) + Duration::hours(1))
+    let start = at(days);
+    Event::new(subject, start, start + Duration::hours(1))
 }
 
 struct World {

@@ -17,7 +17,8 @@ fn at(hours_from_now: i64) -> DateTime<Utc> {
 }
 
 fn ev(subject: &str, start_h: i64) -> Event {
-    Event::new(subject, at(start_h), at(start_h) + Duration::minutes(45))
+    let start = at(start_h);
+    Event::new(subject, start, start + Duration::minutes(45))
 }
 
 fn key(i: usize) -> SyncKey {
@@ -64,7 +65,8 @@ async fn window_private_cancelled_marker_series_all_day() {
             ..ev("All day", 0)
         },
     );
-    let series = fake.insert_series(mb, &ev("Standup", 48), 3, 7);
+    let standup = ev("Standup", 48);
+    let series = fake.insert_series(mb, &standup, 3, 7);
     let p = GoogleProvider::new(Config { no_sync_color_id: Some("11".into()), ..p.config().clone() }).unwrap();
     let c = p.events(&rep, &common::access(&rep)).unwrap();
     let full = c.changes(None).await.unwrap();
@@ -100,7 +102,7 @@ async fn window_private_cancelled_marker_series_all_day() {
         assert!(e.ical_uid.is_some());
     }
     let starts: std::collections::BTreeSet<_> = standups.iter().map(|i| i.record.as_event().unwrap().start).collect();
-    assert!(starts.contains(&EventTime::At(at(48) + Duration::days(14))));
+    assert!(starts.contains(&EventTime::At(standup.start.instant() + Duration::days(14))));
 
     // Incremental: a cancelled meeting arrives as cancelled, a deleted one as removed, an edit
     // moving an event out of the window still arrives (the engine filters the window).
@@ -187,8 +189,9 @@ async fn more_than_one_page_and_stale_etags() {
     assert_eq!(e.subject.as_deref(), Some("Changed in Google"), "a patch keeps other fields");
     // Moving an event patches start and end.
     let mut rec = done.record.clone();
-    rec.set_field("start", Some(at(3).to_rfc3339()));
-    rec.set_field("end", Some((at(3) + Duration::hours(1)).to_rfc3339()));
+    let new_start = at(3);
+    rec.set_field("start", Some(new_start.to_rfc3339()));
+    rec.set_field("end", Some((new_start + Duration::hours(1)).to_rfc3339()));
     let moved = c
         .update_many(&[Update {
             id: done.id.clone(),
@@ -200,7 +203,7 @@ async fn more_than_one_page_and_stale_etags() {
         .unwrap()
         .remove(0)
         .unwrap();
-    assert_eq!(moved.record.as_event().unwrap().start, EventTime::At(at(3)));
+    assert_eq!(moved.record.as_event().unwrap().start, EventTime::At(new_start));
 }
 
 #[tokio::test]
