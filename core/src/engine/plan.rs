@@ -864,13 +864,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The side whose item an error is recorded against: the one that drove the write, so the
-    /// next cycle re-reads it by id.
+    /// The item an error of a write to `written` is recorded against: the other side's, whose
+    /// change drove the write (a create or update copies it, a delete propagates its deletion),
+    /// so the next cycle re-reads it by id and tries again.
     fn blame(&self, e: &Entry, written: Side) -> (Side, String) {
-        let driver = match e.decision {
-            Decision::DeleteCrm | Decision::DeleteProvider => written.other(),
-            _ => written.other(),
-        };
+        let driver = written.other();
         let id = e
             .reference(driver)
             .map(|(id, _)| id)
