@@ -320,3 +320,36 @@ async fn start_on_a_given_listener() {
     assert_eq!(fake.count("people.contactGroups.list"), 1);
     assert_eq!(fake.requests(), 2);
 }
+
+/// The single-contact endpoints ordinary People clients call (create, get, update with the
+/// etag, delete), beside the batch ones the adapter uses.
+#[tokio::test]
+async fn people_single_contact_endpoints() {
+    let fake = FakeGoogle::start().await;
+    fake.add_user("solo@example.com");
+    let h = login(&fake, "solo@example.com").await;
+    let (s, p) = h
+        .post(
+            "/v1/people:createContact?personFields=names,emailAddresses",
+            json!({"names": [{"givenName": "Sol", "familyName": "Oist"}], "emailAddresses": [{"value": "sol@x.example"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let rn = p["resourceName"].as_str().unwrap().to_owned();
+    let etag = p["etag"].as_str().unwrap().to_owned();
+    assert_eq!(p["names"][0]["familyName"], "Oist");
+    let (s, got) = h.get(&format!("/v1/{rn}?personFields=emailAddresses")).await;
+    assert_eq!((s, got["emailAddresses"][0]["value"].clone()), (StatusCode::OK, json!("sol@x.example")));
+    let patch = |etag: &str| json!({"etag": etag, "names": [{"givenName": "Sol", "familyName": "Renamed"}]});
+    let path = format!("/v1/{rn}:updateContact?updatePersonFields=names&personFields=names");
+    let (s, up) = h.send(reqwest::Method::PATCH, &path, Some(patch(&etag)), None).await;
+    assert_eq!(s, StatusCode::OK, "{up}");
+    assert_eq!(up["names"][0]["familyName"], "Renamed");
+    assert_ne!(up["etag"], json!(etag), "a write changes the etag");
+    let (s, stale) = h.send(reqwest::Method::PATCH, &path, Some(patch(&etag)), None).await;
+    assert_eq!((s, stale["error"]["status"].clone()), (StatusCode::BAD_REQUEST, json!("FAILED_PRECONDITION")));
+    let (s, _) = h.send(reqwest::Method::DELETE, &format!("/v1/{rn}:deleteContact"), None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h.get(&format!("/v1/{rn}?personFields=names")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(fake.count_contacts_with_email("solo@example.com", "sol@x.example"), 0);
+}

@@ -253,6 +253,15 @@ pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &
         ("POST", "/v1/people:batchCreateContacts") => batch_create(st, user, req),
         ("POST", "/v1/people:batchUpdateContacts") => batch_update(st, user, req),
         ("POST", "/v1/people:batchDeleteContacts") => batch_delete(st, user, req),
+        ("POST", "/v1/people:createContact") => create_one(st, user, req, &q),
+        ("PATCH", p) if p.starts_with("/v1/people/") && p.ends_with(":updateContact") => {
+            let rn = p.trim_start_matches("/v1/").trim_end_matches(":updateContact").to_owned();
+            update_one(st, user, &rn, req, &q)
+        }
+        ("DELETE", p) if p.starts_with("/v1/people/") && p.ends_with(":deleteContact") => {
+            let rn = p.trim_start_matches("/v1/").trim_end_matches(":deleteContact").to_owned();
+            if delete_person(st, user, &rn) { ok(json!({})) } else { not_found() }
+        }
         ("GET", p) if p.starts_with("/v1/people/") => {
             let Ok(fields) = person_fields(q1(&q, "personFields")) else {
                 return invalid("personFields mask is required. Please specify one or more valid paths.");
@@ -600,16 +609,49 @@ fn validate_person(
 
 fn batch_create(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
     let Ok(body) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
+    create_people(st, user, &body).map_or_else(|e| e, ok)
+}
+
+/// `people:createContact`: one person, answered as the created person.
+fn create_one(st: &mut State, user: &str, req: &Request, q: &BTreeMap<String, Vec<String>>) -> ResponseTemplate {
+    let Ok(person) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
+    let read = q1(q, "personFields").map_or_else(|| READABLE.join(","), str::to_owned);
+    let body = json!({ "contacts": [{ "contactPerson": person }], "readMask": read });
+    match create_people(st, user, &body) {
+        Ok(r) => ok(r["createdPeople"][0]["person"].clone()),
+        Err(e) => e,
+    }
+}
+
+/// `people/{id}:updateContact`: one person (with its etag), answered as the updated person.
+fn update_one(
+    st: &mut State,
+    user: &str,
+    rn: &str,
+    req: &Request,
+    q: &BTreeMap<String, Vec<String>>,
+) -> ResponseTemplate {
+    let Ok(person) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
+    let Some(update) = q1(q, "updatePersonFields") else { return invalid("updatePersonFields mask is required.") };
+    let read = q1(q, "personFields").map_or_else(|| READABLE.join(","), str::to_owned);
+    let body = json!({ "contacts": { rn: person }, "updateMask": update, "readMask": read });
+    match update_people(st, user, &body) {
+        Ok(r) => ok(r["updateResult"][rn]["person"].clone()),
+        Err(e) => e,
+    }
+}
+
+fn create_people(st: &mut State, user: &str, body: &Value) -> Result<Value, ResponseTemplate> {
     let contacts = body["contacts"].as_array().cloned().unwrap_or_default();
     if contacts.is_empty() {
-        return invalid("contacts must not be empty.");
+        return Err(invalid("contacts must not be empty."));
     }
     if contacts.len() > 200 {
-        return invalid("Too many contacts in the request: at most 200 are allowed.");
+        return Err(invalid("Too many contacts in the request: at most 200 are allowed."));
     }
     let read = mask(body["readMask"].as_str());
     if read.iter().any(|f| !READABLE.contains(&f.as_str())) {
-        return invalid("Invalid readMask.");
+        return Err(invalid("Invalid readMask."));
     }
     let mut valid = vec![];
     {
@@ -617,7 +659,7 @@ fn batch_create(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
         for (i, c) in contacts.iter().enumerate() {
             match validate_person(u, &c["contactPerson"], &format!("contacts[{i}].contact_person"), None) {
                 Ok(v) => valid.push(v),
-                Err(e) => return e,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -634,28 +676,34 @@ fn batch_create(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
             created.push(json!({"httpStatusCode": 200, "person": out, "status": {}}));
         }
     }
-    ok(if created.is_empty() { json!({}) } else { json!({ "createdPeople": created }) })
+    Ok(if created.is_empty() { json!({}) } else { json!({ "createdPeople": created }) })
 }
 
 fn batch_update(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
     let Ok(body) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
-    let Some(contacts) = body["contacts"].as_object().cloned() else { return invalid("contacts must not be empty.") };
+    update_people(st, user, &body).map_or_else(|e| e, ok)
+}
+
+fn update_people(st: &mut State, user: &str, body: &Value) -> Result<Value, ResponseTemplate> {
+    let Some(contacts) = body["contacts"].as_object().cloned() else {
+        return Err(invalid("contacts must not be empty."));
+    };
     if contacts.is_empty() {
-        return invalid("contacts must not be empty.");
+        return Err(invalid("contacts must not be empty."));
     }
     if contacts.len() > 200 {
-        return invalid("Too many contacts in the request: at most 200 are allowed.");
+        return Err(invalid("Too many contacts in the request: at most 200 are allowed."));
     }
     let update = mask(body["updateMask"].as_str());
     if update.is_empty() || update.iter().any(|f| !WRITABLE.contains(&f.as_str())) {
-        return invalid("updateMask is required and may name only updatable person fields.");
+        return Err(invalid("updateMask is required and may name only updatable person fields."));
     }
     let read = mask(body["readMask"].as_str());
     let mut plan = vec![];
     {
         let u = st.user(user).expect("checked");
         for (rn, p) in &contacts {
-            let Some(cur) = u.persons.get(rn).filter(|r| !r.deleted) else { return not_found() };
+            let Some(cur) = u.persons.get(rn).filter(|r| !r.deleted) else { return Err(not_found()) };
             let sent = p["etag"].as_str().map(str::to_owned).or_else(|| {
                 p["metadata"]["sources"]
                     .as_array()
@@ -665,29 +713,26 @@ fn batch_update(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
             });
             match sent {
                 None => {
-                    return people_error(
+                    return Err(people_error(
                         400,
                         "FAILED_PRECONDITION",
                         "Request must set person.etag or person.metadata.sources.etag for the source that is being updated.",
                         None,
-                    );
+                    ));
                 }
                 Some(e) if e != cur.etag => {
-                    return people_error(
+                    return Err(people_error(
                         400,
                         "FAILED_PRECONDITION",
                         "Request person.etag is different than the current person.etag. Clear local cache and get the latest person.",
                         None,
-                    );
+                    ));
                 }
                 Some(_) => {}
             }
-            let (fields, groups) = match validate_person(u, p, &format!("contacts[{rn}]"), Some(&update)) {
-                Ok(v) => v,
-                Err(e) => return e,
-            };
+            let (fields, groups) = validate_person(u, p, &format!("contacts[{rn}]"), Some(&update))?;
             if update.contains("memberships") && groups.is_empty() {
-                return invalid("A contact must always have at least one contact group membership.");
+                return Err(invalid("A contact must always have at least one contact group membership."));
             }
             plan.push((rn.clone(), fields, groups));
         }
@@ -718,7 +763,7 @@ fn batch_update(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
             result.insert(rn.clone(), json!({"httpStatusCode": 200, "person": render(rec, &read), "status": {}}));
         }
     }
-    ok(if result.is_empty() { json!({}) } else { json!({ "updateResult": result }) })
+    Ok(if result.is_empty() { json!({}) } else { json!({ "updateResult": result }) })
 }
 
 fn batch_delete(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
