@@ -38,6 +38,9 @@ enum Op {
     /// A CRM user edits or deletes the n-th CRM event (events sync one way: provider → CRM).
     CrmEventEdit(u8),
     CrmEventDelete(u8),
+    /// A CRM user logs an event `day` days from now (synced to the calendar when events sync
+    /// both ways).
+    CrmEventCreate(i8),
 }
 
 fn side() -> impl Strategy<Value = Side> {
@@ -60,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), any::<bool>()).prop_map(|(n, b)| Op::EventFlag(n, b)),
         1 => any::<u8>().prop_map(Op::CrmEventEdit),
         1 => any::<u8>().prop_map(Op::CrmEventDelete),
+        1 => (-40i8..70).prop_map(Op::CrmEventCreate),
     ]
 }
 
@@ -90,7 +94,7 @@ fn now() -> DateTime<Utc> {
 }
 
 impl Machine {
-    fn new(policy: ConflictPolicy) -> Self {
+    fn new(policy: ConflictPolicy, events_both_ways: bool) -> Self {
         let crm = Arc::new(MemCrm::default());
         let rep_id = crm.add_user("Riley Rep", &[]);
         let other = crm.add_user("Olivia Other", &[]);
@@ -104,6 +108,10 @@ impl Machine {
             .with_clock(now());
         let mut config = SyncConfig::default();
         config.contacts.conflict = policy;
+        config.events.conflict = policy;
+        if events_both_ways {
+            config.events.direction = Direction::Both;
+        }
         let rep = Rep {
             id: rep_id.clone(),
             name: "Riley Rep".into(),
@@ -289,6 +297,11 @@ impl Machine {
                 let seq = self.seq;
                 self.edit_event(Side::Crm, *n, |e| e.subject = Some(format!("Edited in the CRM {seq}")));
             }
+            Op::CrmEventCreate(day) => {
+                let start = now() + chrono::Duration::days(i64::from(*day)) + chrono::Duration::minutes(7);
+                let e = Event::new(&format!("Logged {}", self.seq), start, start + chrono::Duration::minutes(45));
+                self.events(Side::Crm).lock().unwrap().insert(e.into(), &[&self.owner], None);
+            }
             Op::CrmEventDelete(n) => {
                 if let Some(id) = self.nth_event(Side::Crm, *n) {
                     self.events(Side::Crm).lock().unwrap().remove(&id);
@@ -342,6 +355,13 @@ impl Machine {
         for r in p.records.values().filter(|r| eligible(r.record.as_event().unwrap())) {
             assert!(linked_p.contains(&r.id), "eligible provider event {} is neither linked nor suppressed", r.id);
         }
+        if self.rep.config.events.direction == Direction::Both {
+            // Both ways: every CRM event in the window is linked or suppressed too.
+            let linked_c: BTreeSet<&String> = links.iter().map(|l| &l.crm_id).collect();
+            for r in c.records.values().filter(|r| window.contains(r.record.as_event().unwrap())) {
+                assert!(linked_c.contains(&r.id), "CRM event {} is neither linked nor suppressed", r.id);
+            }
+        }
         let mut keys = BTreeMap::new();
         for r in c.records.values() {
             if let Some(k) = &r.sync_key {
@@ -359,15 +379,22 @@ impl Machine {
     }
 
     async fn check(&mut self) {
-        let contact_writes =
-            || self.state(Side::Provider).lock().unwrap().writes + self.state(Side::Crm).lock().unwrap().writes;
-        let before = contact_writes();
+        let writes_of = |sides: [Arc<Mutex<MemState>>; 2]| sides.iter().map(|s| s.lock().unwrap().writes).sum::<u64>();
+        let contacts = || writes_of([self.state(Side::Provider), self.state(Side::Crm)]);
+        let events = || writes_of([self.events(Side::Provider), self.events(Side::Crm)]);
+        let before = (contacts(), events());
         let r = self.engine.cycle(&self.rep).await.unwrap();
-        if r.contacts.fatal.as_deref().is_some_and(|f| f.contains("refusing")) {
-            // The empty-side guard: a full read found an emptied contact side while links
-            // exist. It must stop the contacts without writing any; that is the specified
-            // outcome (events still sync).
-            assert_eq!(contact_writes(), before, "the guard wrote contacts");
+        // The empty-side guard: a full read found an emptied side while links exist. It must
+        // stop that kind without writing any of it; that is the specified outcome.
+        let guarded = |k: &KindReport| k.fatal.as_deref().is_some_and(|f| f.contains("refusing"));
+        let (contacts_guarded, events_guarded) = (guarded(&r.contacts), guarded(&r.events));
+        if contacts_guarded {
+            assert_eq!(contacts(), before.0, "the guard wrote contacts");
+        }
+        if events_guarded {
+            assert_eq!(events(), before.1, "the guard wrote events");
+        }
+        if contacts_guarded || events_guarded {
             return;
         }
         assert_eq!(r.error, None, "final fault-free cycle failed: {r:?}");
@@ -488,10 +515,11 @@ proptest! {
     fn engine_keeps_its_invariants(
         ops in proptest::collection::vec(op(), 5..40),
         policy in prop_oneof![Just(ConflictPolicy::CrmWins), Just(ConflictPolicy::ProviderWins), Just(ConflictPolicy::NewestWins), Just(ConflictPolicy::FieldMerge)],
+        events_both_ways in any::<bool>(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
-            let mut m = Machine::new(policy);
+            let mut m = Machine::new(policy, events_both_ways);
             let mut cycles = 0;
             for op in &ops {
                 m.run(op).await;

@@ -455,6 +455,25 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// A suppressed pair whose provider item passes the filters again is matched again; its CRM
+    /// record may not be in an incremental read (and may no longer match by content), so read
+    /// it by the id the suppression remembers.
+    async fn read_partners_of_returning(&mut self, links: &[Link], p: &SideRead, c: &mut SideRead) -> Result<()> {
+        let ids: Vec<String> = links
+            .iter()
+            .filter(|l| l.state == LinkState::Suppressed && !l.crm_id.is_empty())
+            .filter(|l| p.items.contains_key(&l.provider_id) && !c.items.contains_key(&l.crm_id))
+            .filter(|l| !c.removed.contains(&l.crm_id) && !c.filtered.contains_key(&l.crm_id))
+            .map(|l| l.crm_id.clone())
+            .collect();
+        for chunk in ids.chunks(self.crm.capabilities().max_batch.max(1)) {
+            for item in self.crm.get_many(chunk).await? {
+                self.classify(Side::Crm, c, item);
+            }
+        }
+        Ok(())
+    }
+
     fn state(&self, sr: &SideRead, id: &str, link: &Link) -> State {
         if let Some(item) = sr.items.get(id) {
             let canon = item.record.canon().restrict(&self.fields);
@@ -478,6 +497,18 @@ impl<'a> Run<'a> {
             pol.conflict = crate::config::ConflictPolicy::NewestWins;
         }
         pol
+    }
+
+    /// Why a record a create returned must not be linked: creates are idempotent by sync key,
+    /// so a create can hand back an earlier copy the rep has cancelled or excluded since.
+    fn created_but_excluded(&self, e: &Entry) -> Option<&'static str> {
+        let (made, side) = match e.decision {
+            Decision::CreateCrm => (e.new_c.as_ref()?, Side::Crm),
+            Decision::CreateProvider => (e.new_p.as_ref()?, Side::Provider),
+            _ => return None,
+        };
+        let ev = made.record.as_event()?;
+        if ev.cancelled { Some("cancelled") } else { self.event_skip(side, ev) }
     }
 
     /// A suppression for a copy whose source is gone (`side` is the copy's side).
@@ -537,6 +568,7 @@ impl<'a> Run<'a> {
         self.kr.full_read_crm = c.full;
         self.retry_failed(Side::Provider, &mut p, &old_errors).await?;
         self.retry_failed(Side::Crm, &mut c, &old_errors).await?;
+        self.read_partners_of_returning(&links, &p, &mut c).await?;
 
         // Empty-side guard (vdirsyncer's): a full read that returns nothing while links exist is
         // far more likely an outage or a wrong folder than the rep deleting everything.
@@ -576,7 +608,19 @@ impl<'a> Run<'a> {
             }
             let key = Some(link.key.clone());
             if let Some(reason) = p.filtered.get(&pid).or_else(|| c.filtered.get(&cid)) {
-                let decision = if *reason == "outside_window" { Decision::DropLink } else { Decision::Suppress };
+                // Aged out on both sides: forget the pair. Otherwise (moved out on one side, or
+                // excluded by a filter) keep it suppressed, so it comes back three-way if the
+                // item returns, and the copy left on the other side is never taken for new.
+                let window = self.window;
+                let out = |sr: &SideRead, id: &String| {
+                    sr.filtered.get(id) == Some(&"outside_window")
+                        || (!sr.items.contains_key(id) && !canon_in_window(&link.snapshot, &window))
+                };
+                let decision = if *reason == "outside_window" && out(p, &pid) && out(c, &cid) {
+                    Decision::DropLink
+                } else {
+                    Decision::Suppress
+                };
                 entries.push(Entry::new(key, Some(link), None, None, decision));
                 continue;
             }
@@ -796,7 +840,10 @@ impl<'a> Run<'a> {
             let keys: BTreeSet<MatchKey> = waiting.iter().flat_map(|i| match_keys(&rep, from, i)).collect();
             let found = coll.find(&keys.into_iter().collect::<Vec<_>>()).await;
             for f in found.map_err(|e| e.context(format!("{} find", to.as_str())))? {
-                if !pool.contains_key(&f.item.id) {
+                // A found event must pass the filters a read one does (cancelled, excluded).
+                let excluded =
+                    f.item.record.as_event().is_some_and(|ev| ev.cancelled || self.event_skip(to, ev).is_some());
+                if !excluded && !pool.contains_key(&f.item.id) {
                     index.add(&rep, to, &f.item);
                     pool.insert(f.item.id.clone(), Cand { item: f.item, in_scope: f.in_scope });
                 }
@@ -879,6 +926,7 @@ impl<'a> Run<'a> {
 
     /// Fold a finished entry into the batch and the counters.
     fn finish(&mut self, e: &Entry, batch: &mut LinkBatch) {
+        let excluded = self.created_but_excluded(e);
         let kr = &mut *self.kr;
         let remove_old = |batch: &mut LinkBatch, new_key: Option<&SyncKey>| {
             if let Some(old) = &e.old_key
@@ -901,8 +949,17 @@ impl<'a> Run<'a> {
                     made.sync_key.clone().unwrap_or_else(|| SyncKey::derive(&self.rep.id, self.kind, side, &src.id));
                 let snapshot = src.record.canon().restrict(&self.fields);
                 let (pi, ci) = if side == Side::Provider { (src, made) } else { (made, src) };
-                let link = new_link(self.kind, key, pi, ci, snapshot);
+                let mut link = new_link(self.kind, key, pi, ci, snapshot);
                 remove_old(batch, Some(&link.key));
+                if let Some(reason) = excluded {
+                    // The create found our earlier copy, which the rep since cancelled or
+                    // excluded (a reset hid that from us): respect it, keep the pair out of sync.
+                    link.state = LinkState::Suppressed;
+                    batch.upsert.push(link);
+                    kr.skip(reason);
+                    kr.suppressed += 1;
+                    return;
+                }
                 batch.upsert.push(link);
                 if side == Side::Provider { kr.created_in_crm += 1 } else { kr.created_in_provider += 1 }
             }
