@@ -94,7 +94,7 @@ fn now() -> DateTime<Utc> {
 }
 
 impl Machine {
-    fn new(policy: ConflictPolicy, events_both_ways: bool) -> Self {
+    fn new(policy: ConflictPolicy, events_both_ways: bool, contacts: Direction) -> Self {
         let crm = Arc::new(MemCrm::default());
         let rep_id = crm.add_user("Riley Rep", &[]);
         let other = crm.add_user("Olivia Other", &[]);
@@ -108,6 +108,7 @@ impl Machine {
             .with_clock(now());
         let mut config = SyncConfig::default();
         config.contacts.conflict = policy;
+        config.contacts.direction = contacts;
         config.events.conflict = policy;
         if events_both_ways {
             config.events.direction = Direction::Both;
@@ -447,7 +448,13 @@ impl Machine {
                 let separated = self.clean_cycles.iter().any(|c| *c > since && *c < last.seq);
                 let undisturbed = !self.resets.iter().any(|r| *r > since)
                     && !self.moves.iter().any(|(m, e)| *m > since && *e == email);
-                if last.edit && on_pair && separated && undisturbed {
+                // One way, the source side's edits are the ones that must survive.
+                let direction = self.rep.config.contacts.direction;
+                let from_source = match last.side {
+                    Side::Provider => direction.provider_to_crm(),
+                    Side::Crm => direction.crm_to_provider(),
+                };
+                if last.edit && on_pair && separated && undisturbed && from_source {
                     assert_eq!(pr.field("title").as_deref(), Some(last.title.as_str()), "lost edit {last:?}");
                 }
             }
@@ -455,13 +462,15 @@ impl Machine {
         // Every in-scope record is linked or suppressed.
         let sup_p: BTreeSet<&String> = suppressed.iter().map(|l| &l.provider_id).collect();
         let sup_c: BTreeSet<&String> = suppressed.iter().map(|l| &l.crm_id).collect();
-        for id in &in_folder {
+        let direction = self.rep.config.contacts.direction;
+        // One way, only the source side's records must all be linked.
+        for id in in_folder.iter().filter(|_| direction.provider_to_crm()) {
             assert!(
                 seen_p.contains(id) || sup_p.contains(id) || matches_linked(&p.records[*id].record, &c, &in_filter),
                 "provider {id} neither linked nor suppressed; {r:?}"
             );
         }
-        for id in &in_filter {
+        for id in in_filter.iter().filter(|_| direction.crm_to_provider()) {
             assert!(
                 seen_c.contains(id) || sup_c.contains(id),
                 "CRM {id} neither linked nor suppressed; links {links:#?}; {r:?}"
@@ -516,10 +525,11 @@ proptest! {
         ops in proptest::collection::vec(op(), 5..40),
         policy in prop_oneof![Just(ConflictPolicy::CrmWins), Just(ConflictPolicy::ProviderWins), Just(ConflictPolicy::NewestWins), Just(ConflictPolicy::FieldMerge)],
         events_both_ways in any::<bool>(),
+        contacts in prop_oneof![4 => Just(Direction::Both), 1 => Just(Direction::ProviderToCrm), 1 => Just(Direction::CrmToProvider)],
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
-            let mut m = Machine::new(policy, events_both_ways);
+            let mut m = Machine::new(policy, events_both_ways, contacts);
             let mut cycles = 0;
             for op in &ops {
                 m.run(op).await;
