@@ -376,6 +376,24 @@ impl Session {
         Ok(out)
     }
 
+    /// One delta round: GET `url` and follow `@odata.nextLink` (pages may be empty) to the
+    /// `@odata.deltaLink`. Returns every entry of the round, in order, and the delta link.
+    pub(crate) async fn delta(&self, url: &str, prefer: &[&str]) -> Result<(Vec<Value>, String)> {
+        let mut out = vec![];
+        let mut next = url.to_owned();
+        loop {
+            let page = self.get(&next, prefer).await?;
+            out.extend(page["value"].as_array().into_iter().flatten().cloned());
+            if let Some(n) = page["@odata.nextLink"].as_str() {
+                next = n.to_owned();
+            } else if let Some(d) = page["@odata.deltaLink"].as_str() {
+                return Ok((out, d.to_owned()));
+            } else {
+                return Err(Error::unexpected("delta page has neither @odata.nextLink nor @odata.deltaLink"));
+            }
+        }
+    }
+
     /// Run sub-requests through `$batch` (≤ 20 each), retrying throttled sub-requests within
     /// the retry budget. One result per input, in order: the body for 2xx, the mapped error
     /// otherwise.

@@ -38,50 +38,37 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
     let prefer = GraphCollection::prefer_refs(&prefer);
     let plain = s.url(&format!("/contactFolders/{folder}/contacts/delta"), &[]);
     let expand = !c.no_delta_expand.load(Ordering::Relaxed);
-    let mut next = match cursor {
+    let first = match cursor {
         Some(u) => u.to_owned(),
         None if expand => {
             s.url(&format!("/contactFolders/{folder}/contacts/delta"), &[("$expand", &expand_sync_key())])
         }
         None => plain.clone(),
     };
+    let (values, delta) = match s.delta(&first, &prefer).await {
+        // Graph documents only `$select` for contact delta: a service that refuses the
+        // `$expand` of the sync key is read without it (keys then come from `find`).
+        Err(e) if cursor.is_none() && expand && e.kind() == ErrorKind::InvalidItem => {
+            tracing::debug!(error = %e, "graph: contact delta refused $expand; reading without sync keys");
+            c.no_delta_expand.store(true, Ordering::Relaxed);
+            s.delta(&plain, &prefer).await?
+        }
+        other => other?,
+    };
     let mut items = vec![];
     let mut failures = vec![];
-    let mut first = cursor.is_none() && expand;
-    let delta = loop {
-        let page = match s.get(&next, &prefer).await {
-            // Graph documents only `$select` for contact delta: a service that refuses the
-            // `$expand` of the sync key is read without it (keys then come from `find`).
-            Err(e) if first && e.kind() == ErrorKind::InvalidItem => {
-                tracing::debug!(error = %e, "graph: contact delta refused $expand; reading without sync keys");
-                c.no_delta_expand.store(true, Ordering::Relaxed);
-                first = false;
-                next = plain.clone();
-                continue;
-            }
-            other => other?,
-        };
-        first = false;
-        for v in page["value"].as_array().into_iter().flatten() {
-            let Some(id) = v["id"].as_str() else { continue };
-            if v.get("@removed").is_some() || v["parentFolderId"].as_str().is_some_and(|p| p != folder) {
-                items.push(Change::Removed(id.to_owned()));
-                continue;
-            }
-            c.remember(v);
-            match c.item(v, None) {
-                Ok(it) => items.push(Change::Upsert(it)),
-                Err(error) => failures.push(ItemFailure { id: id.to_owned(), error }),
-            }
+    for v in &values {
+        let Some(id) = v["id"].as_str() else { continue };
+        if v.get("@removed").is_some() || v["parentFolderId"].as_str().is_some_and(|p| p != folder) {
+            items.push(Change::Removed(id.to_owned()));
+            continue;
         }
-        if let Some(n) = page["@odata.nextLink"].as_str() {
-            next = n.to_owned();
-        } else if let Some(d) = page["@odata.deltaLink"].as_str() {
-            break d.to_owned();
-        } else {
-            return Err(Error::unexpected("delta page has neither @odata.nextLink nor @odata.deltaLink"));
+        c.remember(v);
+        match c.item(v, None) {
+            Ok(it) => items.push(Change::Upsert(it)),
+            Err(error) => failures.push(ItemFailure { id: id.to_owned(), error }),
         }
-    };
+    }
     let mut skipped = vec![];
     if cursor.is_none() {
         // The category is not membership: report contacts carrying it outside the folder.

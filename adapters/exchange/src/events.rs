@@ -20,7 +20,7 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
     };
     let s = &c.session;
     let prefix = format!("{}|{}|", iso(w.start), iso(w.end));
-    let mut next = match cursor {
+    let next = match cursor {
         Some(cur) => match cur.strip_prefix(&prefix) {
             Some(link) => link.to_owned(),
             None => return Err(Error::new(ErrorKind::CursorExpired, "the event window moved since the last read")),
@@ -33,35 +33,26 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
         "outlook.body-content-type=\"text\"".to_owned(),
     ];
     let prefer = GraphCollection::prefer_refs(&prefer);
+    let (values, delta) = s.delta(&next, &prefer).await?;
     let mut items = vec![];
     let mut failures = vec![];
-    let delta = loop {
-        let page = s.get(&next, &prefer).await?;
-        for v in page["value"].as_array().into_iter().flatten() {
-            let Some(id) = v["id"].as_str() else { continue };
-            if v.get("@removed").is_some() {
-                if cursor.is_some() {
-                    items.push(Change::Removed(id.to_owned()));
-                }
-                continue;
+    for v in &values {
+        let Some(id) = v["id"].as_str() else { continue };
+        if v.get("@removed").is_some() {
+            if cursor.is_some() {
+                items.push(Change::Removed(id.to_owned()));
             }
-            if v["type"].as_str() == Some("seriesMaster") {
-                continue;
-            }
-            c.remember(v);
-            match c.item(v, None) {
-                Ok(it) => items.push(Change::Upsert(it)),
-                Err(error) => failures.push(ItemFailure { id: id.to_owned(), error }),
-            }
+            continue;
         }
-        if let Some(n) = page["@odata.nextLink"].as_str() {
-            next = n.to_owned();
-        } else if let Some(d) = page["@odata.deltaLink"].as_str() {
-            break d.to_owned();
-        } else {
-            return Err(Error::unexpected("delta page has neither @odata.nextLink nor @odata.deltaLink"));
+        if v["type"].as_str() == Some("seriesMaster") {
+            continue;
         }
-    };
+        c.remember(v);
+        match c.item(v, None) {
+            Ok(it) => items.push(Change::Upsert(it)),
+            Err(error) => failures.push(ItemFailure { id: id.to_owned(), error }),
+        }
+    }
     let mut items = dedup(items);
     failures.retain(|f| !items.iter().any(|c| matches!(c, Change::Upsert(i) if i.id == f.id)));
     // `@removed` also means "left the window" or "changed outside it": an event that still
