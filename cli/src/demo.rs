@@ -108,6 +108,13 @@ impl Drop for TempDb {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if let Some(p) = args.db.as_ref().filter(|p| p.exists()) {
+        anyhow::bail!(
+            "{}: the demo needs a new store file (its fakes start empty on every run, so links kept from an \
+             earlier run point nowhere); remove it or name another --db",
+            p.display()
+        );
+    }
     let fakes = Fakes::start().await;
     let sc = seed(&fakes, Size { contacts: args.contacts, events: args.events });
     let (db, _temp) = match &args.db {

@@ -257,3 +257,16 @@ fn demo_keeps_its_promises_and_logs_no_secret() {
         assert!(skips.contains(reason), "initial cycle lacks a {reason} skip: {skips:?}");
     }
 }
+
+/// `demo --db` keeps the store file, and refuses to reuse one (its fakes start empty each run).
+#[test]
+fn demo_keeps_its_store_and_refuses_an_old_one() {
+    let dir = TempDir::new("demo-db");
+    let db = dir.0.join("demo.db");
+    let db = db.to_str().unwrap();
+    let first = crmsync(&["demo", "--db", db], &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(std::path::Path::new(db).exists(), "the store file is kept");
+    let line = error_line(&crmsync(&["demo", "--db", db], &[]));
+    assert!(line.contains("needs a new store file") && line.contains("demo.db"), "{line}");
+}
