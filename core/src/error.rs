@@ -15,8 +15,11 @@ pub enum ErrorKind {
     CursorExpired,
     /// The service throttled us (HTTP 429, Salesforce `REQUEST_LIMIT_EXCEEDED`, …).
     RateLimited,
-    /// Credentials are missing, expired or revoked.
+    /// Credentials are missing or expired (an access token that a refresh may mend).
     Unauthenticated,
+    /// The user's grant was revoked or is wrong (OAuth `invalid_grant`, consent withdrawn): no
+    /// refresh can mend it; the rep must reconnect.
+    GrantRevoked,
     /// The caller lacks a permission (including Reset Sync's `Manage Users` / `Manage Sync`).
     PermissionDenied,
     /// One item is unacceptable (missing field, bad e-mail, validation or duplicate rule).
@@ -31,6 +34,9 @@ pub enum ErrorKind {
     Transport,
     /// The state store failed or is unusable (corrupt file, newer schema, unreachable server).
     Store,
+    /// A full read returned nothing while links exist: the kind is stopped instead of treating
+    /// every linked record as deleted.
+    EmptySide,
     /// Anything else; a bug or a response we do not understand.
     Unexpected,
 }
@@ -44,6 +50,7 @@ impl ErrorKind {
             Self::CursorExpired => "cursor_expired",
             Self::RateLimited => "rate_limited",
             Self::Unauthenticated => "unauthenticated",
+            Self::GrantRevoked => "grant_revoked",
             Self::PermissionDenied => "permission_denied",
             Self::InvalidItem => "invalid_item",
             Self::InvalidConfig => "invalid_config",
@@ -51,6 +58,7 @@ impl ErrorKind {
             Self::Unsupported => "unsupported",
             Self::Transport => "transport",
             Self::Store => "store",
+            Self::EmptySide => "empty_side",
             Self::Unexpected => "unexpected",
         }
     }
