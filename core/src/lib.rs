@@ -18,12 +18,12 @@ pub use config::{
     ConflictPolicy, ConnectionMode, ContactConfig, ContactFilter, Criterion, CriterionOp, DeletePolicy, Direction,
     EventConfig, EventFilter, Rep, SyncConfig, Window,
 };
-pub use engine::{Engine, ResetOutcome};
+pub use engine::{Engine, LeaseTerms, Leased, ResetOutcome};
 pub use error::{Error, ErrorKind, Result, Retry};
 pub use model::{Canon, Contact, Event, EventTime, Kind, PostalAddress, Record, Side, SyncKey};
 pub use port::{
-    Access, Capabilities, Change, Changes, Collection, Crm, CrmUser, Cursors, Found, Item, ItemError, ItemFailure,
-    Link, LinkBatch, LinkState, MANAGE_SYNC, MANAGE_USERS, MatchKey, NewItem, Provider, RepState, RepStatus,
-    ResetRecord, ResetScope, Skip, Store, Update,
+    Access, Acquire, Capabilities, Change, Changes, Collection, Crm, CrmUser, Cursors, Found, Item, ItemError,
+    ItemFailure, LeaseHolder, Leases, Link, LinkBatch, LinkState, MANAGE_SYNC, MANAGE_USERS, MatchKey, NewItem,
+    Provider, RepState, RepStatus, ResetRecord, ResetScope, Skip, Store, SyncState, Update,
 };
 pub use report::{CycleReport, KindReport, Requests};

@@ -621,7 +621,7 @@ fn check_epoch(inner: &mut StoreInner, rep: &str, epoch: u64) -> Result<()> {
 }
 
 #[async_trait]
-impl Store for MemStore {
+impl SyncState for MemStore {
     async fn status(&self, rep: &str) -> Result<RepStatus> {
         Ok(row(&mut self.lock(), rep).status.clone())
     }
@@ -733,7 +733,10 @@ impl Store for MemStore {
         row(&mut self.lock(), rep).grant = grant.cloned();
         Ok(())
     }
+}
 
+#[async_trait]
+impl Leases for MemStore {
     async fn schedule(&self, rep: &str, due: DateTime<Utc>) -> Result<()> {
         let mut g = self.lock();
         let r = row(&mut g, rep);
@@ -742,8 +745,8 @@ impl Store for MemStore {
     }
 
     async fn claim_due_reps(&self, worker: &str, n: usize, lease: Duration, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let until = lease_end(now, lease)?;
         let mut g = self.lock();
-        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
         let mut out = vec![];
         for (rep, r) in g.reps.iter_mut() {
             if out.len() >= n {
@@ -759,9 +762,24 @@ impl Store for MemStore {
         Ok(out)
     }
 
-    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
+    async fn acquire_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<Acquire> {
+        let until = lease_end(now, lease)?;
         let mut g = self.lock();
-        let until = now + chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(e.to_string()))?;
+        let r = row(&mut g, rep);
+        if let Some((h, exp)) = &r.lease
+            && h != holder
+            && *exp > now
+        {
+            return Ok(Acquire::Busy(LeaseHolder { holder: h.clone(), until: *exp }));
+        }
+        r.due.get_or_insert(now);
+        r.lease = Some((holder.to_owned(), until));
+        Ok(Acquire::Acquired)
+    }
+
+    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
+        let until = lease_end(now, lease)?;
+        let mut g = self.lock();
         let r = row(&mut g, rep);
         match &r.lease {
             Some((w, exp)) if w == worker && *exp > now => {
@@ -772,13 +790,15 @@ impl Store for MemStore {
         }
     }
 
-    async fn release(&self, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()> {
+    async fn release(&self, worker: &str, rep: &str, next_due: Option<DateTime<Utc>>) -> Result<()> {
         let mut g = self.lock();
         let r = row(&mut g, rep);
         match &r.lease {
             Some((w, _)) if w == worker => {
                 r.lease = None;
-                r.due = Some(next_due);
+                if next_due.is_some() {
+                    r.due = next_due;
+                }
                 Ok(())
             }
             _ => Err(Error::new(ErrorKind::Conflict, format!("worker {worker} does not hold rep {rep}"))),

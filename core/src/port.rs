@@ -386,9 +386,25 @@ pub struct RepStatus {
     pub last_error: Option<String>,
 }
 
-/// The state store. Every method is one transaction.
+/// Who holds a rep's lease, and until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    pub holder: String,
+    pub until: DateTime<Utc>,
+}
+
+/// What [`Leases::acquire_lease`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquire {
+    /// The caller holds the lease now (until `now + lease`).
+    Acquired,
+    /// Somebody else holds it; nothing changed.
+    Busy(LeaseHolder),
+}
+
+/// The sync state of the reps. Every method is one transaction.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait SyncState: Send + Sync + std::fmt::Debug {
     /// The rep's status, creating a fresh `ok` row (epoch 0) the first time.
     async fn status(&self, rep: &str) -> Result<RepStatus>;
     /// Every rep the store knows.
@@ -421,17 +437,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The rep's stored OAuth grant (user-managed connections).
     async fn grant(&self, rep: &str) -> Result<Option<SecretString>>;
     async fn set_grant(&self, rep: &str, grant: Option<&SecretString>) -> Result<()>;
+}
 
+/// The scheduler and the per-rep leases. A lease says "this holder runs this rep's cycles until
+/// then"; at most one holder has a rep's unexpired lease. Every method is one transaction.
+#[async_trait]
+pub trait Leases: Send + Sync + std::fmt::Debug {
     /// Make a rep known to the scheduler, due at `due` (keeps an existing schedule).
     async fn schedule(&self, rep: &str, due: DateTime<Utc>) -> Result<()>;
     /// Hand up to `n` due, unleased (or lease-expired) reps to `worker` for `lease`; each rep goes
     /// to exactly one worker at a time.
     async fn claim_due_reps(&self, worker: &str, n: usize, lease: Duration, now: DateTime<Utc>) -> Result<Vec<String>>;
-    /// Extend a lease the worker still holds; `Conflict` when it lost it.
-    async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()>;
-    /// Give a rep back, due again at `next_due`; `Conflict` when the worker no longer holds it.
-    async fn release(&self, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()>;
+    /// Take one rep's lease for `holder` until `now + lease` when it is free, expired, or already
+    /// held by `holder` (then it is extended); otherwise say who holds it. A rep the scheduler
+    /// does not know yet becomes known, due at `now`.
+    async fn acquire_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<Acquire>;
+    /// Extend a lease the holder still holds; `Conflict` when it lost it.
+    async fn renew_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()>;
+    /// Give a rep back, due again at `next_due` (`None` keeps its due time); `Conflict` when the
+    /// holder no longer holds it.
+    async fn release(&self, holder: &str, rep: &str, next_due: Option<DateTime<Utc>>) -> Result<()>;
 }
+
+/// The end of a lease of length `lease` taken at `now`; an out-of-range length is
+/// `InvalidConfig` (never an overflow).
+pub fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| crate::Error::invalid_config(format!("a lease of {} s is out of range", lease.as_secs())))
+}
+
+/// The state store: sync state and leases, in one place (one database).
+pub trait Store: SyncState + Leases {}
+impl<T: SyncState + Leases + ?Sized> Store for T {}
 
 /// Compile-time proof that every port is object-safe.
 #[allow(dead_code)]

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use crmsync_core::memory::{MemCrm, MemProvider, MemState, MemStore};
-use crmsync_core::port::Store;
 use crmsync_core::*;
 use secrecy::SecretString;
 

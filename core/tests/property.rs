@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use crmsync_core::memory::{MemCrm, MemProvider, MemState, MemStore};
-use crmsync_core::port::Store;
 use crmsync_core::testkit::crash::{CrashSwitch, CrashingCrm, CrashingProvider};
 use crmsync_core::*;
 use proptest::prelude::*;

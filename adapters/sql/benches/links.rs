@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crmsync_core::testkit::store::sample_link;
-use crmsync_core::{Kind, Link, LinkBatch, LinkState, Store};
+use crmsync_core::{Kind, Link, LinkBatch, LinkState, SyncState};
 use crmsync_sql::{SqlStore, StoreOptions};
 use sqlx::Connection;
 

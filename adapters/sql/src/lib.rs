@@ -1,4 +1,4 @@
-//! crmsync-sql: the [`Store`] port on SQL — SQLite by default (one file, nothing to run),
+//! crmsync-sql: the [`Store`](crmsync_core::Store) port on SQL — SQLite by default (one file, nothing to run),
 //! PostgreSQL when several workers on several machines share the reps.
 //!
 //! ```no_run
@@ -11,11 +11,12 @@
 //! * One schema for both back ends, applied by embedded migrations on connect
 //!   (`migrations/`); the schema version is recorded in `crmsync_meta` and a store written by a
 //!   newer crmsync is refused.
-//! * Every [`Store`] method is one transaction. A cycle's `commit` and a `reset` of the same rep
+//! * Every store method is one transaction. A cycle's `commit` and a `reset` of the same rep
 //!   lock the rep's row first, so no cycle writes links for a rep after its reset.
 //! * Leasing: `claim_due_reps` uses `FOR UPDATE SKIP LOCKED` on PostgreSQL and an immediate
-//!   (write-locked) transaction on SQLite; leases expire, `renew_lease` / `release` answer
-//!   `Conflict` once a worker lost a rep.
+//!   (write-locked) transaction on SQLite; `acquire_lease` takes one rep's lease with a single
+//!   conditional `UPDATE` (free, expired or already the caller's); leases expire, `renew_lease`
+//!   / `release` answer `Conflict` once a holder lost a rep.
 //! * Grants (refresh tokens of user-managed connections) are stored as given, in
 //!   `reps.grant_token`; a production deployment should keep them in a secret backend. They
 //!   never appear in logs, errors or `Debug` output.
@@ -33,7 +34,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmsync_core::report::CycleReport;
-use crmsync_core::{Cursors, Error, ItemError, Kind, Link, LinkBatch, RepState, RepStatus, ResetRecord, Result, Store};
+use crmsync_core::{
+    Acquire, Cursors, Error, ItemError, Kind, Leases, Link, LinkBatch, RepState, RepStatus, ResetRecord, Result,
+    SyncState,
+};
 use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -413,7 +417,7 @@ macro_rules! dispatch {
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl SyncState for SqlStore {
     async fn status(&self, rep: &str) -> Result<RepStatus> {
         dispatch!(self, status(rep))
     }
@@ -464,7 +468,10 @@ impl Store for SqlStore {
     async fn set_grant(&self, rep: &str, grant: Option<&SecretString>) -> Result<()> {
         dispatch!(self, set_grant(rep, grant))
     }
+}
 
+#[async_trait]
+impl Leases for SqlStore {
     async fn schedule(&self, rep: &str, due: DateTime<Utc>) -> Result<()> {
         dispatch!(self, schedule(rep, due))
     }
@@ -473,11 +480,15 @@ impl Store for SqlStore {
         dispatch!(self, claim_due_reps(worker, n, lease, now))
     }
 
+    async fn acquire_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<Acquire> {
+        dispatch!(self, acquire_lease(holder, rep, lease, now))
+    }
+
     async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
         dispatch!(self, renew_lease(worker, rep, lease, now))
     }
 
-    async fn release(&self, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()> {
+    async fn release(&self, worker: &str, rep: &str, next_due: Option<DateTime<Utc>>) -> Result<()> {
         dispatch!(self, release(worker, rep, next_due))
     }
 }

@@ -57,8 +57,15 @@ pub(crate) fn ns(t: DateTime<Utc>) -> Result<i64> {
 }
 
 pub(crate) fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> Result<i64> {
-    let lease = chrono::Duration::from_std(lease).map_err(|e| Error::invalid_config(format!("lease: {e}")))?;
-    ns(now + lease)
+    ns(crmsync_core::port::lease_end(now, lease)?)
+}
+
+/// The holder of a lease, from its columns.
+pub(crate) fn holder(worker: Option<String>, until_ns: Option<i64>) -> crmsync_core::LeaseHolder {
+    crmsync_core::LeaseHolder {
+        holder: worker.unwrap_or_default(),
+        until: DateTime::from_timestamp_nanos(until_ns.unwrap_or_default()),
+    }
 }
 
 /// Any driver error: the store failed. Lock contention, timeouts and I/O may pass on retry.
@@ -793,6 +800,50 @@ macro_rules! ops {
                 Ok(reps)
             }
 
+            pub(crate) async fn acquire_lease(
+                pool: &Pool,
+                holder_name: &str,
+                rep: &str,
+                lease: std::time::Duration,
+                now: DateTime<Utc>,
+            ) -> Result<crmsync_core::Acquire> {
+                let until = lease_end(now, lease)?;
+                let now = ns(now)?;
+                let mut tx = begin(pool).await?;
+                ensure_rep(&mut tx, rep).await?;
+                sqlx::query("INSERT INTO schedule (rep, due_ns) VALUES ($1, $2) ON CONFLICT (rep) DO NOTHING")
+                    .bind(rep)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let taken = sqlx::query(
+                    "UPDATE schedule SET lease_worker = $2, lease_until_ns = $3 WHERE rep = $1 \
+                     AND (lease_worker IS NULL OR lease_worker = $2 OR lease_until_ns IS NULL OR lease_until_ns <= $4)",
+                )
+                .bind(rep)
+                .bind(holder_name)
+                .bind(until)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                let outcome = if taken == 1 {
+                    crmsync_core::Acquire::Acquired
+                } else {
+                    let (w, u): (Option<String>, Option<i64>) =
+                        sqlx::query_as("SELECT lease_worker, lease_until_ns FROM schedule WHERE rep = $1")
+                            .bind(rep)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    crmsync_core::Acquire::Busy(holder(w, u))
+                };
+                tx.commit().await.map_err(db)?;
+                Ok(outcome)
+            }
+
             pub(crate) async fn renew_lease(
                 pool: &Pool,
                 worker: &str,
@@ -819,14 +870,19 @@ macro_rules! ops {
                 Ok(())
             }
 
-            pub(crate) async fn release(pool: &Pool, worker: &str, rep: &str, next_due: DateTime<Utc>) -> Result<()> {
+            pub(crate) async fn release(
+                pool: &Pool,
+                worker: &str,
+                rep: &str,
+                next_due: Option<DateTime<Utc>>,
+            ) -> Result<()> {
                 let n = sqlx::query(
-                    "UPDATE schedule SET lease_worker = NULL, lease_until_ns = NULL, due_ns = $3 \
+                    "UPDATE schedule SET lease_worker = NULL, lease_until_ns = NULL, due_ns = COALESCE($3, due_ns) \
                      WHERE rep = $1 AND lease_worker = $2",
                 )
                 .bind(rep)
                 .bind(worker)
-                .bind(ns(next_due)?)
+                .bind(next_due.map(ns).transpose()?)
                 .execute(pool)
                 .await
                 .map_err(db)?

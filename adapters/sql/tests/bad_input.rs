@@ -5,7 +5,7 @@ mod common;
 
 use std::str::FromStr;
 
-use crmsync_core::{ErrorKind, Store};
+use crmsync_core::{ErrorKind, SyncState};
 use crmsync_sql::{SqlStore, StoreOptions};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};

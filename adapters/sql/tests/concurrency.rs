@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use crmsync_core::testkit::store::sample_link;
-use crmsync_core::{ErrorKind, Kind, LinkBatch, LinkState, Side, Store, SyncKey};
+use crmsync_core::{ErrorKind, Kind, Leases, LinkBatch, LinkState, Side, SyncKey, SyncState};
 use crmsync_sql::{SqlStore, StoreOptions};
 
 use common::{PgSchema, TempDb, pg_url};
@@ -41,7 +41,7 @@ async fn work(
             link.crm_id = format!("{worker}/{round}");
             let batch = LinkBatch { upsert: vec![link], ..Default::default() };
             store.commit(&rep, 0, Kind::Contact, &batch).await.expect("commit");
-            store.release(&worker, &rep, next).await.expect("release");
+            store.release(&worker, &rep, Some(next)).await.expect("release");
             mine.push(rep);
         }
     }
@@ -111,7 +111,7 @@ async fn scenario(stores: Vec<Arc<SqlStore>>) {
     for r in &dead {
         let e = stores[0].renew_lease("w0", r, LEASE, after).await.expect_err("w0 lost the rep");
         assert_eq!(e.kind(), ErrorKind::Conflict);
-        let e = stores[0].release("w0", r, t(7200)).await.expect_err("w0 lost the rep");
+        let e = stores[0].release("w0", r, Some(t(7200))).await.expect_err("w0 lost the rep");
         assert_eq!(e.kind(), ErrorKind::Conflict);
     }
 

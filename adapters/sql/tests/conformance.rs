@@ -2,7 +2,7 @@
 
 mod common;
 
-use crmsync_core::Store;
+use crmsync_core::SyncState;
 use crmsync_core::testkit::store::check_store;
 use crmsync_sql::SqlStore;
 
@@ -55,8 +55,8 @@ async fn postgres_passes_the_suite() {
 
 #[tokio::test]
 async fn runs_are_recorded_with_their_counters() {
+    use crmsync_core::RepState;
     use crmsync_core::report::CycleReport;
-    use crmsync_core::{RepState, Store};
     use sqlx::Connection;
 
     let db = TempDb::new("runs");

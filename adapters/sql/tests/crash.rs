@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use crmsync_core::memory::{MemCrm, MemProvider, MemState};
 use crmsync_core::testkit::crash::{CrashSwitch, CrashingCrm, CrashingProvider};
 use crmsync_core::testkit::sample;
-use crmsync_core::{ConnectionMode, Engine, Kind, LinkState, Rep, Store, SyncConfig};
+use crmsync_core::{ConnectionMode, Engine, Kind, LinkState, Rep, SyncConfig, SyncState};
 use crmsync_sql::SqlStore;
 
 use common::TempDb;

@@ -8,7 +8,10 @@
 //! an item error.
 
 pub mod decide;
+mod lease;
 mod plan;
+
+pub use lease::{LeaseTerms, Leased};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -111,6 +114,7 @@ impl Engine {
         let provider = self.providers.get(&rep.provider).cloned();
         let access = Access { window: rep.config.window(started).widened(crate::config::READ_MARGIN_DAYS), grant };
         let mut errors = vec![];
+        let mut revoked = false;
         for kind in Kind::ALL {
             if !rep.config.policy(kind).direction.provider_to_crm()
                 && !rep.config.policy(kind).direction.crm_to_provider()
@@ -135,11 +139,22 @@ impl Engine {
                 warn!(error = %e, kind = kind.as_str(), "kind failed");
                 report.kind_mut(kind).fatal = Some(e.to_string());
                 errors.push(format!("{}: {e}", kind.as_str()));
+                if e.kind() == ErrorKind::GrantRevoked && rep.connection == ConnectionMode::UserManaged {
+                    // No retry mends a revoked grant: the rep reconnects (the other kind would fail alike).
+                    revoked = true;
+                    errors
+                        .push("the rep's grant was revoked or is wrong: they must connect their account again".into());
+                    break;
+                }
             }
         }
         report.finished = Some(self.now());
         report.error = (!errors.is_empty()).then(|| errors.join("; "));
-        report.state = if errors.is_empty() { RepState::Ok } else { RepState::Error };
+        report.state = match (revoked, errors.is_empty()) {
+            (true, _) => RepState::NeedsReconnect,
+            (false, true) => RepState::Ok,
+            (false, false) => RepState::Error,
+        };
         self.fill_totals(rep, &mut report).await?;
         match self.store.set_state(&rep.id, epoch, report.state, report.error.clone(), Some(&report)).await {
             Err(e) if e.kind() == ErrorKind::Conflict => report.error = Some(e.to_string()),

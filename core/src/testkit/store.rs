@@ -13,7 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::ErrorKind;
 use crate::model::{Canon, Kind, Side, SyncKey};
-use crate::port::{Cursors, ItemError, Link, LinkBatch, LinkState, Pending, RepState, ResetRecord, ResetScope, Store};
+use crate::port::{
+    Acquire, Cursors, ItemError, LeaseHolder, Link, LinkBatch, LinkState, Pending, RepState, ResetRecord, ResetScope,
+    Store,
+};
 use crate::report::CycleReport;
 
 /// Run every store check.
@@ -27,6 +30,7 @@ pub async fn check_store(store: &dyn Store) {
     grants(store).await;
     leasing(store).await;
     lease_expiry(store).await;
+    rep_lease(store).await;
 }
 
 /// A rep name no other check (or earlier run against the same store) uses.
@@ -405,12 +409,12 @@ pub async fn leasing(store: &dyn Store) {
     let a = w2.iter().next().expect("w2 holds a rep").clone();
     store.renew_lease("w2", &a, lease, base + chrono::Duration::seconds(30)).await.expect("renew");
     must_conflict("renew by another worker", store.renew_lease("w1", &a, lease, base).await).await;
-    must_conflict("release by another worker", store.release("w1", &a, base).await).await;
+    must_conflict("release by another worker", store.release("w1", &a, Some(base)).await).await;
     must_conflict("renew of a rep never claimed", store.renew_lease("w1", &reps[4], lease, base).await).await;
 
     let later = base + chrono::Duration::hours(2);
-    store.release("w2", &a, later).await.expect("release");
-    must_conflict("release twice", store.release("w2", &a, later).await).await;
+    store.release("w2", &a, Some(later)).await.expect("release");
+    must_conflict("release twice", store.release("w2", &a, Some(later)).await).await;
     must_conflict("renew after release", store.renew_lease("w2", &a, lease, base).await).await;
     assert!(
         !store.claim_due_reps("w3", 100, lease, base).await.expect("claim").contains(&a),
@@ -426,7 +430,7 @@ pub async fn leasing(store: &dyn Store) {
     // Leave nothing due for other checks sharing the store.
     let never = Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).single().expect("time");
     for r in &reps {
-        store.release("w3", r, never).await.expect("release");
+        store.release("w3", r, Some(never)).await.expect("release");
     }
 }
 
@@ -452,17 +456,60 @@ pub async fn lease_expiry(store: &dyn Store) {
     assert_eq!(taken, reps[1..].iter().cloned().collect(), "expired leases are claimable at their end");
     must_conflict("renew of an expired, re-claimed lease", store.renew_lease("old", &reps[1], lease, ms(1500)).await)
         .await;
-    must_conflict("release of a re-claimed rep", store.release("old", &reps[2], ms(1600)).await).await;
+    must_conflict("release of a re-claimed rep", store.release("old", &reps[2], Some(ms(1600))).await).await;
     store.renew_lease("new", &reps[1], lease, ms(1600)).await.expect("the new holder renews");
     must_conflict("renew at the very end of the lease", store.renew_lease("old", &kept, lease, ms(2500)).await).await;
     let again = mine(store.claim_due_reps("new", 100, lease, ms(2500)).await.expect("claim"), &reps);
     assert_eq!(again, BTreeSet::from([kept.clone()]), "an unrenewed lease expires too");
     for r in &reps {
         store
-            .release("new", r, Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).single().expect("time"))
+            .release("new", r, Some(Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).single().expect("time")))
             .await
             .expect("release");
     }
+}
+
+/// One rep's lease, as every cycle takes it: acquired when free, expired or already the
+/// caller's (then extended); refused naming the holder and the end otherwise; respected by
+/// `claim_due_reps`; renewed and released by its holder only; a release without a due time
+/// keeps the rep's schedule.
+pub async fn rep_lease(store: &dyn Store) {
+    let rep = unique_rep("replease");
+    let lease = Duration::from_secs(60);
+    let acquire = |holder: &'static str, at: i64| {
+        let rep = rep.clone();
+        async move { store.acquire_lease(holder, &rep, lease, t(at)).await.expect("acquire_lease") }
+    };
+    let busy = |holder: &str, until: i64| Acquire::Busy(LeaseHolder { holder: holder.to_owned(), until: t(until) });
+    assert_eq!(acquire("a", 0).await, Acquire::Acquired, "a free lease is acquired");
+    assert_eq!(acquire("a", 30).await, Acquire::Acquired, "the holder acquires its own lease again");
+    assert_eq!(acquire("b", 60).await, busy("a", 90), "a held lease is refused, naming holder and end (extended)");
+    let claimed = store.claim_due_reps("w", 1000, lease, t(60)).await.expect("claim");
+    for r in &claimed {
+        store.release("w", r, None).await.expect("release a foreign claim");
+    }
+    assert!(!claimed.contains(&rep), "a rep leased by acquire_lease is not claimed by a worker");
+    must_conflict("renew by another holder", store.renew_lease("b", &rep, lease, t(60)).await).await;
+    must_conflict("release by another holder", store.release("b", &rep, None).await).await;
+    store.renew_lease("a", &rep, lease, t(80)).await.expect("the holder renews");
+    assert_eq!(acquire("b", 139).await, busy("a", 140), "a renewed lease holds until its new end");
+    assert_eq!(acquire("b", 140).await, Acquire::Acquired, "an expired lease is acquired by another holder");
+    must_conflict("renew of a lease taken over", store.renew_lease("a", &rep, lease, t(141)).await).await;
+    must_conflict("release of a lease taken over", store.release("a", &rep, None).await).await;
+    store.release("b", &rep, None).await.expect("release");
+    must_conflict("release twice", store.release("b", &rep, None).await).await;
+    assert_eq!(acquire("c", 141).await, Acquire::Acquired, "a released lease is free at once");
+    store.release("c", &rep, None).await.expect("release");
+    let claimed = store.claim_due_reps("w", 1000, lease, t(300)).await.expect("claim");
+    for r in &claimed {
+        store.release("w", r, None).await.expect("release");
+    }
+    assert!(claimed.contains(&rep), "acquire_lease made the rep known, due when first leased; release kept it");
+    let never = Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).single().expect("time");
+    assert_eq!(acquire("d", 400).await, Acquire::Acquired);
+    store.release("d", &rep, Some(never)).await.expect("release with a due time");
+    let err = store.acquire_lease("e", &rep, Duration::from_secs(u64::MAX / 2), t(500)).await;
+    assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::InvalidConfig), "an out-of-range lease is refused");
 }
 
 #[cfg(test)]
