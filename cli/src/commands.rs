@@ -3,17 +3,20 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use crmsync_core::{
-    ConnectionMode, CycleReport, ItemError, Kind, LinkState, Rep, RepState, RepStatus, ResetRecord, ResetScope,
+    ConnectionMode, CycleReport, ItemError, Kind, LeaseTerms, Leased, LinkState, Rep, RepState, RepStatus, ResetRecord,
+    ResetScope,
 };
 use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::config::Loaded;
 use crate::table;
+use crate::worker::{Shutdown, busy_line, holder};
 
 /// `--config FILE`, shared by every command that reads the config file.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,8 +32,22 @@ impl ConfigArg {
     }
 }
 
+/// Exit status of `crmsync sync` when no cycle failed but a rep was not synced because another
+/// process (a worker, another `sync`) holds its lease.
+pub const EXIT_LEASE_HELD: u8 = 3;
+
+/// Lease lengths accepted on the command line (seconds): renewed every third, at most a day.
+pub(crate) fn lease_length() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(3..=86_400)
+}
+
 /// Options of `crmsync sync`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Every cycle runs under its rep's lease in the store, so two cycles of one rep never \
+                        overlap (another `sync`, a `worker`).\n\nExit status: 0 every cycle succeeded; 1 a cycle \
+                        failed or was stopped (SIGINT/SIGTERM); 2 bad input (config, flags, store); 3 no cycle \
+                        failed, but a rep was not synced because another process holds its lease (its holder \
+                        and the lease's end are printed; --wait waits instead).")]
 pub struct SyncArgs {
     #[command(flatten)]
     pub config: ConfigArg,
@@ -43,6 +60,13 @@ pub struct SyncArgs {
     /// Print the cycle reports as one JSON object ({"reports": [...]}) instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// When another process holds a rep's lease, wait for it instead of skipping the rep.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds the lease of a running cycle lasts without renewal, 3 to 86400 (renewed every
+    /// third of that; a crashed `sync` blocks its reps at most this long).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = lease_length())]
+    pub lease: u64,
 }
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -62,16 +86,34 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         pb.enable_steady_tick(std::time::Duration::from_millis(120));
         pb
     });
-    let mut reports = vec![];
+    let shutdown = Shutdown::listen();
+    let terms =
+        LeaseTerms { holder: holder("sync"), length: Duration::from_secs(args.lease), wait: args.wait, next_in: None };
+    let (mut reports, mut synced, mut busy, mut stopped) = (vec![], vec![], vec![], vec![]);
     for rep in &reps {
         if let Some(pb) = &bar {
             pb.set_message(rep.name.clone());
         }
-        let report = wired.engine.cycle(rep).await.with_context(|| format!("syncing {}", rep.name))?;
+        if shutdown.requested() {
+            stopped.push(format!("{}: not synced (stopped)", rep.name));
+            continue;
+        }
+        match wired
+            .engine
+            .leased_cycle(rep, &terms, shutdown.wait())
+            .await
+            .with_context(|| format!("syncing {}", rep.name))?
+        {
+            Leased::Ran(report) => {
+                reports.push(report);
+                synced.push(rep);
+            }
+            Leased::Busy(h) => busy.push(format!("{}: {}", rep.name, busy_line(&h))),
+            Leased::Abandoned(why) => stopped.push(format!("{}: {why}", rep.name)),
+        }
         if let Some(pb) = &bar {
             pb.inc(1);
         }
-        reports.push(report);
     }
     if let Some(pb) = bar {
         pb.finish_and_clear();
@@ -80,11 +122,12 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|r| r.error.is_some() || r.state == RepState::Error)
         .map(|r| format!("{}: {}", r.rep, r.error.as_deref().unwrap_or("error")))
+        .chain(stopped)
         .collect();
     if args.json {
         println!("{}", serde_json::to_string(&serde_json::json!({ "reports": reports }))?);
     } else {
-        for (rep, r) in reps.iter().zip(&reports) {
+        for (rep, r) in synced.iter().zip(&reports) {
             print!("{}", table::cycle(r));
             if r.state == RepState::NeedsReconnect {
                 println!(
@@ -96,9 +139,15 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             println!();
         }
     }
+    for line in &busy {
+        eprintln!("crmsync: {line}");
+    }
     if !failed.is_empty() {
-        eprintln!("crmsync: {} of {} cycles failed: {}", failed.len(), reports.len(), failed.join("; "));
+        eprintln!("crmsync: {} of {} cycles failed: {}", failed.len(), reps.len(), failed.join("; "));
         return Ok(ExitCode::from(1));
+    }
+    if !busy.is_empty() {
+        return Ok(ExitCode::from(EXIT_LEASE_HELD));
     }
     Ok(ExitCode::SUCCESS)
 }

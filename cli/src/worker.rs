@@ -2,35 +2,46 @@
 //! number of other workers through the store's leases (on PostgreSQL, across machines): each
 //! due rep goes to exactly one worker, a lease is renewed while its cycle runs, and the reps of
 //! a worker that died are taken over when its leases end.
+//!
+//! SIGTERM and SIGINT (Ctrl-C) are handled alike: no new rep is taken, the running cycle gets
+//! `--grace` seconds to finish (then it is abandoned, which is as safe as a crash), every lease
+//! is released, and the worker exits 0.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use crmsync_core::{RepState, Store};
+use crmsync_core::{LeaseTerms, Leased, RepState};
 
-use crate::commands::ConfigArg;
+use crate::commands::{ConfigArg, lease_length, when};
 use crate::table;
 
 /// Options of `crmsync worker`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 when every cycle succeeded (also after SIGTERM/SIGINT), 1 when a cycle \
+                        failed, 2 on bad input. With --once, reps whose lease another process holds are named \
+                        on stderr with the holder and the lease's end.")]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// This worker's name in the leases (default: worker-<pid>); unique per running worker.
+    /// This worker's name in the leases (default: worker-<pid>@<host>); unique per running worker.
     #[arg(long, value_name = "NAME")]
     pub id: Option<String>,
-    /// Reps claimed at a time.
-    #[arg(long, default_value_t = 4)]
-    pub batch: usize,
-    /// Seconds a claim lasts without renewal (it is renewed every third of that while a cycle runs).
-    #[arg(long, default_value_t = 300)]
+    /// Reps claimed at a time (1 to 1000).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
+    /// Seconds a lease lasts without renewal, 3 to 86400 (it is renewed every third of that
+    /// while a cycle runs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = lease_length())]
     pub lease: u64,
-    /// Seconds from the end of a rep's cycle to its next one.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds from the end of a rep's cycle to its next one (0 to 31536000, a year).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub interval: u64,
+    /// Seconds a running cycle may take to finish after SIGTERM/SIGINT before it is abandoned
+    /// (0 to 3600).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub grace: u64,
     /// Sync every rep that is due now once, then exit (for cron, and to try the worker out).
     #[arg(long)]
     pub once: bool,
@@ -39,67 +50,144 @@ pub struct WorkerArgs {
     pub json: bool,
 }
 
+/// SIGTERM or SIGINT received (once a signal came, it stays requested).
+#[derive(Clone)]
+pub(crate) struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Start listening for SIGTERM and SIGINT.
+    pub(crate) fn listen() -> Shutdown {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal().await;
+            tracing::info!("stop requested: finishing the running cycle");
+            let _ = tx.send(true);
+            // Keep the sender: receivers then see `true`, not a closed channel.
+            std::future::pending::<()>().await;
+        });
+        Shutdown(rx)
+    }
+
+    pub(crate) fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes once a stop was requested.
+    pub(crate) async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+#[cfg(unix)]
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The default lease holder name of this process: `<role>-<pid>@<host>`.
+pub(crate) fn holder(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{role}-{}@{host}", std::process::id())
+}
+
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = Shutdown::listen();
     let loaded = args.config.load()?;
     let reps = loaded.select(None)?;
     if reps.is_empty() {
         anyhow::bail!("{}: no [[reps]] are configured; nothing to do", loaded.path.display());
     }
-    anyhow::ensure!(args.batch > 0 && args.lease > 0, "--batch and --lease must be at least 1");
     let wired = loaded.wire(&reps).await?;
-    let id = args.id.clone().unwrap_or_else(|| format!("worker-{}", std::process::id()));
-    let lease = Duration::from_secs(args.lease);
-    let interval = chrono::Duration::seconds(args.interval as i64);
+    let id = args.id.clone().unwrap_or_else(|| holder("worker"));
+    let interval = chrono::Duration::seconds(i64::try_from(args.interval)?);
+    let terms = LeaseTerms {
+        holder: id.clone(),
+        length: Duration::from_secs(args.lease),
+        wait: false,
+        next_in: Some(interval),
+    };
+    let grace = Duration::from_secs(args.grace);
     for rep in &reps {
         wired.store.schedule(&rep.id, Utc::now()).await?;
     }
     let by_id: HashMap<&str, &crmsync_core::Rep> = reps.iter().map(|r| (r.id.as_str(), r)).collect();
     let (mut cycles, mut failed) = (0u64, 0u64);
-    let mut done = std::collections::HashSet::new();
-    loop {
-        let mut claimed = wired.store.claim_due_reps(&id, args.batch, lease, Utc::now()).await?;
+    let mut done = HashSet::new();
+    while !shutdown.requested() {
+        let mut claimed = wired.store.claim_due_reps(&id, usize::from(args.batch), terms.length, Utc::now()).await?;
         if args.once {
             // Each rep at most once, however short the interval.
             for rep_id in claimed.iter().filter(|r| done.contains(*r)) {
-                wired.store.release(&id, rep_id, Utc::now() + interval).await?;
+                wired.store.release(&id, rep_id, None).await?;
             }
             claimed.retain(|r| !done.contains(r));
         }
         if claimed.is_empty() {
             if args.once {
+                explain_blocked(&wired.store, &id, &reps, &done).await?;
                 break;
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                _ = tokio::signal::ctrl_c() => break,
+                _ = shutdown.wait() => break,
             }
         }
         for rep_id in claimed {
-            let Some(rep) = by_id.get(rep_id.as_str()) else {
-                // Scheduled by a worker with another config: not ours to sync.
-                wired.store.release(&id, &rep_id, Utc::now() + interval).await?;
-                continue;
+            let rep = match by_id.get(rep_id.as_str()) {
+                // Scheduled by a worker with another config: not ours to sync. Claimed after a
+                // stop request: given back untouched.
+                Some(rep) if !shutdown.requested() => *rep,
+                _ => {
+                    wired.store.release(&id, &rep_id, None).await?;
+                    continue;
+                }
             };
-            let renewal = keep_lease(wired.store.clone(), id.clone(), rep_id.clone(), lease);
-            let result = wired.engine.cycle(rep).await;
-            renewal.abort();
-            let report = result?;
-            done.insert(rep_id.clone());
-            cycles += 1;
-            if report.error.is_some() || report.state == RepState::Error {
-                failed += 1;
-            }
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", table::cycle(&report));
-                println!();
-            }
-            match wired.store.release(&id, &rep_id, Utc::now() + interval).await {
-                // The lease ran out mid-cycle and another worker holds the rep now; the epoch
-                // check kept both cycles from writing over each other.
-                Err(e) if e.kind() == crmsync_core::ErrorKind::Conflict => tracing::warn!(rep = %rep_id, "{e}"),
-                other => other?,
+            let stop = async {
+                shutdown.wait().await;
+                tokio::time::sleep(grace).await;
+            };
+            match wired.engine.leased_cycle(rep, &terms, stop).await? {
+                Leased::Ran(report) => {
+                    done.insert(rep_id.clone());
+                    cycles += 1;
+                    if report.error.is_some() || report.state == RepState::Error {
+                        failed += 1;
+                    }
+                    if args.json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    } else {
+                        print!("{}", table::cycle(&report));
+                        println!();
+                    }
+                }
+                // The claim ran out before the cycle began and another process took the rep.
+                Leased::Busy(h) => eprintln!("crmsync worker {id}: {}: {}", rep.name, busy_line(&h)),
+                Leased::Abandoned(why) => {
+                    // Stopped past the grace period: not a failure of the cycle.
+                    eprintln!("crmsync worker {id}: {}: {why}", rep.name);
+                    if !shutdown.requested() {
+                        failed += 1;
+                    }
+                }
             }
         }
     }
@@ -107,15 +195,27 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// Renew the lease on `rep` every third of its length until aborted.
-fn keep_lease(store: Arc<dyn Store>, worker: String, rep: String, lease: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            if let Err(e) = store.renew_lease(&worker, &rep, lease, Utc::now()).await {
-                tracing::warn!(rep = %rep, "lease not renewed: {e}");
-                return;
-            }
+/// How a held lease is shown: who holds it and until when.
+pub(crate) fn busy_line(h: &crmsync_core::LeaseHolder) -> String {
+    format!(
+        "not synced: its lease is held by {} until {} (another worker or sync is running it)",
+        h.holder,
+        when(Some(h.until))
+    )
+}
+
+/// `--once`: name the configured reps this run did not sync because another process holds their
+/// lease.
+async fn explain_blocked(
+    store: &std::sync::Arc<dyn crmsync_core::Store>,
+    id: &str,
+    reps: &[crmsync_core::Rep],
+    done: &HashSet<String>,
+) -> anyhow::Result<()> {
+    for rep in reps.iter().filter(|r| !done.contains(&r.id)) {
+        if let Some(h) = store.lease(&rep.id, Utc::now()).await?.filter(|h| h.holder != id) {
+            eprintln!("crmsync worker {id}: {}: {}", rep.name, busy_line(&h));
         }
-    })
+    }
+    Ok(())
 }

@@ -777,6 +777,12 @@ impl Leases for MemStore {
         Ok(Acquire::Acquired)
     }
 
+    async fn lease(&self, rep: &str, now: DateTime<Utc>) -> Result<Option<LeaseHolder>> {
+        let g = self.lock();
+        let held = g.reps.get(rep).and_then(|r| r.lease.as_ref()).filter(|(_, until)| *until > now);
+        Ok(held.map(|(holder, until)| LeaseHolder { holder: holder.clone(), until: *until }))
+    }
+
     async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
         let until = lease_end(now, lease)?;
         let mut g = self.lock();

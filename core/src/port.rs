@@ -452,6 +452,8 @@ pub trait Leases: Send + Sync + std::fmt::Debug {
     /// held by `holder` (then it is extended); otherwise say who holds it. A rep the scheduler
     /// does not know yet becomes known, due at `now`.
     async fn acquire_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<Acquire>;
+    /// Who holds the rep's lease at `now` (`None`: free or expired).
+    async fn lease(&self, rep: &str, now: DateTime<Utc>) -> Result<Option<LeaseHolder>>;
     /// Extend a lease the holder still holds; `Conflict` when it lost it.
     async fn renew_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()>;
     /// Give a rep back, due again at `next_due` (`None` keeps its due time); `Conflict` when the

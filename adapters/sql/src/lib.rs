@@ -35,8 +35,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmsync_core::report::CycleReport;
 use crmsync_core::{
-    Acquire, Cursors, Error, ItemError, Kind, Leases, Link, LinkBatch, RepState, RepStatus, ResetRecord, Result,
-    SyncState,
+    Acquire, Cursors, Error, ItemError, Kind, LeaseHolder, Leases, Link, LinkBatch, RepState, RepStatus, ResetRecord,
+    Result, SyncState,
 };
 use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -482,6 +482,10 @@ impl Leases for SqlStore {
 
     async fn acquire_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<Acquire> {
         dispatch!(self, acquire_lease(holder, rep, lease, now))
+    }
+
+    async fn lease(&self, rep: &str, now: DateTime<Utc>) -> Result<Option<LeaseHolder>> {
+        dispatch!(self, lease(rep, now))
     }
 
     async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {

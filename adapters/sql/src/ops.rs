@@ -844,6 +844,23 @@ macro_rules! ops {
                 Ok(outcome)
             }
 
+            pub(crate) async fn lease(
+                pool: &Pool,
+                rep: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<crmsync_core::LeaseHolder>> {
+                let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+                    "SELECT lease_worker, lease_until_ns FROM schedule WHERE rep = $1 \
+                     AND lease_worker IS NOT NULL AND lease_until_ns > $2",
+                )
+                .bind(rep)
+                .bind(ns(now)?)
+                .fetch_optional(pool)
+                .await
+                .map_err(db)?;
+                Ok(row.map(|(w, u)| holder(w, u)))
+            }
+
             pub(crate) async fn renew_lease(
                 pool: &Pool,
                 worker: &str,

@@ -484,6 +484,9 @@ pub async fn rep_lease(store: &dyn Store) {
     assert_eq!(acquire("a", 0).await, Acquire::Acquired, "a free lease is acquired");
     assert_eq!(acquire("a", 30).await, Acquire::Acquired, "the holder acquires its own lease again");
     assert_eq!(acquire("b", 60).await, busy("a", 90), "a held lease is refused, naming holder and end (extended)");
+    let shown = store.lease(&rep, t(60)).await.expect("lease");
+    assert_eq!(shown, Some(LeaseHolder { holder: "a".into(), until: t(90) }), "lease shows the holder");
+    assert_eq!(store.lease(&rep, t(90)).await.expect("lease"), None, "an expired lease is shown as free");
     let claimed = store.claim_due_reps("w", 1000, lease, t(60)).await.expect("claim");
     for r in &claimed {
         store.release("w", r, None).await.expect("release a foreign claim");
@@ -497,6 +500,7 @@ pub async fn rep_lease(store: &dyn Store) {
     must_conflict("renew of a lease taken over", store.renew_lease("a", &rep, lease, t(141)).await).await;
     must_conflict("release of a lease taken over", store.release("a", &rep, None).await).await;
     store.release("b", &rep, None).await.expect("release");
+    assert_eq!(store.lease(&rep, t(141)).await.expect("lease"), None, "a released lease is free");
     must_conflict("release twice", store.release("b", &rep, None).await).await;
     assert_eq!(acquire("c", 141).await, Acquire::Acquired, "a released lease is free at once");
     store.release("c", &rep, None).await.expect("release");
