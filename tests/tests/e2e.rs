@@ -54,6 +54,11 @@ fn free_base() -> u16 {
 }
 
 fn start_sandbox() -> Sandbox {
+    start_sandbox_with(&[])
+}
+
+/// `crmsync sandbox` with extra arguments (e.g. `--contacts N`).
+fn start_sandbox_with(extra: &[&str]) -> Sandbox {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     for attempt in 0..10 {
         let dir = std::env::temp_dir().join(format!("crmsync-e2e-{}-{nanos}-{attempt}", std::process::id()));
@@ -62,6 +67,7 @@ fn start_sandbox() -> Sandbox {
         let config = dir.join("crmsync.toml").display().to_string();
         let child = Command::new(binary())
             .args(["sandbox", "--json", "--port-base", &base, "--config-out", &config])
+            .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -88,14 +94,24 @@ impl Sandbox {
         self.info["config_file"].as_str().expect("config_file").to_owned()
     }
 
-    /// Run `crmsync ARGS --config <sandbox config>` with the secrets the sandbox printed.
-    fn run(&self, args: &[&str]) -> Output {
+    /// `crmsync ARGS --config <sandbox config>` with the secrets the sandbox printed.
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(binary());
         c.args(args).args(["--config", &self.config()]).env_remove("RUST_LOG").stdin(Stdio::null());
         for (k, v) in self.info["env"].as_object().expect("env") {
             c.env(k, v.as_str().unwrap());
         }
-        c.output().expect("run crmsync")
+        c
+    }
+
+    /// Run `crmsync ARGS` to its end.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run crmsync")
+    }
+
+    /// Start `crmsync ARGS` with stdout and stderr captured.
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start crmsync")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -421,21 +437,8 @@ async fn sandbox_sync_edit_both_sides_reset_resync_without_duplicates() {
 
     // Two workers share the reps through the store's leases: every rep is cycled exactly once,
     // nothing changed, so nothing is written; then nothing is due.
-    let workers: Vec<Child> = ["w1", "w2"]
-        .iter()
-        .map(|w| {
-            let mut c = Command::new(binary());
-            c.args(["worker", "--once", "--json", "--batch", "1", "--id", w, "--config", &sb.config()])
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for (k, v) in sb.info["env"].as_object().expect("env") {
-                c.env(k, v.as_str().unwrap());
-            }
-            c.spawn().expect("worker starts")
-        })
-        .collect();
+    let workers: Vec<Child> =
+        ["w1", "w2"].iter().map(|w| sb.spawn(&["worker", "--once", "--json", "--batch", "1", "--id", w])).collect();
     let mut synced = vec![];
     for w in workers {
         let out = w.wait_with_output().unwrap();
@@ -499,4 +502,92 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Records that exist more than once, as the fakes themselves show them: CRM contacts per
+/// e-mail, CRM events per owner, subject and start, and the Exchange rep's folder contacts per
+/// e-mail.
+async fn duplicates(sb: &Sandbox) -> Vec<String> {
+    let http = Client::new();
+    let sf = Salesforce::login(&http, &sb.info).await;
+    let erin = sb.info["reps"].as_array().unwrap().iter().find(|r| r["provider"] == "exchange").unwrap().clone();
+    let graph = Graph::login(&http, &sb.info, erin["mailbox"].as_str().unwrap()).await;
+    let contacts = sf.query("SELECT Id, Email FROM Contact").await;
+    let events = sf.query("SELECT Id, OwnerId, Subject, StartDateTime FROM Event").await;
+    let folder = graph.folder_contacts().await;
+    assert!(!contacts.is_empty() && !events.is_empty() && !folder.is_empty(), "the fakes hold the synced records");
+    let counts = [
+        count_by(
+            contacts.iter().filter_map(|c| c["Email"].as_str()).map(|e| format!("CRM contact {}", e.to_lowercase())),
+        ),
+        count_by(
+            events.iter().map(|e| format!("CRM event {} {} @ {}", e["OwnerId"], e["Subject"], e["StartDateTime"])),
+        ),
+        count_by(folder.iter().map(|c| format!("folder contact {}", email_of_graph(c)))),
+    ];
+    counts.into_iter().flatten().filter(|(_, n)| *n > 1).map(|(k, n)| format!("{k} ×{n}")).collect()
+}
+
+fn finish(child: Child) -> (i32, String, String) {
+    let o = child.wait_with_output().unwrap();
+    let code = o.status.code().unwrap_or(-1);
+    (code, String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A first sync creates hundreds of records on both sides: big enough that two processes
+/// started together overlap.
+const BIG: &[&str] = &["--contacts", "400", "--events", "150"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_syncs_at_once_and_a_worker_beside_a_sync_never_duplicate() {
+    // Two `sync --all` at the same moment on one SQLite store.
+    let sb = start_sandbox_with(BIG);
+    sb.ok(&["connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT"]);
+    let both = [sb.spawn(&["sync", "--all", "--json"]), sb.spawn(&["sync", "--all", "--json"])];
+    let outs: Vec<(i32, String, String)> = both.into_iter().map(finish).collect();
+    for (code, _, err) in &outs {
+        assert!([0, 3].contains(code), "exit {code}: {err}");
+    }
+    let conflict = outs.iter().find(|(code, _, _)| *code == 3).expect("one of the two syncs met the other's lease");
+    assert!(conflict.2.contains("lease is held by sync-") && conflict.2.contains(" until "), "{}", conflict.2);
+    assert_eq!(duplicates(&sb).await, Vec::<String>::new(), "two syncs at once made duplicates");
+    drop(sb);
+
+    // A `worker --once` beside a `sync --all`, on a fresh sandbox (every record still to create).
+    let sb = start_sandbox_with(BIG);
+    sb.ok(&["connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT"]);
+    let worker = sb.spawn(&["worker", "--once", "--json", "--id", "w-beside"]);
+    let sync = sb.spawn(&["sync", "--all", "--json"]);
+    let (w, s) = (finish(worker), finish(sync));
+    assert_eq!(w.0, 0, "worker: {}", w.2);
+    assert!([0, 3].contains(&s.0), "sync exit {}: {}", s.0, s.2);
+    assert!(
+        s.2.contains("lease is held by w-beside") || w.2.contains("lease is held by sync-"),
+        "one of them reports the other's lease:\nsync: {}\nworker: {}",
+        s.2,
+        w.2
+    );
+    assert_eq!(duplicates(&sb).await, Vec::<String>::new(), "a worker beside a sync made duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_worker_cleanly_and_releases_its_leases() {
+    let sb = start_sandbox_with(BIG);
+    sb.ok(&["connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT"]);
+    let mut worker = sb.spawn(&["worker", "--json", "--id", "w-term", "--interval", "0", "--grace", "60"]);
+    // The first report is printed: the worker is cycling again (interval 0) or on the next rep.
+    let mut first = String::new();
+    BufReader::new(worker.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("\"rep\""), "a report: {first}");
+    let pid = worker.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let (code, _, err) = finish(worker);
+    assert_eq!(code, 0, "SIGTERM ends the worker with 0: {err}");
+    assert!(err.contains("crmsync worker w-term:") && err.contains("cycles"), "{err}");
+    // Its leases are released: a sync of each rep runs at once (a held lease would exit 3).
+    for rep in ["erin", "gus"] {
+        let o = sb.run(&["sync", "--rep", rep, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(duplicates(&sb).await, Vec::<String>::new());
 }
