@@ -642,7 +642,7 @@ impl SyncState for MemStore {
         check_epoch(&mut g, rep, epoch)?;
         let st = &mut row(&mut g, rep).status;
         st.state = state;
-        st.last_error = error;
+        st.last_error = error.map(|e| storable_text(&e).into_owned());
         if let Some(r) = report {
             st.last_report = Some(r.clone());
             if r.error.is_none() {
@@ -671,6 +671,7 @@ impl SyncState for MemStore {
     }
 
     async fn commit(&self, rep: &str, epoch: u64, kind: Kind, batch: &LinkBatch) -> Result<()> {
+        let batch = &*batch.storable();
         let mut g = self.lock();
         check_epoch(&mut g, rep, epoch)?;
         for key in &batch.remove {

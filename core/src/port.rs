@@ -8,6 +8,7 @@
 //! Every method is required: decorators (request counting, fault injection, crash simulation)
 //! must forward each one explicitly, and none silently inherits a default.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,7 +302,58 @@ pub struct LinkBatch {
     pub cursors: Option<Cursors>,
 }
 
+/// The longest free text a store keeps (an item error's reason, a rep's last error), in
+/// characters; longer text is cut there and ends with `…`. Remote errors echo whatever the
+/// record held (a 1 MB name, say), and none of it may stop a kind.
+pub const MAX_STORED_TEXT: usize = 4000;
+
+/// `s` as every store keeps it: NUL, which PostgreSQL refuses in text, becomes U+FFFD; every
+/// other character (controls, RTL marks, emoji, noncharacters) is kept as it is.
+pub fn storable(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
+}
+
+/// Free text as every store keeps it: [`storable`], cut to [`MAX_STORED_TEXT`] characters.
+pub fn storable_text(s: &str) -> Cow<'_, str> {
+    match s.char_indices().nth(MAX_STORED_TEXT - 1) {
+        Some((end, _)) => Cow::Owned(format!("{}…", storable(&s[..end]))),
+        None => storable(s),
+    }
+}
+
 impl LinkBatch {
+    /// The batch as every store keeps it: ids, versions and cursors through [`storable`],
+    /// item error reasons through [`storable_text`] (link snapshots are stored as JSON, which
+    /// escapes everything). Borrowed when nothing needs changing.
+    pub fn storable(&self) -> Cow<'_, LinkBatch> {
+        let same = |s: &str| matches!(storable(s), Cow::Borrowed(_));
+        let clean =
+            self.upsert.iter().all(|l| {
+                [&l.key.0, &l.provider_id, &l.crm_id, &l.provider_version, &l.crm_version].into_iter().all(|s| same(s))
+            }) && self.errors.iter().all(|e| same(&e.id) && matches!(storable_text(&e.reason), Cow::Borrowed(_)))
+                && self.clear_errors.iter().all(|(_, id)| same(id))
+                && self.cursors.iter().all(|c| [&c.provider, &c.crm].into_iter().flatten().all(|s| same(s)));
+        if clean {
+            return Cow::Borrowed(self);
+        }
+        let fix = |s: &mut String| *s = storable(s).into_owned();
+        let mut b = self.clone();
+        for l in &mut b.upsert {
+            for s in [&mut l.key.0, &mut l.provider_id, &mut l.crm_id, &mut l.provider_version, &mut l.crm_version] {
+                fix(s);
+            }
+        }
+        for e in &mut b.errors {
+            fix(&mut e.id);
+            e.reason = storable_text(&e.reason).into_owned();
+        }
+        b.clear_errors.iter_mut().for_each(|(_, id)| fix(id));
+        if let Some(c) = &mut b.cursors {
+            [&mut c.provider, &mut c.crm].into_iter().flatten().for_each(fix);
+        }
+        Cow::Owned(b)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.upsert.is_empty()
             && self.remove.is_empty()

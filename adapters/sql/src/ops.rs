@@ -306,6 +306,7 @@ macro_rules! ops {
 
             use chrono::{DateTime, Utc};
             use crmsync_core::report::CycleReport;
+            use crmsync_core::port::storable_text;
             use crmsync_core::{
                 Cursors, Error, ErrorKind, ItemError, Kind, Link, LinkBatch, RepState, RepStatus, ResetRecord, Result,
                 SyncKey,
@@ -425,7 +426,7 @@ macro_rules! ops {
                 sqlx::query("UPDATE reps SET state = $2, last_error = $3 WHERE rep = $1")
                     .bind(rep)
                     .bind(state.as_str())
-                    .bind(error)
+                    .bind(error.map(|e| storable_text(&e).into_owned()))
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
@@ -467,7 +468,7 @@ macro_rules! ops {
                     .bind(r.state.as_str())
                     .bind(r.started.map(ts))
                     .bind(r.finished.map(ts))
-                    .bind(r.error.clone())
+                    .bind(r.error.as_deref().map(|e| storable_text(e).into_owned()))
                     .bind(both(r, |k| k.created_in_crm))
                     .bind(both(r, |k| k.created_in_provider))
                     .bind(both(r, |k| k.updated_in_crm))
@@ -577,6 +578,7 @@ macro_rules! ops {
             }
 
             pub(crate) async fn commit(pool: &Pool, rep: &str, epoch: u64, kind: Kind, batch: &LinkBatch) -> Result<()> {
+                let batch = &*batch.storable();
                 let k = kind_of(kind);
                 let mut tx = begin(pool).await?;
                 check_epoch(&mut tx, rep, epoch).await?;

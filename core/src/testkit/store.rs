@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::error::ErrorKind;
 use crate::model::{Canon, Kind, Side, SyncKey};
 use crate::port::{
-    Acquire, Cursors, ItemError, LeaseHolder, Link, LinkBatch, LinkState, Pending, RepState, ResetRecord, ResetScope,
-    Store,
+    Acquire, Cursors, ItemError, LeaseHolder, Link, LinkBatch, LinkState, MAX_STORED_TEXT, Pending, RepState,
+    ResetRecord, ResetScope, Store,
 };
 use crate::report::CycleReport;
 
@@ -31,6 +31,7 @@ pub async fn check_store(store: &dyn Store) {
     leasing(store).await;
     lease_expiry(store).await;
     rep_lease(store).await;
+    hostile_text(store).await;
 }
 
 /// A rep name no other check (or earlier run against the same store) uses.
@@ -467,6 +468,63 @@ pub async fn lease_expiry(store: &dyn Store) {
             .await
             .expect("release");
     }
+}
+
+/// Text a remote service or a rep can put in a record or an error (NUL, 1 MB strings, control
+/// characters, RTL marks, emoji, noncharacters) is always accepted: NUL becomes U+FFFD, free
+/// text is cut at [`MAX_STORED_TEXT`] characters, everything else round-trips, and clearing an
+/// item error by the id as the service gave it works.
+pub async fn hostile_text(store: &dyn Store) {
+    let rep = unique_rep("hostile");
+    let k = Kind::Contact;
+    let odd = "\u{0}NUL first \u{1}\u{7}\u{1b}[31m\u{7f} \u{202e}RTL عربى עברית \u{200d}👩\u{200d}👩\u{200d}👧 \
+               \u{feff}\u{fffe}\u{ffff}\u{10ffff} e\u{301} tab\there\r\nend\u{0}";
+    let kept = odd.replace('\0', "\u{fffd}");
+    let huge = format!("STRING_TOO_LONG: {}{odd}", "x".repeat(1_000_000));
+    let odd_id = format!("id-{odd}");
+    let mut link = sample_link(&rep, k, 1, LinkState::Linked);
+    link.provider_id = format!("prov-{odd}");
+    link.crm_version = odd.to_owned();
+    link.snapshot.0.insert("family_name".into(), huge.clone());
+    link.snapshot.0.insert("given_name".into(), odd.to_owned());
+    link.hash = link.snapshot.hash();
+    let batch = LinkBatch {
+        upsert: vec![link.clone()],
+        errors: vec![error_at(k, Side::Crm, &odd_id, &huge, t(1)), error_at(k, Side::Provider, "plain-id", odd, t(1))],
+        cursors: Some(Cursors { provider: Some(odd.to_owned()), crm: None }),
+        ..Default::default()
+    };
+    store.commit(&rep, 0, k, &batch).await.expect("the store takes any text");
+
+    let errors = store.item_errors(&rep, k).await.expect("item_errors");
+    assert_eq!(errors.len(), 2);
+    let long = errors.iter().find(|e| e.side == Side::Crm).expect("the long error");
+    assert_eq!(long.id, format!("id-{kept}"), "an id keeps every character but NUL");
+    assert_eq!(long.reason.chars().count(), MAX_STORED_TEXT, "a long reason is cut at the cap");
+    assert!(long.reason.starts_with("STRING_TOO_LONG: xxx") && long.reason.ends_with('…'), "cut with an ellipsis");
+    let plain = errors.iter().find(|e| e.side == Side::Provider).expect("the odd error");
+    assert_eq!(plain.reason, kept, "controls, RTL, emoji and noncharacters round-trip; NUL becomes U+FFFD");
+    let links = store.links(&rep, k).await.expect("links");
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].provider_id, format!("prov-{kept}"));
+    assert_eq!(links[0].crm_version, kept);
+    assert_eq!(links[0].snapshot, link.snapshot, "a snapshot round-trips exactly, NUL and 1 MB values included");
+    assert_eq!(store.cursors(&rep, k).await.expect("cursors").provider.as_deref(), Some(kept.as_str()));
+
+    let clear = LinkBatch { clear_errors: vec![(Side::Crm, odd_id)], ..Default::default() };
+    store.commit(&rep, 0, k, &clear).await.expect("clear by the raw id");
+    assert_eq!(store.item_errors(&rep, k).await.expect("item_errors").len(), 1, "cleared by the id as given");
+
+    let report =
+        CycleReport { rep: rep.clone(), error: Some(huge.clone()), finished: Some(t(2)), ..Default::default() };
+    store
+        .set_state(&rep, 0, RepState::Error, Some(huge.clone()), Some(&report))
+        .await
+        .expect("set_state takes any text");
+    let st = store.status(&rep).await.expect("status");
+    let last = st.last_error.expect("last error");
+    assert!(!last.contains('\0') && last.chars().count() == MAX_STORED_TEXT, "the last error is storable and capped");
+    assert_eq!(st.last_report.and_then(|r| r.error), Some(huge), "the report (JSON) keeps the text as it was");
 }
 
 /// One rep's lease, as every cycle takes it: acquired when free, expired or already the
