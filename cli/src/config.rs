@@ -217,15 +217,11 @@ impl Loaded {
             .map_err(err)?;
 
         let default_sync = shape.sync;
-        Value::Table(default_sync.clone())
-            .try_into::<SyncConfig>()
-            .map_err(|e| err(format!("[sync]: {}", de_msg(&e))))?;
+        sync_config(default_sync.clone()).map_err(|m| err(format!("[sync]: {m}")))?;
         for (name, t) in &shape.groups {
             let mut merged = default_sync.clone();
             merge(&mut merged, t.clone());
-            Value::Table(merged)
-                .try_into::<SyncConfig>()
-                .map_err(|e| err(format!("[groups.{name}]: {}", de_msg(&e))))?;
+            sync_config(merged).map_err(|m| err(format!("[groups.{name}]: {m}")))?;
         }
 
         let mut reps = vec![];
@@ -269,9 +265,7 @@ impl Loaded {
                 merge(&mut merged, t.clone());
             }
             merge(&mut merged, r.sync);
-            let config = Value::Table(merged)
-                .try_into::<SyncConfig>()
-                .map_err(|e| err(format!("{at} [reps.sync]: {}", de_msg(&e))))?;
+            let config = sync_config(merged).map_err(|m| err(format!("{at} [reps.sync]: {m}")))?;
             reps.push(Rep {
                 id,
                 name: r.name,
@@ -438,6 +432,13 @@ fn section<C: serde::de::DeserializeOwned>(
     }
     let config = Value::Table(t).try_into::<C>().map_err(|e| format!("[{name}]: {}", de_msg(&e)))?;
     Ok(Section { config, secrets: found })
+}
+
+/// A sync table as a checked [`SyncConfig`] (shape, then ranges), or the one-line problem.
+fn sync_config(t: Table) -> std::result::Result<SyncConfig, String> {
+    let c = Value::Table(t).try_into::<SyncConfig>().map_err(|e| de_msg(&e))?;
+    c.validate().map_err(|e| e.message().to_owned())?;
+    Ok(c)
 }
 
 /// Deep-merge `over` into `base` (tables key by key; anything else replaced).

@@ -8,7 +8,9 @@ use crmsync_cli::{commands, demo, sandbox, serve, worker};
     name = "crmsync",
     version,
     about = "Keep sales reps' mailbox contacts and calendars in step with the CRM",
-    after_help = "Start with `crmsync demo`, or `crmsync sandbox --config-out crmsync.toml` and `crmsync sync`."
+    after_help = "Start with `crmsync demo`, or `crmsync sandbox --config-out crmsync.toml` and `crmsync sync`.\n\n\
+                  Exit status: 0 done; 1 a cycle failed; 2 bad input (flags, config, store); 3 (sync) a rep was not \
+                  synced because another process holds its lease."
 )]
 struct Cli {
     /// Log format on stderr (the level comes from RUST_LOG, default `warn`).
@@ -59,7 +61,17 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // Bad flags (unknown, out of range, missing) are one line, like every other error.
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or_default();
+            eprintln!("crmsync: {}", line.strip_prefix("error: ").unwrap_or(line));
+            return ExitCode::from(2);
+        }
+    };
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).await,

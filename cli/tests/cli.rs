@@ -137,6 +137,50 @@ fn bad_config_files_are_one_line_naming_file_and_place() {
 }
 
 #[test]
+fn out_of_range_numbers_in_config_and_flags_are_one_line_and_exit_2() {
+    let dir = TempDir::new("range");
+    for (name, extra, want) in [
+        ("ahead", "[sync]\nevents.days_ahead = 9999999999\n", "[sync]: events.days_ahead = 9999999999 is out of range"),
+        ("back", "[sync]\nevents.days_back = 9223372036854775807\n", "events.days_back = 9223372036854775807 is out"),
+        (
+            "negative",
+            "[reps.sync]\nevents.days_back = -5\n",
+            "\"Ed Exchange\") [reps.sync]: events.days_back = -5 is out",
+        ),
+        (
+            "group",
+            "[groups.g]\nevents.days_ahead = -1\n",
+            "[groups.g]: events.days_ahead = -1 is out of range (0 to 3650",
+        ),
+        ("huge", "[sync]\nevents.days_ahead = 99999999999999999999\n", "line "),
+    ] {
+        let cfg = dir.write(&format!("{name}.toml"), &format!("{CONFIG}{extra}"));
+        let o = crmsync(&["status", "--config", &cfg], &[]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o.stderr));
+        let e = error_line(&o);
+        assert!(e.contains(&format!("{name}.toml: ")) && e.contains(want), "{name}: {e}");
+    }
+    let cfg = dir.write("ok.toml", CONFIG);
+    for (args, flag) in [
+        (&["worker", "--interval", "10000000000000"][..], "--interval"),
+        (&["worker", "--interval=-1"][..], "--interval"),
+        (&["worker", "--lease", "18446744073709"][..], "--lease"),
+        (&["worker", "--lease", "99999999999999999999999"][..], "--lease"),
+        (&["worker", "--batch", "0"][..], "--batch"),
+        (&["worker", "--batch", "100000"][..], "--batch"),
+        (&["worker", "--grace", "86400"][..], "--grace"),
+        (&["sync", "--lease", "0"][..], "--lease"),
+        (&["sync", "--lease", "18446744073709"][..], "--lease"),
+        (&["status", "--errors", "-3"][..], "-3"),
+    ] {
+        let o = crmsync(&[args, &["--config", &cfg]].concat(), &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        let e = error_line(&o);
+        assert!(e.contains(flag) && !e.contains("panicked"), "{args:?}: {e}");
+    }
+}
+
+#[test]
 fn status_on_an_empty_sqlite_store() {
     let dir = TempDir::new("status");
     let cfg = dir.write("crmsync.toml", CONFIG);

@@ -200,10 +200,34 @@ impl SyncConfig {
             },
         }
     }
-    /// The event window around `now`.
+    /// The event window around `now` (saturating: never panics, whatever the numbers).
     pub fn window(&self, now: DateTime<Utc>) -> Window {
-        Window { start: now - Duration::days(self.events.days_back), end: now + Duration::days(self.events.days_ahead) }
+        Window { start: shift(now, -self.events.days_back), end: shift(now, self.events.days_ahead) }
     }
+
+    /// The range checks a type cannot express; `InvalidConfig` naming the key and the range.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        for (key, days) in [("events.days_back", self.events.days_back), ("events.days_ahead", self.events.days_ahead)]
+        {
+            if !(0..=MAX_WINDOW_DAYS).contains(&days) {
+                return Err(crate::error::Error::invalid_config(format!(
+                    "{key} = {days} is out of range (0 to {MAX_WINDOW_DAYS} days)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The longest event window on either side of now, in days (ten years).
+pub const MAX_WINDOW_DAYS: i64 = 3650;
+
+/// `t` moved by `days` (negative: back), saturating at the ends of time.
+fn shift(t: DateTime<Utc>, days: i64) -> DateTime<Utc> {
+    let end = if days < 0 { DateTime::<Utc>::MIN_UTC } else { DateTime::<Utc>::MAX_UTC };
+    Duration::try_days(days.saturating_abs())
+        .and_then(|d| if days < 0 { t.checked_sub_signed(d) } else { t.checked_add_signed(d) })
+        .unwrap_or(end)
 }
 
 /// How far beyond the event window providers are read: events that just left the window are
@@ -220,7 +244,7 @@ pub struct Window {
 impl Window {
     /// The window widened by `days` on both sides.
     pub fn widened(&self, days: i64) -> Window {
-        Window { start: self.start - Duration::days(days), end: self.end + Duration::days(days) }
+        Window { start: shift(self.start, -days), end: shift(self.end, days) }
     }
 
     /// An event overlaps the window when it starts before the end and ends after the start.
@@ -254,4 +278,27 @@ pub struct Rep {
     pub mailbox: String,
     pub connection: ConnectionMode,
     pub config: SyncConfig,
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_windows_are_refused_and_never_panic() {
+        let now = Utc::now();
+        for (back, ahead) in [(-1, 10), (10, -1), (i64::MAX, 1), (1, 9_999_999_999), (i64::MIN, i64::MAX), (3651, 0)] {
+            let mut c = SyncConfig::default();
+            (c.events.days_back, c.events.days_ahead) = (back, ahead);
+            let e = c.validate().expect_err("out of range");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidConfig);
+            assert!(e.message().contains("out of range (0 to 3650 days)"), "{e}");
+            let w = c.window(now).widened(READ_MARGIN_DAYS);
+            assert!(w.start <= w.end || back < 0 || ahead < 0, "saturating window: {w:?}");
+        }
+        SyncConfig::default().validate().expect("the defaults are valid");
+        let mut c = SyncConfig::default();
+        (c.events.days_back, c.events.days_ahead) = (0, MAX_WINDOW_DAYS);
+        c.validate().expect("the ends of the range are valid");
+    }
 }
