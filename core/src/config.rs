@@ -202,7 +202,7 @@ impl SyncConfig {
     }
     /// The event window around `now` (saturating: never panics, whatever the numbers).
     pub fn window(&self, now: DateTime<Utc>) -> Window {
-        Window { start: shift(now, -self.events.days_back), end: shift(now, self.events.days_ahead) }
+        Window { start: shift(now, self.events.days_back, false), end: shift(now, self.events.days_ahead, true) }
     }
 
     /// The range checks a type cannot express; `InvalidConfig` naming the key and the range.
@@ -222,12 +222,11 @@ impl SyncConfig {
 /// The longest event window on either side of now, in days (ten years).
 pub const MAX_WINDOW_DAYS: i64 = 3650;
 
-/// `t` moved by `days` (negative: back), saturating at the ends of time.
-fn shift(t: DateTime<Utc>, days: i64) -> DateTime<Utc> {
-    let end = if days < 0 { DateTime::<Utc>::MIN_UTC } else { DateTime::<Utc>::MAX_UTC };
-    Duration::try_days(days.saturating_abs())
-        .and_then(|d| if days < 0 { t.checked_sub_signed(d) } else { t.checked_add_signed(d) })
-        .unwrap_or(end)
+/// `t` moved `days` forward (or back), saturating at the ends of time.
+fn shift(t: DateTime<Utc>, days: i64, forward: bool) -> DateTime<Utc> {
+    let moved =
+        Duration::try_days(days).and_then(|d| if forward { t.checked_add_signed(d) } else { t.checked_sub_signed(d) });
+    moved.unwrap_or(if forward == (days >= 0) { DateTime::<Utc>::MAX_UTC } else { DateTime::<Utc>::MIN_UTC })
 }
 
 /// How far beyond the event window providers are read: events that just left the window are
@@ -244,7 +243,7 @@ pub struct Window {
 impl Window {
     /// The window widened by `days` on both sides.
     pub fn widened(&self, days: i64) -> Window {
-        Window { start: shift(self.start, -days), end: shift(self.end, days) }
+        Window { start: shift(self.start, days, false), end: shift(self.end, days, true) }
     }
 
     /// An event overlaps the window when it starts before the end and ends after the start.
