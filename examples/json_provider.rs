@@ -150,6 +150,9 @@ impl Provider for JsonProvider {
             Kind::Event => Err(Error::new(ErrorKind::Unsupported, "this provider has no calendar")),
         }
     }
+    async fn verify_grant(&self, _: &Rep, _: &SecretString) -> Result<()> {
+        Err(Error::new(ErrorKind::Unsupported, "files need no grant"))
+    }
 }
 
 /// Sync a small JSON contact list with the in-memory CRM and return the report.

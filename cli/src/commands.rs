@@ -248,7 +248,8 @@ pub struct ConnectArgs {
     /// The user-managed rep connecting their account (partial, case-insensitive name).
     #[arg(long, value_name = "NAME")]
     pub rep: String,
-    /// The environment variable holding the rep's OAuth grant (refresh token).
+    /// The environment variable holding the rep's OAuth grant (refresh token); it is tried with
+    /// one token request before it is stored.
     #[arg(long, value_name = "VAR")]
     pub grant_env: String,
 }
@@ -267,6 +268,17 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         Ok(v) if !v.trim().is_empty() => SecretString::from(v.trim().to_owned()),
         _ => anyhow::bail!("--grant-env: environment variable {} is not set or empty", args.grant_env),
     };
+    // One token request with the grant before anything is stored.
+    let provider = loaded.provider(&rep.provider)?;
+    provider.verify_grant(&rep, &grant).await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting {}: {} did not accept the grant in {} ({}); nothing was stored",
+            rep.name,
+            rep.provider,
+            args.grant_env,
+            e.message()
+        )
+    })?;
     let wired = loaded.wire(&[]).await?;
     wired
         .engine

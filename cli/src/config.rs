@@ -302,20 +302,25 @@ impl Loaded {
     /// open the store and build the engine. Providers no selected rep uses are not touched.
     pub async fn wire(&self, reps: &[Rep]) -> anyhow::Result<Wired> {
         let crm = self.crm()?;
-        let mut providers: Vec<Arc<dyn crmsync_core::Provider>> = vec![];
         let used: BTreeSet<&str> = reps.iter().map(|r| r.provider.as_str()).collect();
-        if used.contains("exchange") {
-            providers.push(Arc::new(self.exchange()?));
-        }
-        if used.contains("google") {
-            providers.push(Arc::new(self.google()?));
-        }
+        let providers = used.into_iter().map(|name| self.provider(name)).collect::<Result<Vec<_>>>()?;
         let store = self.open_store().await?;
         let mut engine = Engine::new(crm, store.clone());
         for p in providers {
             engine = engine.with_provider(p);
         }
         Ok(Wired { engine, store, reps: reps.to_vec() })
+    }
+
+    /// The provider reps call `name` (its secrets resolved, its config validated).
+    pub fn provider(&self, name: &str) -> Result<Arc<dyn crmsync_core::Provider>> {
+        match name {
+            "exchange" => Ok(Arc::new(self.exchange()?)),
+            "google" => Ok(Arc::new(self.google()?)),
+            other => {
+                Err(self.err(format!("provider {other:?} is unknown (expected one of: {})", PROVIDERS.join(", "))))
+            }
+        }
     }
 
     fn crm(&self) -> Result<Arc<dyn crmsync_core::Crm>> {

@@ -27,3 +27,5 @@ pub use port::{
     Provider, RepState, RepStatus, ResetRecord, ResetScope, Skip, Store, SyncState, Update,
 };
 pub use report::{CycleReport, KindReport, Requests};
+/// Secrets (OAuth grants) as the ports take them.
+pub use secrecy::SecretString;

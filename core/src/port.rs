@@ -197,6 +197,9 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// The rep's contacts folder/group (created on demand) or primary calendar.
     async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>>;
+    /// Try a user-managed rep's grant with one token request (nothing else is read or written),
+    /// before it is stored: `Err` when the service refuses it (revoked, wrong, another app's).
+    async fn verify_grant(&self, rep: &Rep, grant: &SecretString) -> Result<()>;
 }
 
 /// A CRM user, as user search returns it.

@@ -26,6 +26,9 @@ impl Provider for Stuck {
         }
         Err(Error::new(ErrorKind::GrantRevoked, "token endpoint: invalid_grant (Token has been expired or revoked)"))
     }
+    async fn verify_grant(&self, _: &Rep, _: &SecretString) -> Result<()> {
+        Err(Error::new(ErrorKind::GrantRevoked, "invalid_grant"))
+    }
 }
 
 fn rep(provider: &str, connection: ConnectionMode) -> Rep {

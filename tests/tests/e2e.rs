@@ -573,6 +573,18 @@ async fn two_syncs_at_once_and_a_worker_beside_a_sync_never_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_worker_cleanly_and_releases_its_leases() {
     let sb = start_sandbox_with(BIG);
+    // `connect` tries a grant before storing it: a wrong one is refused and nothing is stored.
+    let o = sb
+        .command(&["connect", "--rep", "gus", "--grant-env", "E2E_WRONG_GRANT"])
+        .env("E2E_WRONG_GRANT", "1//not-a-grant-e2e")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("did not accept the grant") && err.contains("nothing was stored"), "{err}");
+    assert!(!err.contains("not-a-grant-e2e"), "the grant is never shown: {err}");
+    let paused: Value = serde_json::from_str(&sb.ok(&["sync", "--rep", "gus", "--json"])).unwrap();
+    assert_eq!(paused["reports"][0]["state"], "needs_reconnect", "no grant was stored: {paused}");
     sb.ok(&["connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT"]);
     let mut worker = sb.spawn(&["worker", "--json", "--id", "w-term", "--interval", "0", "--grace", "60"]);
     // The first report is printed: the worker is cycling again (interval 0) or on the next rep.

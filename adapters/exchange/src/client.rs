@@ -195,7 +195,7 @@ impl Session {
         format!("{}{}", self.graph.config.graph_url.trim_end_matches('/'), self.rel(path, query))
     }
 
-    async fn token(&self, fresh: bool) -> Result<SecretString> {
+    pub(crate) async fn token(&self, fresh: bool) -> Result<SecretString> {
         let key = self.principal.cache_key();
         let mut cache = self.graph.tokens.lock().await;
         if !fresh {

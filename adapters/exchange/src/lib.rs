@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use crmsync_core::{Access, Collection, ConnectionMode, Error, ErrorKind, Kind, Provider, Rep, Result, Window};
+use secrecy::SecretString;
 
 pub use collection::GraphCollection;
 pub use config::Config;
@@ -99,5 +100,10 @@ impl Provider for ExchangeProvider {
 
     async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>> {
         Ok(Arc::new(self.open(rep, kind, access).await?))
+    }
+
+    async fn verify_grant(&self, _rep: &Rep, grant: &SecretString) -> Result<()> {
+        let session = Session::new(self.graph.clone(), Principal::Delegated(grant.clone()), "/me".to_owned());
+        session.token(true).await.map(drop)
     }
 }

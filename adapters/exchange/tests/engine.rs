@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use chrono::{Duration, Timelike, Utc};
 use crmsync_core::memory::{MemCrm, MemStore};
-use crmsync_core::port::Store;
 use crmsync_core::*;
 use crmsync_exchange::ExchangeProvider;
 use crmsync_exchange::fake::FakeGraph;

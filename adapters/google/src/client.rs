@@ -168,7 +168,7 @@ impl Session {
         Ok(token)
     }
 
-    async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
+    pub(crate) async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
         let cfg = self.cfg();
         let form: Vec<(&str, String)> = match &self.auth {
             Auth::ServiceAccount { subject } => {

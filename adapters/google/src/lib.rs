@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use crmsync_core::{Access, Collection, ConnectionMode, Error, ErrorKind, Kind, Provider, Rep, Result};
+use secrecy::SecretString;
 
 pub use client::parse_error;
 pub use config::Config;
@@ -104,5 +105,10 @@ impl Provider for GoogleProvider {
             Kind::Contact => Arc::new(self.contacts(rep, access).await?),
             Kind::Event => Arc::new(self.events(rep, access)?),
         })
+    }
+
+    async fn verify_grant(&self, rep: &Rep, grant: &SecretString) -> Result<()> {
+        let session = Session::new(self.client.clone(), Auth::Refresh { grant: grant.clone() }, &rep.mailbox);
+        session.fetch_token().await.map(drop)
     }
 }

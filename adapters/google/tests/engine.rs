@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use crmsync_core::memory::{MemCrm, MemState, MemStore};
-use crmsync_core::port::Store;
 use crmsync_core::*;
 use crmsync_google::fake::{DEFAULT_GROUP, EventEdit, FakeGoogle};
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use crmsync_core::memory::{MemProvider, MemStore};
-use crmsync_core::port::Store;
 use crmsync_core::*;
 use crmsync_salesforce::SalesforceCrm;
 use crmsync_salesforce::fake::FakeSalesforce;

@@ -118,4 +118,7 @@ impl Provider for CrashingProvider {
         let inner = self.inner.collection(rep, kind, access).await?;
         Ok(Arc::new(CrashingCollection { inner, switch: self.switch.clone() }))
     }
+    async fn verify_grant(&self, rep: &Rep, grant: &secrecy::SecretString) -> Result<()> {
+        self.inner.verify_grant(rep, grant).await
+    }
 }
