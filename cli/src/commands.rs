@@ -105,7 +105,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("syncing {}", rep.name))?
         {
             Leased::Ran(report) => {
-                reports.push(report);
+                reports.push(*report);
                 synced.push(rep);
             }
             Leased::Busy(h) => busy.push(format!("{}: {}", rep.name, busy_line(&h))),

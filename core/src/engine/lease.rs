@@ -36,7 +36,7 @@ pub struct LeaseTerms {
 #[derive(Clone, Debug)]
 pub enum Leased {
     /// The cycle ran under the lease (its report).
-    Ran(CycleReport),
+    Ran(Box<CycleReport>),
     /// Somebody else holds the rep's lease; nothing ran.
     Busy(LeaseHolder),
     /// The cycle started and was abandoned (lost lease, or told to stop); the reason.
@@ -73,7 +73,7 @@ impl Engine {
             }
         };
         let (outcome, holds) = tokio::select! {
-            r = self.cycle(rep) => (r.map(Leased::Ran), true),
+            r = self.cycle(rep) => (r.map(|r| Leased::Ran(Box::new(r))), true),
             lost = renew => (Ok(Leased::Abandoned(format!("cycle abandoned: the lease was lost ({lost})"))), false),
             _ = &mut stop => (Ok(Leased::Abandoned("cycle abandoned: stopped".into())), true),
         };
