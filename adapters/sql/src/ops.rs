@@ -756,16 +756,22 @@ macro_rules! ops {
                 tx.commit().await.map_err(db)
             }
 
+            /// Make the rep known to the scheduler, due at `due_ns` (an existing schedule is kept).
+            async fn ensure_scheduled(tx: &mut Tx, rep: &str, due_ns: i64) -> Result<()> {
+                ensure_rep(tx, rep).await?;
+                sqlx::query("INSERT INTO schedule (rep, due_ns) VALUES ($1, $2) ON CONFLICT (rep) DO NOTHING")
+                    .bind(rep)
+                    .bind(due_ns)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                Ok(())
+            }
+
             pub(crate) async fn schedule(pool: &Pool, rep: &str, due: DateTime<Utc>) -> Result<()> {
                 let due = ns(due)?;
                 let mut tx = begin(pool).await?;
-                ensure_rep(&mut tx, rep).await?;
-                sqlx::query("INSERT INTO schedule (rep, due_ns) VALUES ($1, $2) ON CONFLICT (rep) DO NOTHING")
-                    .bind(rep)
-                    .bind(due)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                ensure_scheduled(&mut tx, rep, due).await?;
                 tx.commit().await.map_err(db)
             }
 
@@ -812,25 +818,14 @@ macro_rules! ops {
                 let until = lease_end(now, lease)?;
                 let now = ns(now)?;
                 let mut tx = begin(pool).await?;
-                ensure_rep(&mut tx, rep).await?;
-                sqlx::query("INSERT INTO schedule (rep, due_ns) VALUES ($1, $2) ON CONFLICT (rep) DO NOTHING")
-                    .bind(rep)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                ensure_scheduled(&mut tx, rep, now).await?;
+                // Taken when free, expired or already the holder's; no row: somebody else holds it.
                 let taken = sqlx::query(
                     "UPDATE schedule SET lease_worker = $2, lease_until_ns = $3 WHERE rep = $1 \
                      AND (lease_worker IS NULL OR lease_worker = $2 OR lease_until_ns IS NULL OR lease_until_ns <= $4)",
-                )
-                .bind(rep)
-                .bind(holder_name)
-                .bind(until)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
+                );
+                let taken = taken.bind(rep).bind(holder_name).bind(until).bind(now);
+                let taken = taken.execute(&mut *tx).await.map_err(db)?.rows_affected();
                 let outcome = if taken == 1 {
                     crmsync_core::Acquire::Acquired
                 } else {
