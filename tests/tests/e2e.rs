@@ -603,3 +603,45 @@ async fn sigterm_stops_the_worker_cleanly_and_releases_its_leases() {
     }
     assert_eq!(duplicates(&sb).await, Vec::<String>::new());
 }
+
+/// The sandbox's SQLite store, opened beside the `crmsync` processes.
+async fn sandbox_store(sb: &Sandbox) -> crmsync_sql::SqlStore {
+    let config = std::fs::read_to_string(sb.config()).unwrap();
+    let name = config.lines().find_map(|l| l.strip_prefix("url = ")).expect("[store] url").trim_matches('"');
+    let path = Path::new(&sb.config()).parent().unwrap().join(name);
+    crmsync_sql::SqlStore::connect(&path.display().to_string()).await.expect("the sandbox store opens")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lease_is_named_by_sync_and_worker_once_and_waited_for_with_wait() {
+    use crmsync_core::{Acquire, Leases};
+    let sb = start_sandbox();
+    let status: Value = serde_json::from_str(&sb.ok(&["status", "--json"])).unwrap();
+    let erin = status["reps"].as_array().unwrap().iter().find(|r| r["provider"] == "exchange").unwrap().clone();
+    let (erin_id, erin_name) = (erin["id"].as_str().unwrap(), erin["rep"].as_str().unwrap());
+    let store = sandbox_store(&sb).await;
+    let ghost = "ghost-worker@elsewhere";
+    let held = store.acquire_lease(ghost, erin_id, std::time::Duration::from_secs(600), chrono::Utc::now()).await;
+    assert_eq!(held.unwrap(), Acquire::Acquired);
+
+    let o = sb.run(&["sync", "--all", "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "a held lease is exit 3: {err}");
+    assert!(err.contains(&format!("{erin_name}: not synced: its lease is held by {ghost} until 20")), "{err}");
+    let out: Value = serde_json::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let synced: Vec<&str> = out["reports"].as_array().unwrap().iter().map(|r| r["rep"].as_str().unwrap()).collect();
+    assert!(!synced.is_empty() && !synced.contains(&erin_name), "the other reps are synced: {synced:?}");
+
+    let o = sb.run(&["worker", "--once", "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains(&format!("{erin_name}: not synced: its lease is held by {ghost}")), "--once explains: {err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(erin_name), "the worker left the rep alone");
+
+    // A short lease: --wait runs the cycle once it ends.
+    store.release(ghost, erin_id, None).await.unwrap();
+    let short = store.acquire_lease(ghost, erin_id, std::time::Duration::from_secs(2), chrono::Utc::now()).await;
+    assert_eq!(short.unwrap(), Acquire::Acquired);
+    let out: Value = serde_json::from_str(&sb.ok(&["sync", "--rep", erin_name, "--wait", "--json"])).unwrap();
+    assert_eq!(out["reports"][0]["state"], "ok", "{out}");
+}
