@@ -39,8 +39,8 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub interval: u64,
     /// Seconds a running cycle may take to finish after SIGTERM/SIGINT before it is abandoned
-    /// (0 to 3600).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    /// (0 to 3600); keep it below the supervisor's stop timeout (docker: 10 s, systemd: 90 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub grace: u64,
     /// Sync every rep that is due now once, then exit (for cron, and to try the worker out).
     #[arg(long)]
