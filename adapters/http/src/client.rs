@@ -87,7 +87,7 @@ impl Response {
         }
         serde_json::from_str(&self.text).map_err(|e| {
             Error::unexpected(format!(
-                "{service}: truncated or non-JSON response (HTTP {}): {}",
+                "{service}: truncated or non-JSON response (HTTP {}; the body is not JSON: {})",
                 self.status,
                 snippet(&self.text)
             ))
@@ -101,6 +101,9 @@ pub(crate) fn snippet(s: &str) -> String {
     s.chars().take(200).collect::<String>().replace(['\n', '\r'], " ")
 }
 
+/// What [`Http::on_headers`] installs.
+type HeadersHook = Box<dyn Fn(&HeaderMap) + Send + Sync>;
+
 /// One adapter's HTTP client: a reqwest client, the retry policy and the adapter's
 /// [`ParseError`].
 pub struct Http {
@@ -108,6 +111,7 @@ pub struct Http {
     service: &'static str,
     retry: RetryConfig,
     parse_error: ParseError,
+    on_headers: Option<HeadersHook>,
 }
 
 impl fmt::Debug for Http {
@@ -124,7 +128,14 @@ impl Http {
             .timeout(timeout)
             .build()
             .map_err(|e| Error::invalid_config(format!("{service}: cannot build the HTTP client")).with_source(e))?;
-        Ok(Self { client, service, retry, parse_error })
+        Ok(Self { client, service, retry, parse_error, on_headers: None })
+    }
+
+    /// Show every response's headers (failed attempts' too) to `f`, e.g. to track a usage
+    /// header.
+    pub fn on_headers(mut self, f: impl Fn(&HeaderMap) + Send + Sync + 'static) -> Self {
+        self.on_headers = Some(Box::new(f));
+        self
     }
 
     /// The retry policy.
@@ -153,6 +164,9 @@ impl Http {
             ctr.hit();
             let resp = build(&self.client).send().await.map_err(|e| self.transport(e, idempotent))?;
             let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+            if let Some(f) = &self.on_headers {
+                f(&headers);
+            }
             let text = resp.text().await.map_err(|e| self.transport(e, idempotent))?;
             if status >= 400 {
                 let err = self.parse_error(status, &headers, &text);
@@ -184,8 +198,9 @@ impl Http {
     }
 
     /// Send with a token from `tokens` (slot `key`, filled by `fetch` when empty or expired):
-    /// [`Http::exchange`], and on a 401 one refresh and one more try. A status ≥ 400 becomes
-    /// the parsed error.
+    /// [`Http::exchange`], and on a 401 one refresh and one more try. Answers the final
+    /// response whatever its status (the caller may read its headers; [`Http::check`] maps a
+    /// status ≥ 400 to the parsed error).
     pub async fn send_authed<T, F, Fut>(
         &self,
         ctr: &Counter,
@@ -203,12 +218,12 @@ impl Http {
         let lease = tokens.get(key, &fetch).await?;
         let resp = self.exchange(ctr, idempotent, |c| build(c, &lease.token)).await?;
         if resp.status != 401 {
-            return self.check(resp);
+            return Ok(resp);
         }
         tracing::debug!("{}: access token refused, fetching a new one", self.service);
         tokens.invalidate(&lease).await;
         let lease = tokens.get(key, &fetch).await?;
-        self.check(self.exchange(ctr, idempotent, |c| build(c, &lease.token)).await?)
+        self.exchange(ctr, idempotent, |c| build(c, &lease.token)).await
     }
 
     /// POST an OAuth 2.0 token request (`form`) to `url`: retried like any idempotent request,

@@ -131,8 +131,9 @@ struct OAuthError {
 
 /// The error of a refused OAuth 2.0 token request (`{"error", "error_description"}`):
 /// `invalid_grant` (expired, revoked or wrong grant) and withdrawn consent are
-/// `GrantRevoked` (the rep must reconnect); `invalid_client` is `InvalidConfig`;
-/// `unauthorized_client` / `access_denied` are `PermissionDenied`; 429 and 5xx are temporary.
+/// `GrantRevoked` (the rep must reconnect); `unauthorized_client` / `access_denied` are
+/// `PermissionDenied`; 429 and 5xx are temporary; anything else (`invalid_client`: a wrong
+/// app secret) is `Unauthenticated`.
 /// The message holds the code and the description's first line, never the request's secrets.
 pub fn oauth_error(service: &str, status: u16, headers: &HeaderMap, body: &str) -> Error {
     let parsed: Option<OAuthError> = serde_json::from_str(body).ok();
@@ -144,7 +145,6 @@ pub fn oauth_error(service: &str, status: u16, headers: &HeaderMap, body: &str) 
         (429, _) => ErrorKind::RateLimited,
         (500..=599, _) => ErrorKind::Transport,
         (_, "invalid_grant" | "interaction_required" | "consent_required") => ErrorKind::GrantRevoked,
-        (_, "invalid_client") => ErrorKind::InvalidConfig,
         (_, "unauthorized_client" | "access_denied") => ErrorKind::PermissionDenied,
         _ => ErrorKind::Unauthenticated,
     };
@@ -175,7 +175,7 @@ mod tests {
             e.message().contains("invalid_grant: Token has been expired or revoked.") && !e.message().contains("Trace")
         );
         assert_eq!(oauth_error("x", 400, &h, r#"{"error":"consent_required"}"#).kind(), ErrorKind::GrantRevoked);
-        assert_eq!(oauth_error("x", 401, &h, r#"{"error":"invalid_client"}"#).kind(), ErrorKind::InvalidConfig);
+        assert_eq!(oauth_error("x", 401, &h, r#"{"error":"invalid_client"}"#).kind(), ErrorKind::Unauthenticated);
         assert_eq!(oauth_error("x", 400, &h, r#"{"error":"access_denied"}"#).kind(), ErrorKind::PermissionDenied);
         assert_eq!(oauth_error("x", 400, &h, "<html>").kind(), ErrorKind::Unauthenticated);
         let e = oauth_error("x", 503, &h, "<html>down</html>");

@@ -221,6 +221,7 @@ async fn concurrent_callers_share_one_token_request_and_a_401_refreshes_once() {
             let api = format!("{base}/api");
             h.send_authed(&ctr, true, &tokens, "k", fetch, |c, t| c.get(&api).bearer_auth(t.expose_secret()))
                 .await
+                .and_then(|r| h.check(r))
                 .map(|r| r.status)
         }));
     }

@@ -1,48 +1,29 @@
-//! HTTP client for one org: OAuth token cache (refresh-token or client-credentials flow), one
-//! transparent re-authentication on `401 INVALID_SESSION_ID`, retry with backoff within a
-//! budget, `Sforce-Limit-Info` tracking, SOQL paging through `nextRecordsUrl`, and the one
+//! HTTP client for one org on the [`crmsync_http`] chassis: the org's OAuth token
+//! (refresh-token or client-credentials flow) in the chassis' single-flight cache, one
+//! transparent re-authentication on `401 INVALID_SESSION_ID`, retries within the budget,
+//! `Sforce-Limit-Info` tracking, SOQL paging through `nextRecordsUrl`, and the one
 //! [`parse_error`] that maps Salesforce error bodies to [`crmsync_core::Error`].
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use crmsync_core::{Error, ErrorKind, Result};
+use crmsync_http::{Counter, Http, TokenCache};
 use reqwest::Method;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::config::Config;
 
-/// A raw HTTP answer (any status the caller has to look at).
-#[derive(Debug)]
-pub(crate) struct Raw {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub text: String,
-}
+/// A raw HTTP answer.
+pub(crate) type Raw = crmsync_http::Response;
 
-impl Raw {
-    pub fn json(&self) -> Result<Value> {
-        if self.text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&self.text).map_err(|e| {
-            Error::unexpected(format!(
-                "salesforce: response is not JSON (HTTP {}): {e}: {}",
-                self.status,
-                snippet(&self.text)
-            ))
-        })
-    }
-    /// The server's clock, from the `Date` header.
-    pub fn date(&self) -> Option<DateTime<Utc>> {
-        let v = self.headers.get(reqwest::header::DATE)?.to_str().ok()?;
-        DateTime::parse_from_rfc2822(v).ok().map(|d| d.with_timezone(&Utc))
-    }
+/// The server's clock, from the `Date` header.
+fn server_date(raw: &Raw) -> Option<DateTime<Utc>> {
+    let v = raw.headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(v).ok().map(|d| d.with_timezone(&Utc))
 }
 
 #[derive(Clone)]
@@ -63,10 +44,10 @@ pub struct ApiUsage {
 /// The shared client of one org (token cache, usage); requests are counted on the counter the
 /// caller passes, so each collection handle counts its own.
 pub(crate) struct Client {
-    http: reqwest::Client,
+    http: Http,
     pub cfg: Config,
-    token: tokio::sync::Mutex<Option<Token>>,
-    usage: Mutex<Option<ApiUsage>>,
+    tokens: TokenCache<Token>,
+    usage: Arc<Mutex<Option<ApiUsage>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,14 +64,17 @@ pub(crate) struct QueryResult {
     pub date: Option<DateTime<Utc>>,
 }
 
+/// The token cache has one slot: the org's.
+const ORG: &str = "org";
+
 impl Client {
     pub fn new(cfg: Config) -> Result<Self> {
         cfg.validate()?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_secs))
-            .build()
-            .map_err(|e| Error::invalid_config(format!("salesforce: cannot build HTTP client: {e}")))?;
-        Ok(Self { http, cfg, token: tokio::sync::Mutex::new(None), usage: Mutex::new(None) })
+        let usage = Arc::new(Mutex::new(None));
+        let seen = usage.clone();
+        let http = Http::new("salesforce", Duration::from_secs(cfg.timeout_secs), cfg.retry.clone(), parse_error)?
+            .on_headers(move |h| note_limits(&seen, h));
+        Ok(Self { http, cfg, tokens: TokenCache::new(), usage })
     }
 
     /// `/services/data/vXX.X` + `rest`.
@@ -99,173 +83,63 @@ impl Client {
     }
 
     pub fn usage(&self) -> Option<ApiUsage> {
-        *self.usage.lock().expect("usage lock")
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn note_limits(&self, headers: &HeaderMap) {
-        let Some(v) = headers.get("sforce-limit-info").and_then(|v| v.to_str().ok()) else { return };
-        if let Some(u) = parse_limit_info(v) {
-            tracing::debug!(used = u.used, max = u.max, "salesforce API usage");
-            if u.max > 0 && u.used * 10 >= u.max * 9 {
-                tracing::warn!(used = u.used, max = u.max, "salesforce org is above 90% of its daily API requests");
-            }
-            *self.usage.lock().expect("usage lock") = Some(u);
-        }
-    }
-
-    /// Send a request built by `build`, retrying transport failures and temporary statuses
-    /// within the budget. Every attempt is counted on `ctr`. Returns the first answer that is
-    /// not a temporary failure (any status), or the last error.
-    async fn execute(
-        &self,
-        ctr: &AtomicU64,
-        build: &(dyn Fn() -> reqwest::RequestBuilder + Send + Sync),
-    ) -> Result<Raw> {
-        let r = &self.cfg.retry;
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(r.min_delay_ms))
-            .with_max_delay(r.max_delay())
-            .with_max_times(r.max_retries as usize)
-            .with_jitter()
-            .build();
-        loop {
-            ctr.fetch_add(1, Ordering::Relaxed);
-            let err = match build().send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
-                    self.note_limits(&headers);
-                    match resp.text().await {
-                        Ok(text) => {
-                            let raw = Raw { status, headers, text };
-                            if raw.status < 400 {
-                                return Ok(raw);
-                            }
-                            let e = parse_error(raw.status, &raw.headers, &raw.text);
-                            if !e.is_temporary() {
-                                return Ok(raw);
-                            }
-                            e
-                        }
-                        Err(e) => transport(e),
-                    }
-                }
-                Err(e) => transport(e),
-            };
-            let after = match err.retry() {
-                crmsync_core::Retry::Temporary { after } => after,
-                crmsync_core::Retry::Permanent => None,
-            };
-            if after.is_some_and(|a| a > r.max_delay()) {
-                return Err(err);
-            }
-            match delays.next() {
-                Some(d) => {
-                    let wait = after.unwrap_or(d);
-                    tracing::debug!(error = %err, wait_ms = wait.as_millis() as u64, "salesforce: retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                None => return Err(err.context("salesforce: retry budget exhausted")),
-            }
-        }
-    }
-
-    async fn token(&self, ctr: &AtomicU64) -> Result<Token> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref() {
-            return Ok(t.clone());
-        }
-        let t = self.fetch_token(ctr).await?;
-        *slot = Some(t.clone());
-        Ok(t)
-    }
-
-    async fn invalidate(&self, failed: &Token) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| t.access.expose_secret() == failed.access.expose_secret()) {
-            *slot = None;
-        }
-    }
-
-    async fn fetch_token(&self, ctr: &AtomicU64) -> Result<Token> {
+    async fn fetch_token(&self, ctr: &Counter) -> Result<(Token, Option<Duration>)> {
         let cfg = &self.cfg;
-        let mut form: Vec<(&str, String)> = vec![("client_id", cfg.client_id.clone()), ("format", "json".into())];
+        let mut form: Vec<(&str, &str)> = vec![("client_id", &cfg.client_id), ("format", "json")];
         match &cfg.refresh_token {
-            Some(rt) => {
-                form.push(("grant_type", "refresh_token".into()));
-                form.push(("refresh_token", rt.expose_secret().to_owned()));
-            }
-            None => form.push(("grant_type", "client_credentials".into())),
+            Some(rt) => form.extend([("grant_type", "refresh_token"), ("refresh_token", rt.expose_secret())]),
+            None => form.push(("grant_type", "client_credentials")),
         }
         if let Some(s) = &cfg.client_secret {
-            form.push(("client_secret", s.expose_secret().to_owned()));
+            form.push(("client_secret", s.expose_secret()));
         }
-        let url = cfg.token_endpoint();
-        let raw = self.execute(ctr, &|| self.http.post(&url).form(&form)).await?;
-        let body: Value = serde_json::from_str(&raw.text).unwrap_or(Value::Null);
-        if raw.status >= 400 || body.get("access_token").is_none() {
-            let code = body.get("error").and_then(Value::as_str).unwrap_or("unknown_error");
-            let desc = body.get("error_description").and_then(Value::as_str).unwrap_or("");
-            let kind = if raw.status >= 500 { ErrorKind::Transport } else { ErrorKind::Unauthenticated };
-            return Err(Error::new(
-                kind,
-                format!("salesforce: token request failed (HTTP {}): {code}: {desc}", raw.status),
-            ));
-        }
-        let access = body["access_token"].as_str().unwrap_or_default().to_owned();
-        let instance_url = body
-            .get("instance_url")
-            .and_then(Value::as_str)
+        let reply = self.http.fetch_token(ctr, &cfg.token_endpoint(), &form).await?;
+        let instance_url = reply
+            .instance_url
+            .as_deref()
             .filter(|s| !s.is_empty())
             .unwrap_or(&cfg.instance_url)
             .trim_end_matches('/')
             .to_owned();
-        Ok(Token { access: SecretString::from(access), instance_url })
+        let lifetime = reply.lifetime();
+        Ok((Token { access: reply.access_token, instance_url }, lifetime))
     }
 
     /// An authenticated request to `path` (absolute path on the instance, e.g. a
-    /// `nextRecordsUrl`). Statuses ≥ 400 become errors through [`parse_error`].
+    /// `nextRecordsUrl`). Statuses ≥ 400 become errors through [`parse_error`]. Every request
+    /// of the adapter is idempotent (queries, upserts by external id, updates and deletes by
+    /// id), so the chassis may retry each.
     pub async fn call(
         &self,
-        ctr: &AtomicU64,
+        ctr: &Counter,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Raw> {
-        let mut refreshed = false;
-        loop {
-            let tok = self.token(ctr).await?;
-            let url = format!("{}{}", tok.instance_url, path);
-            let access = tok.access.expose_secret().to_owned();
-            let build = || {
-                let mut rb = self.http.request(method.clone(), &url).bearer_auth(&access);
-                if !query.is_empty() {
-                    rb = rb.query(query);
-                }
-                if let Some(b) = body {
-                    rb = rb.json(b);
-                }
-                rb
-            };
-            let raw = self.execute(ctr, &build).await?;
-            if raw.status == 401 && !refreshed {
-                tracing::debug!("salesforce: session expired, fetching a new access token");
-                self.invalidate(&tok).await;
-                refreshed = true;
-                continue;
+        let build = |c: &reqwest::Client, tok: &Token| {
+            let mut rb = c
+                .request(method.clone(), format!("{}{path}", tok.instance_url))
+                .bearer_auth(tok.access.expose_secret());
+            if !query.is_empty() {
+                rb = rb.query(query);
             }
-            if raw.status >= 400 {
-                return Err(parse_error(raw.status, &raw.headers, &raw.text));
+            if let Some(b) = body {
+                rb = rb.json(b);
             }
-            return Ok(raw);
-        }
+            rb
+        };
+        let raw = self.http.send_authed(ctr, true, &self.tokens, ORG, || self.fetch_token(ctr), build).await?;
+        self.http.check(raw)
     }
 
     /// Run several SOQL queries with as few requests as possible: one plain query when there is
     /// one, else `/composite` requests of up to 25 query subrequests each (one API call each);
     /// a subresult with more rows follows its `nextRecordsUrl`. Returns every record.
-    pub async fn query_many(&self, ctr: &AtomicU64, soqls: &[String]) -> Result<Vec<Value>> {
+    pub async fn query_many(&self, ctr: &Counter, soqls: &[String]) -> Result<Vec<Value>> {
         if let [one] = soqls {
             return Ok(self.query(ctr, one, false).await?.records);
         }
@@ -285,7 +159,7 @@ impl Client {
                 .collect();
             let req = serde_json::json!({"allOrNone": false, "compositeRequest": subs});
             let raw = self.call(ctr, Method::POST, &self.data_path("/composite"), &[], Some(&req)).await?;
-            let body = raw.json()?;
+            let body = raw.json("salesforce")?;
             let answers =
                 body.get("compositeResponse").and_then(Value::as_array).filter(|a| a.len() == chunk.len()).ok_or_else(
                     || Error::unexpected(format!("salesforce: composite answer: {}", snippet(&raw.text))),
@@ -303,7 +177,7 @@ impl Client {
                 ) {
                     let mut raw = self.call(ctr, Method::GET, next, &[], None).await?;
                     loop {
-                        let page = raw.json()?;
+                        let page = raw.json("salesforce")?;
                         out.extend(page.get("records").and_then(Value::as_array).cloned().unwrap_or_default());
                         match page.get("nextRecordsUrl").and_then(Value::as_str) {
                             Some(n) if !page.get("done").and_then(Value::as_bool).unwrap_or(true) => {
@@ -319,13 +193,13 @@ impl Client {
     }
 
     /// Run a SOQL query (`queryAll` when `all`), following `nextRecordsUrl` to the end.
-    pub async fn query(&self, ctr: &AtomicU64, soql: &str, all: bool) -> Result<QueryResult> {
+    pub async fn query(&self, ctr: &Counter, soql: &str, all: bool) -> Result<QueryResult> {
         let path = self.data_path(if all { "/queryAll" } else { "/query" });
         tracing::trace!(soql, "salesforce query");
         let mut raw = self.call(ctr, Method::GET, &path, &[("q", soql.to_owned())], None).await?;
-        let mut out = QueryResult { records: vec![], date: raw.date() };
+        let mut out = QueryResult { records: vec![], date: server_date(&raw) };
         loop {
-            let body = raw.json()?;
+            let body = raw.json("salesforce")?;
             let records = body.get("records").and_then(Value::as_array).ok_or_else(|| {
                 Error::unexpected(format!("salesforce: query answer without records: {}", snippet(&raw.text)))
             })?;
@@ -348,14 +222,21 @@ impl Client {
 /// Subrequests one `/composite` request may carry.
 const COMPOSITE_MAX: usize = 25;
 
-fn transport(e: reqwest::Error) -> Error {
-    let what = if e.is_timeout() { "timed out" } else { "failed" };
-    Error::new(ErrorKind::Transport, format!("salesforce: request {what}: {}", e.without_url())).temporary(None)
-}
-
 fn snippet(s: &str) -> String {
     let t: String = s.chars().take(200).collect();
     t.replace('\n', " ")
+}
+
+/// Keep the org's usage from a `Sforce-Limit-Info` header; warn above 90%.
+fn note_limits(usage: &Mutex<Option<ApiUsage>>, headers: &HeaderMap) {
+    let Some(v) = headers.get("sforce-limit-info").and_then(|v| v.to_str().ok()) else { return };
+    if let Some(u) = parse_limit_info(v) {
+        tracing::debug!(used = u.used, max = u.max, "salesforce API usage");
+        if u.max > 0 && u.used.saturating_mul(10) >= u.max.saturating_mul(9) {
+            tracing::warn!(used = u.used, max = u.max, "salesforce org is above 90% of its daily API requests");
+        }
+        *usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(u);
+    }
 }
 
 /// `api-usage=25/5000; per-app-api-usage=…` → the org-wide figure.
@@ -391,12 +272,7 @@ pub(crate) fn kind_for_code(code: &str) -> ErrorKind {
 /// REST error arrays `[{message, errorCode, fields}]`, collection `statusCode`s, OAuth
 /// `{error, error_description}`, and non-JSON error pages.
 pub fn parse_error(status: u16, headers: &HeaderMap, body: &str) -> Error {
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
+    let retry_after = crmsync_http::retry_after(headers);
     let json: Option<Value> = serde_json::from_str(body).ok();
     let first = json.as_ref().and_then(|j| match j {
         Value::Array(a) => a.first().cloned(),

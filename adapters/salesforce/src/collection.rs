@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -16,6 +15,7 @@ use crmsync_core::{
     Capabilities, Change, Changes, Collection, ContactFilter, Criterion, CriterionOp, Error, ErrorKind, Found, Item,
     ItemFailure, Kind, MatchKey, NewItem, Record, Result, Update, Window,
 };
+use crmsync_http::Counter;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -68,7 +68,7 @@ pub(crate) struct SfCollection {
     pub owner: String,
     pub scope: Scope,
     pub window: Window,
-    pub requests: AtomicU64,
+    pub requests: Counter,
     pub directory: Directory,
 }
 
@@ -120,7 +120,7 @@ fn secs(t: i64) -> DateTime<Utc> {
 }
 
 impl SfCollection {
-    fn ctr(&self) -> &AtomicU64 {
+    fn ctr(&self) -> &Counter {
         &self.requests
     }
     fn key_field(&self) -> &str {
@@ -321,7 +321,7 @@ impl SfCollection {
         ]});
         let raw =
             self.client.call(self.ctr(), Method::POST, &self.client.data_path("/composite"), &[], Some(&req)).await?;
-        let resp = raw.json()?;
+        let resp = raw.json("salesforce")?;
         let subs = resp
             .get("compositeResponse")
             .and_then(Value::as_array)
@@ -710,7 +710,7 @@ impl Collection for SfCollection {
                 None,
             )
             .await?;
-        let body = raw.json()?;
+        let body = raw.json("salesforce")?;
         let results = body.as_array().cloned().unwrap_or_default();
         let mut by_pos = results.into_iter();
         Ok(ids
@@ -737,7 +737,7 @@ impl Collection for SfCollection {
     }
 
     fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.get()
     }
 }
 

@@ -1,11 +1,12 @@
 //! Configuration of the Salesforce adapter.
 
 use std::fmt;
-use std::time::Duration;
 
 use crmsync_core::{Error, Result};
 use secrecy::SecretString;
 use serde::Deserialize;
+
+pub use crmsync_http::RetryConfig;
 
 /// How to reach one Salesforce org.
 ///
@@ -37,41 +38,13 @@ pub struct Config {
     /// The external-id field holding crmsync's sync key on Contact and Event.
     #[serde(default = "default_sync_key_field")]
     pub sync_key_field: String,
-    /// Retry budget for throttling and transient failures.
+    /// Retry budget for throttling and transient failures
+    /// (`retry = { max_retries, min_delay_ms, max_delay_ms }`).
     #[serde(default)]
     pub retry: RetryConfig,
     /// Timeout of one HTTP request, seconds (default 60).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
-}
-
-/// How often and how long to retry a request that failed temporarily (429, 503, timeouts,
-/// dropped connections, concurrent-request limits).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// First backoff delay, milliseconds (doubles per retry, with jitter).
-    pub min_delay_ms: u64,
-    /// Longest delay between two attempts, milliseconds (also caps `Retry-After`).
-    pub max_delay_ms: u64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self { max_retries: 4, min_delay_ms: 500, max_delay_ms: 30_000 }
-    }
-}
-
-impl RetryConfig {
-    /// A budget with millisecond delays, for tests.
-    pub fn fast() -> Self {
-        Self { max_retries: 4, min_delay_ms: 1, max_delay_ms: 5 }
-    }
-    pub(crate) fn max_delay(&self) -> Duration {
-        Duration::from_millis(self.max_delay_ms)
-    }
 }
 
 fn default_api_version() -> String {
@@ -153,9 +126,7 @@ impl Config {
                 self.sync_key_field
             ));
         }
-        if self.retry.min_delay_ms > self.retry.max_delay_ms {
-            return bad("retry.min_delay_ms exceeds retry.max_delay_ms".into());
-        }
+        self.retry.validate("salesforce")?;
         if self.timeout_secs == 0 {
             return bad("timeout_secs must be positive".into());
         }

@@ -19,10 +19,10 @@ pub mod soql;
 pub mod fake;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use crmsync_core::{Access, Collection, Crm, CrmUser, Error, Kind, MANAGE_SYNC, MANAGE_USERS, Rep, Result};
+use crmsync_http::Counter;
 use serde_json::Value;
 
 pub use client::{ApiUsage, parse_error};
@@ -40,7 +40,7 @@ pub const MANAGE_SYNC_PERMISSION: &str = "Manage_Sync";
 pub struct SalesforceCrm {
     client: Arc<Client>,
     /// Requests of `find_users` / `permissions` (collections count their own).
-    requests: AtomicU64,
+    requests: Counter,
     /// E-mail → Contact Id per owner from the last full contact read (for Event `WhoId`).
     directory: collection::Directory,
 }
@@ -48,7 +48,7 @@ pub struct SalesforceCrm {
 impl SalesforceCrm {
     /// Check the config and build the client. No request is made until first use.
     pub fn new(config: Config) -> Result<Self> {
-        Ok(Self { client: Arc::new(Client::new(config)?), requests: AtomicU64::new(0), directory: Default::default() })
+        Ok(Self { client: Arc::new(Client::new(config)?), requests: Counter::new(), directory: Default::default() })
     }
 
     /// The org's daily API usage as the last response's `Sforce-Limit-Info` reported it.
@@ -58,7 +58,7 @@ impl SalesforceCrm {
 
     /// Requests made by `find_users` and `permissions`.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.get()
     }
 
     fn check_user_id(id: &str) -> Result<()> {
@@ -84,7 +84,7 @@ impl Crm for SalesforceCrm {
             owner: rep.crm_user_id.clone(),
             scope,
             window: access.window,
-            requests: AtomicU64::new(0),
+            requests: Counter::new(),
             directory: self.directory.clone(),
         }))
     }

@@ -256,6 +256,15 @@ async fn an_expired_session_is_refreshed_once_and_bad_credentials_are_clear() {
     let c2 = coll(&crm2, &rep, Kind::Contact).await;
     assert_eq!(upserts(&c2.changes(None).await.unwrap()).len(), 1);
 
+    // A refresh token the org no longer knows (revoked, expired): GrantRevoked, not retried.
+    let mut revoked = fake.config_with_refresh_token();
+    revoked.refresh_token = Some("revoked-refresh-token".to_string().into());
+    let c4 = coll(&SalesforceCrm::new(revoked).unwrap(), &rep, Kind::Contact).await;
+    let err = c4.changes(None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::GrantRevoked, "{err}");
+    assert!(err.to_string().contains("invalid_grant") && !err.to_string().contains("revoked-refresh-token"));
+    assert_eq!(c4.requests(), 1, "one token request, no retry");
+
     // A wrong secret: Unauthenticated, and the secret appears nowhere.
     let mut bad = fake.config();
     bad.client_secret = Some("s3cr3t-value".to_string().into());
