@@ -1,19 +1,18 @@
-//! HTTP to Microsoft Graph: OAuth tokens (app-only and delegated) with a cache, retries that
-//! honour `Retry-After`, one transparent token refresh on 401, paging, JSON batching, and the
-//! one [`parse_error`] that maps a Graph status and body to a [`crmsync_core::Error`].
+//! HTTP to Microsoft Graph on the [`crmsync_http`] chassis: OAuth tokens (app-only and
+//! delegated) in the chassis' single-flight cache, retries that honour `Retry-After`, one
+//! transparent token refresh on 401, paging, JSON batching, and the one [`parse_error`] that
+//! maps a Graph status and body to a [`crmsync_core::Error`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crmsync_core::{Error, ErrorKind, Result, Retry};
+use crmsync_core::{Error, ErrorKind, Result};
+use crmsync_http::{Counter, Http, TokenCache, retry_items};
 use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
-use tracing::debug;
 
 use crate::config::Config;
 
@@ -24,8 +23,8 @@ pub const MAX_BATCH: usize = 20;
 ///
 /// Graph's envelope is `{"error":{"code","message","innerError"}}`; the token endpoint's is
 /// `{"error":"invalid_grant","error_description":…}`. Branches on status and `code`, never on
-/// the message. `retry_after` is the parsed `Retry-After` header, if any.
-pub fn parse_error(status: u16, retry_after: Option<Duration>, body: &str) -> Error {
+/// the message. A `Retry-After` header becomes the retry hint of a throttled or failed request.
+pub fn parse_error(status: u16, headers: &HeaderMap, body: &str) -> Error {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let (code, message) = match parsed.as_ref().and_then(|v| v.get("error")) {
         Some(Value::Object(e)) => (
@@ -50,9 +49,8 @@ pub fn parse_error(status: u16, retry_after: Option<Duration>, body: &str) -> Er
         ErrorKind::CursorExpired
     } else {
         match status {
-            400 if lc == "invalid_grant" || lc == "invalid_client" || lc == "unauthorized_client" => {
-                ErrorKind::Unauthenticated
-            }
+            400 if lc == "invalid_grant" => ErrorKind::GrantRevoked,
+            400 if lc == "invalid_client" || lc == "unauthorized_client" => ErrorKind::Unauthenticated,
             400 | 422 => ErrorKind::InvalidItem,
             401 => ErrorKind::Unauthenticated,
             403 => ErrorKind::PermissionDenied,
@@ -67,15 +65,9 @@ pub fn parse_error(status: u16, retry_after: Option<Duration>, body: &str) -> Er
         if code.is_empty() { format!("HTTP {status}: {message}") } else { format!("HTTP {status} {code}: {message}") };
     let err = Error::new(kind, text);
     match kind {
-        ErrorKind::RateLimited | ErrorKind::Transport => err.temporary(retry_after),
+        ErrorKind::RateLimited | ErrorKind::Transport => err.temporary(crmsync_http::retry_after(headers)),
         _ => err,
     }
-}
-
-/// `Retry-After` as Graph sends it: whole or decimal seconds (`10`, `2.128`).
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
 /// Whose token a request carries.
@@ -99,16 +91,11 @@ impl Principal {
     }
 }
 
-struct CachedToken {
-    token: SecretString,
-    until: Instant,
-}
-
 /// The HTTP client and token cache shared by every collection of one provider.
 pub(crate) struct Graph {
     pub(crate) config: Config,
-    http: reqwest::Client,
-    tokens: Mutex<HashMap<String, CachedToken>>,
+    http: Http,
+    tokens: TokenCache<SecretString>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -120,11 +107,9 @@ impl std::fmt::Debug for Graph {
 impl Graph {
     pub(crate) fn new(config: Config) -> Result<Self> {
         config.validate()?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-            .build()
-            .map_err(|e| Error::invalid_config(format!("exchange: HTTP client: {e}")))?;
-        Ok(Self { config, http, tokens: Mutex::new(HashMap::new()) })
+        let timeout = Duration::from_secs(config.timeout_secs.max(1));
+        let http = Http::new("exchange", timeout, config.retry.clone(), parse_error)?;
+        Ok(Self { config, http, tokens: TokenCache::new() })
     }
 }
 
@@ -149,7 +134,7 @@ pub(crate) struct Session {
     principal: Principal,
     /// `/users/{mailbox}` or `/me`.
     pub root: String,
-    requests: Arc<AtomicU64>,
+    requests: Arc<Counter>,
 }
 
 impl std::fmt::Debug for Session {
@@ -162,7 +147,7 @@ const IMMUTABLE_IDS: &str = "IdType=\"ImmutableId\"";
 
 impl Session {
     pub(crate) fn new(graph: Arc<Graph>, principal: Principal, root: String) -> Self {
-        Self { graph, principal, root, requests: Arc::new(AtomicU64::new(0)) }
+        Self { graph, principal, root, requests: Arc::new(Counter::new()) }
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -170,7 +155,7 @@ impl Session {
     }
 
     pub(crate) fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.get()
     }
 
     /// Path under the mailbox root plus query, relative to the version root (for `$batch`).
@@ -195,72 +180,35 @@ impl Session {
         format!("{}{}", self.graph.config.graph_url.trim_end_matches('/'), self.rel(path, query))
     }
 
-    pub(crate) async fn token(&self, fresh: bool) -> Result<SecretString> {
-        let key = self.principal.cache_key();
-        let mut cache = self.graph.tokens.lock().await;
-        if !fresh {
-            if let Some(t) = cache.get(&key).filter(|t| t.until > Instant::now()) {
-                return Ok(t.token.clone());
-            }
-        }
+    /// A new access token for this session's principal.
+    pub(crate) async fn fetch_token(&self) -> Result<(SecretString, Option<Duration>)> {
         let cfg = &self.graph.config;
-        let mut form: Vec<(&str, String)> = vec![("client_id", cfg.client_id.clone())];
+        let mut form: Vec<(&str, &str)> = vec![("client_id", &cfg.client_id)];
         match &self.principal {
             Principal::App => {
                 let secret = cfg.client_secret.as_ref().ok_or_else(|| {
                     Error::invalid_config("exchange: client_secret is required for admin-managed mailboxes")
                 })?;
-                form.push(("grant_type", "client_credentials".into()));
-                form.push(("client_secret", secret.expose_secret().to_owned()));
-                form.push(("scope", cfg.app_scope.clone()));
+                form.extend([
+                    ("grant_type", "client_credentials"),
+                    ("client_secret", secret.expose_secret()),
+                    ("scope", &cfg.app_scope),
+                ]);
             }
             Principal::Delegated(rt) => {
-                form.push(("grant_type", "refresh_token".into()));
-                form.push(("refresh_token", rt.expose_secret().to_owned()));
-                form.push(("scope", cfg.delegated_scope.clone()));
+                form.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", rt.expose_secret()),
+                    ("scope", &cfg.delegated_scope),
+                ]);
                 if let Some(s) = &cfg.client_secret {
-                    form.push(("client_secret", s.expose_secret().to_owned()));
+                    form.push(("client_secret", s.expose_secret()));
                 }
             }
         }
-        let mut attempt = 0;
-        let body: Value = loop {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let res = self.graph.http.post(cfg.token_endpoint()).form(&form).send().await;
-            let err = match res {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let ra = retry_after(r.headers());
-                    let text = r.text().await.map_err(transport)?;
-                    if (200..300).contains(&status) {
-                        break serde_json::from_str(&text)
-                            .map_err(|e| Error::unexpected(format!("token endpoint: response is not JSON: {e}")))?;
-                    }
-                    parse_error(status, ra, &text).context("exchange token endpoint")
-                }
-                Err(e) => transport(e),
-            };
-            if !err.is_temporary() || attempt >= cfg.retries {
-                return Err(err);
-            }
-            tokio::time::sleep(self.delay(&err, attempt)).await;
-            attempt += 1;
-        };
-        let token = body["access_token"]
-            .as_str()
-            .ok_or_else(|| Error::unexpected("token endpoint: no access_token in the response"))?;
-        let ttl = body["expires_in"].as_u64().unwrap_or(3599).saturating_sub(60).max(1);
-        let token = SecretString::from(token.to_owned());
-        cache.insert(key, CachedToken { token: token.clone(), until: Instant::now() + Duration::from_secs(ttl) });
-        Ok(token)
-    }
-
-    fn delay(&self, err: &Error, attempt: u32) -> Duration {
-        let cfg = &self.graph.config;
-        match err.retry() {
-            Retry::Temporary { after: Some(d) } => d.min(Duration::from_millis(cfg.max_backoff_ms)),
-            _ => cfg.backoff(attempt),
-        }
+        let reply = self.graph.http.fetch_token(&self.requests, &cfg.token_endpoint(), &form).await?;
+        let lifetime = reply.lifetime();
+        Ok((reply.access_token, lifetime))
     }
 
     /// Send one request with retries; `Ok` for 2xx, the mapped error otherwise.
@@ -291,16 +239,8 @@ impl Session {
         let abs =
             if url.starts_with('/') { format!("{}{url}", cfg.graph_url.trim_end_matches('/')) } else { url.to_owned() };
         let prefer = std::iter::once(IMMUTABLE_IDS).chain(prefer.iter().copied()).collect::<Vec<_>>().join(", ");
-        let mut attempt = 0;
-        let mut refreshed = false;
-        let mut fresh = false;
-        loop {
-            let token = self.token(fresh).await?;
-            fresh = false;
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .graph
-                .http
+        let build = |c: &reqwest::Client, token: &SecretString| {
+            let mut req = c
                 .request(method.clone(), &abs)
                 .bearer_auth(token.expose_secret())
                 .header("Prefer", &prefer)
@@ -311,50 +251,17 @@ impl Session {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let mut maybe_applied = false;
-            let err = match req.send().await {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let ra = retry_after(r.headers());
-                    match r.text().await {
-                        Ok(text) if (200..300).contains(&status) => {
-                            let body = if text.trim().is_empty() {
-                                Value::Null
-                            } else {
-                                serde_json::from_str(&text).map_err(|e| {
-                                    Error::unexpected(format!("{method} {}: response is not JSON: {e}", path_of(&abs)))
-                                })?
-                            };
-                            return Ok(Reply { body });
-                        }
-                        Ok(text) => parse_error(status, ra, &text),
-                        Err(e) => {
-                            maybe_applied = true;
-                            transport(e)
-                        }
-                    }
-                }
-                Err(e) => {
-                    maybe_applied = !e.is_connect();
-                    transport(e)
-                }
-            };
-            if maybe_applied && !resend {
-                return Err(err.context(format!("{method} {} (the request may have been applied)", path_of(&abs))));
-            }
-            if err.kind() == ErrorKind::Unauthenticated && !refreshed {
-                debug!("graph: access token refused, fetching a new one");
-                refreshed = true;
-                fresh = true;
-                continue;
-            }
-            if !err.is_temporary() || attempt >= cfg.retries {
-                return Err(err.context(format!("{method} {}", path_of(&abs))));
-            }
-            debug!(error = %err, attempt, "graph: retrying");
-            tokio::time::sleep(self.delay(&err, attempt)).await;
-            attempt += 1;
-        }
+            req
+        };
+        let key = self.principal.cache_key();
+        let http = &self.graph.http;
+        let reply = http
+            .send_authed(&self.requests, resend, &self.graph.tokens, &key, || self.fetch_token(), build)
+            .await
+            .and_then(|r| http.check(r))
+            .map_err(|e| e.context(format!("{method} {}", path_of(&abs))))?;
+        let body = reply.json("exchange").map_err(|e| e.context(format!("{method} {}", path_of(&abs))))?;
+        Ok(Reply { body })
     }
 
     /// GET returning the JSON body.
@@ -404,102 +311,66 @@ impl Session {
     /// [`Session::batch`]; `resend = false` for non-idempotent writes (creates): a batch whose
     /// reply was lost is not sent again, the `Transport` error goes to the caller.
     pub(crate) async fn batch_opts(&self, reqs: &[SubRequest], resend: bool) -> Result<Vec<Result<Value>>> {
-        let cfg = &self.graph.config;
-        let mut results: Vec<Option<Result<Value>>> = vec![None; reqs.len()];
-        let mut pending: Vec<usize> = (0..reqs.len()).collect();
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            let mut retry: Vec<(usize, Error)> = vec![];
-            for chunk in pending.chunks(MAX_BATCH) {
-                let body = json!({ "requests": chunk.iter().map(|&i| {
-                    let r = &reqs[i];
-                    let mut headers = serde_json::Map::new();
-                    headers.insert("Prefer".into(), json!(IMMUTABLE_IDS));
-                    for (k, v) in &r.headers {
-                        headers.insert(k.clone(), json!(v));
-                    }
-                    if r.body.is_some() {
-                        headers.insert("Content-Type".into(), json!("application/json"));
-                    }
-                    let mut o = json!({ "id": i.to_string(), "method": r.method, "url": r.url, "headers": headers });
-                    if let Some(b) = &r.body {
-                        o["body"] = b.clone();
-                    }
-                    o
-                }).collect::<Vec<_>>() });
-                let reply = self.send_opts(Method::POST, "/$batch", &[], &[], Some(&body), resend).await?;
-                let responses = reply.body["responses"]
-                    .as_array()
-                    .ok_or_else(|| Error::unexpected("$batch: response has no `responses` array"))?;
-                for r in responses {
-                    let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| chunk.contains(i))
-                    else {
-                        continue;
-                    };
-                    let status = r["status"].as_u64().unwrap_or(0) as u16;
-                    if (200..300).contains(&status) {
-                        results[i] = Some(Ok(r.get("body").cloned().unwrap_or(Value::Null)));
-                        continue;
-                    }
-                    let ra = header_ci(&r["headers"], "retry-after").and_then(|v| parse_retry_after(&v));
-                    let text = r.get("body").map(Value::to_string).unwrap_or_default();
-                    let err = parse_error(status, ra, &text).context(format!(
-                        "{} {}",
-                        reqs[i].method,
-                        strip_query(&reqs[i].url)
-                    ));
-                    if err.is_temporary() {
-                        retry.push((i, err));
-                    } else {
-                        results[i] = Some(Err(err));
-                    }
+        retry_items(&self.graph.config.retry, reqs.len(), |which| self.batch_once(reqs, which, resend)).await
+    }
+
+    /// Send the sub-requests at `which` (in `$batch` requests of ≤ 20): one result per index.
+    async fn batch_once(&self, reqs: &[SubRequest], which: Vec<usize>, resend: bool) -> Result<Vec<Result<Value>>> {
+        let mut out = Vec::with_capacity(which.len());
+        for chunk in which.chunks(MAX_BATCH) {
+            let body = json!({ "requests": chunk.iter().map(|&i| {
+                let r = &reqs[i];
+                let mut headers = serde_json::Map::new();
+                headers.insert("Prefer".into(), json!(IMMUTABLE_IDS));
+                for (k, v) in &r.headers {
+                    headers.insert(k.clone(), json!(v));
                 }
-                for &i in chunk {
-                    if results[i].is_none() && !retry.iter().any(|(j, _)| *j == i) {
-                        results[i] = Some(Err(Error::unexpected("$batch: no response for this sub-request")));
-                    }
+                if r.body.is_some() {
+                    headers.insert("Content-Type".into(), json!("application/json"));
                 }
-            }
-            if retry.is_empty() {
-                break;
-            }
-            if attempt >= cfg.retries {
-                for (i, e) in retry {
-                    results[i] = Some(Err(e));
+                let mut o = json!({ "id": i.to_string(), "method": r.method, "url": r.url, "headers": headers });
+                if let Some(b) = &r.body {
+                    o["body"] = b.clone();
                 }
-                break;
+                o
+            }).collect::<Vec<_>>() });
+            let reply = self.send_opts(Method::POST, "/$batch", &[], &[], Some(&body), resend).await?;
+            let responses = reply.body["responses"]
+                .as_array()
+                .ok_or_else(|| Error::unexpected("$batch: response has no `responses` array"))?;
+            for &i in chunk {
+                let Some(r) = responses.iter().find(|r| r["id"].as_str() == Some(i.to_string().as_str())) else {
+                    out.push(Err(Error::unexpected("$batch: no response for this sub-request")));
+                    continue;
+                };
+                let status = r["status"].as_u64().unwrap_or(0) as u16;
+                if (200..300).contains(&status) {
+                    out.push(Ok(r.get("body").cloned().unwrap_or(Value::Null)));
+                    continue;
+                }
+                let text = r.get("body").map(Value::to_string).unwrap_or_default();
+                let what = format!("{} {}", reqs[i].method, strip_query(&reqs[i].url));
+                out.push(Err(parse_error(status, &headers_of(&r["headers"]), &text).context(what)));
             }
-            let wait = retry.iter().map(|(_, e)| self.delay(e, attempt)).max().unwrap_or_default();
-            debug!(count = retry.len(), ?wait, "graph: retrying throttled batch items");
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-            pending = retry.into_iter().map(|(i, _)| i).collect();
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::unexpected("$batch: no result")))).collect())
+        Ok(out)
     }
 }
 
-fn transport(e: reqwest::Error) -> Error {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "connection dropped"
-    };
-    Error::new(ErrorKind::Transport, format!("{what}: {}", e.without_url())).temporary(None)
-}
-
-fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    h.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after)
-}
-
-fn header_ci(headers: &Value, name: &str) -> Option<String> {
-    headers.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
+/// A `$batch` sub-response's JSON headers as a header map.
+fn headers_of(headers: &Value) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in headers.as_object().into_iter().flatten() {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v)) {
+            out.insert(k, v);
+        }
+    }
+    out
 }
 
 fn strip_query(u: &str) -> &str {
@@ -519,28 +390,44 @@ pub(crate) fn odata_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crmsync_core::Retry;
+
+    fn ra(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+        h
+    }
 
     #[test]
     fn errors_map_by_status_and_code() {
-        let e = parse_error(410, None, r#"{"error":{"code":"SyncStateNotFound","message":"gone"}}"#);
+        let none = HeaderMap::new();
+        let e = parse_error(410, &none, r#"{"error":{"code":"SyncStateNotFound","message":"gone"}}"#);
         assert_eq!(e.kind(), ErrorKind::CursorExpired);
-        let e = parse_error(400, None, r#"{"error":{"code":"resyncRequired","message":"x"}}"#);
+        let e = parse_error(400, &none, r#"{"error":{"code":"resyncRequired","message":"x"}}"#);
         assert_eq!(e.kind(), ErrorKind::CursorExpired);
-        let e = parse_error(412, None, r#"{"error":{"code":"ErrorIrresolvableConflict","message":"x"}}"#);
+        let e = parse_error(412, &none, r#"{"error":{"code":"ErrorIrresolvableConflict","message":"x"}}"#);
         assert_eq!(e.kind(), ErrorKind::PreconditionFailed);
-        let e = parse_error(429, parse_retry_after("2.128"), r#"{"error":{"code":"TooManyRequests","message":"x"}}"#);
+        let e = parse_error(429, &ra("2.128"), r#"{"error":{"code":"TooManyRequests","message":"x"}}"#);
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert_eq!(e.retry(), Retry::Temporary { after: Some(Duration::from_millis(2128)) });
-        let e = parse_error(503, None, "<html>busy</html>");
+        let e = parse_error(503, &none, "<html>busy</html>");
         assert!(e.is_temporary() && e.kind() == ErrorKind::Transport);
+        // The token endpoint's envelope: an expired or revoked grant needs the rep.
         let e =
-            parse_error(400, None, r#"{"error":"invalid_grant","error_description":"AADSTS70008: expired\nTrace"}"#);
-        assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+            parse_error(400, &none, r#"{"error":"invalid_grant","error_description":"AADSTS70008: expired\nTrace"}"#);
+        assert_eq!(e.kind(), ErrorKind::GrantRevoked);
         assert!(!e.is_temporary());
-        assert_eq!(parse_error(404, None, "").kind(), ErrorKind::NotFound);
-        assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_error(404, &none, "").kind(), ErrorKind::NotFound);
+        assert_eq!(crmsync_http::retry_after(&ra("10")), Some(Duration::from_secs(10)));
+        assert_eq!(crmsync_http::retry_after(&ra("soon")), None);
         assert_eq!(odata_str("O'Brien"), "'O''Brien'");
+    }
+
+    #[test]
+    fn batch_sub_response_headers_carry_the_retry_hint() {
+        let h = headers_of(&json!({"Retry-After": "3", "x-bad header": "v", "n": 5}));
+        assert_eq!(crmsync_http::retry_after(&h), Some(Duration::from_secs(3)));
+        assert_eq!(h.get("n").unwrap(), "5");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crmsync_core::{
 };
 use serde_json::Value;
 
+use crmsync_http::create_reconciled;
+
 use crate::client::{MAX_BATCH, Session, SubRequest, odata_str};
 use crate::map::{self, SYNC_KEY_PROPERTY};
 
@@ -179,6 +181,51 @@ impl GraphCollection {
         Ok(out.into_values().collect())
     }
 
+    /// Create `items[i]` for each `i` of `which` in one `$batch`, sent non-idempotent.
+    async fn post(&self, items: &[NewItem], which: Vec<usize>) -> Result<Vec<Result<Item>>> {
+        let reqs: Vec<SubRequest> = which
+            .iter()
+            .map(|&i| {
+                let body = match &items[i].record {
+                    Record::Contact(c) => map::contact_create(c, &items[i].sync_key),
+                    Record::Event(e) => map::event_create(e, &items[i].sync_key),
+                };
+                SubRequest {
+                    method: "POST",
+                    url: self.session.rel(&self.list_path(), &[]),
+                    headers: self.batch_headers(),
+                    body: Some(body),
+                }
+            })
+            .collect();
+        let res = self.session.batch_opts(&reqs, false).await?;
+        Ok(which
+            .iter()
+            .zip(res)
+            .map(|(&i, r)| {
+                r.and_then(|v| {
+                    self.remember(&v);
+                    self.item(&v, Some(&items[i].sync_key))
+                })
+            })
+            .collect())
+    }
+
+    /// For each `i` of `which`: the item stamped with `items[i]`'s sync key, if it exists.
+    async fn landed(&self, items: &[NewItem], which: Vec<usize>) -> Result<Vec<Option<Result<Item>>>> {
+        let keys: Vec<&SyncKey> = which.iter().map(|&i| &items[i].sync_key).collect();
+        let found = self.by_keys(&keys).await?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                found.get(*k).map(|v| {
+                    self.remember(v);
+                    self.item(v, Some(k))
+                })
+            })
+            .collect())
+    }
+
     /// Items stamped with these sync keys, by key.
     async fn by_keys(&self, keys: &[&SyncKey]) -> Result<HashMap<SyncKey, Value>> {
         let clauses: Vec<String> = keys.iter().map(|k| sync_key_clause(k)).collect();
@@ -273,61 +320,28 @@ impl Collection for GraphCollection {
                 None => true,
             })
             .collect();
-        // Graph creates are not idempotent. The engine searched for every key before asking
-        // (port contract), so the first attempt sends right away; when a batch reply is lost,
-        // look the keys up and send only what did not land.
-        let mut pending = valid;
-        let mut attempt = 0;
+        // The same key twice in one call: the later ones get the first's result.
         let mut first_of: HashMap<&SyncKey, usize> = HashMap::new();
-        loop {
-            let keys: Vec<&SyncKey> = pending.iter().map(|&i| &items[i].sync_key).collect();
-            let existing = if keys.is_empty() || attempt == 0 { HashMap::new() } else { self.by_keys(&keys).await? };
-            first_of.clear();
-            let mut send: Vec<usize> = vec![];
-            for &i in &pending {
-                let k = &items[i].sync_key;
-                if let Some(v) = existing.get(k) {
-                    self.remember(v);
-                    results[i] = Some(self.item(v, Some(k)));
-                } else if !first_of.contains_key(k) {
-                    // The same key twice in one call: the later ones get the first's result.
-                    first_of.insert(k, i);
-                    send.push(i);
-                }
+        let mut send: Vec<usize> = vec![];
+        for i in valid {
+            if let std::collections::hash_map::Entry::Vacant(e) = first_of.entry(&items[i].sync_key) {
+                e.insert(i);
+                send.push(i);
             }
-            let reqs: Vec<SubRequest> = send
-                .iter()
-                .map(|&i| {
-                    let body = match &items[i].record {
-                        Record::Contact(c) => map::contact_create(c, &items[i].sync_key),
-                        Record::Event(e) => map::event_create(e, &items[i].sync_key),
-                    };
-                    SubRequest {
-                        method: "POST",
-                        url: self.session.rel(&self.list_path(), &[]),
-                        headers: self.batch_headers(),
-                        body: Some(body),
-                    }
-                })
-                .collect();
-            match self.session.batch_opts(&reqs, false).await {
-                Ok(res) => {
-                    for (&i, r) in send.iter().zip(res) {
-                        results[i] = Some(r.and_then(|v| {
-                            self.remember(&v);
-                            self.item(&v, Some(&items[i].sync_key))
-                        }));
-                    }
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::Transport && attempt < self.session.config().retries => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, "graph: create batch reply lost, checking what landed");
-                    tokio::time::sleep(self.session.config().backoff(attempt)).await;
-                    pending = send;
-                }
-                Err(e) => return Err(e),
-            }
+        }
+        // Graph creates are not idempotent. The engine searched for every key before asking
+        // (port contract), so the batch goes out right away; when its reply is lost, the keys
+        // are looked up and only what did not land is sent again.
+        let pick = |which: Vec<usize>| which.into_iter().map(|k| send[k]).collect::<Vec<_>>();
+        let created = create_reconciled(
+            send.len(),
+            self.session.config().retry.max_retries,
+            |which| self.post(items, pick(which)),
+            |which| self.landed(items, pick(which)),
+        )
+        .await?;
+        for (&i, r) in send.iter().zip(created) {
+            results[i] = Some(r);
         }
         for (idx, it) in items.iter().enumerate() {
             if results[idx].is_none() {

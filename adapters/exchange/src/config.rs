@@ -2,11 +2,12 @@
 //! and retry budget. Secrets are held as [`SecretString`] and never printed.
 
 use std::fmt;
-use std::time::Duration;
 
 use crmsync_core::{Error, Result};
 use secrecy::SecretString;
 use serde::Deserialize;
+
+pub use crmsync_http::RetryConfig;
 
 /// Configuration of the Exchange (Microsoft Graph) provider.
 ///
@@ -32,13 +33,10 @@ pub struct Config {
     pub delegated_scope: String,
     /// `Prefer: odata.maxpagesize` sent on list and delta requests.
     pub page_size: usize,
-    /// Retries per request on 429, 503 and transport errors.
-    pub retries: u32,
-    /// First backoff delay when the service gives no `Retry-After`, in milliseconds (doubles per try).
-    pub backoff_ms: u64,
-    /// Longest wait between two tries (also caps `Retry-After`), in milliseconds.
-    pub max_backoff_ms: u64,
-    /// Per-request timeout, in seconds.
+    /// Retries on 429, 5xx and transport errors
+    /// (`retry = { max_retries, min_delay_ms, max_delay_ms }`).
+    pub retry: RetryConfig,
+    /// Per-request timeout, in seconds (1 to 3600).
     pub timeout_secs: u64,
 }
 
@@ -53,9 +51,7 @@ impl Default for Config {
             app_scope: "https://graph.microsoft.com/.default".into(),
             delegated_scope: "offline_access Contacts.ReadWrite Calendars.ReadWrite".into(),
             page_size: 100,
-            retries: 5,
-            backoff_ms: 500,
-            max_backoff_ms: 60_000,
+            retry: RetryConfig::default(),
             timeout_secs: 60,
         }
     }
@@ -70,9 +66,7 @@ impl fmt::Debug for Config {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "[REDACTED]"))
             .field("page_size", &self.page_size)
-            .field("retries", &self.retries)
-            .field("backoff_ms", &self.backoff_ms)
-            .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("retry", &self.retry)
             .field("timeout_secs", &self.timeout_secs)
             .finish_non_exhaustive()
     }
@@ -97,17 +91,15 @@ impl Config {
         if !(1..=1000).contains(&self.page_size) {
             return bad(format!("page_size {} is not within 1..=1000", self.page_size));
         }
-        Ok(())
+        if !(1..=3600).contains(&self.timeout_secs) {
+            return bad(format!("timeout_secs {} is not within 1..=3600", self.timeout_secs));
+        }
+        self.retry.validate("exchange")
     }
 
     /// The token endpoint with the tenant filled in.
     pub fn token_endpoint(&self) -> String {
         self.token_url.replace("{tenant}", &self.tenant)
-    }
-
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let ms = self.backoff_ms.saturating_mul(1u64 << attempt.min(20)).min(self.max_backoff_ms);
-        Duration::from_millis(ms)
     }
 }
 
@@ -131,5 +123,15 @@ mod tests {
         assert!(err.to_string().contains("client_id"), "{err}");
         let err: std::result::Result<Config, _> = serde_json::from_str(r#"{"graph_urll":"x"}"#);
         assert!(err.is_err(), "unknown fields are refused");
+        let err: std::result::Result<Config, _> = serde_json::from_str(r#"{"retries":0}"#);
+        assert!(err.is_err(), "the old retry keys are gone");
+        let cfg: Config = serde_json::from_str(r#"{"tenant":"t","client_id":"c","retry":{"max_retries":0}}"#).unwrap();
+        assert_eq!(cfg.retry, RetryConfig { max_retries: 0, ..RetryConfig::default() });
+        let err = Config { retry: RetryConfig { max_retries: u32::MAX, ..RetryConfig::default() }, ..c.clone() }
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("exchange: retry.max_retries"), "{err}");
+        let err = Config { timeout_secs: u64::MAX, ..c.clone() }.validate().unwrap_err();
+        assert!(err.to_string().contains("timeout_secs"), "{err}");
     }
 }

@@ -104,6 +104,6 @@ impl Provider for ExchangeProvider {
 
     async fn verify_grant(&self, _rep: &Rep, grant: &SecretString) -> Result<()> {
         let session = Session::new(self.graph.clone(), Principal::Delegated(grant.clone()), "/me".to_owned());
-        session.token(true).await.map(drop)
+        session.fetch_token().await.map(drop)
     }
 }

@@ -35,14 +35,15 @@ async fn user_managed_reps_use_their_refresh_token_and_me() {
         dbg.contains("/me") && !dbg.contains(&grant) && !dbg.contains("G1"),
         "no secrets or records in Debug: {dbg}"
     );
-    // A grant that is unknown (revoked, expired) is an authentication error, not a crash.
+    // A grant that is unknown (revoked, expired) is GrantRevoked (the rep must reconnect), not a
+    // crash and not a retry.
     let err = env
         .provider
         .collection(&rep, Kind::Contact, &common::access(Some(SecretString::from("0.AXEA-revoked".to_owned()))))
         .await
         .expect_err("bad grant");
-    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
-    assert!(!err.to_string().contains("revoked"), "the grant never appears in errors: {err}");
+    assert_eq!(err.kind(), ErrorKind::GrantRevoked, "{err}");
+    assert!(!err.to_string().contains("0.AXEA-revoked"), "the grant never appears in errors: {err}");
     // No grant at all.
     let err = env.provider.collection(&rep, Kind::Event, &common::access(None)).await.expect_err("no grant");
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);

@@ -9,8 +9,8 @@ use crate::client::is_reply_lost;
 ///
 /// `send(indices)` creates the items at these indices (through a request sent non-idempotent)
 /// and answers one result per index, in order. When its reply is lost ([`is_reply_lost`]),
-/// `landed(indices)` looks those items up by sync key and answers, per index, the created
-/// record when it is there; only the others are sent again. At most `max_lookups` rounds;
+/// `landed(indices)` looks those items up by sync key and answers, per index, the result for
+/// the record when it is there (`Some`); only the others (`None`) are sent again. At most `max_lookups` rounds;
 /// after that the lost reply is the error.
 pub async fn create_reconciled<V, S, SF, L, LF>(
     len: usize,
@@ -22,7 +22,7 @@ where
     S: FnMut(Vec<usize>) -> SF,
     SF: Future<Output = Result<Vec<Result<V>>>>,
     L: FnMut(Vec<usize>) -> LF,
-    LF: Future<Output = Result<Vec<Option<V>>>>,
+    LF: Future<Output = Result<Vec<Option<Result<V>>>>>,
 {
     let mut results: Vec<Option<Result<V>>> = (0..len).map(|_| None).collect();
     let mut pending: Vec<usize> = (0..len).collect();
@@ -44,7 +44,7 @@ where
                     pending.iter().copied().zip(found.into_iter().map(Some).chain(std::iter::repeat_with(|| None)))
                 {
                     match f.flatten() {
-                        Some(v) => results[i] = Some(Ok(v)),
+                        Some(r) => results[i] = Some(r),
                         None => rest.push(i),
                     }
                 }

@@ -174,7 +174,7 @@ async fn after_a_lost_reply_only_what_did_not_land_is_sent_again() {
             }
         },
         // Item 1 landed; 0 and 2 did not (say a partial batch).
-        |idx: Vec<usize>| async move { Ok(idx.iter().map(|&i| (i == 1).then(|| "found 1".to_owned())).collect()) },
+        |idx: Vec<usize>| async move { Ok(idx.iter().map(|&i| (i == 1).then(|| Ok("found 1".to_owned()))).collect()) },
     )
     .await
     .expect("reconciled");

@@ -240,9 +240,7 @@ impl FakeGraph {
             client_id: CLIENT_ID.into(),
             client_secret: Some(SecretString::from(CLIENT_SECRET)),
             page_size: 50,
-            retries: 4,
-            backoff_ms: 1,
-            max_backoff_ms: 20,
+            retry: crate::config::RetryConfig::fast(),
             timeout_secs: 10,
             ..Config::default()
         }
