@@ -1,14 +1,16 @@
-//! HTTP plumbing shared by both collections: OAuth 2.0 (service-account JWT assertion with
-//! domain-wide delegation, or the rep's refresh token), a token cache, retries with backoff,
-//! one refresh on 401, per-user sequential writes, request counting, and [`parse_error`].
+//! HTTP plumbing shared by both collections, on the [`crmsync_http`] chassis: OAuth 2.0
+//! (service-account JWT assertion with domain-wide delegation, or the rep's refresh token) with
+//! the chassis' single-flight token cache, retries with backoff, one refresh on 401, per-user
+//! sequential writes, request counting, and [`parse_error`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crmsync_core::{Error, ErrorKind, Result, Retry};
-use reqwest::{Method, StatusCode};
+use crmsync_core::{Error, ErrorKind, Result};
+use crmsync_http::{Counter, Http, TokenCache};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -36,18 +38,13 @@ impl Auth {
     }
 }
 
-struct CachedToken {
-    token: SecretString,
-    expires: Instant,
-}
-
-/// The account-level client: one reqwest client, the config, the token cache and the per-user
-/// write locks. Shared by every collection the provider hands out.
+/// The account-level client: the chassis, the config, the token cache and the per-user write
+/// locks. Shared by every collection the provider hands out.
 pub(crate) struct Client {
-    pub(crate) http: reqwest::Client,
+    http: Http,
     pub(crate) cfg: Config,
     signing_key: Option<jsonwebtoken::EncodingKey>,
-    tokens: Mutex<HashMap<String, CachedToken>>,
+    tokens: TokenCache<SecretString>,
     write_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -67,11 +64,8 @@ impl Client {
             ),
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .build()
-            .map_err(|e| Error::invalid_config(format!("google: cannot build HTTP client: {e}")))?;
-        Ok(Self { http, cfg, signing_key, tokens: Mutex::new(HashMap::new()), write_locks: Mutex::new(HashMap::new()) })
+        let http = Http::new("google", Duration::from_millis(cfg.timeout_ms), cfg.retry.clone(), parse_error)?;
+        Ok(Self { http, cfg, signing_key, tokens: TokenCache::new(), write_locks: Mutex::new(HashMap::new()) })
     }
 
     pub(crate) fn has_service_account(&self) -> bool {
@@ -79,7 +73,7 @@ impl Client {
     }
 
     fn write_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.write_locks.lock().expect("poisoned").entry(user.to_owned()).or_default().clone()
+        self.write_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(user.to_owned()).or_default().clone()
     }
 }
 
@@ -92,14 +86,21 @@ pub(crate) struct Req {
     pub if_match: Option<String>,
     /// Mutations of one user are sent one at a time.
     pub mutate: bool,
+    /// Whether sending it twice does no harm (false: never re-sent after a lost reply).
+    pub idempotent: bool,
 }
 
 impl Req {
     pub fn get(url: String) -> Self {
-        Self { method: Method::GET, url, query: vec![], body: None, if_match: None, mutate: false }
+        Self { method: Method::GET, url, query: vec![], body: None, if_match: None, mutate: false, idempotent: true }
     }
     pub fn write(method: Method, url: String, body: Option<Value>) -> Self {
-        Self { method, url, query: vec![], body, if_match: None, mutate: true }
+        Self { method, url, query: vec![], body, if_match: None, mutate: true, idempotent: true }
+    }
+    /// A write that is not idempotent (a repeat would create again).
+    pub fn once(mut self) -> Self {
+        self.idempotent = false;
+        self
     }
     pub fn q(mut self, k: &str, v: impl Into<String>) -> Self {
         self.query.push((k.to_owned(), v.into()));
@@ -117,7 +118,7 @@ pub(crate) struct Session {
     pub(crate) client: Arc<Client>,
     auth: Auth,
     user: String,
-    requests: AtomicU64,
+    requests: Counter,
 }
 
 impl std::fmt::Debug for Session {
@@ -128,47 +129,18 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(client: Arc<Client>, auth: Auth, user: &str) -> Self {
-        Self { client, auth, user: user.to_owned(), requests: AtomicU64::new(0) }
+        Self { client, auth, user: user.to_owned(), requests: Counter::new() }
     }
 
     pub(crate) fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.get()
     }
 
     pub(crate) fn cfg(&self) -> &Config {
         &self.client.cfg
     }
 
-    fn count(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn backoff(&self, attempt: u32, err: &Error) -> Duration {
-        if let Retry::Temporary { after: Some(d) } = err.retry() {
-            return d.min(Duration::from_secs(60));
-        }
-        let base = self.cfg().retry_base_ms.saturating_mul(1u64 << attempt.min(16));
-        Duration::from_millis(base.min(30_000))
-    }
-
-    fn forget_token(&self) {
-        self.client.tokens.lock().expect("poisoned").remove(&self.auth.cache_key());
-    }
-
-    async fn token(&self) -> Result<SecretString> {
-        let key = self.auth.cache_key();
-        if let Some(t) = self.client.tokens.lock().expect("poisoned").get(&key) {
-            if t.expires > Instant::now() {
-                return Ok(t.token.clone());
-            }
-        }
-        let (token, ttl) = self.fetch_token().await?;
-        let expires = Instant::now() + ttl.saturating_sub(Duration::from_secs(60)).max(Duration::from_secs(1));
-        self.client.tokens.lock().expect("poisoned").insert(key, CachedToken { token: token.clone(), expires });
-        Ok(token)
-    }
-
-    pub(crate) async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
+    pub(crate) async fn fetch_token(&self) -> Result<(SecretString, Option<Duration>)> {
         let cfg = self.cfg();
         let form: Vec<(&str, String)> = match &self.auth {
             Auth::ServiceAccount { subject } => {
@@ -202,29 +174,11 @@ impl Session {
                 f
             }
         };
-        let mut attempt = 0;
-        loop {
-            self.count();
-            let res = self.client.http.post(&cfg.token_url).form(&form).send().await;
-            let err = match res {
-                Err(e) => transport(e, "token endpoint"),
-                Ok(r) => {
-                    let status = r.status();
-                    let retry_after = retry_after(r.headers());
-                    match r.text().await {
-                        Err(e) => transport(e, "token endpoint"),
-                        Ok(text) if status.is_success() => return parse_token(&text),
-                        Ok(text) => token_error(status, &text, retry_after),
-                    }
-                }
-            };
-            if err.is_temporary() && attempt < cfg.retry_budget {
-                tokio::time::sleep(self.backoff(attempt, &err)).await;
-                attempt += 1;
-                continue;
-            }
-            return Err(err);
-        }
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = self.client.http.fetch_token(&self.requests, &cfg.token_url, &form).await?;
+        // Google always says; an hour is its documented lifetime.
+        let lifetime = reply.lifetime().unwrap_or(Duration::from_secs(3600));
+        Ok((reply.access_token, Some(lifetime)))
     }
 
     /// Send a request: authenticate, retry temporary failures within the budget, refresh the
@@ -235,12 +189,8 @@ impl Session {
             Some(l) => Some(l.lock().await),
             None => None,
         };
-        let budget = self.cfg().retry_budget;
-        let mut attempt = 0;
-        let mut refreshed = false;
-        loop {
-            let token = self.token().await?;
-            let mut rb = self.client.http.request(req.method.clone(), &req.url).bearer_auth(token.expose_secret());
+        let build = |c: &reqwest::Client, token: &SecretString| {
+            let mut rb = c.request(req.method.clone(), &req.url).bearer_auth(token.expose_secret());
             if !req.query.is_empty() {
                 rb = rb.query(&req.query);
             }
@@ -250,42 +200,14 @@ impl Session {
             if let Some(e) = &req.if_match {
                 rb = rb.header("If-Match", e);
             }
-            self.count();
-            let err = match rb.send().await {
-                Err(e) => transport(e, &req.url),
-                Ok(r) => {
-                    let status = r.status();
-                    let retry_after = retry_after(r.headers());
-                    match r.text().await {
-                        Err(e) => transport(e, &req.url),
-                        Ok(text) if status.is_success() => return parse_body(&text),
-                        Ok(_) if status == StatusCode::UNAUTHORIZED && !refreshed => {
-                            refreshed = true;
-                            self.forget_token();
-                            continue;
-                        }
-                        Ok(text) => parse_error(status, &text, retry_after),
-                    }
-                }
-            };
-            if err.is_temporary() && attempt < budget {
-                tracing::debug!(attempt, error = %err, "google: retrying");
-                tokio::time::sleep(self.backoff(attempt, &err)).await;
-                attempt += 1;
-                continue;
-            }
-            return Err(err);
-        }
+            rb
+        };
+        let http = &self.client.http;
+        let key = self.auth.cache_key();
+        let tokens = &self.client.tokens;
+        let resp = http.send_authed(&self.requests, req.idempotent, tokens, &key, || self.fetch_token(), build).await?;
+        http.check(resp)?.json("google")
     }
-}
-
-fn transport(e: reqwest::Error, what: &str) -> Error {
-    // reqwest errors carry the URL only; no credentials are in URLs we build.
-    Error::new(ErrorKind::Transport, format!("google: request to {what} failed: {}", e.without_url())).temporary(None)
-}
-
-fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok().map(Duration::from_secs_f64)
 }
 
 fn snippet(text: &str) -> String {
@@ -293,52 +215,20 @@ fn snippet(text: &str) -> String {
     t.replace('\n', " ")
 }
 
-fn parse_body(text: &str) -> Result<Value> {
-    if text.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(text)
-        .map_err(|e| Error::unexpected(format!("google: truncated or non-JSON response ({e}): {}", snippet(text))))
-}
-
-fn parse_token(text: &str) -> Result<(SecretString, Duration)> {
-    let v: Value =
-        parse_body(text).map_err(|_| Error::unexpected("google: token endpoint returned a non-JSON body"))?;
-    let Some(tok) = v.get("access_token").and_then(Value::as_str) else {
-        return Err(Error::unexpected("google: token response has no access_token"));
-    };
-    let ttl = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-    Ok((SecretString::from(tok.to_owned()), Duration::from_secs(ttl)))
-}
-
-fn token_error(status: StatusCode, text: &str, retry_after: Option<Duration>) -> Error {
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        return parse_error(status, text, retry_after);
-    }
-    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let code = v.get("error").and_then(Value::as_str).unwrap_or("");
-    let desc = v.get("error_description").and_then(Value::as_str).unwrap_or("");
-    let kind = match code {
-        "invalid_client" => ErrorKind::InvalidConfig,
-        "unauthorized_client" | "access_denied" => ErrorKind::PermissionDenied,
-        _ => ErrorKind::Unauthenticated,
-    };
-    let msg = if code.is_empty() { snippet(text) } else { format!("{code}: {desc}") };
-    Error::new(kind, format!("google: token endpoint refused (HTTP {}): {msg}", status.as_u16()))
-}
-
 /// Map an error response of the People or Calendar API to a core error kind and retry hint.
 ///
 /// Understands both envelopes: People's `{"error":{"code","message","status","details":[{"reason"}]}}`
 /// and Calendar's `{"error":{"errors":[{"domain","reason","message"}],"code","message"}}`.
-pub fn parse_error(status: StatusCode, text: &str, retry_after: Option<Duration>) -> Error {
+pub fn parse_error(status: u16, headers: &HeaderMap, text: &str) -> Error {
+    let retry_after = crmsync_http::retry_after(headers);
+    let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(_) => {
             let kind = if status.is_server_error() { ErrorKind::Transport } else { ErrorKind::Unexpected };
             let mut e =
                 Error::new(kind, format!("google: HTTP {} with a non-JSON body: {}", status.as_u16(), snippet(text)));
-            if status == StatusCode::TOO_MANY_REQUESTS {
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 e = Error::new(ErrorKind::RateLimited, e.message().to_owned()).temporary(retry_after);
             }
             return e;
@@ -391,36 +281,57 @@ pub fn parse_error(status: StatusCode, text: &str, retry_after: Option<Duration>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crmsync_core::Retry;
 
     #[test]
     fn parse_error_knows_both_envelopes() {
         let people = r#"{"error":{"code":400,"message":"Sync token is expired. Clear local cache and retry call without the sync token.","status":"FAILED_PRECONDITION","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"EXPIRED_SYNC_TOKEN","domain":"people.googleapis.com"}]}}"#;
-        assert_eq!(parse_error(StatusCode::BAD_REQUEST, people, None).kind(), ErrorKind::CursorExpired);
+        assert_eq!(
+            parse_error(reqwest::StatusCode::BAD_REQUEST.as_u16(), &HeaderMap::new(), people).kind(),
+            ErrorKind::CursorExpired
+        );
         let etag = r#"{"error":{"code":400,"message":"Request person.etag is different than the current person.etag.","status":"FAILED_PRECONDITION"}}"#;
-        assert_eq!(parse_error(StatusCode::BAD_REQUEST, etag, None).kind(), ErrorKind::PreconditionFailed);
+        assert_eq!(
+            parse_error(reqwest::StatusCode::BAD_REQUEST.as_u16(), &HeaderMap::new(), etag).kind(),
+            ErrorKind::PreconditionFailed
+        );
         let cal = r#"{"error":{"errors":[{"domain":"calendar","reason":"fullSyncRequired","message":"Sync token is no longer valid, a full sync is required.","locationType":"parameter","location":"syncToken"}],"code":410,"message":"Sync token is no longer valid, a full sync is required."}}"#;
-        assert_eq!(parse_error(StatusCode::GONE, cal, None).kind(), ErrorKind::CursorExpired);
+        assert_eq!(
+            parse_error(reqwest::StatusCode::GONE.as_u16(), &HeaderMap::new(), cal).kind(),
+            ErrorKind::CursorExpired
+        );
         let rl = r#"{"error":{"errors":[{"domain":"usageLimits","reason":"rateLimitExceeded","message":"Rate Limit Exceeded"}],"code":403,"message":"Rate Limit Exceeded"}}"#;
-        let e = parse_error(StatusCode::FORBIDDEN, rl, Some(Duration::from_secs(2)));
+        let mut two = HeaderMap::new();
+        two.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        let e = parse_error(403, &two, rl);
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert_eq!(e.retry(), Retry::Temporary { after: Some(Duration::from_secs(2)) });
         let denied = r#"{"error":{"code":403,"message":"nope","status":"PERMISSION_DENIED"}}"#;
-        assert_eq!(parse_error(StatusCode::FORBIDDEN, denied, None).kind(), ErrorKind::PermissionDenied);
-        assert_eq!(parse_error(StatusCode::PRECONDITION_FAILED, "{}", None).kind(), ErrorKind::PreconditionFailed);
-        let html = parse_error(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>", None);
+        assert_eq!(
+            parse_error(reqwest::StatusCode::FORBIDDEN.as_u16(), &HeaderMap::new(), denied).kind(),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            parse_error(reqwest::StatusCode::PRECONDITION_FAILED.as_u16(), &HeaderMap::new(), "{}").kind(),
+            ErrorKind::PreconditionFailed
+        );
+        let html =
+            parse_error(reqwest::StatusCode::BAD_GATEWAY.as_u16(), &HeaderMap::new(), "<html>bad gateway</html>");
         assert_eq!(html.kind(), ErrorKind::Transport);
         assert!(html.is_temporary() && html.message().contains("non-JSON"));
-        assert!(parse_body("{\"a\":").unwrap_err().message().contains("truncated"));
+        let cut = crmsync_http::Response { status: 200, headers: HeaderMap::new(), text: "{\"a\":".into() };
+        assert!(cut.json("google").unwrap_err().message().contains("truncated"));
     }
 
     #[test]
     fn token_errors_never_echo_secrets() {
-        let e = token_error(
-            StatusCode::BAD_REQUEST,
+        let e = crmsync_http::oauth_error(
+            "google",
+            400,
+            &HeaderMap::new(),
             r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
-            None,
         );
-        assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+        assert_eq!(e.kind(), ErrorKind::GrantRevoked);
         assert!(e.message().contains("invalid_grant"));
     }
 }

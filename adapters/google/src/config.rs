@@ -6,6 +6,8 @@ use crmsync_core::{Error, Result};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use crmsync_http::RetryConfig;
+
 /// Default People API base URL.
 pub const DEFAULT_PEOPLE_URL: &str = "https://people.googleapis.com";
 /// Default Calendar API base URL (including the `calendar/v3` service path).
@@ -45,13 +47,11 @@ pub struct Config {
     pub private_key: Option<SecretString>,
     /// Items per page for `people.connections.list` (1–1000) and `events.list` (1–2500).
     pub page_size: usize,
-    /// How many times one request is retried on throttling (429, 403 rate limit), 5xx and
-    /// transport errors before the error is returned.
-    pub retry_budget: u32,
-    /// First backoff delay in milliseconds (doubled per attempt, capped at 30 s); a server
-    /// `Retry-After` takes precedence.
-    pub retry_base_ms: u64,
-    /// Per-request timeout in milliseconds.
+    /// Retries on throttling (429, 403 rate limit), 5xx and transport errors
+    /// (`retry = { max_retries, min_delay_ms, max_delay_ms }`); a server `Retry-After` takes
+    /// precedence over the backoff.
+    pub retry: RetryConfig,
+    /// Per-request timeout in milliseconds (1 to 3,600,000).
     pub timeout_ms: u64,
     /// Private extended property key marking a Calendar event "do not sync" (value `"true"`).
     pub no_sync_marker_property: String,
@@ -70,8 +70,7 @@ impl Default for Config {
             service_account_email: None,
             private_key: None,
             page_size: 500,
-            retry_budget: 4,
-            retry_base_ms: 500,
+            retry: RetryConfig::default(),
             timeout_ms: 30_000,
             no_sync_marker_property: DEFAULT_NO_SYNC_PROPERTY.into(),
             no_sync_color_id: None,
@@ -91,8 +90,7 @@ impl fmt::Debug for Config {
             .field("service_account_email", &self.service_account_email)
             .field("private_key", &redact(&self.private_key))
             .field("page_size", &self.page_size)
-            .field("retry_budget", &self.retry_budget)
-            .field("retry_base_ms", &self.retry_base_ms)
+            .field("retry", &self.retry)
             .field("timeout_ms", &self.timeout_ms)
             .field("no_sync_marker_property", &self.no_sync_marker_property)
             .field("no_sync_color_id", &self.no_sync_color_id)
@@ -115,6 +113,10 @@ impl Config {
         if self.page_size == 0 || self.page_size > 1000 {
             return bad(format!("page_size {} must be between 1 and 1000", self.page_size));
         }
+        if !(1..=3_600_000).contains(&self.timeout_ms) {
+            return bad(format!("timeout_ms {} must be between 1 and 3600000", self.timeout_ms));
+        }
+        self.retry.validate("google")?;
         if self.no_sync_marker_property.is_empty() || self.no_sync_marker_property.len() > 44 {
             return bad("no_sync_marker_property must be 1 to 44 characters (Calendar drops longer keys)".into());
         }
@@ -171,6 +173,14 @@ mod tests {
         assert!(bad.validate().unwrap_err().message().contains("PEM"));
         let bad = Config { no_sync_marker_property: "x".repeat(45), ..Config::default() };
         assert!(bad.validate().is_err());
+        let bad = Config { timeout_ms: u64::MAX, ..Config::default() };
+        assert!(bad.validate().unwrap_err().message().contains("timeout_ms"));
+        let bad =
+            Config { retry: RetryConfig { min_delay_ms: 9, max_delay_ms: 1, max_retries: 1 }, ..Config::default() };
+        assert!(bad.validate().unwrap_err().message().contains("google: retry.min_delay_ms"));
+        let c: Config = serde_json::from_str(r#"{"retry": {"max_retries": 0}}"#).unwrap();
+        assert_eq!(c.retry.max_retries, 0);
+        assert!(serde_json::from_str::<Config>(r#"{"retry_budget": 1}"#).is_err(), "the old retry keys are gone");
         let dbg = format!("{:?}", Config { client_secret: Some(SecretString::from("hunter2")), ..Config::default() });
         assert!(dbg.contains("[REDACTED]") && !dbg.contains("hunter2"));
     }

@@ -16,6 +16,7 @@ use crmsync_core::{
     Capabilities, Change, Changes, Collection, Contact, Error, ErrorKind, Found, Item, ItemFailure, Kind, MatchKey,
     NewItem, Record, Result, Skip, SyncKey, Update,
 };
+use crmsync_http::create_reconciled;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -91,6 +92,29 @@ impl ContactsCollection {
         if let Some(k) = &item.sync_key {
             self.known.lock().expect("poisoned").insert(k.clone(), item.clone());
         }
+    }
+
+    /// One `people:batchCreateContacts` of these people (sent non-idempotent): one result per
+    /// person, in order.
+    async fn batch_create(&self, people: Vec<&Value>) -> Result<Vec<Result<Item>>> {
+        let contacts: Vec<Value> = people.iter().map(|p| json!({"contactPerson": p})).collect();
+        let body = json!({"contacts": contacts, "readMask": PERSON_FIELDS, "sources": ["READ_SOURCE_TYPE_CONTACT"]});
+        let url = self.s.cfg().people("v1/people:batchCreateContacts");
+        let v = self.s.send(Req::write(Method::POST, url, Some(body)).once()).await?;
+        let created = v["createdPeople"].as_array().cloned().unwrap_or_default();
+        Ok((0..people.len())
+            .map(|k| match created.get(k) {
+                Some(pr) => person_response(pr),
+                None => Err(Error::unexpected("google: batchCreateContacts returned fewer people than sent")),
+            })
+            .collect())
+    }
+
+    /// Read the group again and answer, per key, the contact stamped with it if there is one.
+    async fn landed(&self, keys: Vec<&SyncKey>) -> Result<Vec<Option<Result<Item>>>> {
+        self.read(None).await?;
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(keys.iter().map(|k| known.get(*k).cloned().map(Ok)).collect())
     }
 
     async fn read(&self, cursor: Option<&str>) -> Result<Changes> {
@@ -230,16 +254,26 @@ impl Collection for ContactsCollection {
             );
             to_send.push((i, Value::Object(person)));
         }
+        // batchCreateContacts is not idempotent: after a lost reply, the group is read again
+        // and only the people whose sync key is not there yet are sent again.
         for (n, chunk) in to_send.chunks(MAX_BATCH).enumerate() {
-            let contacts: Vec<Value> = chunk.iter().map(|(_, p)| json!({"contactPerson": p})).collect();
-            let body =
-                json!({"contacts": contacts, "readMask": PERSON_FIELDS, "sources": ["READ_SOURCE_TYPE_CONTACT"]});
-            let res = self
-                .s
-                .send(Req::write(Method::POST, self.s.cfg().people("v1/people:batchCreateContacts"), Some(body)))
-                .await;
-            let v = match res {
-                Ok(v) => v,
+            let keys: Vec<&SyncKey> = chunk.iter().map(|(i, _)| &items[*i].sync_key).collect();
+            let created = create_reconciled(
+                chunk.len(),
+                self.s.cfg().retry.max_retries,
+                |which| self.batch_create(which.into_iter().map(|k| &chunk[k].1).collect()),
+                |which| self.landed(which.into_iter().map(|k| keys[k]).collect()),
+            )
+            .await;
+            match created {
+                Ok(created) => {
+                    for ((i, _), r) in chunk.iter().zip(created) {
+                        if let Ok(item) = &r {
+                            self.learn(item);
+                        }
+                        results[*i] = Some(r);
+                    }
+                }
                 Err(e) if n == 0 && e.kind() != ErrorKind::InvalidItem => {
                     return Err(e.context("google contacts: create"));
                 }
@@ -247,22 +281,10 @@ impl Collection for ContactsCollection {
                     for (i, _) in chunk {
                         results[*i] = Some(Err(e.clone()));
                     }
-                    continue;
                 }
-            };
-            let created = v["createdPeople"].as_array().cloned().unwrap_or_default();
-            for (k, (i, _)) in chunk.iter().enumerate() {
-                let r = match created.get(k) {
-                    Some(pr) => person_response(pr),
-                    None => Err(Error::unexpected("google: batchCreateContacts returned fewer people than sent")),
-                };
-                if let Ok(item) = &r {
-                    self.learn(item);
-                }
-                results[*i] = Some(r);
             }
         }
-        Ok(results.into_iter().map(|r| r.expect("every input has a result")).collect())
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::unexpected("google: no result")))).collect())
     }
 
     async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {

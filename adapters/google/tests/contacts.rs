@@ -308,11 +308,18 @@ async fn user_managed_reps_need_their_grant() {
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);
     access.grant = Some("1//revoked-or-unknown".to_owned().into());
     let err = p.contacts(&rep, &access).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    // invalid_grant: no refresh can mend it, the rep must reconnect.
+    assert_eq!(err.kind(), ErrorKind::GrantRevoked, "{err}");
     assert!(!err.to_string().contains("1//revoked"), "the grant never appears in errors: {err}");
-    access.grant = Some(fake.add_refresh_token(&rep.mailbox).into());
+    let grant = fake.add_refresh_token(&rep.mailbox);
+    access.grant = Some(grant.clone().into());
     let c = p.contacts(&rep, &access).await.unwrap();
     assert!(c.changes(None).await.unwrap().items.is_empty());
+    // Consent withdrawn after connecting: the next refresh is refused with invalid_grant.
+    fake.revoke_refresh_token(&grant);
+    fake.expire_tokens();
+    let err = c.changes(None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::GrantRevoked, "{err}");
     // Secrets stay out of Debug output.
     let dbg = format!("{:?} {:?}", p.config(), c);
     assert!(!dbg.contains("BEGIN PRIVATE KEY") && !dbg.contains("fake-client-secret"), "{dbg}");

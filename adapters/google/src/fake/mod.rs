@@ -345,8 +345,7 @@ impl FakeGoogle {
             service_account_email: Some(SERVICE_ACCOUNT.into()),
             private_key: Some(SecretString::from(SERVICE_ACCOUNT_TEST_KEY)),
             page_size: 100,
-            retry_budget: 3,
-            retry_base_ms: 1,
+            retry: crate::config::RetryConfig { max_retries: 3, ..crate::config::RetryConfig::fast() },
             timeout_ms: 1000,
             ..Config::default()
         }
