@@ -212,7 +212,7 @@ fn an_unreachable_service_fails_the_cycle_with_a_reason_and_a_non_zero_exit() {
         "crmsync.toml",
         &CONFIG
             .replace("client_id = \"cid\"", "client_id = \"cid\"\nretry = { max_retries = 0 }")
-            .replace("tenant = \"contoso\"", "tenant = \"contoso\"\nretries = 0"),
+            .replace("tenant = \"contoso\"", "tenant = \"contoso\"\nretry = { max_retries = 0 }"),
     );
     let o = crmsync(
         &["sync", "--rep", "erin", "--config", &cfg],
