@@ -42,7 +42,7 @@ pub struct Config {
     /// (`retry = { max_retries, min_delay_ms, max_delay_ms }`).
     #[serde(default)]
     pub retry: RetryConfig,
-    /// Timeout of one HTTP request, seconds (default 60).
+    /// Timeout of one HTTP request, seconds (default 60, at most 3600).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
@@ -127,8 +127,8 @@ impl Config {
             ));
         }
         self.retry.validate("salesforce")?;
-        if self.timeout_secs == 0 {
-            return bad("timeout_secs must be positive".into());
+        if !(1..=3600).contains(&self.timeout_secs) {
+            return bad(format!("timeout_secs {} must be between 1 and 3600", self.timeout_secs));
         }
         Ok(())
     }

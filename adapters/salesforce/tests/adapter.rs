@@ -496,6 +496,13 @@ fn config_validation_gives_one_clear_line() {
     c.sync_key_field = "CrmSync_Key__c".into();
     c.api_version = "v62".into();
     assert!(c.validate().unwrap_err().message().contains("api_version"));
+    c.api_version = "62.0".into();
+    // Out-of-range numbers are one clear line, not a panic.
+    c.timeout_secs = u64::MAX;
+    assert!(c.validate().unwrap_err().message().contains("timeout_secs"));
+    c.timeout_secs = 60;
+    c.retry.max_delay_ms = u64::MAX;
+    assert!(c.validate().unwrap_err().message().starts_with("salesforce: retry.max_delay_ms"));
     let parsed: Result<Config, _> =
         serde_json::from_value(json!({"instance_url": "https://x.my.salesforce.com", "client_id": "k", "bogus": 1}));
     assert!(parsed.is_err(), "unknown fields are refused");
