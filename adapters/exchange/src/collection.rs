@@ -1,5 +1,6 @@
 //! The [`Collection`] over Graph shared by contacts and events: find, batched writes, get.
-//! Reading differs per kind and lives in [`crate::contacts`] and [`crate::events`].
+//! Reading differs per kind: the provider hands each collection its kind's [`Reader`]
+//! ([`crate::contacts`], [`crate::events`]), so this file does not depend on them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -16,7 +17,7 @@ use serde_json::Value;
 use crmsync_http::create_reconciled;
 
 use crate::client::{MAX_BATCH, Session, SubRequest, odata_str};
-use crate::map::{self, SYNC_KEY_PROPERTY};
+use crate::mapping::{self, SYNC_KEY_PROPERTY};
 
 /// What a collection covers.
 #[derive(Clone, Debug)]
@@ -27,9 +28,16 @@ pub(crate) enum Scope {
     Calendar(Window),
 }
 
+/// Reads one kind in full or incrementally (the cursor is the kind's own).
+#[async_trait]
+pub(crate) trait Reader: Send + Sync {
+    async fn changes(&self, c: &GraphCollection, cursor: Option<&str>) -> Result<Changes>;
+}
+
 /// A Graph collection: the rep's contacts folder or calendar window.
 pub struct GraphCollection {
     pub(crate) kind: Kind,
+    reader: &'static dyn Reader,
     pub(crate) session: Session,
     pub(crate) scope: Scope,
     /// Last-read Graph JSON per id (keeps what the model does not hold for partial updates).
@@ -66,8 +74,8 @@ pub(crate) fn sync_key_clause(k: &SyncKey) -> String {
 }
 
 impl GraphCollection {
-    pub(crate) fn new(kind: Kind, session: Session, scope: Scope) -> Self {
-        Self { kind, session, scope, raw: Mutex::new(HashMap::new()), no_delta_expand: AtomicBool::new(false) }
+    pub(crate) fn new(kind: Kind, reader: &'static dyn Reader, session: Session, scope: Scope) -> Self {
+        Self { kind, reader, session, scope, raw: Mutex::new(HashMap::new()), no_delta_expand: AtomicBool::new(false) }
     }
 
     pub(crate) fn remember(&self, v: &Value) {
@@ -83,17 +91,17 @@ impl GraphCollection {
     /// Graph JSON → record; `Err(reason)` for an item that cannot be mapped.
     pub(crate) fn record(&self, v: &Value) -> std::result::Result<Record, String> {
         match self.kind {
-            Kind::Contact => Ok(Record::Contact(map::contact_from_graph(v))),
-            Kind::Event => map::event_from_graph(v).map(Record::Event),
+            Kind::Contact => Ok(Record::Contact(mapping::contact_from_graph(v))),
+            Kind::Event => mapping::event_from_graph(v).map(Record::Event),
         }
     }
 
     /// Graph JSON → item; the sync key comes from the JSON or `key`.
     pub(crate) fn item(&self, v: &Value, key: Option<&SyncKey>) -> Result<Item> {
         let rec = self.record(v).map_err(Error::invalid_item)?;
-        let mut it = map::item(v, rec);
+        let mut it = mapping::item(v, rec);
         if it.sync_key.is_none() {
-            it.sync_key = key.cloned().or_else(|| self.cached(&it.id).and_then(|c| map::sync_key_of(&c)));
+            it.sync_key = key.cloned().or_else(|| self.cached(&it.id).and_then(|c| mapping::sync_key_of(&c)));
         }
         Ok(it)
     }
@@ -187,8 +195,8 @@ impl GraphCollection {
             .iter()
             .map(|&i| {
                 let body = match &items[i].record {
-                    Record::Contact(c) => map::contact_create(c, &items[i].sync_key),
-                    Record::Event(e) => map::event_create(e, &items[i].sync_key),
+                    Record::Contact(c) => mapping::contact_create(c, &items[i].sync_key),
+                    Record::Event(e) => mapping::event_create(e, &items[i].sync_key),
                 };
                 SubRequest {
                     method: "POST",
@@ -231,7 +239,7 @@ impl GraphCollection {
         let clauses: Vec<String> = keys.iter().map(|k| sync_key_clause(k)).collect();
         let mut out = HashMap::new();
         for v in self.query(&clauses).await? {
-            if let Some(k) = map::sync_key_of(&v) {
+            if let Some(k) = mapping::sync_key_of(&v) {
                 out.insert(k, v);
             }
         }
@@ -254,11 +262,7 @@ impl Collection for GraphCollection {
     }
 
     async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
-        let ch = match self.kind {
-            Kind::Contact => crate::contacts::changes(self, cursor).await,
-            Kind::Event => crate::events::changes(self, cursor).await,
-        };
-        ch.map_err(|e| e.context(format!("exchange {}s", self.kind.as_str())))
+        self.reader.changes(self, cursor).await.map_err(|e| e.context(format!("exchange {}s", self.kind.as_str())))
     }
 
     async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
@@ -370,8 +374,8 @@ impl Collection for GraphCollection {
                 continue;
             }
             let body = match &rec {
-                Record::Contact(c) => map::contact_patch(c, raw.as_ref(), &u.fields),
-                Record::Event(e) => map::event_patch(e, &u.fields),
+                Record::Contact(c) => mapping::contact_patch(c, raw.as_ref(), &u.fields),
+                Record::Event(e) => mapping::event_patch(e, &u.fields),
             };
             reqs.push(SubRequest {
                 method: "PATCH",
@@ -382,13 +386,13 @@ impl Collection for GraphCollection {
             send.push(i);
         }
         for (&i, r) in send.iter().zip(self.session.batch(&reqs).await?) {
-            let key = self.cached(&items[i].id).and_then(|c| map::sync_key_of(&c));
+            let key = self.cached(&items[i].id).and_then(|c| mapping::sync_key_of(&c));
             results[i] = Some(r.and_then(|v| {
                 let it = self.item(&v, key.as_ref())?;
                 // The PATCH reply has no extended properties: keep the known key in the cache.
                 let mut keep = v.clone();
                 if let Some(k) = &key {
-                    keep["singleValueExtendedProperties"] = map::sync_key_entry(k);
+                    keep["singleValueExtendedProperties"] = mapping::sync_key_entry(k);
                 }
                 self.remember(&keep);
                 Ok(it)

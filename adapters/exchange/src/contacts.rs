@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::client::{Session, odata_str};
-use crate::collection::{GraphCollection, Scope, dedup, expand_sync_key};
+use crate::collection::{GraphCollection, Reader, Scope, dedup, expand_sync_key};
 
 /// The id of the child folder of the default Contacts folder named `name`, created if missing.
 pub(crate) async fn open_folder(session: &Session, name: &str) -> Result<String> {
@@ -87,4 +87,14 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
 
 fn c_prefer(c: &GraphCollection) -> Vec<String> {
     vec![format!("odata.maxpagesize={}", c.session.config().page_size)]
+}
+
+/// The [`Reader`] of the contacts folder.
+pub(crate) struct Contacts;
+
+#[async_trait::async_trait]
+impl Reader for Contacts {
+    async fn changes(&self, c: &GraphCollection, cursor: Option<&str>) -> Result<Changes> {
+        changes(c, cursor).await
+    }
 }

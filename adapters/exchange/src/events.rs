@@ -7,7 +7,7 @@
 use chrono::SecondsFormat;
 use crmsync_core::{Change, Changes, Error, ErrorKind, ItemFailure, Result};
 
-use crate::collection::{GraphCollection, Scope, dedup};
+use crate::collection::{GraphCollection, Reader, Scope, dedup};
 
 fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -87,4 +87,14 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
         });
     }
     Ok(Changes { full: cursor.is_none(), items, skipped: vec![], failures, cursor: Some(format!("{prefix}{delta}")) })
+}
+
+/// The [`Reader`] of the calendar window.
+pub(crate) struct Events;
+
+#[async_trait::async_trait]
+impl Reader for Events {
+    async fn changes(&self, c: &GraphCollection, cursor: Option<&str>) -> Result<Changes> {
+        changes(c, cursor).await
+    }
 }

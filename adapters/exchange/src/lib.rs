@@ -22,7 +22,7 @@ mod contacts;
 mod events;
 #[cfg(feature = "fake")]
 pub mod fake;
-pub mod map;
+pub mod mapping;
 
 use std::sync::Arc;
 
@@ -32,7 +32,7 @@ use secrecy::SecretString;
 
 pub use collection::GraphCollection;
 pub use config::Config;
-pub use map::SYNC_KEY_PROPERTY;
+pub use mapping::SYNC_KEY_PROPERTY;
 
 use client::{Graph, Principal, Session};
 use collection::Scope;
@@ -73,7 +73,7 @@ impl ExchangeProvider {
             }
         };
         let session = Session::new(self.graph.clone(), principal, root);
-        let scope = match kind {
+        let (scope, reader): (Scope, &'static dyn collection::Reader) = match kind {
             Kind::Contact => {
                 let name = rep.config.contacts.folder.trim();
                 if name.is_empty() {
@@ -81,14 +81,17 @@ impl ExchangeProvider {
                 }
                 let id =
                     contacts::open_folder(&session, name).await.map_err(|e| e.context("exchange contacts folder"))?;
-                Scope::Folder { id, name: name.to_owned() }
+                (Scope::Folder { id, name: name.to_owned() }, &contacts::Contacts)
             }
-            Kind::Event => Scope::Calendar(Window {
-                start: map::floor_day(access.window.start),
-                end: map::ceil_day(access.window.end),
-            }),
+            Kind::Event => {
+                let w = Window {
+                    start: mapping::floor_day(access.window.start),
+                    end: mapping::ceil_day(access.window.end),
+                };
+                (Scope::Calendar(w), &events::Events)
+            }
         };
-        Ok(GraphCollection::new(kind, session, scope))
+        Ok(GraphCollection::new(kind, reader, session, scope))
     }
 }
 

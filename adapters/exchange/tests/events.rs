@@ -149,7 +149,7 @@ async fn unparsable_times_and_unknown_zones_fail_alone() {
     env.fake.add_mailbox(mb);
     let t = hour(4);
     let good = env.fake.insert_event(mb, Event::new("Fine", t, t + Duration::hours(1)));
-    let when = crmsync_exchange::map::graph_datetime(t.naive_utc());
+    let when = crmsync_exchange::mapping::graph_datetime(t.naive_utc());
     let zone = env.fake.insert_event(
         mb,
         json!({"subject":"Martian","start":{"dateTime": when,"timeZone":"Mars/Olympus"},"end":{"dateTime": when,"timeZone":"Mars/Olympus"}}),

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Respond, ResponseTemplate, matchers::any};
 
 use crate::config::Config;
-use crate::map;
+use crate::mapping as map;
 use state::{Req, Resp, State, error, key, percent_decode};
 
 pub use state::{CLIENT_ID, CLIENT_SECRET, TENANT};

@@ -158,7 +158,7 @@ pub(crate) fn key(mailbox: &str) -> String {
 }
 
 fn fmt_dt(t: NaiveDateTime) -> String {
-    crate::map::graph_datetime(t)
+    crate::mapping::graph_datetime(t)
 }
 
 fn parse_dt(v: &Value) -> Option<NaiveDateTime> {
