@@ -1,5 +1,6 @@
-//! A `people:batchCreateContacts` that the service applies but whose reply never arrives must
-//! not create the batch again. The fault is injected by a small proxy in front of the fake: it
+//! A create that the service applies but whose reply never arrives must not create again:
+//! `people:batchCreateContacts` is reconciled by sync key, a Calendar insert is answered 409 for
+//! its client-supplied id. The fault is injected by a small proxy in front of the fake: it
 //! forwards the request (the fake applies it) and closes the connection instead of answering.
 
 mod common;
@@ -7,7 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crmsync_core::{Collection, Contact, Kind, NewItem, Record, Side, SyncKey};
+use chrono::{Duration, Utc};
+use crmsync_core::{Collection, Contact, Event, Kind, NewItem, Record, Side, SyncKey};
 use crmsync_google::fake::FakeGoogle;
 use crmsync_google::{Config, GoogleProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,8 +49,8 @@ async fn read_request(sock: &mut TcpStream) -> Option<(String, String, Vec<(Stri
     Some((method, path, headers, body))
 }
 
-/// A proxy to `upstream` that loses the reply of the first request whose path contains
-/// `target`. Answers its address and how many replies it lost.
+/// A proxy to `upstream` that loses the reply of the first `POST` whose path contains `target`.
+/// Answers its address and how many replies it lost.
 async fn lossy_proxy(upstream: String, target: &'static str) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -68,7 +70,10 @@ async fn lossy_proxy(upstream: String, target: &'static str) -> (String, Arc<Ato
                 let status = resp.status();
                 let content_type = resp.headers().get("content-type").cloned();
                 let bytes = resp.bytes().await.unwrap_or_default();
-                if path.contains(target) && lost.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                if method == "POST"
+                    && path.contains(target)
+                    && lost.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                {
                     return; // applied upstream; the reply is lost
                 }
                 let mut head = format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
@@ -114,4 +119,27 @@ async fn a_lost_batch_create_reply_creates_no_duplicate() {
     assert!(fake.duplicate_contact_keys(&mb).is_empty());
     assert_eq!(fake.contacts(&mb).len(), items.len());
     assert_eq!(fake.count("people.batchCreateContacts"), 1, "nothing was created twice: {:?}", fake.counts());
+}
+
+#[tokio::test]
+async fn a_lost_calendar_insert_reply_creates_no_duplicate() {
+    let fake = FakeGoogle::start().await;
+    let (proxy, lost) = lossy_proxy(fake.uri(), "calendars/primary/events").await;
+    let cfg = Config { calendar_url: format!("{proxy}/calendar/v3"), ..fake.config() };
+    let provider = GoogleProvider::new(cfg).expect("config");
+    let mb = common::mailbox();
+    fake.add_user(&mb);
+    let rep = common::rep(&mb);
+    let c = provider.events(&rep, &common::access(&rep)).expect("calendar");
+    let start = Utc::now() + Duration::hours(30);
+    let key = SyncKey::derive("rep", Kind::Event, Side::Crm, "00U1");
+    let item = NewItem {
+        sync_key: key.clone(),
+        record: Record::Event(Event::new("Review", start, start + Duration::minutes(30))),
+    };
+    let res = c.create_many(&[item]).await.expect("create_many");
+    assert_eq!(lost.load(Ordering::SeqCst), 1, "the fault fired: the insert's reply was lost");
+    let created = res[0].as_ref().expect("the retry's 409 returns the event that landed");
+    assert_eq!(created.sync_key.as_ref(), Some(&key));
+    assert_eq!(fake.count_events_with_key(&mb, key.as_str()), 1, "exactly one event");
 }
