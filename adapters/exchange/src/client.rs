@@ -11,6 +11,7 @@ use crmsync_http::{Counter, Http, TokenCache, retry_items};
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -25,24 +26,12 @@ pub const MAX_BATCH: usize = 20;
 /// `{"error":"invalid_grant","error_description":…}`. Branches on status and `code`, never on
 /// the message. A `Retry-After` header becomes the retry hint of a throttled or failed request.
 pub fn parse_error(status: u16, headers: &HeaderMap, body: &str) -> Error {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let (code, message) = match parsed.as_ref().and_then(|v| v.get("error")) {
-        Some(Value::Object(e)) => (
-            e.get("code").and_then(Value::as_str).unwrap_or("").to_owned(),
-            e.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
-        ),
-        Some(Value::String(code)) => (
-            code.clone(),
-            parsed
-                .as_ref()
-                .and_then(|v| v["error_description"].as_str())
-                .unwrap_or("")
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned(),
-        ),
-        _ => (String::new(), body.chars().take(200).collect()),
+    let (code, message) = match serde_json::from_str::<ErrorBody>(body) {
+        Ok(ErrorBody { error: ErrorField::Graph { code, message }, .. }) => (code, message),
+        Ok(ErrorBody { error: ErrorField::OAuth(code), error_description }) => {
+            (code, error_description.lines().next().unwrap_or("").to_owned())
+        }
+        Err(_) => (String::new(), body.chars().take(200).collect()),
     };
     let lc = code.to_ascii_lowercase();
     let kind = if lc == "syncstatenotfound" || lc == "resyncrequired" || status == 410 {
@@ -68,6 +57,56 @@ pub fn parse_error(status: u16, headers: &HeaderMap, body: &str) -> Error {
         ErrorKind::RateLimited | ErrorKind::Transport => err.temporary(crmsync_http::retry_after(headers)),
         _ => err,
     }
+}
+
+/// An error body: Graph's `{"error":{"code","message"}}` or the token endpoint's
+/// `{"error":"…","error_description":"…"}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorField,
+    #[serde(default)]
+    error_description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorField {
+    Graph {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    },
+    OAuth(String),
+}
+
+/// One page of a collection or delta round.
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    value: Vec<Value>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink")]
+    delta_link: Option<String>,
+}
+
+/// A `$batch` reply.
+#[derive(Deserialize)]
+struct BatchReply {
+    responses: Vec<SubResponse>,
+}
+
+/// One sub-response of a `$batch` reply.
+#[derive(Deserialize)]
+struct SubResponse {
+    id: String,
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    headers: serde_json::Map<String, Value>,
+    #[serde(default)]
+    body: Option<Value>,
 }
 
 /// Whose token a request carries.
@@ -269,16 +308,20 @@ impl Session {
         Ok(self.send(Method::GET, url, prefer, &[], None).await?.body)
     }
 
+    /// GET one page of a collection or delta round.
+    async fn page(&self, url: &str, prefer: &[&str]) -> Result<Page> {
+        serde_json::from_value(self.get(url, prefer).await?)
+            .map_err(|e| Error::unexpected(format!("GET {}: not a collection page", path_of(url))).with_source(e))
+    }
+
     /// GET a collection and every following page (`@odata.nextLink`).
     pub(crate) async fn get_all(&self, url: &str, prefer: &[&str]) -> Result<Vec<Value>> {
         let mut out = vec![];
         let mut next = Some(url.to_owned());
         while let Some(u) = next.take() {
-            let page = self.get(&u, prefer).await?;
-            if let Some(v) = page["value"].as_array() {
-                out.extend(v.iter().cloned());
-            }
-            next = page["@odata.nextLink"].as_str().map(str::to_owned);
+            let page = self.page(&u, prefer).await?;
+            out.extend(page.value);
+            next = page.next_link;
         }
         Ok(out)
     }
@@ -289,14 +332,14 @@ impl Session {
         let mut out = vec![];
         let mut next = url.to_owned();
         loop {
-            let page = self.get(&next, prefer).await?;
-            out.extend(page["value"].as_array().into_iter().flatten().cloned());
-            if let Some(n) = page["@odata.nextLink"].as_str() {
-                next = n.to_owned();
-            } else if let Some(d) = page["@odata.deltaLink"].as_str() {
-                return Ok((out, d.to_owned()));
-            } else {
-                return Err(Error::unexpected("delta page has neither @odata.nextLink nor @odata.deltaLink"));
+            let page = self.page(&next, prefer).await?;
+            out.extend(page.value);
+            match (page.next_link, page.delta_link) {
+                (Some(n), _) => next = n,
+                (None, Some(d)) => return Ok((out, d)),
+                (None, None) => {
+                    return Err(Error::unexpected("delta page has neither @odata.nextLink nor @odata.deltaLink"));
+                }
             }
         }
     }
@@ -335,22 +378,21 @@ impl Session {
                 o
             }).collect::<Vec<_>>() });
             let reply = self.send_opts(Method::POST, "/$batch", &[], &[], Some(&body), resend).await?;
-            let responses = reply.body["responses"]
-                .as_array()
-                .ok_or_else(|| Error::unexpected("$batch: response has no `responses` array"))?;
+            let mut reply: BatchReply = serde_json::from_value(reply.body)
+                .map_err(|e| Error::unexpected("$batch: response has no `responses` array").with_source(e))?;
             for &i in chunk {
-                let Some(r) = responses.iter().find(|r| r["id"].as_str() == Some(i.to_string().as_str())) else {
+                let id = i.to_string();
+                let Some(r) = reply.responses.iter_mut().find(|r| r.id == id) else {
                     out.push(Err(Error::unexpected("$batch: no response for this sub-request")));
                     continue;
                 };
-                let status = r["status"].as_u64().unwrap_or(0) as u16;
-                if (200..300).contains(&status) {
-                    out.push(Ok(r.get("body").cloned().unwrap_or(Value::Null)));
+                let body = r.body.take().unwrap_or(Value::Null);
+                if (200..300).contains(&r.status) {
+                    out.push(Ok(body));
                     continue;
                 }
-                let text = r.get("body").map(Value::to_string).unwrap_or_default();
                 let what = format!("{} {}", reqs[i].method, strip_query(&reqs[i].url));
-                out.push(Err(parse_error(status, &headers_of(&r["headers"]), &text).context(what)));
+                out.push(Err(parse_error(r.status, &headers_of(&r.headers), &body.to_string()).context(what)));
             }
         }
         Ok(out)
@@ -358,9 +400,9 @@ impl Session {
 }
 
 /// A `$batch` sub-response's JSON headers as a header map.
-fn headers_of(headers: &Value) -> HeaderMap {
+fn headers_of(headers: &serde_json::Map<String, Value>) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for (k, v) in headers.as_object().into_iter().flatten() {
+    for (k, v) in headers {
         let v = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -425,7 +467,8 @@ mod tests {
 
     #[test]
     fn batch_sub_response_headers_carry_the_retry_hint() {
-        let h = headers_of(&json!({"Retry-After": "3", "x-bad header": "v", "n": 5}));
+        let json = json!({"Retry-After": "3", "x-bad header": "v", "n": 5});
+        let h = headers_of(json.as_object().unwrap());
         assert_eq!(crmsync_http::retry_after(&h), Some(Duration::from_secs(3)));
         assert_eq!(h.get("n").unwrap(), "5");
     }
