@@ -12,6 +12,7 @@ use crmsync_http::{Counter, Http, TokenCache};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -215,6 +216,32 @@ fn snippet(text: &str) -> String {
     t.replace('\n', " ")
 }
 
+/// An error body of either API (fields the mapping does not use are ignored).
+#[derive(Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: ApiError,
+}
+
+#[derive(Default, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    message: String,
+    /// People: `[{"@type", "reason", "domain"}]`.
+    #[serde(default)]
+    details: Vec<Reason>,
+    /// Calendar: `[{"domain", "reason", "message"}]`.
+    #[serde(default)]
+    errors: Vec<Reason>,
+}
+
+#[derive(Deserialize)]
+struct Reason {
+    reason: Option<String>,
+}
+
 /// Map an error response of the People or Calendar API to a core error kind and retry hint.
 ///
 /// Understands both envelopes: People's `{"error":{"code","message","status","details":[{"reason"}]}}`
@@ -222,32 +249,18 @@ fn snippet(text: &str) -> String {
 pub fn parse_error(status: u16, headers: &HeaderMap, text: &str) -> Error {
     let retry_after = crmsync_http::retry_after(headers);
     let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => {
-            let kind = if status.is_server_error() { ErrorKind::Transport } else { ErrorKind::Unexpected };
-            let mut e =
-                Error::new(kind, format!("google: HTTP {} with a non-JSON body: {}", status.as_u16(), snippet(text)));
-            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                e = Error::new(ErrorKind::RateLimited, e.message().to_owned()).temporary(retry_after);
-            }
-            return e;
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+        let kind = if status.is_server_error() { ErrorKind::Transport } else { ErrorKind::Unexpected };
+        let mut e =
+            Error::new(kind, format!("google: HTTP {} with a non-JSON body: {}", status.as_u16(), snippet(text)));
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            e = Error::new(ErrorKind::RateLimited, e.message().to_owned()).temporary(retry_after);
         }
-    };
-    let err = &v["error"];
-    let gstatus = err["status"].as_str().unwrap_or("");
-    let message = err["message"].as_str().unwrap_or("").to_owned();
-    let mut reasons: Vec<String> = vec![];
-    for d in err["details"].as_array().into_iter().flatten() {
-        if let Some(r) = d["reason"].as_str() {
-            reasons.push(r.to_owned());
-        }
+        return e;
     }
-    for d in err["errors"].as_array().into_iter().flatten() {
-        if let Some(r) = d["reason"].as_str() {
-            reasons.push(r.to_owned());
-        }
-    }
+    let ErrorBody { error: err } = serde_json::from_str(text).unwrap_or_default();
+    let (gstatus, message) = (err.status.as_str(), err.message);
+    let reasons: Vec<String> = err.details.into_iter().chain(err.errors).filter_map(|d| d.reason).collect();
     let has = |r: &str| reasons.iter().any(|x| x == r);
     let code = status.as_u16();
     let rate_limited = has("rateLimitExceeded") || has("userRateLimitExceeded") || has("RATE_LIMIT_EXCEEDED");
