@@ -154,7 +154,7 @@ impl Http {
     /// With `idempotent = false`, a request that may have reached the service (timeout or
     /// dropped connection after sending) is not sent again: the error is marked
     /// [`ReplyLost`]. A refused connection (nothing sent) is retried either way.
-    pub async fn exchange(
+    pub async fn round_trip(
         &self,
         ctr: &Counter,
         idempotent: bool,
@@ -187,9 +187,9 @@ impl Http {
             .await
     }
 
-    /// [`Http::exchange`] for an idempotent request; a status ≥ 400 becomes the parsed error.
+    /// [`Http::round_trip`] for an idempotent request; a status ≥ 400 becomes the parsed error.
     pub async fn send(&self, ctr: &Counter, build: impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response> {
-        self.exchange(ctr, true, build).await.and_then(|r| self.check(r))
+        self.round_trip(ctr, true, build).await.and_then(|r| self.check(r))
     }
 
     /// `Ok` for a status below 400, else the parsed error.
@@ -198,7 +198,7 @@ impl Http {
     }
 
     /// Send with a token from `tokens` (slot `key`, filled by `fetch` when empty or expired):
-    /// [`Http::exchange`], and on a 401 one refresh and one more try. Answers the final
+    /// [`Http::round_trip`], and on a 401 one refresh and one more try. Answers the final
     /// response whatever its status (the caller may read its headers; [`Http::check`] maps a
     /// status ≥ 400 to the parsed error).
     pub async fn send_authed<T, F, Fut>(
@@ -216,20 +216,20 @@ impl Http {
         Fut: Future<Output = Result<(T, Option<Duration>)>>,
     {
         let lease = tokens.get(key, &fetch).await?;
-        let resp = self.exchange(ctr, idempotent, |c| build(c, &lease.token)).await?;
+        let resp = self.round_trip(ctr, idempotent, |c| build(c, &lease.token)).await?;
         if resp.status != 401 {
             return Ok(resp);
         }
         tracing::debug!("{}: access token refused, fetching a new one", self.service);
         tokens.invalidate(&lease).await;
         let lease = tokens.get(key, &fetch).await?;
-        self.exchange(ctr, idempotent, |c| build(c, &lease.token)).await
+        self.round_trip(ctr, idempotent, |c| build(c, &lease.token)).await
     }
 
     /// POST an OAuth 2.0 token request (`form`) to `url`: retried like any idempotent request,
     /// refusals mapped by [`oauth_error`] (`invalid_grant` → `GrantRevoked`).
     pub async fn fetch_token(&self, ctr: &Counter, url: &str, form: &[(&str, &str)]) -> Result<TokenReply> {
-        let resp = self.exchange(ctr, true, |c| c.post(url).form(form)).await?;
+        let resp = self.round_trip(ctr, true, |c| c.post(url).form(form)).await?;
         if resp.status >= 400 {
             return Err(oauth_error(self.service, resp.status, &resp.headers, &resp.text));
         }

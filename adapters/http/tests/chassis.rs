@@ -133,13 +133,13 @@ async fn a_non_idempotent_request_is_not_sent_again_after_a_lost_reply() {
     let (url, seen) = scripted(|_| None).await;
     let h = http(3);
     let ctr = Counter::new();
-    let e = h.exchange(&ctr, false, |c| c.post(&url).body("create")).await.expect_err("reply lost");
+    let e = h.round_trip(&ctr, false, |c| c.post(&url).body("create")).await.expect_err("reply lost");
     assert!(is_reply_lost(&e), "{e}");
     assert_eq!(e.kind(), ErrorKind::Transport);
     assert_eq!(seen.load(Ordering::SeqCst), 1, "sent once");
     assert_eq!(ctr.get(), 1);
     // The same request marked idempotent is retried.
-    let e = h.exchange(&ctr, true, |c| c.post(&url).body("upsert")).await.expect_err("never answered");
+    let e = h.round_trip(&ctr, true, |c| c.post(&url).body("upsert")).await.expect_err("never answered");
     assert!(!is_reply_lost(&e));
     assert_eq!(seen.load(Ordering::SeqCst), 5, "1 + max_retries more");
 }
@@ -150,7 +150,7 @@ async fn a_refused_connection_is_retried_even_for_a_non_idempotent_request() {
     let url = format!("http://{}/", listener.local_addr().unwrap());
     drop(listener);
     let ctr = Counter::new();
-    let e = http(2).exchange(&ctr, false, |c| c.post(&url)).await.expect_err("nobody listens");
+    let e = http(2).round_trip(&ctr, false, |c| c.post(&url)).await.expect_err("nobody listens");
     assert!(!is_reply_lost(&e), "nothing was sent: {e}");
     assert_eq!(ctr.get(), 3);
 }
@@ -169,7 +169,7 @@ async fn after_a_lost_reply_only_what_did_not_land_is_sent_again() {
             sent.lock().unwrap().push(idx.clone());
             let (h, ctr, url) = (&h, &ctr, &url);
             async move {
-                h.exchange(ctr, false, |c| c.post(url)).await?;
+                h.round_trip(ctr, false, |c| c.post(url)).await?;
                 Ok(idx.iter().map(|i| Ok(format!("created {i}"))).collect())
             }
         },
