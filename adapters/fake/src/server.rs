@@ -1,0 +1,350 @@
+//! The service trait, the shared state, the per-request chassis and the handle.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::fault::Rules;
+use crate::log::Log;
+use crate::{Fault, FaultRule, LogEntry, Rng};
+
+/// What a fake answers: status, headers and a body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes and their content type (`None`: no body).
+    pub body: Option<(Vec<u8>, String)>,
+}
+
+impl Reply {
+    /// No body.
+    pub fn empty(status: u16) -> Self {
+        Self { status, headers: vec![], body: None }
+    }
+
+    /// A JSON body.
+    pub fn json(status: u16, body: Value) -> Self {
+        Self::raw(status, serde_json::to_vec(&body).unwrap_or_default(), "application/json")
+    }
+
+    /// Raw bytes with a content type.
+    pub fn raw(status: u16, body: Vec<u8>, content_type: &str) -> Self {
+        Self { status, headers: vec![], body: Some((body, content_type.to_owned())) }
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// The body parsed as JSON (`Null` when there is none or it is not JSON).
+    pub fn json_body(&self) -> Value {
+        self.body.as_ref().and_then(|(b, _)| serde_json::from_slice(b).ok()).unwrap_or(Value::Null)
+    }
+
+    fn template(self, cut: bool, delay_ms: u64) -> ResponseTemplate {
+        let mut t = ResponseTemplate::new(self.status);
+        for (k, v) in &self.headers {
+            t = t.insert_header(k.as_str(), v.as_str());
+        }
+        t = match self.body {
+            // Promise more bytes than are sent: the client sees the connection close mid-body.
+            _ if cut => {
+                t.insert_header("content-length", "4096").set_body_raw(b"{\"value\":[".to_vec(), "application/json")
+            }
+            Some((b, ct)) => t.set_body_raw(b, ct.as_str()),
+            None => t,
+        };
+        if delay_ms > 0 { t.set_delay(Duration::from_millis(delay_ms)) } else { t }
+    }
+}
+
+/// A fake service's state, served by the chassis.
+pub trait Service: Send + 'static {
+    /// The endpoint name of a request: the key of the counters and of fault rules.
+    fn endpoint(&self, method: &str, path: &str) -> String;
+    /// Serve one request. Sub-requests of a batch count (and draw faults) through `chassis`.
+    fn serve(&mut self, req: &Request, chassis: &mut Chassis) -> Reply;
+    /// The service's answer to a status fault ([`Fault::is_status`]) on `endpoint`.
+    fn fault_reply(&self, fault: &Fault, endpoint: &str) -> Reply;
+    /// Expire every access token issued so far.
+    fn expire_tokens(&mut self);
+    /// Expire every delta / sync token (cursor) handed out so far.
+    fn expire_cursors(&mut self);
+}
+
+/// A fake's state behind a lock, shared by its handle and its server. Cheap to clone.
+pub struct Shared<S>(Arc<Mutex<S>>);
+
+impl<S> Shared<S> {
+    /// Share `state`.
+    pub fn new(state: S) -> Self {
+        Self(Arc::new(Mutex::new(state)))
+    }
+
+    /// Lock the state. A panic while it was held (a bug in the fake) does not wedge it.
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> std::fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared(..)")
+    }
+}
+
+/// What the chassis keeps per fake: counters, fault rules, the generator, the request log.
+#[derive(Debug, Default)]
+pub struct Chassis {
+    total: u64,
+    counters: BTreeMap<String, u64>,
+    rules: Rules,
+    rng: Rng,
+    fired: u64,
+    log: Log,
+}
+
+impl Chassis {
+    /// Count a request (or sub-request) to `endpoint`.
+    pub fn count(&mut self, endpoint: &str) {
+        *self.counters.entry(endpoint.to_owned()).or_default() += 1;
+    }
+
+    /// Count a sub-request of a batch and draw its fault: only rules naming an endpoint apply
+    /// to sub-requests.
+    pub fn sub_request(&mut self, method: &str, endpoint: &str) -> Option<Fault> {
+        self.count(endpoint);
+        let fault = self.rules.draw(&mut self.rng, method, endpoint, true);
+        self.fired += u64::from(fault.is_some());
+        fault
+    }
+
+    /// The fake's seeded generator.
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    fn request(&mut self, method: &str, endpoint: &str) -> (u64, Option<Fault>) {
+        self.total += 1;
+        self.count(endpoint);
+        let fault = self.rules.draw(&mut self.rng, method, endpoint, false);
+        self.fired += u64::from(fault.is_some());
+        (self.total, fault)
+    }
+}
+
+/// Serve one request of `S`: count it, draw its fault, serve or fault it, log it.
+fn handle<S: Service>(chassis: &Mutex<Chassis>, state: &Shared<S>, req: &Request) -> ResponseTemplate {
+    let started = Instant::now();
+    let mut ch = chassis.lock().unwrap_or_else(|e| e.into_inner());
+    let mut st = state.lock();
+    let (method, path) = (req.method.as_str(), req.url.path());
+    let endpoint = st.endpoint(method, path);
+    let (seq, fault) = ch.request(method, &endpoint);
+    let (mut cut, mut delay_ms) = (false, 0);
+    let reply = match &fault {
+        None => st.serve(req, &mut ch),
+        Some(f @ Fault::ExpiredToken) => {
+            st.expire_tokens();
+            st.fault_reply(f, &endpoint)
+        }
+        Some(f) if f.is_status() => st.fault_reply(f, &endpoint),
+        Some(Fault::Drop) => {
+            cut = true;
+            Reply::empty(200)
+        }
+        Some(Fault::LostReply) => {
+            cut = true;
+            st.serve(req, &mut ch)
+        }
+        Some(Fault::Truncated) => Reply::raw(200, b"{\"items\": [{\"id\": \"abc".to_vec(), "application/json"),
+        Some(Fault::Latency { ms }) => {
+            delay_ms = *ms;
+            st.serve(req, &mut ch)
+        }
+        Some(Fault::ExpiredCursor) => {
+            st.expire_cursors();
+            st.serve(req, &mut ch)
+        }
+        Some(_) => st.serve(req, &mut ch),
+    };
+    drop(st);
+    let latency_ms = started.elapsed().as_millis() as u64 + delay_ms;
+    ch.log.push(LogEntry {
+        seq,
+        method: method.to_owned(),
+        path: path.to_owned(),
+        endpoint,
+        status: reply.status,
+        latency_ms,
+        fault,
+    });
+    reply.template(cut, delay_ms)
+}
+
+struct Responder<S> {
+    chassis: Arc<Mutex<Chassis>>,
+    state: Shared<S>,
+}
+
+impl<S: Service> Respond for Responder<S> {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        handle(&self.chassis, &self.state, req)
+    }
+}
+
+/// What the handle can do to any fake's state without knowing its type.
+trait Control: Send + Sync {
+    fn expire_tokens(&self);
+    fn expire_cursors(&self);
+}
+
+impl<S: Service> Control for Shared<S> {
+    fn expire_tokens(&self) {
+        self.lock().expire_tokens();
+    }
+    fn expire_cursors(&self) {
+        self.lock().expire_cursors();
+    }
+}
+
+/// A running fake: its address, counters, fault rules and request log. Cheap to clone; the
+/// server stops when the last clone is dropped. Each fake (`FakeSalesforce`, `FakeGraph`,
+/// `FakeGoogle`) dereferences to its handle.
+#[derive(Clone)]
+pub struct Handle {
+    server: Arc<MockServer>,
+    chassis: Arc<Mutex<Chassis>>,
+    control: Arc<dyn Control>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("uri", &self.uri()).finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Serve `state` on a random loopback port, or on `listener` (a fixed port, for
+    /// `crmsync sandbox`).
+    pub async fn start<S: Service>(state: Shared<S>, listener: Option<TcpListener>) -> Self {
+        let builder = MockServer::builder().disable_request_recording();
+        let server = match listener {
+            Some(l) => builder.listener(l).start().await,
+            None => builder.start().await,
+        };
+        let chassis = Arc::new(Mutex::new(Chassis::default()));
+        let responder = Responder { chassis: chassis.clone(), state: state.clone() };
+        Mock::given(wiremock::matchers::any()).respond_with(responder).mount(&server).await;
+        Self { server: Arc::new(server), chassis, control: Arc::new(state) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Chassis> {
+        self.chassis.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server root, e.g. `http://127.0.0.1:41234`.
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    // ---- counters and log ----
+
+    /// Requests served (token requests and faulted ones included; a batch counts once).
+    pub fn requests(&self) -> u64 {
+        self.lock().total
+    }
+
+    /// Requests served by one endpoint (each fake's docs list its endpoint names).
+    pub fn count(&self, endpoint: &str) -> u64 {
+        self.lock().counters.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// Every endpoint counter.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.lock().counters.clone()
+    }
+
+    /// Zero the request total and every endpoint counter (pending faults stay).
+    pub fn reset_counts(&self) {
+        let mut ch = self.lock();
+        ch.total = 0;
+        ch.counters.clear();
+    }
+
+    /// The newest requests served, oldest first (at most the log's cap, 1,000 by default).
+    pub fn request_log(&self) -> Vec<LogEntry> {
+        self.lock().log.entries()
+    }
+
+    /// Keep at most `cap` requests in the log (0: log nothing).
+    pub fn set_log_cap(&self, cap: usize) {
+        self.lock().log.set_cap(cap);
+    }
+
+    // ---- faults ----
+
+    /// Add a fault rule.
+    pub fn inject(&self, rule: FaultRule) {
+        self.lock().rules.add(rule);
+    }
+
+    /// `fault` on the `n`-th request from now (1 = the next one).
+    pub fn fail_next(&self, n: u64, fault: Fault) {
+        self.inject(FaultRule::new(fault).nth(n));
+    }
+
+    /// `fault` on each request with probability `rate`, drawn from the generator reseeded with
+    /// `seed`.
+    pub fn fail_rate(&self, rate: f64, seed: u64, fault: Fault) {
+        self.seed(seed);
+        self.inject(FaultRule::new(fault).rate(rate));
+    }
+
+    /// Reseed the fake's generator.
+    pub fn seed(&self, seed: u64) {
+        self.lock().rng = Rng::new(seed);
+    }
+
+    /// The pending fault rules.
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.lock().rules.list()
+    }
+
+    /// Remove every pending fault rule.
+    pub fn clear_faults(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// Faults injected so far (sub-requests of batches included).
+    pub fn faults_fired(&self) -> u64 {
+        self.lock().fired
+    }
+
+    // ---- state ----
+
+    /// Expire every access token issued so far: the next API request gets the service's 401.
+    pub fn expire_tokens(&self) {
+        self.control.expire_tokens();
+    }
+
+    /// Expire every delta / sync token (cursor) handed out so far.
+    pub fn expire_cursors(&self) {
+        self.control.expire_cursors();
+    }
+}
