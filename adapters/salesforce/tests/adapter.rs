@@ -69,14 +69,14 @@ async fn request_counts_are_the_paging_and_batching_floor() {
     }
     let writes = c.requests() - 1; // the token request
     assert_eq!(writes, n.div_ceil(200) as u64, "one composite request per 200 records");
-    assert_eq!(fake.requests_to("composite"), n.div_ceil(200) as u64);
-    assert_eq!(fake.requests_to("token"), 1);
+    assert_eq!(fake.count("composite"), n.div_ceil(200) as u64);
+    assert_eq!(fake.count("token"), 1);
     let before_read = c.requests();
     let full = c.changes(None).await.unwrap();
     assert_eq!(upserts(&full).len(), n);
     assert_eq!(c.requests() - before_read, n.div_ceil(2000) as u64, "reads page at 2,000");
-    assert_eq!(fake.requests_to("query"), 1);
-    assert_eq!(fake.requests_to("query_more"), 1, "the second page came through nextRecordsUrl");
+    assert_eq!(fake.count("query"), 1);
+    assert_eq!(fake.count("query_more"), 1, "the second page came through nextRecordsUrl");
     assert_eq!(fake.contacts().len(), n);
 }
 
@@ -96,12 +96,12 @@ async fn a_large_find_is_one_composite_request() {
         .flat_map(|i| [MatchKey::SyncKey(key(i)), MatchKey::Email(format!("p{i}@example.com"))])
         .chain((0..200).map(|i| MatchKey::Email(format!("nobody{i}@example.com"))))
         .collect();
-    let before = (fake.requests_to("composite/query"), fake.requests_to("composite"), fake.requests_to("query"));
+    let before = (fake.count("composite/query"), fake.count("composite"), fake.count("query"));
     let found = c.find(&keys).await.unwrap();
     assert_eq!(found.len(), n, "every record found once");
-    assert_eq!(fake.requests_to("composite") - before.1, 1, "one request");
-    assert!(fake.requests_to("composite/query") - before.0 > 1, "the keys did not fit one query URI");
-    assert_eq!(fake.requests_to("query"), before.2, "no separate query requests");
+    assert_eq!(fake.count("composite") - before.1, 1, "one request");
+    assert!(fake.count("composite/query") - before.0 > 1, "the keys did not fit one query URI");
+    assert_eq!(fake.count("query"), before.2, "no separate query requests");
 }
 
 #[tokio::test]
@@ -157,7 +157,7 @@ async fn a_batch_over_200_is_split_and_one_invalid_record_fails_alone() {
     for chunk in items.chunks(200) {
         results.extend(c.create_many(chunk).await.unwrap());
     }
-    assert_eq!(fake.requests_to("composite"), 2);
+    assert_eq!(fake.count("composite"), 2);
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 228);
     let e = results[137].as_ref().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidItem);
@@ -178,7 +178,7 @@ async fn upsert_by_sync_key_twice_creates_one_record() {
     assert_eq!(a.id, b.id);
     assert_eq!(fake.count_by_sync_key("Contact", key(7).as_str()), 1);
     assert_eq!(fake.count_contacts_by_email("p7@example.com"), 1);
-    assert_eq!(fake.requests_to("composite/collections_upsert"), 2, "both went through the external-id upsert");
+    assert_eq!(fake.count("composite/collections_upsert"), 2, "both went through the external-id upsert");
     let found = c.find(&[MatchKey::SyncKey(key(7))]).await.unwrap();
     assert_eq!(found.len(), 1);
 }
@@ -245,10 +245,10 @@ async fn an_expired_session_is_refreshed_once_and_bad_credentials_are_clear() {
     fake.insert_contact(&rep.crm_user_id, json!({"LastName": "A"}));
     let c = coll(&crm, &rep, Kind::Contact).await;
     c.changes(None).await.unwrap();
-    fake.expire_session();
+    fake.expire_tokens();
     let again = c.changes(None).await.unwrap();
     assert_eq!(upserts(&again).len(), 1);
-    assert_eq!(fake.requests_to("token"), 2, "one new token after the 401");
+    assert_eq!(fake.count("token"), 2, "one new token after the 401");
     assert_eq!(c.requests(), 1 + 1 + 1 + 1 + 1, "token, read, 401, token, read");
 
     // Refresh-token flow.
@@ -283,18 +283,18 @@ async fn throttling_and_outages_are_retried_and_counted() {
     let c = coll(&crm, &rep, Kind::Contact).await;
     c.changes(None).await.unwrap();
     let before = c.requests();
-    fake.fail_next(1, Fault::TooManyRequests { retry_after_secs: 0 });
+    fake.fail_next(1, Fault::TooManyRequests { retry_after_ms: 0 });
     fake.fail_next(2, Fault::Unavailable);
     fake.fail_next(3, Fault::Drop);
-    fake.fail_next(4, Fault::ConcurrentLimit);
+    fake.fail_next(4, Fault::Throttle403);
     assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 1);
     assert_eq!(c.requests() - before, 5, "four failures and the success, each counted");
-    assert_eq!(fake.requests_to("fault"), 4);
+    assert_eq!(fake.faults_fired(), 4);
     // A session expiring mid-run: one new token, then the read goes through.
-    let tokens = fake.requests_to("token");
-    fake.fail_next(1, Fault::ExpireSession);
+    let tokens = fake.count("token");
+    fake.fail_next(1, Fault::ExpiredToken);
     assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 1);
-    assert_eq!(fake.requests_to("token"), tokens + 1);
+    assert_eq!(fake.count("token"), tokens + 1);
     // A budget that runs out is an error of the whole call.
     for k in 1..=5 {
         fake.fail_next(k, Fault::Unavailable);
@@ -318,11 +318,11 @@ async fn seeded_fault_rate_is_survived() {
         fake.insert_contact(&rep.crm_user_id, json!({"LastName": format!("R{i}")}));
     }
     let c = coll(&crm, &rep, Kind::Contact).await;
-    fake.fail_at_rate(0.3, 42, Fault::Unavailable);
+    fake.fail_rate(0.3, 42, Fault::Unavailable);
     for _ in 0..5 {
         assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 5);
     }
-    assert!(fake.requests_to("fault") > 0, "the seeded rate injected faults");
+    assert!(fake.faults_fired() > 0, "the seeded rate injected faults");
     assert_eq!(c.requests(), fake.requests(), "every request, failed or not, is counted");
 }
 
@@ -422,9 +422,9 @@ async fn events_link_the_attendee_contact_and_keep_all_day_events() {
         NewItem { sync_key: key(1), record: Record::Event(timed.clone()) },
         NewItem { sync_key: key(2), record: Record::Event(all_day.clone()) },
     ];
-    let q_before = fake.requests_to("query");
+    let q_before = fake.count("query");
     let made: Vec<_> = c.create_many(&items).await.unwrap().into_iter().map(Result::unwrap).collect();
-    assert_eq!(fake.requests_to("query") - q_before, 1, "one attendee lookup for the batch");
+    assert_eq!(fake.count("query") - q_before, 1, "one attendee lookup for the batch");
     let stored = fake.record(&made[0].id).unwrap();
     assert_eq!(stored["WhoId"], json!(ann));
     assert_eq!(stored["OwnerId"], json!(rep.crm_user_id));
@@ -457,13 +457,13 @@ async fn events_link_the_attendee_contact_and_keep_all_day_events() {
     // is known: the next event batch needs no look-up query.
     let contacts = coll(&crm, &rep, Kind::Contact).await;
     contacts.changes(None).await.unwrap();
-    let q_before = fake.requests_to("query");
+    let q_before = fake.count("query");
     let again = vec![NewItem {
         sync_key: key(3),
         record: Record::Event(Event { subject: Some("Follow-up".into()), ..timed.clone() }),
     }];
     let made = c.create_many(&again).await.unwrap().remove(0).unwrap();
-    assert_eq!(fake.requests_to("query"), q_before, "WhoId came from the contact read");
+    assert_eq!(fake.count("query"), q_before, "WhoId came from the contact read");
     assert_eq!(fake.record(&made.id).unwrap()["WhoId"], json!(ann));
 }
 

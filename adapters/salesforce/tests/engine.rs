@@ -60,7 +60,7 @@ async fn sync_reset_and_resync_against_the_fake_org() {
     }
     let provider_writes = || mb.contacts.lock().unwrap().writes + mb.events.lock().unwrap().writes;
     let crm_writes = || {
-        let c = fake.endpoint_requests();
+        let c = fake.counts();
         ["composite", "collections_create", "collections_update", "collections_upsert", "collections_delete"]
             .iter()
             .map(|k| c.get(*k).copied().unwrap_or(0))

@@ -296,12 +296,12 @@ async fn the_fake_speaks_the_documented_rest_protocol() {
     let (st, _, limits) = api.send(Method::GET, "/limits", None).await;
     assert_eq!(st, 200);
     assert_eq!(limits["DailyApiRequests"]["Max"], 15000);
-    fake.expire_session();
+    fake.expire_tokens();
     let (st, _, err) = api.send(Method::GET, "/limits", None).await;
     assert_eq!(st, 401);
     assert_eq!(err, json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]));
-    assert_eq!(fake.requests_to("query"), 7);
-    assert_eq!(fake.requests_to("query_more"), 1);
+    assert_eq!(fake.count("query"), 7);
+    assert_eq!(fake.count("query_more"), 1);
 }
 
 #[tokio::test]

@@ -1,43 +1,28 @@
-//! HTTP routing of the fake org: one `wiremock::Respond` over the shared state.
-
-use std::sync::{Arc, Mutex};
+//! HTTP routing of the fake org: the [`Service`] the chassis serves, over the org's state.
 
 use chrono::{DateTime, Duration, Utc};
+use crmsync_fake::{Chassis, Fault, Reply, Service, oauth_error, oauth_form};
 use serde_json::{Map, Value, json};
-use wiremock::{Request, Respond, ResponseTemplate};
+use wiremock::Request;
 
 use super::schema::{Ty, Val, fmt_time, object, parse_time};
 use super::soql::{self, Db};
-use super::{CLIENT_ID, CLIENT_SECRET, Fault, RecErr, State};
+use super::state::{RecErr, State};
+use super::{CLIENT_ID, CLIENT_SECRET};
 
-/// What a route answers.
-struct Reply {
-    status: u16,
-    body: Option<Value>,
-    headers: Vec<(&'static str, String)>,
+const JSON: &str = "application/json;charset=UTF-8";
+
+fn ok(status: u16, body: Value) -> Reply {
+    Reply::raw(status, serde_json::to_vec(&body).unwrap_or_default(), JSON)
 }
-
-impl Reply {
-    fn json(status: u16, body: Value) -> Self {
-        Self { status, body: Some(body), headers: vec![] }
-    }
-    fn empty(status: u16) -> Self {
-        Self { status, body: None, headers: vec![] }
-    }
-    fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self::json(status, json!([{"message": message.into(), "errorCode": code}]))
-    }
-    fn rec_err(status: u16, e: &RecErr) -> Self {
-        Self::json(status, json!([e.rest()]))
-    }
-    fn not_found() -> Self {
-        Self::error(404, "NOT_FOUND", "The requested resource does not exist")
-    }
+fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+    ok(status, json!([{"message": message.into(), "errorCode": code}]))
 }
-
-/// The responder mounted on the mock server.
-pub(crate) struct Handler {
-    pub state: Arc<Mutex<State>>,
+fn rec_err(status: u16, e: &RecErr) -> Reply {
+    ok(status, json!([e.rest()]))
+}
+fn not_found() -> Reply {
+    error(404, "NOT_FOUND", "The requested resource does not exist")
 }
 
 /// An RFC 1123 date; the weekday is not checked (clients get it wrong, e.g. the docs' example).
@@ -51,130 +36,118 @@ fn http_date(t: DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-impl Respond for Handler {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let mut st = self.state.lock().expect("fake salesforce state poisoned");
-        st.total += 1;
-        let n = st.total;
-        let mut fault = st.faults.remove(&n);
-        if fault.is_none() {
-            if let Some((rate, f)) = st.rate {
-                let r = (st.next_rand() >> 11) as f64 / (1u64 << 53) as f64;
-                if r < rate {
-                    fault = Some(f);
-                }
-            }
-        }
-        let date = http_date(st.now());
-        match fault {
-            Some(Fault::TooManyRequests { retry_after_secs }) => {
-                *st.counters.entry("fault".into()).or_default() += 1;
-                return ResponseTemplate::new(429)
-                    .insert_header("Retry-After", retry_after_secs.to_string().as_str())
-                    .insert_header("Date", date.as_str())
-                    .set_body_raw(
-                        serde_json::to_vec(
-                            &json!([{"message": "Too many requests", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]),
-                        )
-                        .expect("json"),
-                        "application/json;charset=UTF-8",
-                    );
-            }
-            Some(Fault::Unavailable) => {
-                *st.counters.entry("fault".into()).or_default() += 1;
-                return ResponseTemplate::new(503).insert_header("Date", date.as_str()).set_body_raw(
-                    b"<html><body><h1>503 Service Unavailable</h1>Server temporarily unavailable.</body></html>"
-                        .to_vec(),
-                    "text/html",
-                );
-            }
-            Some(Fault::ConcurrentLimit) => {
-                *st.counters.entry("fault".into()).or_default() += 1;
-                return ResponseTemplate::new(403).insert_header("Date", date.as_str()).set_body_raw(
-                    serde_json::to_vec(&json!([{"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]))
-                        .expect("json"),
-                    "application/json;charset=UTF-8",
-                );
-            }
-            Some(Fault::Drop) => {
-                *st.counters.entry("fault".into()).or_default() += 1;
-                // A body shorter than its Content-Length: the connection closes mid-response.
-                return ResponseTemplate::new(200)
-                    .insert_header("Content-Length", "4096")
-                    .set_body_raw(b"{\"totalSize\":".to_vec(), "application/json");
-            }
-            Some(Fault::ExpireSession) => st.tokens.clear(),
-            None => {}
-        }
-        let method = req.method.as_str().to_owned();
-        let path = req.url.path().to_owned();
+impl Service for State {
+    fn endpoint(&self, method: &str, path: &str) -> String {
+        endpoint_of(method, path)
+    }
+
+    fn serve(&mut self, req: &Request, chassis: &mut Chassis) -> Reply {
+        let date = http_date(self.now());
         let query: Vec<(String, String)> =
             req.url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (label, reply, metered) = route(&mut st, &method, &path, &query, &header, &req.body, true);
-        *st.counters.entry(label).or_default() += 1;
-        let mut t = ResponseTemplate::new(reply.status).insert_header("Date", date.as_str());
+        let (reply, metered) =
+            route(self, chassis, req.method.as_str(), req.url.path(), &query, &header, &req.body, true);
+        let reply = reply.header("Date", date);
         if metered {
-            let info = format!("api-usage={}/{}", st.api_used, st.api_max);
-            t = t.insert_header("Sforce-Limit-Info", info.as_str());
+            reply.header("Sforce-Limit-Info", format!("api-usage={}/{}", self.api_used, self.api_max))
+        } else {
+            reply
         }
-        for (k, v) in &reply.headers {
-            t = t.insert_header(*k, v.as_str());
-        }
-        if let Some(b) = reply.body {
-            t = t.set_body_raw(serde_json::to_vec(&b).expect("json"), "application/json;charset=UTF-8");
-        }
-        t
     }
+
+    fn fault_reply(&self, fault: &Fault, _endpoint: &str) -> Reply {
+        let reply = match fault {
+            Fault::TooManyRequests { .. } => error(429, "REQUEST_LIMIT_EXCEEDED", "Too many requests"),
+            Fault::Throttle403 => error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."),
+            Fault::ExpiredToken => error(401, "INVALID_SESSION_ID", "Session expired or invalid"),
+            Fault::ServerError => error(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if you contact support.",
+            ),
+            _ => Reply::raw(
+                503,
+                b"<html><body><h1>503 Service Unavailable</h1>Server temporarily unavailable.</body></html>".to_vec(),
+                "text/html",
+            ),
+        };
+        let reply = reply.header("Date", http_date(self.now()));
+        match fault.retry_after() {
+            Some(s) => reply.header("Retry-After", s),
+            None => reply,
+        }
+    }
+
+    fn expire_tokens(&mut self) {
+        self.tokens.expire();
+    }
+
+    fn expire_cursors(&mut self) {
+        State::expire_cursors(self);
+    }
+}
+
+/// The endpoint name of a request (`token`, `query`, `collections_upsert`, …).
+fn endpoint_of(method: &str, path: &str) -> String {
+    if path == "/services/oauth2/token" && method == "POST" {
+        return "token".into();
+    }
+    if matches!(path, "/services/data" | "/services/data/") && method == "GET" {
+        return "versions".into();
+    }
+    match data_path(path) {
+        Some((_, segs)) => label_of(method, &segs),
+        None => "unknown".into(),
+    }
+}
+
+/// `/services/data/vNN.N/rest…` → (`NN.N`, the segments of `rest`).
+fn data_path(path: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = path.strip_prefix("/services/data/v")?;
+    let (version, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    if version.split_once('.').is_none_or(|(a, b)| a.parse::<u32>().is_err() || b.parse::<u32>().is_err()) {
+        return None;
+    }
+    Some((version, rest.split('/').filter(|s| !s.is_empty()).collect()))
 }
 
 type Header<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Route one request: (counter label, reply, whether it is metered against API limits).
+/// Route one request: (reply, whether it is metered against API limits).
+#[allow(clippy::too_many_arguments)]
 fn route(
     st: &mut State,
+    ch: &mut Chassis,
     method: &str,
     path: &str,
     query: &[(String, String)],
     header: Header,
     body: &[u8],
     top: bool,
-) -> (String, Reply, bool) {
+) -> (Reply, bool) {
     if path == "/services/oauth2/token" && method == "POST" {
-        return ("token".into(), token(st, body), false);
+        return (token(st, body), false);
     }
     if matches!(path, "/services/data" | "/services/data/") && method == "GET" {
-        return (
-            "versions".into(),
-            Reply::json(200, json!([{"label": "Winter '25", "url": "/services/data/v62.0", "version": "62.0"}])),
-            false,
-        );
+        return (ok(200, json!([{"label": "Winter '25", "url": "/services/data/v62.0", "version": "62.0"}])), false);
     }
-    let Some(rest) = path.strip_prefix("/services/data/v") else {
-        return ("unknown".into(), Reply::not_found(), false);
+    let Some((version, segs)) = data_path(path) else {
+        return (not_found(), false);
     };
-    let (version, rest) = rest.split_once('/').unwrap_or((rest, ""));
-    if version.split_once('.').is_none_or(|(a, b)| a.parse::<u32>().is_err() || b.parse::<u32>().is_err()) {
-        return ("unknown".into(), Reply::not_found(), false);
-    }
-    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let label = label_of(method, &segs);
     if top {
-        let auth = header("authorization").unwrap_or_default();
-        let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("OAuth ")).unwrap_or("");
-        if !st.tokens.contains(token) {
-            return (label, Reply::error(401, "INVALID_SESSION_ID", "Session expired or invalid"), false);
+        if st.tokens.bearer(header("authorization").as_deref()).is_none() {
+            return (error(401, "INVALID_SESSION_ID", "Session expired or invalid"), false);
         }
         st.api_used += 1;
         if st.api_used > st.api_max {
-            return (label, Reply::error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), true);
+            return (error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), true);
         }
     }
     st.api_version = version.to_owned();
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let json_body = || -> Result<Value, Reply> {
-        serde_json::from_slice(body)
-            .map_err(|e| Reply::error(400, "JSON_PARSER_ERROR", format!("Unexpected character: {e}")))
+        serde_json::from_slice(body).map_err(|e| error(400, "JSON_PARSER_ERROR", format!("Unexpected character: {e}")))
     };
     let reply = match (method, segs.as_slice()) {
         ("GET", ["query" | "queryAll"]) => {
@@ -190,14 +163,14 @@ fn route(
             run_query(st, &q("q").unwrap_or_default(), all, batch, version)
         }
         ("GET", ["query" | "queryAll", locator]) => query_more(st, locator, version),
-        ("GET", ["limits"]) => Reply::json(
+        ("GET", ["limits"]) => ok(
             200,
             json!({"DailyApiRequests": {"Max": st.api_max, "Remaining": st.api_max.saturating_sub(st.api_used)},
                    "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
                    "ConcurrentAsyncGetReportInstances": {"Max": 200, "Remaining": 200}}),
         ),
         ("POST", ["composite"]) => match json_body() {
-            Ok(b) => composite(st, &b, version, header),
+            Ok(b) => composite(st, ch, &b, header),
             Err(r) => r,
         },
         ("POST" | "PATCH", ["composite", "sobjects"]) => match json_body() {
@@ -205,23 +178,18 @@ fn route(
             Err(r) => r,
         },
         ("GET", ["composite", "sobjects", ty]) => {
-            let Some(obj) = object(ty) else { return (label, Reply::not_found(), true) };
+            let Some(obj) = object(ty) else { return (not_found(), true) };
             let fields: Option<Vec<String>> = q("fields").map(|f| f.split(',').map(|s| s.trim().to_owned()).collect());
             if let Some(bad) = fields.iter().flatten().find(|f| obj.field(f).is_none()) {
                 return (
-                    label,
-                    Reply::error(
-                        400,
-                        "INVALID_FIELD",
-                        format!("No such column '{bad}' on sobject of type {}", obj.name),
-                    ),
+                    error(400, "INVALID_FIELD", format!("No such column '{bad}' on sobject of type {}", obj.name)),
                     true,
                 );
             }
             let ids = q("ids").unwrap_or_default();
             let ids: Vec<&str> = ids.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
             if ids.len() > 2000 {
-                return (label, Reply::error(400, "EXCEEDED_ID_LIMIT", "cannot retrieve more than 2000 records"), true);
+                return (error(400, "EXCEEDED_ID_LIMIT", "cannot retrieve more than 2000 records"), true);
             }
             let out: Vec<Value> = ids
                 .iter()
@@ -230,7 +198,7 @@ fn route(
                     _ => Value::Null,
                 })
                 .collect();
-            Reply::json(200, json!(out))
+            ok(200, json!(out))
         }
         ("PATCH", ["composite", "sobjects", ty, field]) => match json_body() {
             Ok(b) => collections_write(st, &b, false, Some((ty, field))),
@@ -242,8 +210,7 @@ fn route(
         (_, ["sobjects", ty, rest @ ..]) => {
             let Some(obj) = object(ty) else {
                 return (
-                    label,
-                    Reply::error(
+                    error(
                         404,
                         "NOT_FOUND",
                         format!("The requested resource does not exist: sObject type '{ty}' is not supported."),
@@ -255,17 +222,17 @@ fn route(
             match (method, rest) {
                 ("POST", []) => match json_body() {
                     Ok(Value::Object(m)) => match st.write(obj, None, &m, &actor, false) {
-                        Ok(id) => Reply::json(201, json!({"id": id, "success": true, "errors": []})),
-                        Err(e) => Reply::rec_err(400, &e),
+                        Ok(id) => ok(201, json!({"id": id, "success": true, "errors": []})),
+                        Err(e) => rec_err(400, &e),
                     },
-                    Ok(_) => Reply::error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object"),
+                    Ok(_) => error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object"),
                     Err(r) => r,
                 },
                 ("GET", ["describe"]) => describe(obj),
                 ("GET", [kind @ ("updated" | "deleted")]) => replication(st, obj, kind, q("start"), q("end")),
                 ("GET", [id]) => match st.find(obj, id) {
                     Some(r) if r.get("IsDeleted") == Some(&Val::Bool(true)) => {
-                        Reply::error(404, "ENTITY_IS_DELETED", "entity is deleted")
+                        error(404, "ENTITY_IS_DELETED", "entity is deleted")
                     }
                     Some(r) => {
                         let fields: Option<Vec<String>> =
@@ -273,8 +240,7 @@ fn route(
                         if let Some(fs) = &fields {
                             if let Some(bad) = fs.iter().find(|f| obj.field(f).is_none()) {
                                 return (
-                                    label,
-                                    Reply::error(
+                                    error(
                                         400,
                                         "INVALID_FIELD",
                                         format!("No such column '{bad}' on sobject of type {}", obj.name),
@@ -283,21 +249,16 @@ fn route(
                                 );
                             }
                         }
-                        Reply::json(200, st.record_json(obj, r, fields.as_deref()))
+                        ok(200, st.record_json(obj, r, fields.as_deref()))
                     }
-                    None => Reply::not_found(),
+                    None => not_found(),
                 },
                 ("PATCH", [id]) => match json_body() {
                     Ok(Value::Object(m)) => {
                         if let Some(h) = header("if-unmodified-since") {
                             let Some(since) = http_date_parse(&h) else {
                                 return (
-                                    label,
-                                    Reply::error(
-                                        400,
-                                        "INVALID_HEADER",
-                                        format!("Invalid If-Unmodified-Since header: {h}"),
-                                    ),
+                                    error(400, "INVALID_HEADER", format!("Invalid If-Unmodified-Since header: {h}")),
                                     true,
                                 );
                             };
@@ -307,8 +268,7 @@ fn route(
                             });
                             if modified.is_some_and(|m| m.timestamp() > since.timestamp()) {
                                 return (
-                                    label,
-                                    Reply::error(
+                                    error(
                                         412,
                                         "PRECONDITION_FAILED",
                                         "The requested resource has been modified since the If-Unmodified-Since date",
@@ -319,24 +279,22 @@ fn route(
                         }
                         match st.write(obj, Some(id), &m, &actor, false) {
                             Ok(_) => Reply::empty(204),
-                            Err(e) if e.code == "INVALID_CROSS_REFERENCE_KEY" && e.fields.is_empty() => {
-                                Reply::not_found()
-                            }
-                            Err(e) if e.code == "ENTITY_IS_DELETED" => Reply::rec_err(404, &e),
-                            Err(e) => Reply::rec_err(400, &e),
+                            Err(e) if e.code == "INVALID_CROSS_REFERENCE_KEY" && e.fields.is_empty() => not_found(),
+                            Err(e) if e.code == "ENTITY_IS_DELETED" => rec_err(404, &e),
+                            Err(e) => rec_err(400, &e),
                         }
                     }
-                    Ok(_) => Reply::error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object"),
+                    Ok(_) => error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object"),
                     Err(r) => r,
                 },
                 ("DELETE", [id]) => match st.delete(Some(obj), id) {
                     Ok(_) => Reply::empty(204),
-                    Err(e) if e.code == "ENTITY_IS_DELETED" => Reply::rec_err(404, &e),
-                    Err(_) => Reply::not_found(),
+                    Err(e) if e.code == "ENTITY_IS_DELETED" => rec_err(404, &e),
+                    Err(_) => not_found(),
                 },
                 ("PATCH" | "GET", [field, value]) => {
                     let Some(f) = obj.field(field).filter(|f| obj.is_external_id(f.name) || f.name == "Id") else {
-                        return (label, Reply::not_found(), true);
+                        return (not_found(), true);
                     };
                     if method == "GET" {
                         let rows: Vec<Value> = st
@@ -348,22 +306,21 @@ fn route(
                             .map(|r| st.record_json(obj, r, None))
                             .collect();
                         match rows.len() {
-                            0 => Reply::not_found(),
-                            1 => Reply::json(200, rows.into_iter().next().expect("one")),
-                            _ => Reply::json(
-                                300,
-                                json!(rows.iter().map(|r| r["attributes"]["url"].clone()).collect::<Vec<_>>()),
-                            ),
+                            0 => not_found(),
+                            1 => ok(200, rows.into_iter().next().expect("one")),
+                            _ => {
+                                ok(300, json!(rows.iter().map(|r| r["attributes"]["url"].clone()).collect::<Vec<_>>()))
+                            }
                         }
                     } else {
                         match json_body() {
                             Ok(Value::Object(m)) => match st.upsert(obj, f.name, value, &m, &actor) {
-                                Ok(Ok((id, created))) => Reply::json(
+                                Ok(Ok((id, created))) => ok(
                                     if created { 201 } else { 200 },
                                     json!({"id": id, "success": true, "errors": [], "created": created}),
                                 ),
-                                Ok(Err(e)) => Reply::rec_err(400, &e),
-                                Err(ids) => Reply::json(
+                                Ok(Err(e)) => rec_err(400, &e),
+                                Err(ids) => ok(
                                     300,
                                     json!(
                                         ids.iter()
@@ -372,21 +329,21 @@ fn route(
                                     ),
                                 ),
                             },
-                            Ok(_) => Reply::error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object"),
+                            Ok(_) => error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object"),
                             Err(r) => r,
                         }
                     }
                 }
-                _ => Reply::error(
+                _ => error(
                     405,
                     "METHOD_NOT_ALLOWED",
                     format!("HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE"),
                 ),
             }
         }
-        _ => Reply::not_found(),
+        _ => not_found(),
     };
-    (label, reply, true)
+    (reply, true)
 }
 
 fn label_of(method: &str, segs: &[&str]) -> String {
@@ -415,9 +372,9 @@ fn label_of(method: &str, segs: &[&str]) -> String {
 }
 
 fn token(st: &mut State, body: &[u8]) -> Reply {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let f = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let bad = |code: &str, desc: &str| Reply::json(400, json!({"error": code, "error_description": desc}));
+    let form = oauth_form(body);
+    let f = |k: &str| form.get(k).map(String::as_str);
+    let bad = |code: &str, desc: &str| oauth_error(400, code, desc);
     if f("client_id") != Some(CLIENT_ID) {
         return bad("invalid_client_id", "client identifier invalid");
     }
@@ -426,7 +383,7 @@ fn token(st: &mut State, body: &[u8]) -> Reply {
     }
     match f("grant_type") {
         Some("refresh_token") => {
-            if !f("refresh_token").is_some_and(|t| st.refresh_tokens.contains(t)) {
+            if st.tokens.refresh(f("refresh_token")).is_none() {
                 return bad("invalid_grant", "expired access/refresh token");
             }
         }
@@ -439,7 +396,7 @@ fn token(st: &mut State, body: &[u8]) -> Reply {
     }
     let token = st.issue_token();
     let org = "00D5g000004FAKEEAA";
-    Reply::json(
+    ok(
         200,
         json!({
             "access_token": token,
@@ -456,14 +413,14 @@ fn token(st: &mut State, body: &[u8]) -> Reply {
 fn run_query(st: &mut State, text: &str, all: bool, batch: usize, version: &str) -> Reply {
     let parsed = match soql::parse(text, st.now()) {
         Ok(q) => q,
-        Err(e) => return Reply::error(400, e.code, e.message),
+        Err(e) => return error(400, e.code, e.message),
     };
     let ex = match soql::execute(&*st, &parsed, all, st.now(), version, usize::MAX) {
         Ok(x) => x,
-        Err(e) => return Reply::error(400, e.code, e.message),
+        Err(e) => return error(400, e.code, e.message),
     };
     if ex.count_only {
-        return Reply::json(200, json!({"totalSize": ex.total, "done": true, "records": []}));
+        return ok(200, json!({"totalSize": ex.total, "done": true, "records": []}));
     }
     page(st, ex.rows, 0, batch, version)
 }
@@ -471,13 +428,13 @@ fn run_query(st: &mut State, text: &str, all: bool, batch: usize, version: &str)
 fn page(st: &mut State, mut rows: Vec<Value>, offset: usize, batch: usize, version: &str) -> Reply {
     let total = offset + rows.len();
     if rows.len() <= batch {
-        return Reply::json(200, json!({"totalSize": total, "done": true, "records": rows}));
+        return ok(200, json!({"totalSize": total, "done": true, "records": rows}));
     }
     let rest = rows.split_off(batch);
     st.next_id_for_locator();
     let locator = format!("{}-{}", st.last_locator(), offset + batch);
     st.open_locator(locator.clone(), rest, batch);
-    Reply::json(
+    ok(
         200,
         json!({"totalSize": total, "done": false, "nextRecordsUrl": format!("/services/data/v{version}/query/{locator}"), "records": rows}),
     )
@@ -485,19 +442,19 @@ fn page(st: &mut State, mut rows: Vec<Value>, offset: usize, batch: usize, versi
 
 fn query_more(st: &mut State, locator: &str, version: &str) -> Reply {
     let Some((rows, batch)) = st.locators.remove(locator) else {
-        return Reply::error(400, "INVALID_QUERY_LOCATOR", "invalid query locator");
+        return error(400, "INVALID_QUERY_LOCATOR", "invalid query locator");
     };
     let offset: usize = locator.rsplit_once('-').and_then(|(_, o)| o.parse().ok()).unwrap_or(0);
     let base = locator.rsplit_once('-').map(|(b, _)| b.to_owned()).unwrap_or_default();
     let total = offset + rows.len();
     let mut rows = rows;
     if rows.len() <= batch {
-        return Reply::json(200, json!({"totalSize": total, "done": true, "records": rows}));
+        return ok(200, json!({"totalSize": total, "done": true, "records": rows}));
     }
     let rest = rows.split_off(batch);
     let next = format!("{base}-{}", offset + batch);
     st.open_locator(next.clone(), rest, batch);
-    Reply::json(
+    ok(
         200,
         json!({"totalSize": total, "done": false, "nextRecordsUrl": format!("/services/data/v{version}/query/{next}"), "records": rows}),
     )
@@ -524,7 +481,7 @@ impl State {
     }
 }
 
-fn describe(obj: &super::ObjDef) -> Reply {
+fn describe(obj: &super::schema::ObjDef) -> Reply {
     let fields: Vec<Value> = obj
         .fields
         .iter()
@@ -549,7 +506,7 @@ fn describe(obj: &super::ObjDef) -> Reply {
                    "unique": obj.is_external_id(f.name), "picklistValues": picklist})
         })
         .collect();
-    Reply::json(
+    ok(
         200,
         json!({"name": obj.name, "label": obj.name, "keyPrefix": obj.prefix, "createable": true, "updateable": true, "fields": fields}),
     )
@@ -557,13 +514,13 @@ fn describe(obj: &super::ObjDef) -> Reply {
 
 fn replication(
     st: &mut State,
-    obj: &'static super::ObjDef,
+    obj: &'static super::schema::ObjDef,
     kind: &str,
     start: Option<String>,
     end: Option<String>,
 ) -> Reply {
     let (Some(start), Some(end)) = (start.as_deref().and_then(parse_time), end.as_deref().and_then(parse_time)) else {
-        return Reply::error(400, "MISSING_ARGUMENT", "start and end are required (ISO 8601 dates)");
+        return error(400, "MISSING_ARGUMENT", "start and end are required (ISO 8601 dates)");
     };
     // Stamps are unique per millisecond, so a burst of writes can run ahead of the wall clock.
     let now = st.now().max(st.last_stamp());
@@ -573,7 +530,7 @@ fn replication(
     };
     let (start, end) = (trunc(start), if end >= now { now } else { trunc(end) });
     if end < start {
-        return Reply::error(400, "INVALID_REPLICATION_DATE", "endDate must chronologically follow the startDate");
+        return error(400, "INVALID_REPLICATION_DATE", "endDate must chronologically follow the startDate");
     }
     let stamp = |r: &soql::Rec| match r.get("SystemModstamp") {
         Some(Val::DateTime(t)) => Some(*t),
@@ -581,7 +538,7 @@ fn replication(
     };
     if kind == "updated" {
         if now - start > Duration::days(30) {
-            return Reply::error(400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago");
+            return error(400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago");
         }
         let ids: Vec<Value> = st
             .rows(obj, false)
@@ -589,14 +546,10 @@ fn replication(
             .filter(|r| stamp(r).is_some_and(|t| t >= start && t <= end))
             .filter_map(|r| r.get("Id").map(Val::to_json))
             .collect();
-        Reply::json(200, json!({"ids": ids, "latestDateCovered": fmt_time(end)}))
+        ok(200, json!({"ids": ids, "latestDateCovered": fmt_time(end)}))
     } else {
         if start < st.earliest_deleted - Duration::minutes(1) {
-            return Reply::error(
-                400,
-                "INVALID_REPLICATION_DATE",
-                "startDate cannot be before the earliest date available",
-            );
+            return error(400, "INVALID_REPLICATION_DATE", "startDate cannot be before the earliest date available");
         }
         let recs: Vec<Value> = st
             .rows(obj, true)
@@ -605,7 +558,7 @@ fn replication(
             .filter(|r| stamp(r).is_some_and(|t| t >= start && t <= end))
             .map(|r| json!({"id": r.get("Id").map(Val::to_json), "deletedDate": stamp(r).map(fmt_time)}))
             .collect();
-        Reply::json(
+        ok(
             200,
             json!({"deletedRecords": recs, "earliestDateAvailable": fmt_time(st.earliest_deleted), "latestDateCovered": fmt_time(end)}),
         )
@@ -615,10 +568,10 @@ fn replication(
 fn collections_write(st: &mut State, body: &Value, create: bool, upsert: Option<(&str, &str)>) -> Reply {
     let all_or_none = body.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
     let Some(records) = body.get("records").and_then(Value::as_array) else {
-        return Reply::error(400, "JSON_PARSER_ERROR", "records is required");
+        return error(400, "JSON_PARSER_ERROR", "records is required");
     };
     if records.len() > 200 {
-        return Reply::error(
+        return error(
             400,
             "EXCEEDED_ID_LIMIT",
             "record limit reached. cannot submit more than 200 records into this call",
@@ -626,9 +579,9 @@ fn collections_write(st: &mut State, body: &Value, create: bool, upsert: Option<
     }
     let upsert_target = match upsert {
         Some((ty, field)) => {
-            let Some(obj) = object(ty) else { return Reply::not_found() };
+            let Some(obj) = object(ty) else { return not_found() };
             let Some(f) = obj.field(field).filter(|f| obj.is_external_id(f.name)) else {
-                return Reply::error(404, "NOT_FOUND", "The requested resource does not exist");
+                return error(404, "NOT_FOUND", "The requested resource does not exist");
             };
             Some((obj, f.name))
         }
@@ -705,7 +658,7 @@ fn collections_write(st: &mut State, body: &Value, create: bool, upsert: Option<
                 Ok(_) => json!({"success": false, "errors": [rolled.collection()]}),
             })
             .collect();
-        return Reply::json(200, json!(out));
+        return ok(200, json!(out));
     }
     let out: Vec<Value> = results
         .into_iter()
@@ -720,16 +673,16 @@ fn collections_write(st: &mut State, body: &Value, create: bool, upsert: Option<
             Err(e) => json!({"success": false, "errors": [e.collection()]}),
         })
         .collect();
-    Reply::json(200, json!(out))
+    ok(200, json!(out))
 }
 
 fn collections_delete(st: &mut State, ids: &str, all_or_none: bool) -> Reply {
     let ids: Vec<&str> = ids.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if ids.is_empty() {
-        return Reply::error(400, "MISSING_ARGUMENT", "ids is required");
+        return error(400, "MISSING_ARGUMENT", "ids is required");
     }
     if ids.len() > 200 {
-        return Reply::error(
+        return error(
             400,
             "EXCEEDED_ID_LIMIT",
             "record limit reached. cannot submit more than 200 records into this call",
@@ -750,16 +703,16 @@ fn collections_delete(st: &mut State, ids: &str, all_or_none: bool) -> Reply {
             Err(e) => json!({"id": id, "success": false, "errors": [e.collection()]}),
         })
         .collect();
-    Reply::json(200, json!(out))
+    ok(200, json!(out))
 }
 
-fn composite(st: &mut State, body: &Value, version: &str, header: Header) -> Reply {
+fn composite(st: &mut State, ch: &mut Chassis, body: &Value, header: Header) -> Reply {
     let all_or_none = body.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
     let Some(subs) = body.get("compositeRequest").and_then(Value::as_array) else {
-        return Reply::error(400, "JSON_PARSER_ERROR", "compositeRequest is required");
+        return error(400, "JSON_PARSER_ERROR", "compositeRequest is required");
     };
     if subs.len() > 25 {
-        return Reply::error(400, "LIMIT_EXCEEDED", "Composite request can have at most 25 subrequests");
+        return error(400, "LIMIT_EXCEEDED", "Composite request can have at most 25 subrequests");
     }
     let backup = all_or_none.then(|| st.tables.clone());
     let mut out = vec![];
@@ -790,10 +743,10 @@ fn composite(st: &mut State, body: &Value, version: &str, header: Header) -> Rep
                 .and_then(|(_, v)| v.as_str().map(str::to_owned))
                 .or_else(|| header(name))
         };
-        let (label, reply, _) = route(st, &method, parsed.path(), &query, &sub_header, &sub_body, false);
-        *st.counters.entry(format!("composite/{label}")).or_default() += 1;
+        ch.count(&format!("composite/{}", endpoint_of(&method, parsed.path())));
+        let (reply, _) = route(st, ch, &method, parsed.path(), &query, &sub_header, &sub_body, false);
         let ok = reply.status < 400;
-        out.push(json!({"body": reply.body.unwrap_or(Value::Null), "httpHeaders": {}, "httpStatusCode": reply.status, "referenceId": reference}));
+        out.push(json!({"body": reply.json_body(), "httpHeaders": {}, "httpStatusCode": reply.status, "referenceId": reference}));
         if !ok && all_or_none {
             halted = true;
         }
@@ -801,6 +754,5 @@ fn composite(st: &mut State, body: &Value, version: &str, header: Header) -> Rep
     if halted && let Some(b) = backup {
         st.tables = b;
     }
-    let _ = version;
-    Reply::json(200, json!({"compositeResponse": out}))
+    ok(200, json!({"compositeResponse": out}))
 }
