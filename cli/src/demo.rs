@@ -203,7 +203,7 @@ fn writes(r: &RepRow) -> u64 {
 fn endpoint_counts(f: &Fakes) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (svc, counts) in
-        [("salesforce", f.salesforce.counts()), ("graph", f.graph.counters()), ("google", f.google.counts())]
+        [("salesforce", f.salesforce.counts()), ("graph", f.graph.counts()), ("google", f.google.counts())]
     {
         out.extend(counts.into_iter().map(|(k, v)| (format!("{svc} {k}"), v)));
     }

@@ -56,14 +56,14 @@ async fn an_expired_access_token_is_refreshed_once_transparently() {
     env.fake.insert_contact(mb, Some("Salesforce_Sync"), person(1));
     let c = env.admin(mb, Kind::Contact).await;
     env.fake.expire_tokens();
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     let full = c.changes(None).await.expect("read after expiry");
     assert_eq!(full.items.len(), 1);
     assert_eq!(env.fake.count("token"), 1, "one new token");
     assert_eq!(env.fake.count("contacts.delta"), 2, "the refused request is sent again once");
     // A 401 on a request whose token is fine otherwise also refreshes once.
-    env.fake.reset_counters();
-    env.fake.fail_request(1, Fault::ExpiredToken);
+    env.fake.reset_counts();
+    env.fake.fail_next(1, Fault::ExpiredToken);
     c.changes(None).await.expect("read after a 401");
     assert_eq!(env.fake.count("token"), 1);
 }
@@ -77,9 +77,9 @@ async fn throttling_outages_and_dropped_connections_are_retried() {
     }
     let c = env.admin(mb, Kind::Contact).await;
     let before = c.requests();
-    env.fake.fail_request(1, Fault::Throttle { retry_after: "0.004".into() });
-    env.fake.fail_request(2, Fault::Unavailable);
-    env.fake.fail_request(3, Fault::Drop);
+    env.fake.fail_next(1, Fault::TooManyRequests { retry_after_ms: 4 });
+    env.fake.fail_next(2, Fault::Unavailable);
+    env.fake.fail_next(3, Fault::Drop);
     let full = c.changes(None).await.expect("read survives three faults");
     assert_eq!(full.items.len(), 3);
     // 3 failed tries + 1 delta page + 1 category query.
@@ -92,7 +92,7 @@ async fn a_spent_retry_budget_is_a_temporary_error() {
     let mb = "tia@contoso.com";
     let c = env.admin(mb, Kind::Contact).await;
     for n in 1..=10 {
-        env.fake.fail_request(n, Fault::Throttle { retry_after: "0".into() });
+        env.fake.fail_next(n, Fault::TooManyRequests { retry_after_ms: 0 });
     }
     let err = c.changes(None).await.expect_err("budget spent");
     assert_eq!(err.kind(), ErrorKind::RateLimited);
@@ -103,7 +103,7 @@ async fn a_spent_retry_budget_is_a_temporary_error() {
 async fn a_non_json_reply_is_a_clear_error() {
     let env = common::env(10).await;
     let c = env.admin("uma@contoso.com", Kind::Contact).await;
-    env.fake.fail_request(1, Fault::NotJson);
+    env.fake.fail_next(1, Fault::Truncated);
     let err = c.changes(None).await.expect_err("HTML is not Graph");
     assert_eq!(err.kind(), ErrorKind::Unexpected);
     assert!(err.message().contains("not JSON"), "{err}");
@@ -114,7 +114,7 @@ async fn seeded_random_faults_do_not_lose_or_duplicate_anything() {
     let env = common::env(5).await;
     let mb = "val@contoso.com";
     let c = env.admin(mb, Kind::Contact).await;
-    env.fake.fail_rate(42, 150, Fault::Unavailable);
+    env.fake.fail_rate(0.15, 42, Fault::Unavailable);
     let items: Vec<NewItem> = (0..12)
         .map(|i| NewItem {
             sync_key: SyncKey::derive("rep-v", Kind::Contact, Side::Crm, &i.to_string()),
@@ -125,7 +125,7 @@ async fn seeded_random_faults_do_not_lose_or_duplicate_anything() {
         r.expect("created");
     }
     let full = c.changes(None).await.expect("read under faults");
-    env.fake.fail_rate(0, 0, Fault::Unavailable);
+    env.fake.clear_faults();
     assert_eq!(full.items.len(), 12);
     for it in &items {
         assert_eq!(env.fake.count_by_sync_key(mb, it.sync_key.as_str()), 1);
@@ -162,7 +162,7 @@ async fn a_lost_create_reply_does_not_duplicate() {
         })
         .collect();
     // Request 1 is the sync-key lookup, request 2 the $batch: applied, then the reply is lost.
-    env.fake.fail_request(2, Fault::LostReply);
+    env.fake.fail_next(2, Fault::LostReply);
     let res = c.create_many(&items).await.expect("create_many");
     assert!(res.iter().all(Result::is_ok), "{res:?}");
     for it in &items {

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use crmsync_core::{
     Change, Changes, ConnectionMode, Contact, ErrorKind, Kind, NewItem, Provider, Record, Side, SyncKey, Update,
 };
-use crmsync_exchange::fake::Fault;
+use crmsync_exchange::fake::{Fault, FaultRule};
 use serde_json::json;
 
 fn person(i: usize) -> Contact {
@@ -136,7 +136,7 @@ async fn reads_span_pages_with_empty_pages_and_replayed_items() {
     env.fake.set_empty_pages(true);
     env.fake.set_replay(true);
     let c = env.admin(mb, Kind::Contact).await;
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     let full = c.changes(None).await.expect("full");
     assert_eq!(full.items.len(), 12, "every contact exactly once although one was replayed");
     assert_eq!(upserts(&full).len(), 12);
@@ -183,8 +183,8 @@ async fn a_batch_with_one_failing_and_one_throttled_item() {
             Update { id: it.id.clone(), version: it.version.clone(), fields: vec!["title".into()], record: rec }
         })
         .collect();
-    env.fake.reset_counters();
-    env.fake.fail_batch_item(3, Fault::Throttle { retry_after: "0.005".into() });
+    env.fake.reset_counts();
+    env.fake.inject(FaultRule::new(Fault::TooManyRequests { retry_after_ms: 5 }).endpoint("batch:*").nth(3));
     let res = c.update_many(&ups).await.expect("update_many");
     assert_eq!(res.len(), 3);
     assert_eq!(res[0].as_ref().expect("first lands").record.as_contact().unwrap().title.as_deref(), Some("Buyer"));
@@ -263,7 +263,7 @@ async fn request_counts_meet_the_floor() {
     let mb = "ida@contoso.com";
     let c = env.admin(mb, Kind::Contact).await;
     let n = 45;
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     let items: Vec<NewItem> =
         (0..n).map(|i| NewItem { sync_key: key(100 + i), record: person(100 + i).into() }).collect();
     for chunk in items.chunks(c.capabilities().max_batch) {
@@ -272,13 +272,13 @@ async fn request_counts_meet_the_floor() {
         }
     }
     assert_eq!(env.fake.count("$batch"), n.div_ceil(20) as u64, "writes: ceil(N/20) $batch calls");
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     let full = c.changes(None).await.expect("full");
     assert_eq!(full.items.len(), n);
     assert_eq!(env.fake.count("contacts.delta"), n.div_ceil(10) as u64, "reads: ceil(N/page) delta pages");
     assert_eq!(env.fake.count("token"), 0, "the token is cached");
     let ids: Vec<String> = upserts(&full).into_iter().collect();
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     for chunk in ids.chunks(20) {
         let got = c.get_many(chunk).await.expect("get_many");
         assert_eq!(got.len(), chunk.len());
@@ -313,13 +313,13 @@ async fn a_service_refusing_expand_on_delta_is_read_without_it() {
     let made =
         c.create_many(&[NewItem { sync_key: k.clone(), record: person(3).into() }]).await.unwrap().remove(0).unwrap();
     env.fake.set_strict_delta(true);
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     let full = c.changes(None).await.expect("read without $expand");
     assert_eq!(upserts(&full), set(&[&made.id]));
     assert_eq!(env.fake.count("contacts.delta"), 2, "one refused try, one plain read");
     let inc = c.changes(full.cursor.as_deref()).await.expect("incremental");
     assert!(inc.items.is_empty());
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     c.changes(None).await.expect("again");
     assert_eq!(env.fake.count("contacts.delta"), 1, "the refusal is remembered");
     // The sync key is still found by $filter, which is what keeps the engine from duplicating.

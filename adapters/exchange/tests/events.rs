@@ -102,7 +102,7 @@ async fn delta_tells_left_the_window_from_deleted() {
     env.fake.reschedule_event(mb, &edited, Some("Edited twice"), t + Duration::hours(2), Duration::minutes(90));
     env.fake.delete_event(mb, &first_occurrence.id);
     let added = env.fake.insert_event(mb, Event::new("New", t, t + Duration::hours(1)));
-    env.fake.reset_counters();
+    env.fake.reset_counts();
     let inc = c.changes(full.cursor.as_deref()).await.expect("incremental");
     let by = |id: &str| {
         inc.items

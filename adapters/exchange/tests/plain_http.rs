@@ -221,7 +221,7 @@ async fn contacts_folder_extended_properties_delta_batch_and_errors() {
     assert_eq!(r.status(), 400, "more than 20 requests are refused");
 
     // Throttling with a decimal Retry-After, then service as usual.
-    fake.fail_request(1, Fault::Throttle { retry_after: "2.128".into() });
+    fake.fail_next(1, Fault::TooManyRequests { retry_after_ms: 2128 });
     let r = http.get(g("/contacts")).bearer_auth(&tok).send().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "2.128");

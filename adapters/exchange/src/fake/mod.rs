@@ -1,53 +1,42 @@
 //! A stateful Microsoft Graph fake on loopback (feature `fake`).
 //!
-//! One `wiremock::MockServer` with a single [`wiremock::Respond`] over shared state speaks the
-//! Graph wire protocol the adapter (and any Graph client) uses: the token endpoint
+//! Served by the `crmsync-fake` chassis, it speaks the Graph wire protocol the adapter (and any Graph client) uses: the token endpoint
 //! (`/{tenant}/oauth2/v2.0/token`, client credentials and refresh-token grants), `/me` and
 //! `/users/{id}` mailboxes, contact folders (list, `$filter`, create, child folders), contacts
 //! CRUD and folder delta, events CRUD, `calendarView` and `calendarView/delta` with window
 //! semantics and weekly/daily series expansion, `$batch` (≤ 20), single-value extended
 //! properties (`$expand` and `$filter` forms), etags that change on every write, paging that
-//! honours `Prefer: odata.maxpagesize` (default 10), the Graph error envelope, request
-//! counters, and seeded fault injection.
+//! honours `Prefer: odata.maxpagesize` (default 10) and the Graph error envelope.
+//!
+//! The chassis counts requests per endpoint (`token`, `$batch`, `contactFolders`, `contacts`,
+//! `contacts.delta`, `events`, `calendarView`, `calendarView.delta`, `other`; `$batch`
+//! sub-requests as `batch:{endpoint}`), keeps a bounded request log and injects [`Fault`]s in
+//! Graph's shapes: 429 `TooManyRequests` with `Retry-After` (also for a 403 throttle), 503
+//! `serviceNotAvailable`, 500 `generalException`, 401 `InvalidAuthenticationToken`, dropped
+//! connections, lost replies, truncated bodies, latency, expired delta tokens (410). A rule with
+//! an endpoint (`batch:*`) also hits `$batch` sub-requests, answered inside the 200 envelope.
 
 mod filter;
+mod routes;
 mod state;
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::Deref;
+use std::sync::MutexGuard;
 
 use chrono::{DateTime, Duration, Utc};
 use crmsync_core::{Contact, Event, SyncKey};
+use crmsync_fake::{Handle, Shared};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use wiremock::{Mock, MockServer, Respond, ResponseTemplate, matchers::any};
 
 use crate::config::Config;
 use crate::mapping as map;
-use state::{Req, Resp, State, error, key, percent_decode};
+use state::{State, key};
 
 pub use state::{CLIENT_ID, CLIENT_SECRET, TENANT};
 
-/// A fault the fake injects instead of answering.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// 429 `TooManyRequests` with a `Retry-After` header.
-    Throttle {
-        /// Seconds, decimals allowed (`"0.01"`, `"2.128"`).
-        retry_after: String,
-    },
-    /// 503 `serviceNotAvailable` without `Retry-After`.
-    Unavailable,
-    /// The response is cut off mid-body (the connection drops).
-    Drop,
-    /// 401 `InvalidAuthenticationToken` (as for an expired access token).
-    ExpiredToken,
-    /// 200 with an HTML body instead of JSON (a misbehaving proxy).
-    NotJson,
-    /// The request is applied, then the connection drops before the reply arrives.
-    LostReply,
-}
+pub use crmsync_fake::{Fault, FaultRule, LogEntry, Schedule};
 
 /// Something the fake can store as a contact or event: Graph JSON or a crmsync record.
 pub trait GraphJson {
@@ -99,125 +88,40 @@ impl GraphJson for &Event {
     }
 }
 
-struct Handler(Arc<Mutex<State>>);
-
-impl Respond for Handler {
-    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
-        let mut st = self.0.lock().expect("fake graph state poisoned");
-        st.total += 1;
-        let n = st.total;
-        let path = req.url.path().to_owned();
-        *st.counters.entry(State::endpoint(&path).to_owned()).or_default() += 1;
-        let resp = match st.fault_for(n) {
-            Some(Fault::LostReply) => Resp { drop: true, ..handle(&mut st, req) },
-            Some(f) => State::fault_response(&f),
-            None => handle(&mut st, req),
-        };
-        template(resp)
-    }
-}
-
-fn handle(st: &mut State, req: &wiremock::Request) -> Resp {
-    let path = req.url.path();
-    if req.method.as_str() == "POST" && path.ends_with("/oauth2/v2.0/token") {
-        let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body).into_owned().collect();
-        return st.token(&form);
-    }
-    let Some(rest) = path.strip_prefix("/v1.0") else {
-        return error(404, "BadRequest", &format!("Invalid version: {path}"));
-    };
-    let auth = req.headers.get("authorization").and_then(|v| v.to_str().ok());
-    let Some(who) = st.principal(auth) else {
-        return error(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.");
-    };
-    let body = if req.body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        match serde_json::from_slice::<Value>(&req.body) {
-            Ok(v) => Some(v),
-            Err(e) => return error(400, "BadRequest", &format!("Unable to read JSON request payload: {e}")),
-        }
-    };
-    let r = Req {
-        method: req.method.as_str().to_uppercase(),
-        path: percent_decode(rest),
-        query: req.url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
-        headers: req
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_lowercase(), v.to_str().unwrap_or("").to_owned()))
-            .collect(),
-        body,
-        // wiremock sees origin-form targets as `http://localhost/…`: the Host header has the port.
-        origin: match req.headers.get("host").and_then(|h| h.to_str().ok()) {
-            Some(host) => format!("http://{host}"),
-            None => req.url.origin().ascii_serialization(),
-        },
-    };
-    if r.path == "/$batch" && r.method == "POST" {
-        return st.batch(&who, &r);
-    }
-    st.dispatch(&who, &r)
-}
-
-fn template(r: Resp) -> ResponseTemplate {
-    if r.status == 0 {
-        return ResponseTemplate::new(200)
-            .set_body_raw(b"<html><body>Gateway says hi</body></html>".to_vec(), "text/html");
-    }
-    if r.drop {
-        // Promise more bytes than are sent: the client sees the connection close mid-body.
-        return ResponseTemplate::new(200)
-            .insert_header("content-length", "4096")
-            .set_body_raw(b"{\"value\":[".to_vec(), "application/json");
-    }
-    let mut t = ResponseTemplate::new(r.status);
-    for (k, v) in &r.headers {
-        t = t.insert_header(k.as_str(), v.as_str());
-    }
-    match r.body {
-        Some(b) => t.set_body_raw(serde_json::to_vec(&b).expect("json"), "application/json"),
-        None => t,
-    }
-}
-
-/// The fake Graph. Cheap to clone (shared state); dropping the last clone stops the server.
-#[derive(Clone)]
+/// The fake Graph. Cheap to clone (shared state); dropping the last clone stops the server. It
+/// dereferences to its chassis [`Handle`]: `uri()`, counters, the request log, faults,
+/// `expire_tokens()`, `expire_cursors()`.
+#[derive(Clone, Debug)]
 pub struct FakeGraph {
-    server: Arc<MockServer>,
-    state: Arc<Mutex<State>>,
+    handle: Handle,
+    state: Shared<State>,
 }
 
-impl std::fmt::Debug for FakeGraph {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeGraph").field("uri", &self.uri()).finish_non_exhaustive()
+impl Deref for FakeGraph {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
     }
 }
 
 impl FakeGraph {
     /// Start on a random loopback port.
     pub async fn start() -> Self {
-        Self::mount(MockServer::builder().disable_request_recording().start().await).await
+        Self::serve(None).await
     }
 
     /// Start on a given listener (fixed port, for `crmsync sandbox`).
     pub async fn start_on(listener: TcpListener) -> Self {
-        Self::mount(MockServer::builder().listener(listener).disable_request_recording().start().await).await
+        Self::serve(Some(listener)).await
     }
 
-    async fn mount(server: MockServer) -> Self {
-        let state = Arc::new(Mutex::new(State::default()));
-        Mock::given(any()).respond_with(Handler(state.clone())).mount(&server).await;
-        Self { server: Arc::new(server), state }
+    async fn serve(listener: Option<TcpListener>) -> Self {
+        let state = Shared::new(State::default());
+        Self { handle: Handle::start(state.clone(), listener).await, state }
     }
 
     fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("fake graph state poisoned")
-    }
-
-    /// The server root, e.g. `http://127.0.0.1:41234`.
-    pub fn uri(&self) -> String {
-        self.server.uri()
+        self.state.lock()
     }
 
     /// The Graph root (`{uri}/v1.0`).
@@ -244,64 +148,6 @@ impl FakeGraph {
             timeout_secs: 10,
             ..Config::default()
         }
-    }
-
-    // ---- counters ----
-
-    /// Every HTTP request served (token endpoint included; a `$batch` counts once).
-    pub fn requests(&self) -> u64 {
-        self.st().total
-    }
-
-    /// Requests served per endpoint: `token`, `$batch`, `contactFolders`, `contacts`,
-    /// `contacts.delta`, `events`, `calendarView`, `calendarView.delta`, `other`; sub-requests
-    /// of `$batch` are counted as `batch:{endpoint}`.
-    pub fn count(&self, endpoint: &str) -> u64 {
-        self.st().counters.get(endpoint).copied().unwrap_or(0)
-    }
-
-    /// All per-endpoint counters.
-    pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.st().counters.clone()
-    }
-
-    /// Zero every counter.
-    pub fn reset_counters(&self) {
-        let mut st = self.st();
-        st.counters.clear();
-    }
-
-    // ---- faults ----
-
-    /// Fail the `n`-th request from now (1 = the next one) with `fault`.
-    pub fn fail_request(&self, n: u64, fault: Fault) {
-        let mut st = self.st();
-        let at = st.total + n.max(1);
-        st.faults.insert(at, fault);
-    }
-
-    /// Fail a pseudo-random `per_mille` of all requests with `fault`, reproducibly from `seed`
-    /// (`per_mille = 0` turns it off).
-    pub fn fail_rate(&self, seed: u64, per_mille: u32, fault: Fault) {
-        self.st().rate = (per_mille > 0).then_some((seed, per_mille, fault));
-    }
-
-    /// Answer the `n`-th `$batch` sub-request from now (1 = the next) with `fault` inside a
-    /// 200 envelope (e.g. a throttled item).
-    pub fn fail_batch_item(&self, n: u64, fault: Fault) {
-        let mut st = self.st();
-        let at = st.batch_items + n.max(1);
-        st.batch_faults.insert(at, fault);
-    }
-
-    /// Make every access token handed out so far invalid (401 `InvalidAuthenticationToken`).
-    pub fn expire_tokens(&self) {
-        self.st().expire_tokens();
-    }
-
-    /// Make every delta and skip token handed out so far expire (410 `SyncStateNotFound`).
-    pub fn expire_cursors(&self) {
-        self.st().expire_cursors();
     }
 
     /// Insert one empty page (with a next link) before the last page of every delta round.

@@ -1,11 +1,12 @@
-//! The fake's state and its request handling (Graph wire protocol over plain values).
+//! The fake's data (mailboxes, folders, contacts, events, delta rounds) and the handlers that
+//! read and write it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, SecondsFormat, Utc, Weekday};
+use crmsync_fake::Tokens;
 use serde_json::{Map, Value, json};
 
-use super::Fault;
 use super::filter;
 
 /// Who an access token belongs to.
@@ -31,13 +32,13 @@ pub(crate) struct Mailbox {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-enum Scope {
+pub(super) enum Scope {
     Folder { mailbox: String, folder: String },
     Calendar { mailbox: String, start: DateTime<Utc>, end: DateTime<Utc> },
 }
 
 #[derive(Clone, Debug)]
-struct DeltaState {
+pub(super) struct DeltaState {
     scope: Scope,
     /// Query options of the initial request that stay in force (`$expand`, `$select`).
     params: Vec<(String, String)>,
@@ -46,7 +47,7 @@ struct DeltaState {
 }
 
 #[derive(Clone, Debug)]
-struct PageState {
+pub(super) struct PageState {
     delta: DeltaState,
     entries: Vec<Value>,
     pos: usize,
@@ -67,13 +68,13 @@ pub(crate) struct Req {
 }
 
 impl Req {
-    fn q(&self, k: &str) -> Option<&str> {
+    pub(super) fn q(&self, k: &str) -> Option<&str> {
         self.query.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str())
     }
-    fn header(&self, k: &str) -> Option<&str> {
+    pub(super) fn header(&self, k: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
-    fn page_size(&self) -> usize {
+    pub(super) fn page_size(&self) -> usize {
         let prefer =
             self.headers.iter().filter(|(n, _)| n == "prefer").map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",");
         let from_prefer = prefer
@@ -89,16 +90,14 @@ pub(crate) struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
-    /// Cut the connection instead of answering.
-    pub drop: bool,
 }
 
 impl Resp {
-    fn json(status: u16, body: Value) -> Self {
-        Self { status, headers: vec![], body: Some(body), drop: false }
+    pub(super) fn json(status: u16, body: Value) -> Self {
+        Self { status, headers: vec![], body: Some(body) }
     }
-    fn empty(status: u16) -> Self {
-        Self { status, headers: vec![], body: None, drop: false }
+    pub(super) fn empty(status: u16) -> Self {
+        Self { status, headers: vec![], body: None }
     }
 }
 
@@ -123,33 +122,27 @@ pub const CLIENT_SECRET: &str = "fake-graph-client-secret";
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub mailboxes: BTreeMap<String, Mailbox>,
-    access: HashMap<String, Principal>,
-    refresh: HashMap<String, String>,
+    /// Access tokens and refresh tokens (a refresh token names its mailbox).
+    pub tokens: Tokens<Principal>,
     deltas: HashMap<String, DeltaState>,
     pages: HashMap<String, PageState>,
     next_id: u64,
-    pub total: u64,
-    pub counters: BTreeMap<String, u64>,
-    pub faults: BTreeMap<u64, Fault>,
-    pub rate: Option<(u64, u32, Fault)>,
-    pub batch_items: u64,
-    pub batch_faults: BTreeMap<u64, Fault>,
     pub empty_pages: bool,
     pub replay: bool,
     /// Refuse query options other than `$select` on contact delta (Graph documents only `$select`).
     pub strict_delta: bool,
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn new_change_key() -> String {
+pub(super) fn new_change_key() -> String {
     let u = uuid::Uuid::new_v4().simple().to_string();
     format!("EQAAABYAAAC{}", &u[..20])
 }
 
-fn etag(ck: &str) -> String {
+pub(super) fn etag(ck: &str) -> String {
     format!("W/\"{ck}\"")
 }
 
@@ -157,11 +150,11 @@ pub(crate) fn key(mailbox: &str) -> String {
     mailbox.trim().to_lowercase()
 }
 
-fn fmt_dt(t: NaiveDateTime) -> String {
+pub(super) fn fmt_dt(t: NaiveDateTime) -> String {
     crate::mapping::graph_datetime(t)
 }
 
-fn parse_dt(v: &Value) -> Option<NaiveDateTime> {
+pub(super) fn parse_dt(v: &Value) -> Option<NaiveDateTime> {
     let s = v["dateTime"].as_str()?;
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.naive_utc());
@@ -169,19 +162,19 @@ fn parse_dt(v: &Value) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
 }
 
-fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+pub(super) fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .ok()
         .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc()))
 }
 
-fn weekday(s: &str) -> Option<Weekday> {
+pub(super) fn weekday(s: &str) -> Option<Weekday> {
     s.parse().ok()
 }
 
 /// Merge a PATCH body: top-level properties replace, extended properties merge by id.
-fn merge(target: &mut Value, patch: &Map<String, Value>) {
+pub(super) fn merge(target: &mut Value, patch: &Map<String, Value>) {
     for (k, v) in patch {
         if k == "singleValueExtendedProperties" {
             let mut props: Vec<Value> = target[k].as_array().cloned().unwrap_or_default();
@@ -200,11 +193,7 @@ fn merge(target: &mut Value, patch: &Map<String, Value>) {
 }
 
 impl State {
-    fn count(&mut self, endpoint: &str) {
-        *self.counters.entry(endpoint.to_owned()).or_default() += 1;
-    }
-
-    fn id(&mut self, tag: &str) -> String {
+    pub(super) fn id(&mut self, tag: &str) -> String {
         self.next_id += 1;
         format!("AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A{tag}{:010X}AAA=", self.next_id * 7919)
     }
@@ -223,12 +212,8 @@ impl State {
     pub(crate) fn add_refresh_token(&mut self, mailbox: &str) -> String {
         self.add_mailbox(mailbox);
         let t = format!("0.AXEA{}-{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        self.refresh.insert(t.clone(), key(mailbox));
+        self.tokens.add_refresh(t.clone(), Principal::User(key(mailbox)));
         t
-    }
-
-    pub(crate) fn expire_tokens(&mut self) {
-        self.access.clear();
     }
 
     pub(crate) fn expire_cursors(&mut self) {
@@ -286,7 +271,7 @@ impl State {
     // ---- events: series expansion ----
 
     /// Occurrences of a series master (exceptions applied, cancelled ones left out), by id.
-    fn occurrences(master: &Value, until: NaiveDate) -> Vec<(String, Value)> {
+    pub(super) fn occurrences(master: &Value, until: NaiveDate) -> Vec<(String, Value)> {
         let (Some(start), Some(end)) = (parse_dt(&master["start"]), parse_dt(&master["end"])) else { return vec![] };
         let dur = end - start;
         let pat = &master["recurrence"]["pattern"];
@@ -382,7 +367,7 @@ impl State {
     }
 
     /// A stored event or an occurrence by id.
-    fn event(mb: &Mailbox, id: &str) -> Option<Value> {
+    pub(super) fn event(mb: &Mailbox, id: &str) -> Option<Value> {
         if let Some(v) = mb.events.get(id) {
             return Some(v.clone());
         }
@@ -390,325 +375,6 @@ impl State {
         let master = mb.events.get(mid)?;
         let d = NaiveDate::parse_from_str(date, "%Y%m%d").ok()?;
         Self::occurrences(master, d).into_iter().find(|(oid, _)| oid == id).map(|(_, o)| o)
-    }
-
-    // ---- HTTP ----
-
-    pub(crate) fn endpoint(path: &str) -> &'static str {
-        if path.contains("/oauth2/") {
-            "token"
-        } else if path.ends_with("/$batch") {
-            "$batch"
-        } else if path.contains("/contacts/delta") {
-            "contacts.delta"
-        } else if path.contains("/calendarView/delta") {
-            "calendarView.delta"
-        } else if path.contains("/calendarView") {
-            "calendarView"
-        } else if path.contains("/contacts") {
-            "contacts"
-        } else if path.contains("/contactFolders") {
-            "contactFolders"
-        } else if path.contains("/events") {
-            "events"
-        } else {
-            "other"
-        }
-    }
-
-    /// The fault (if any) planned for the request numbered `n`.
-    pub(crate) fn fault_for(&mut self, n: u64) -> Option<Fault> {
-        if let Some(f) = self.faults.remove(&n) {
-            return Some(f);
-        }
-        if let Some((seed, per_mille, f)) = &mut self.rate {
-            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            if ((*seed >> 33) % 1000) < u64::from(*per_mille) {
-                return Some(f.clone());
-            }
-        }
-        None
-    }
-
-    pub(crate) fn fault_response(f: &Fault) -> Resp {
-        match f {
-            Fault::Throttle { retry_after } => {
-                let mut r = error(429, "TooManyRequests", "Please retry again later.");
-                r.headers.push(("Retry-After".into(), retry_after.clone()));
-                r
-            }
-            Fault::Unavailable => error(503, "serviceNotAvailable", "The service is temporarily unavailable."),
-            Fault::Drop | Fault::LostReply => Resp { status: 200, headers: vec![], body: None, drop: true },
-            Fault::ExpiredToken => {
-                error(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
-            }
-            // Status 0 marks "answer with a non-JSON body" for the HTTP layer.
-            Fault::NotJson => Resp { status: 0, headers: vec![], body: None, drop: false },
-        }
-    }
-
-    /// The token endpoint (`/{tenant}/oauth2/v2.0/token`).
-    pub(crate) fn token(&mut self, form: &[(String, String)]) -> Resp {
-        let f = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let aad = |status: u16, err: &str, code: u32, desc: &str| {
-            Resp::json(
-                status,
-                json!({ "error": err, "error_description": format!("AADSTS{code}: {desc}\r\nTrace ID: {}", uuid::Uuid::new_v4()),
-                    "error_codes": [code], "timestamp": now(), "trace_id": uuid::Uuid::new_v4().to_string(),
-                    "correlation_id": uuid::Uuid::new_v4().to_string(), "error_uri": format!("https://login.microsoftonline.com/error?code={code}") }),
-            )
-        };
-        if f("client_id") != Some(CLIENT_ID) {
-            return aad(400, "unauthorized_client", 700016, "Application was not found in the directory.");
-        }
-        let principal = match f("grant_type") {
-            Some("client_credentials") => {
-                if f("client_secret") != Some(CLIENT_SECRET) {
-                    return aad(401, "invalid_client", 7000215, "Invalid client secret provided.");
-                }
-                Principal::App
-            }
-            Some("refresh_token") => match f("refresh_token").and_then(|t| self.refresh.get(t)) {
-                Some(mb) => Principal::User(mb.clone()),
-                None => {
-                    return aad(
-                        400,
-                        "invalid_grant",
-                        70008,
-                        "The provided authorization code or refresh token has expired due to inactivity.",
-                    );
-                }
-            },
-            _ => return aad(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type."),
-        };
-        let token = format!(
-            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        self.access.insert(token.clone(), principal.clone());
-        let mut body = json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token,
-            "scope": f("scope").unwrap_or("") });
-        if principal != Principal::App {
-            body["refresh_token"] = json!(f("refresh_token"));
-        }
-        Resp::json(200, body)
-    }
-
-    pub(crate) fn principal(&self, auth: Option<&str>) -> Option<Principal> {
-        let t = auth?.strip_prefix("Bearer ")?;
-        self.access.get(t.trim()).cloned()
-    }
-
-    /// `POST /$batch`.
-    pub(crate) fn batch(&mut self, who: &Principal, outer: &Req) -> Resp {
-        let Some(reqs) = outer.body.as_ref().and_then(|b| b["requests"].as_array()).cloned() else {
-            return error(400, "BadRequest", "Invalid batch payload format.");
-        };
-        if reqs.len() > 20 {
-            return error(
-                400,
-                "BadRequest",
-                "Invalid batch payload format: the number of requests exceeds the limit of 20.",
-            );
-        }
-        let ids: BTreeSet<&str> = reqs.iter().filter_map(|r| r["id"].as_str()).collect();
-        if ids.len() != reqs.len() {
-            return error(400, "BadRequest", "Batch request ids must be unique and present.");
-        }
-        let mut responses = vec![];
-        let mut failed: BTreeSet<String> = BTreeSet::new();
-        for r in &reqs {
-            self.batch_items += 1;
-            let id = r["id"].as_str().unwrap_or_default();
-            let url = r["url"].as_str().unwrap_or_default();
-            let blocked =
-                r["dependsOn"].as_array().into_iter().flatten().filter_map(Value::as_str).any(|d| failed.contains(d));
-            let resp = match self.batch_faults.remove(&self.batch_items) {
-                _ if blocked => error(424, "FailedDependency", "A request this one depends on failed."),
-                Some(f) => Self::fault_response(&f),
-                None => match url::Url::parse(&format!("http://sub/v1.0/{}", url.trim_start_matches('/'))) {
-                    Err(_) => error(400, "BadRequest", "Invalid request URL."),
-                    Ok(u) => {
-                        let path = u.path().trim_start_matches("/v1.0").to_owned();
-                        self.count(&format!("batch:{}", Self::endpoint(&path)));
-                        let sub = Req {
-                            method: r["method"].as_str().unwrap_or("GET").to_uppercase(),
-                            path: percent_decode(&path),
-                            query: u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
-                            headers: r["headers"]
-                                .as_object()
-                                .map(|h| {
-                                    h.iter()
-                                        .map(|(k, v)| (k.to_lowercase(), v.as_str().unwrap_or("").to_owned()))
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            body: r.get("body").cloned(),
-                            origin: outer.origin.clone(),
-                        };
-                        self.dispatch(who, &sub)
-                    }
-                },
-            };
-            let mut headers = Map::new();
-            for (k, v) in &resp.headers {
-                headers.insert(k.clone(), json!(v));
-            }
-            if resp.body.is_some() {
-                headers.insert("Content-Type".into(), json!("application/json"));
-            }
-            let mut o = json!({ "id": id, "status": if resp.drop || resp.status == 0 { 502 } else { resp.status }, "headers": headers });
-            if let Some(b) = resp.body {
-                o["body"] = b;
-            }
-            if !(200..300).contains(&o["status"].as_u64().unwrap_or(0)) {
-                failed.insert(id.to_owned());
-            }
-            responses.push(o);
-        }
-        // Graph answers in any order.
-        responses.reverse();
-        Resp::json(200, json!({ "responses": responses }))
-    }
-
-    /// Route a request below `/v1.0` for `who`.
-    pub(crate) fn dispatch(&mut self, who: &Principal, r: &Req) -> Resp {
-        let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
-        let (mb_key, rest) = match segs.as_slice() {
-            ["me", rest @ ..] => match who {
-                Principal::User(mb) => (mb.clone(), rest),
-                Principal::App => {
-                    return error(400, "BadRequest", "/me request is only valid with delegated authentication flow.");
-                }
-            },
-            ["users", id, rest @ ..] => {
-                let k = key(id);
-                if let Principal::User(mb) = who {
-                    if *mb != k {
-                        return error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
-                    }
-                }
-                (k, rest)
-            }
-            _ => {
-                return error(
-                    400,
-                    "BadRequest",
-                    &format!("Resource not found for the segment '{}'.", segs.first().unwrap_or(&"")),
-                );
-            }
-        };
-        if !self.mailboxes.contains_key(&mb_key) {
-            return error(404, "ErrorInvalidUser", &format!("The requested user '{mb_key}' is invalid."));
-        }
-        let m = r.method.as_str();
-        let is_delta = |s: &str| s == "delta" || s == "delta()";
-        match (m, rest) {
-            ("GET", ["contactFolders"]) => {
-                let root = self.mailboxes[&mb_key].root_folder.clone();
-                self.list_folders(&mb_key, &root, r)
-            }
-            ("POST", ["contactFolders"]) => {
-                let root = self.mailboxes[&mb_key].root_folder.clone();
-                self.create_folder(&mb_key, &root, r)
-            }
-            ("GET", ["contactFolders", id]) => match self.mailboxes[&mb_key].folders.get(*id) {
-                Some(f) => Resp::json(200, json!({ "id": id, "displayName": f.name, "parentFolderId": f.parent })),
-                None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
-            },
-            ("GET", ["contactFolders", id, "childFolders"]) => self.list_folders(&mb_key, id, r),
-            ("POST", ["contactFolders", id, "childFolders"]) => self.create_folder(&mb_key, id, r),
-            ("GET", ["contactFolders", id, "contacts"]) => self.list_contacts(&mb_key, Some(id), r),
-            ("POST", ["contactFolders", id, "contacts"]) => self.create_contact(&mb_key, id, r),
-            ("GET", ["contactFolders", id, "contacts", d]) if is_delta(d) => {
-                if !self.mailboxes[&mb_key].folders.contains_key(*id) {
-                    return error(404, "ErrorItemNotFound", "The specified folder was not found in the store.");
-                }
-                self.delta(Scope::Folder { mailbox: mb_key.clone(), folder: (*id).to_owned() }, r)
-            }
-            ("GET", ["contacts"]) => self.list_contacts(&mb_key, None, r),
-            ("POST", ["contacts"]) => {
-                let root = self.mailboxes[&mb_key].root_folder.clone();
-                self.create_contact(&mb_key, &root, r)
-            }
-            ("GET", ["contacts", d]) if is_delta(d) => {
-                let root = self.mailboxes[&mb_key].root_folder.clone();
-                self.delta(Scope::Folder { mailbox: mb_key.clone(), folder: root }, r)
-            }
-            ("GET", ["contacts", id]) => match self.mailboxes[&mb_key].contacts.get(*id) {
-                Some(v) => Resp::json(200, render(v, r)),
-                None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
-            },
-            ("PATCH", ["contacts", id]) => self.patch(&mb_key, id, false, r),
-            ("DELETE", ["contacts", id]) => {
-                match self.mailboxes.get_mut(&mb_key).and_then(|mb| mb.contacts.remove(*id)) {
-                    Some(_) => Resp::empty(204),
-                    None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
-                }
-            }
-            ("GET", ["calendarView"]) => match window(r) {
-                Ok((s, e)) => {
-                    let items: Vec<Value> = Self::calendar_view(&self.mailboxes[&mb_key], s, e).into_values().collect();
-                    list(items, r)
-                }
-                Err(resp) => resp,
-            },
-            ("GET", ["calendarView", d]) if is_delta(d) => {
-                if r.q("$deltatoken").is_some() || r.q("$skiptoken").is_some() {
-                    return self.delta(
-                        Scope::Calendar {
-                            mailbox: mb_key.clone(),
-                            start: DateTime::UNIX_EPOCH,
-                            end: DateTime::UNIX_EPOCH,
-                        },
-                        r,
-                    );
-                }
-                match window(r) {
-                    Ok((start, end)) => self.delta(Scope::Calendar { mailbox: mb_key.clone(), start, end }, r),
-                    Err(resp) => resp,
-                }
-            }
-            ("GET", ["events"] | ["calendar", "events"]) => {
-                let items: Vec<Value> = self.mailboxes[&mb_key].events.values().cloned().collect();
-                match filtered(items, r) {
-                    Ok(items) => list(items, r),
-                    Err(e) => e,
-                }
-            }
-            ("POST", ["events"] | ["calendar", "events"]) => {
-                let Some(Value::Object(_)) = &r.body else {
-                    return error(400, "ErrorInvalidRequest", "The request body is not an event.");
-                };
-                let body = r.body.clone().unwrap_or_default();
-                if body["start"]["dateTime"].as_str().is_none() || body["end"]["dateTime"].as_str().is_none() {
-                    return error(400, "ErrorInvalidRequest", "The event must have a start and an end.");
-                }
-                if parse_dt(&body["end"]) < parse_dt(&body["start"]) {
-                    return error(
-                        400,
-                        "ErrorInvalidRequest",
-                        "The end time of the event must be after its start time.",
-                    );
-                }
-                let id = self.insert_event(&mb_key, body);
-                Resp::json(201, render(&self.mailboxes[&mb_key].events[&id], &strip_expand(r)))
-            }
-            ("GET", ["events", id] | ["calendar", "events", id]) => match Self::event(&self.mailboxes[&mb_key], id) {
-                Some(v) => Resp::json(200, render(&v, r)),
-                None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
-            },
-            ("PATCH", ["events", id] | ["calendar", "events", id]) => self.patch(&mb_key, id, true, r),
-            ("DELETE", ["events", id] | ["calendar", "events", id]) => {
-                if self.delete_event(&mb_key, id) {
-                    Resp::empty(204)
-                } else {
-                    error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
-                }
-            }
-            _ => error(400, "BadRequest", &format!("Unsupported request {m} {}", r.path)),
-        }
     }
 
     pub(crate) fn delete_event(&mut self, mb_key: &str, id: &str) -> bool {
@@ -729,7 +395,7 @@ impl State {
         false
     }
 
-    fn list_folders(&self, mb_key: &str, parent: &str, r: &Req) -> Resp {
+    pub(super) fn list_folders(&self, mb_key: &str, parent: &str, r: &Req) -> Resp {
         let mb = &self.mailboxes[mb_key];
         if !mb.folders.contains_key(parent) {
             return error(404, "ErrorItemNotFound", "The specified folder was not found in the store.");
@@ -746,7 +412,7 @@ impl State {
         }
     }
 
-    fn create_folder(&mut self, mb_key: &str, parent: &str, r: &Req) -> Resp {
+    pub(super) fn create_folder(&mut self, mb_key: &str, parent: &str, r: &Req) -> Resp {
         let Some(name) = r.body.as_ref().and_then(|b| b["displayName"].as_str()).map(str::to_owned) else {
             return error(400, "ErrorInvalidRequest", "displayName is required.");
         };
@@ -762,7 +428,7 @@ impl State {
         Resp::json(201, json!({ "id": new_id, "displayName": name, "parentFolderId": parent }))
     }
 
-    fn list_contacts(&self, mb_key: &str, folder: Option<&str>, r: &Req) -> Resp {
+    pub(super) fn list_contacts(&self, mb_key: &str, folder: Option<&str>, r: &Req) -> Resp {
         let mb = &self.mailboxes[mb_key];
         let folder = folder.unwrap_or(&mb.root_folder);
         if !mb.folders.contains_key(folder) {
@@ -776,7 +442,7 @@ impl State {
         }
     }
 
-    fn create_contact(&mut self, mb_key: &str, folder: &str, r: &Req) -> Resp {
+    pub(super) fn create_contact(&mut self, mb_key: &str, folder: &str, r: &Req) -> Resp {
         let Some(Value::Object(_)) = &r.body else {
             return error(400, "ErrorInvalidRequest", "The request body is not a contact.");
         };
@@ -795,7 +461,7 @@ impl State {
         Resp::json(201, render(&mb.contacts[&id], &strip_expand(r)))
     }
 
-    fn patch(&mut self, mb_key: &str, id: &str, event: bool, r: &Req) -> Resp {
+    pub(super) fn patch(&mut self, mb_key: &str, id: &str, event: bool, r: &Req) -> Resp {
         let Some(Value::Object(patch)) = r.body.clone() else {
             return error(400, "ErrorInvalidRequest", "The request body is not an object.");
         };
@@ -846,7 +512,7 @@ impl State {
         Resp::json(200, render(&out, &strip_expand(r)))
     }
 
-    fn view(&self, scope: &Scope) -> BTreeMap<String, Value> {
+    pub(super) fn view(&self, scope: &Scope) -> BTreeMap<String, Value> {
         match scope {
             Scope::Folder { mailbox, folder } => self.mailboxes[mailbox]
                 .contacts
@@ -859,7 +525,7 @@ impl State {
     }
 
     /// A delta round: the initial request, a `$skiptoken` page or a `$deltatoken` round.
-    fn delta(&mut self, scope: Scope, r: &Req) -> Resp {
+    pub(super) fn delta(&mut self, scope: Scope, r: &Req) -> Resp {
         if self.strict_delta && matches!(scope, Scope::Folder { .. }) {
             if let Some((k, _)) = r
                 .query
@@ -927,7 +593,7 @@ impl State {
         self.serve_page(page_state, r)
     }
 
-    fn serve_page(&mut self, mut p: PageState, r: &Req) -> Resp {
+    pub(super) fn serve_page(&mut self, mut p: PageState, r: &Req) -> Resp {
         let size = r.page_size();
         let end = (p.pos + size).min(p.entries.len());
         let value: Vec<Value> = p.entries[p.pos..end].to_vec();
@@ -955,7 +621,7 @@ impl State {
     }
 }
 
-fn same_mailbox(a: &Scope, b: &Scope) -> bool {
+pub(super) fn same_mailbox(a: &Scope, b: &Scope) -> bool {
     match (a, b) {
         (Scope::Folder { mailbox: m1, folder: f1 }, Scope::Folder { mailbox: m2, folder: f2 }) => m1 == m2 && f1 == f2,
         (Scope::Calendar { mailbox: m1, .. }, Scope::Calendar { mailbox: m2, .. }) => m1 == m2,
@@ -963,11 +629,11 @@ fn same_mailbox(a: &Scope, b: &Scope) -> bool {
     }
 }
 
-fn context(r: &Req) -> String {
+pub(super) fn context(r: &Req) -> String {
     format!("{}/v1.0/$metadata#Collection", r.origin)
 }
 
-fn window(r: &Req) -> Result<(DateTime<Utc>, DateTime<Utc>), Resp> {
+pub(super) fn window(r: &Req) -> Result<(DateTime<Utc>, DateTime<Utc>), Resp> {
     let s = r.q("startDateTime").and_then(parse_instant);
     let e = r.q("endDateTime").and_then(parse_instant);
     match (s, e) {
@@ -981,7 +647,7 @@ fn window(r: &Req) -> Result<(DateTime<Utc>, DateTime<Utc>), Resp> {
 }
 
 /// A new item: id, change key, timestamps.
-fn stamp_new(v: &mut Value, id: &str, contact: bool) {
+pub(super) fn stamp_new(v: &mut Value, id: &str, contact: bool) {
     if !v.is_object() {
         *v = json!({});
     }
@@ -997,13 +663,13 @@ fn stamp_new(v: &mut Value, id: &str, contact: bool) {
     }
 }
 
-fn strip_expand(r: &Req) -> Req {
+pub(super) fn strip_expand(r: &Req) -> Req {
     Req { query: vec![], ..r.clone() }
 }
 
 /// An item as the wire shows it: etag added, internal fields and extended properties removed
 /// unless `$expand`ed, `$select` applied.
-fn render(v: &Value, r: &Req) -> Value {
+pub(super) fn render(v: &Value, r: &Req) -> Value {
     let mut out = v.clone();
     let obj = out.as_object_mut().expect("stored items are objects");
     let props = obj.remove("singleValueExtendedProperties");
@@ -1039,7 +705,7 @@ fn render(v: &Value, r: &Req) -> Value {
     out
 }
 
-fn filtered(items: Vec<Value>, r: &Req) -> Result<Vec<Value>, Resp> {
+pub(super) fn filtered(items: Vec<Value>, r: &Req) -> Result<Vec<Value>, Resp> {
     let Some(f) = r.q("$filter") else { return Ok(items) };
     let e = filter::parse(f)
         .map_err(|m| error(400, "ErrorInvalidUrlQueryFilter", &format!("Invalid filter clause: {m}")))?;
@@ -1047,7 +713,7 @@ fn filtered(items: Vec<Value>, r: &Req) -> Result<Vec<Value>, Resp> {
 }
 
 /// A paged list (`$skip` in the next link).
-fn list(items: Vec<Value>, r: &Req) -> Resp {
+pub(super) fn list(items: Vec<Value>, r: &Req) -> Resp {
     let size = r.page_size();
     let skip: usize = r.q("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
     let value: Vec<Value> = items.iter().skip(skip).take(size).map(|v| render(v, r)).collect();
