@@ -48,6 +48,11 @@ impl<P: Clone> Tokens<P> {
         self.refresh.insert(token.into(), principal);
     }
 
+    /// Stop accepting a refresh token.
+    pub fn revoke_refresh(&mut self, token: &str) {
+        self.refresh.remove(token);
+    }
+
     /// The principal a refresh token grants.
     pub fn refresh(&self, token: Option<&str>) -> Option<P> {
         self.refresh.get(token?).cloned()

@@ -272,13 +272,13 @@ async fn faults_are_retried_and_tokens_refreshed_once() {
     let (fake, p, rep) = common::setup(100).await;
     let c = p.contacts(&rep, &common::access(&rep)).await.unwrap();
     c.create_many(&new_items(0..3)).await.unwrap();
-    for fault in [Fault::RateLimit { retry_after_secs: 0 }, Fault::Unavailable, Fault::Drop, Fault::Unauthorized] {
+    for fault in [Fault::TooManyRequests { retry_after_ms: 0 }, Fault::Unavailable, Fault::Drop, Fault::ExpiredToken] {
         fake.reset_counts();
         let before = c.requests();
-        fake.fail_nth(1, fault);
+        fake.fail_next(1, fault.clone());
         let full = c.changes(None).await.unwrap_or_else(|e| panic!("{fault:?}: {e}"));
         assert_eq!(upserts(&full).len(), 3, "{fault:?}");
-        let extra_token = u64::from(fault == Fault::Unauthorized);
+        let extra_token = u64::from(fault == Fault::ExpiredToken);
         assert_eq!(fake.requests(), 2 + extra_token, "{fault:?} costs one retry: {:?}", fake.counts());
         assert_eq!(c.requests() - before, fake.requests(), "the handle counts what the server saw");
     }
@@ -288,15 +288,15 @@ async fn faults_are_retried_and_tokens_refreshed_once() {
     c.changes(None).await.unwrap();
     assert_eq!(fake.count("oauth.token"), 1);
     // A truncated body is a clear error, not a panic.
-    fake.fail_nth(1, Fault::Truncated);
+    fake.fail_next(1, Fault::Truncated);
     let err = c.changes(None).await.unwrap_err();
     assert!(err.message().contains("truncated or non-JSON"), "{err}");
     // Throttling beyond the budget surfaces as RateLimited.
-    fake.fail_rate(7, 1000, Fault::RateLimit { retry_after_secs: 0 });
+    fake.fail_rate(1.0, 7, Fault::TooManyRequests { retry_after_ms: 0 });
     let err = c.changes(None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RateLimited);
     assert!(err.is_temporary());
-    fake.fail_rate(0, 0, Fault::Unavailable);
+    fake.clear_faults();
 }
 
 #[tokio::test]

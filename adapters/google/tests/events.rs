@@ -271,19 +271,19 @@ async fn calendar_throttling_and_outages_are_retried() {
     let c = p.events(&rep, &common::access(&rep)).unwrap();
     c.changes(None).await.unwrap();
     for fault in
-        [Fault::RateLimit403, Fault::RateLimit { retry_after_secs: 0 }, Fault::Unavailable, Fault::Unauthorized]
+        [Fault::Throttle403, Fault::TooManyRequests { retry_after_ms: 0 }, Fault::Unavailable, Fault::ExpiredToken]
     {
         fake.reset_counts();
-        fake.fail_nth(1, fault);
+        fake.fail_next(1, fault.clone());
         let full = c.changes(None).await.unwrap_or_else(|e| panic!("{fault:?}: {e}"));
         assert_eq!(upserts(&full).len(), 1);
         assert_eq!(fake.count("calendar.events.list"), 2, "{fault:?}");
     }
-    fake.fail_rate(3, 1000, Fault::RateLimit403);
+    fake.fail_rate(1.0, 3, Fault::Throttle403);
     let err = c.changes(None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
-    fake.fail_rate(0, 0, Fault::Unavailable);
-    fake.fail_nth(1, Fault::Truncated);
+    fake.clear_faults();
+    fake.fail_next(1, Fault::Truncated);
     let err = c.changes(None).await.unwrap_err();
     assert!(err.message().contains("truncated or non-JSON"), "{err}");
 }

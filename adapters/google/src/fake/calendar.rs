@@ -2,10 +2,12 @@
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use crmsync_core::{Event, EventTime};
+use crmsync_fake::Reply;
 use serde_json::{Map, Value, json};
-use wiremock::{Request, ResponseTemplate};
+use wiremock::Request;
 
-use super::{State, calendar_error, now, parse_rfc3339, q1, query};
+use super::routes::{calendar_error, now, parse_rfc3339, q1, query};
+use super::state::{State, User};
 
 /// Fields a client may set on insert / patch.
 const WRITABLE: &[&str] = &[
@@ -105,15 +107,15 @@ fn instant(t: &Value) -> Option<DateTime<Utc>> {
     t["dateTime"].as_str().and_then(parse_rfc3339)
 }
 
-fn bad(reason: &str, message: &str) -> ResponseTemplate {
+fn bad(reason: &str, message: &str) -> Reply {
     calendar_error(400, "global", reason, message)
 }
 
-fn ok(v: Value) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(v)
+fn ok(v: Value) -> Reply {
+    Reply::json(200, v)
 }
 
-fn not_found() -> ResponseTemplate {
+fn not_found() -> Reply {
     calendar_error(404, "global", "notFound", "Not Found")
 }
 
@@ -210,7 +212,7 @@ fn calendar_ok(path_cal: &str, user: &str) -> bool {
 }
 
 /// Route one Calendar request of an authenticated user.
-pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &Request) -> ResponseTemplate {
+pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &Request) -> Reply {
     let rest = path.trim_start_matches("/calendar/v3/");
     let segs: Vec<&str> = rest.split('/').collect();
     if st.user(user).is_none() {
@@ -227,7 +229,7 @@ pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &
     }
 }
 
-fn page_token(t: Option<&str>) -> Result<(usize, Option<u64>), ResponseTemplate> {
+fn page_token(t: Option<&str>) -> Result<(usize, Option<u64>), Reply> {
     match t {
         None => Ok((0, None)),
         Some(t) => {
@@ -243,13 +245,16 @@ fn page_token(t: Option<&str>) -> Result<(usize, Option<u64>), ResponseTemplate>
     }
 }
 
-fn full_sync_required() -> ResponseTemplate {
-    ResponseTemplate::new(410).set_body_json(json!({"error": {"errors": [{"domain": "calendar", "reason": "fullSyncRequired",
+fn full_sync_required() -> Reply {
+    Reply::json(
+        410,
+        json!({"error": {"errors": [{"domain": "calendar", "reason": "fullSyncRequired",
         "message": "Sync token is no longer valid, a full sync is required.", "locationType": "parameter", "location": "syncToken"}],
-        "code": 410, "message": "Sync token is no longer valid, a full sync is required."}}))
+        "code": 410, "message": "Sync token is no longer valid, a full sync is required."}}),
+    )
 }
 
-fn list(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+fn list(st: &mut State, user: &str, req: &Request) -> Reply {
     let q = query(req);
     let max = match q1(&q, "maxResults").map(str::parse::<usize>) {
         None => 250,
@@ -354,7 +359,7 @@ fn list(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
 }
 
 /// Validate and normalize a written event's fields (times, ids, extended-property limits).
-fn clean(data: &mut Map<String, Value>) -> Result<(), ResponseTemplate> {
+fn clean(data: &mut Map<String, Value>) -> Result<(), Reply> {
     data.retain(|k, v| WRITABLE.contains(&k.as_str()) && !v.is_null());
     for which in ["start", "end"] {
         let Some(t) = data.get(which) else {
@@ -398,7 +403,7 @@ fn valid_id(id: &str) -> bool {
     (5..=1024).contains(&id.len()) && id.chars().all(|c| matches!(c, 'a'..='v' | '0'..='9'))
 }
 
-fn insert(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+fn insert(st: &mut State, user: &str, req: &Request) -> Reply {
     let Ok(Value::Object(mut data)) = req.body_json::<Value>() else { return bad("parseError", "Parse Error") };
     let id = match data.remove("id") {
         Some(Value::String(id)) => {
@@ -424,7 +429,7 @@ fn insert(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
 }
 
 /// Find an event or an instance (`{seriesId}_{suffix}`).
-fn lookup(u: &super::User, user: &str, id: &str) -> Option<Value> {
+fn lookup(u: &User, user: &str, id: &str) -> Option<Value> {
     if let Some(e) = u.events.get(id) {
         return Some(render(user, e));
     }
@@ -433,7 +438,7 @@ fn lookup(u: &super::User, user: &str, id: &str) -> Option<Value> {
     expand(user, e).into_iter().find(|v| v["id"] == id)
 }
 
-fn get(st: &mut State, user: &str, id: &str) -> ResponseTemplate {
+fn get(st: &mut State, user: &str, id: &str) -> Reply {
     let u = st.user(user).expect("checked");
     match lookup(u, user, id) {
         Some(v) => ok(v),
@@ -441,9 +446,12 @@ fn get(st: &mut State, user: &str, id: &str) -> ResponseTemplate {
     }
 }
 
-fn precondition_failed() -> ResponseTemplate {
-    ResponseTemplate::new(412).set_body_json(json!({"error": {"errors": [{"domain": "global", "reason": "conditionNotMet",
-        "message": "Precondition Failed", "locationType": "header", "location": "If-Match"}], "code": 412, "message": "Precondition Failed"}}))
+fn precondition_failed() -> Reply {
+    Reply::json(
+        412,
+        json!({"error": {"errors": [{"domain": "global", "reason": "conditionNotMet",
+        "message": "Precondition Failed", "locationType": "header", "location": "If-Match"}], "code": 412, "message": "Precondition Failed"}}),
+    )
 }
 
 fn if_match(req: &Request) -> Option<String> {
@@ -466,7 +474,7 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn patch(st: &mut State, user: &str, id: &str, req: &Request) -> ResponseTemplate {
+fn patch(st: &mut State, user: &str, id: &str, req: &Request) -> Reply {
     let Ok(body) = req.body_json::<Value>() else { return bad("parseError", "Parse Error") };
     let cond = if_match(req);
     let u = st.user(user).expect("checked");
@@ -502,7 +510,7 @@ fn patch(st: &mut State, user: &str, id: &str, req: &Request) -> ResponseTemplat
     ok(render(user, e))
 }
 
-fn delete(st: &mut State, user: &str, id: &str, req: &Request) -> ResponseTemplate {
+fn delete(st: &mut State, user: &str, id: &str, req: &Request) -> Reply {
     let cond = if_match(req);
     let u = st.user(user).expect("checked");
     let Some(e) = u.events.get(id) else { return not_found() };
@@ -513,7 +521,7 @@ fn delete(st: &mut State, user: &str, id: &str, req: &Request) -> ResponseTempla
         return precondition_failed();
     }
     delete_event(st, user, id);
-    ResponseTemplate::new(204)
+    Reply::empty(204)
 }
 
 // ----- seed / edit / inspect helpers -----

@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use crmsync_core::{Contact, PostalAddress};
+use crmsync_fake::Reply;
 use serde_json::{Map, Value, json};
-use wiremock::{Request, ResponseTemplate};
+use wiremock::Request;
 
-use super::{State, User, mask, now, people_error, q1, query};
+use super::routes::{mask, now, people_error, q1, query};
+use super::state::{State, User};
 
 /// Person fields a client may write (`contactPerson` / `updatePersonFields`).
 const WRITABLE: &[&str] = &[
@@ -112,16 +114,16 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn invalid(msg: &str) -> ResponseTemplate {
+fn invalid(msg: &str) -> Reply {
     people_error(400, "INVALID_ARGUMENT", msg, None)
 }
 
-fn not_found() -> ResponseTemplate {
+fn not_found() -> Reply {
     people_error(404, "NOT_FOUND", "Requested entity was not found.", None)
 }
 
-fn ok(v: Value) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(v)
+fn ok(v: Value) -> Reply {
+    Reply::json(200, v)
 }
 
 /// Render a stored person with the requested fields, as the API returns it.
@@ -232,7 +234,7 @@ fn user_or_404<'a>(st: &'a mut State, user: &str) -> Option<&'a mut User> {
 }
 
 /// Route one People request of an authenticated user.
-pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &Request) -> ResponseTemplate {
+pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &Request) -> Reply {
     let q = query(req);
     if st.user(user).is_none() {
         return people_error(403, "PERMISSION_DENIED", "The caller does not have permission", None);
@@ -313,7 +315,7 @@ fn member_names(u: &User, rn: &str) -> Vec<String> {
     u.persons.values().filter(|p| !p.deleted && p.groups.contains(rn)).map(|p| format!("people/{}", p.id)).collect()
 }
 
-fn list_groups(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) -> ResponseTemplate {
+fn list_groups(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) -> Reply {
     let page_size = q1(q, "pageSize").and_then(|s| s.parse::<usize>().ok()).filter(|n| *n > 0).unwrap_or(30).min(1000);
     let offset = match q1(q, "pageToken") {
         None => 0,
@@ -357,7 +359,7 @@ pub(crate) fn ensure_group(st: &mut State, user: &str, name: &str) -> String {
     rn
 }
 
-fn create_group(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+fn create_group(st: &mut State, user: &str, req: &Request) -> Reply {
     let Ok(body) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
     let Some(name) = body["contactGroup"]["name"].as_str().map(str::trim).filter(|n| !n.is_empty()) else {
         return invalid("Contact group name must not be empty.");
@@ -372,7 +374,7 @@ fn create_group(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
     ok(group_json(&u.groups[&rn], 0, &fields, None))
 }
 
-fn get_group(st: &mut State, user: &str, id: &str, q: &BTreeMap<String, Vec<String>>) -> ResponseTemplate {
+fn get_group(st: &mut State, user: &str, id: &str, q: &BTreeMap<String, Vec<String>>) -> Reply {
     let rn = format!("contactGroups/{id}");
     let max = q1(q, "maxMembers").and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
     let fields = mask(q1(q, "groupFields"));
@@ -383,7 +385,7 @@ fn get_group(st: &mut State, user: &str, id: &str, q: &BTreeMap<String, Vec<Stri
     ok(group_json(g, count, &fields, Some(members.into_iter().take(max).collect())))
 }
 
-fn modify_members(st: &mut State, user: &str, id: &str, req: &Request) -> ResponseTemplate {
+fn modify_members(st: &mut State, user: &str, id: &str, req: &Request) -> Reply {
     let Ok(body) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
     let names = |k: &str| -> Vec<String> {
         body[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
@@ -442,7 +444,7 @@ fn modify_members(st: &mut State, user: &str, id: &str, req: &Request) -> Respon
     ok(v)
 }
 
-fn expired_sync_token() -> ResponseTemplate {
+fn expired_sync_token() -> Reply {
     people_error(
         400,
         "FAILED_PRECONDITION",
@@ -451,7 +453,7 @@ fn expired_sync_token() -> ResponseTemplate {
     )
 }
 
-fn connections(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) -> ResponseTemplate {
+fn connections(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) -> Reply {
     let Ok(fields) = person_fields(q1(q, "personFields")) else {
         return invalid("personFields mask is required. Please specify one or more valid paths.");
     };
@@ -510,7 +512,7 @@ fn connections(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) ->
     ok(v)
 }
 
-fn batch_get(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) -> ResponseTemplate {
+fn batch_get(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) -> Reply {
     let Ok(fields) = person_fields(q1(q, "personFields")) else {
         return invalid("personFields mask is required. Please specify one or more valid paths.");
     };
@@ -541,7 +543,7 @@ fn validate_person(
     p: &Value,
     at: &str,
     allowed: Option<&BTreeSet<String>>,
-) -> Result<(Map<String, Value>, BTreeSet<String>), ResponseTemplate> {
+) -> Result<(Map<String, Value>, BTreeSet<String>), Reply> {
     let Some(obj) = p.as_object() else { return Err(invalid(&format!("{at}: a person must be an object"))) };
     let mut fields = Map::new();
     let mut groups = BTreeSet::new();
@@ -607,13 +609,13 @@ fn validate_person(
     Ok((fields, groups))
 }
 
-fn batch_create(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+fn batch_create(st: &mut State, user: &str, req: &Request) -> Reply {
     let Ok(body) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
     create_people(st, user, &body).map_or_else(|e| e, ok)
 }
 
 /// `people:createContact`: one person, answered as the created person.
-fn create_one(st: &mut State, user: &str, req: &Request, q: &BTreeMap<String, Vec<String>>) -> ResponseTemplate {
+fn create_one(st: &mut State, user: &str, req: &Request, q: &BTreeMap<String, Vec<String>>) -> Reply {
     let Ok(person) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
     let read = q1(q, "personFields").map_or_else(|| READABLE.join(","), str::to_owned);
     let body = json!({ "contacts": [{ "contactPerson": person }], "readMask": read });
@@ -624,13 +626,7 @@ fn create_one(st: &mut State, user: &str, req: &Request, q: &BTreeMap<String, Ve
 }
 
 /// `people/{id}:updateContact`: one person (with its etag), answered as the updated person.
-fn update_one(
-    st: &mut State,
-    user: &str,
-    rn: &str,
-    req: &Request,
-    q: &BTreeMap<String, Vec<String>>,
-) -> ResponseTemplate {
+fn update_one(st: &mut State, user: &str, rn: &str, req: &Request, q: &BTreeMap<String, Vec<String>>) -> Reply {
     let Ok(person) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
     let Some(update) = q1(q, "updatePersonFields") else { return invalid("updatePersonFields mask is required.") };
     let read = q1(q, "personFields").map_or_else(|| READABLE.join(","), str::to_owned);
@@ -641,7 +637,7 @@ fn update_one(
     }
 }
 
-fn create_people(st: &mut State, user: &str, body: &Value) -> Result<Value, ResponseTemplate> {
+fn create_people(st: &mut State, user: &str, body: &Value) -> Result<Value, Reply> {
     let contacts = body["contacts"].as_array().cloned().unwrap_or_default();
     if contacts.is_empty() {
         return Err(invalid("contacts must not be empty."));
@@ -679,12 +675,12 @@ fn create_people(st: &mut State, user: &str, body: &Value) -> Result<Value, Resp
     Ok(if created.is_empty() { json!({}) } else { json!({ "createdPeople": created }) })
 }
 
-fn batch_update(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+fn batch_update(st: &mut State, user: &str, req: &Request) -> Reply {
     let Ok(body) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
     update_people(st, user, &body).map_or_else(|e| e, ok)
 }
 
-fn update_people(st: &mut State, user: &str, body: &Value) -> Result<Value, ResponseTemplate> {
+fn update_people(st: &mut State, user: &str, body: &Value) -> Result<Value, Reply> {
     let Some(contacts) = body["contacts"].as_object().cloned() else {
         return Err(invalid("contacts must not be empty."));
     };
@@ -766,7 +762,7 @@ fn update_people(st: &mut State, user: &str, body: &Value) -> Result<Value, Resp
     Ok(if result.is_empty() { json!({}) } else { json!({ "updateResult": result }) })
 }
 
-fn batch_delete(st: &mut State, user: &str, req: &Request) -> ResponseTemplate {
+fn batch_delete(st: &mut State, user: &str, req: &Request) -> Reply {
     let Ok(body) = req.body_json::<Value>() else { return invalid("Invalid JSON payload received.") };
     let names: Vec<String> =
         body["resourceNames"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();

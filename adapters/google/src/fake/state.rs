@@ -1,0 +1,42 @@
+//! The fake's data: users, each with People contacts and groups and Calendar events.
+
+use std::collections::BTreeMap;
+
+use crmsync_fake::Tokens;
+
+use super::{calendar, people};
+
+/// One user (mailbox) of the fake.
+#[derive(Debug, Default)]
+pub(crate) struct User {
+    pub(crate) persons: BTreeMap<String, people::PersonRec>,
+    pub(crate) groups: BTreeMap<String, people::GroupRec>,
+    pub(crate) events: BTreeMap<String, calendar::EventRec>,
+}
+
+/// The whole fake's state.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) users: BTreeMap<String, User>,
+    /// Access tokens and refresh tokens, each naming its user.
+    pub(crate) tokens: Tokens<String>,
+    /// Sync tokens issued before this epoch are expired.
+    pub(crate) cursor_epoch: u64,
+    /// Change sequence shared by every user and service.
+    pub(crate) seq: u64,
+    pub(crate) next_id: u64,
+}
+
+impl State {
+    pub(crate) fn tick(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+    pub(crate) fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+    pub(crate) fn user(&mut self, email: &str) -> Option<&mut User> {
+        self.users.get_mut(&email.to_lowercase())
+    }
+}
