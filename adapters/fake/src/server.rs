@@ -79,6 +79,8 @@ pub trait Service: Send + 'static {
     fn expire_tokens(&mut self);
     /// Expire every delta / sync token (cursor) handed out so far.
     fn expire_cursors(&mut self);
+    /// Called once the server listens on `uri` (e.g. for URLs the service hands out).
+    fn started(&mut self, _uri: &str) {}
 }
 
 /// A fake's state behind a lock, shared by its handle and its server. Cheap to clone.
@@ -251,6 +253,7 @@ impl Handle {
         let chassis = Arc::new(Mutex::new(Chassis::default()));
         let responder = Responder { chassis: chassis.clone(), state: state.clone() };
         Mock::given(wiremock::matchers::any()).respond_with(responder).mount(&server).await;
+        state.lock().started(&server.uri());
         Self { server: Arc::new(server), chassis, control: Arc::new(state) }
     }
 
@@ -347,4 +350,50 @@ impl Handle {
     pub fn expire_cursors(&self) {
         self.control.expire_cursors();
     }
+}
+
+/// Declare a fake's handle type: a struct of the chassis [`Handle`] and the fake's [`Shared`]
+/// state that dereferences to the handle, with `start()` (a random loopback port),
+/// `start_on(listener)` (a given one) and a private `lock()` of the state.
+///
+/// `fake_handle!(/// docs  FakeThing, State, State::new());`
+#[macro_export]
+macro_rules! fake_handle {
+    ($(#[$meta:meta])* $name:ident, $state:ty, $init:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            handle: $crate::Handle,
+            state: $crate::Shared<$state>,
+        }
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::Handle;
+            fn deref(&self) -> &$crate::Handle {
+                &self.handle
+            }
+        }
+
+        impl $name {
+            /// Start on a random loopback port.
+            pub async fn start() -> Self {
+                Self::serve(None).await
+            }
+
+            /// Start on a given listener (a fixed port, e.g. for `crmsync sandbox`).
+            pub async fn start_on(listener: ::std::net::TcpListener) -> Self {
+                Self::serve(Some(listener)).await
+            }
+
+            async fn serve(listener: Option<::std::net::TcpListener>) -> Self {
+                let state = $crate::Shared::new($init);
+                Self { handle: $crate::Handle::start(state.clone(), listener).await, state }
+            }
+
+            #[allow(dead_code)]
+            fn lock(&self) -> ::std::sync::MutexGuard<'_, $state> {
+                self.state.lock()
+            }
+        }
+    };
 }

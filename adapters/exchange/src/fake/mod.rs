@@ -20,13 +20,8 @@ mod filter;
 mod routes;
 mod state;
 
-use std::net::TcpListener;
-use std::ops::Deref;
-use std::sync::MutexGuard;
-
 use chrono::{DateTime, Duration, Utc};
 use crmsync_core::{Contact, Event, SyncKey};
-use crmsync_fake::{Handle, Shared};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -88,42 +83,16 @@ impl GraphJson for &Event {
     }
 }
 
-/// The fake Graph. Cheap to clone (shared state); dropping the last clone stops the server. It
-/// dereferences to its chassis [`Handle`]: `uri()`, counters, the request log, faults,
-/// `expire_tokens()`, `expire_cursors()`.
-#[derive(Clone, Debug)]
-pub struct FakeGraph {
-    handle: Handle,
-    state: Shared<State>,
-}
-
-impl Deref for FakeGraph {
-    type Target = Handle;
-    fn deref(&self) -> &Handle {
-        &self.handle
-    }
-}
+crmsync_fake::fake_handle!(
+    /// The fake Graph. Cheap to clone (shared state); dropping the last clone stops the server.
+    /// It dereferences to its chassis [`Handle`](crmsync_fake::Handle): `uri()`, counters, the
+    /// request log, faults, `expire_tokens()`, `expire_cursors()`.
+    FakeGraph,
+    State,
+    State::default()
+);
 
 impl FakeGraph {
-    /// Start on a random loopback port.
-    pub async fn start() -> Self {
-        Self::serve(None).await
-    }
-
-    /// Start on a given listener (fixed port, for `crmsync sandbox`).
-    pub async fn start_on(listener: TcpListener) -> Self {
-        Self::serve(Some(listener)).await
-    }
-
-    async fn serve(listener: Option<TcpListener>) -> Self {
-        let state = Shared::new(State::default());
-        Self { handle: Handle::start(state.clone(), listener).await, state }
-    }
-
-    fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock()
-    }
-
     /// The Graph root (`{uri}/v1.0`).
     pub fn graph_url(&self) -> String {
         format!("{}/v1.0", self.uri())
@@ -152,40 +121,40 @@ impl FakeGraph {
 
     /// Insert one empty page (with a next link) before the last page of every delta round.
     pub fn set_empty_pages(&self, on: bool) {
-        self.st().empty_pages = on;
+        self.lock().empty_pages = on;
     }
 
     /// Repeat the first entry of every delta round at its end (Graph may replay items).
     pub fn set_replay(&self, on: bool) {
-        self.st().replay = on;
+        self.lock().replay = on;
     }
 
     /// Refuse `$expand` (anything but `$select`) on contact delta, as Graph's docs allow only
     /// `$select` there ([U] in API-NOTES: the real service may accept it).
     pub fn set_strict_delta(&self, on: bool) {
-        self.st().strict_delta = on;
+        self.lock().strict_delta = on;
     }
 
     // ---- seeding and editing ----
 
     /// Create a mailbox (with its default Contacts folder); known by this id or e-mail.
     pub fn add_mailbox(&self, id: &str) {
-        self.st().add_mailbox(id);
+        self.lock().add_mailbox(id);
     }
 
     /// A refresh token that grants delegated (`/me`) access to `mailbox`.
     pub fn add_refresh_token(&self, mailbox: &str) -> String {
-        self.st().add_refresh_token(mailbox)
+        self.lock().add_refresh_token(mailbox)
     }
 
     /// The id of the contacts folder `name` (a child of the default folder), created if missing.
     pub fn ensure_folder(&self, mailbox: &str, name: &str) -> String {
-        self.st().folder(mailbox, name)
+        self.lock().folder(mailbox, name)
     }
 
     /// The id of the folder `name`, if it exists.
     pub fn folder_id(&self, mailbox: &str, name: &str) -> Option<String> {
-        let st = self.st();
+        let st = self.lock();
         let mb = st.mailboxes.get(&key(mailbox))?;
         mb.folders
             .iter()
@@ -196,12 +165,12 @@ impl FakeGraph {
     /// Store a contact in folder `folder` (created if missing) or, with `None`, in the default
     /// Contacts folder. Returns its id.
     pub fn insert_contact(&self, mailbox: &str, folder: Option<&str>, contact: impl GraphJson) -> String {
-        self.st().insert_contact(mailbox, folder, contact.graph_json())
+        self.lock().insert_contact(mailbox, folder, contact.graph_json())
     }
 
     /// Move a contact to folder `folder` (`None` = default folder). False if it is missing.
     pub fn move_contact(&self, mailbox: &str, id: &str, folder: Option<&str>) -> bool {
-        let mut st = self.st();
+        let mut st = self.lock();
         let fid = match folder {
             Some(name) => st.folder(mailbox, name),
             None => match st.mailboxes.get(&key(mailbox)) {
@@ -217,7 +186,7 @@ impl FakeGraph {
 
     /// Edit a contact's Graph JSON as a user would (change key bumped). False if missing.
     pub fn edit_contact(&self, mailbox: &str, id: &str, f: impl FnOnce(&mut Value)) -> bool {
-        let mut st = self.st();
+        let mut st = self.lock();
         let Some(c) = st.mailboxes.get_mut(&key(mailbox)).and_then(|mb| mb.contacts.get_mut(id)) else { return false };
         f(c);
         bump(c);
@@ -226,13 +195,13 @@ impl FakeGraph {
 
     /// Delete a contact. False if it was missing.
     pub fn delete_contact(&self, mailbox: &str, id: &str) -> bool {
-        self.st().mailboxes.get_mut(&key(mailbox)).and_then(|mb| mb.contacts.remove(id)).is_some()
+        self.lock().mailboxes.get_mut(&key(mailbox)).and_then(|mb| mb.contacts.remove(id)).is_some()
     }
 
     /// Store an event (Graph JSON or a crmsync [`Event`]: private, categories, cancelled,
     /// attendees…); JSON with a `recurrence` makes a series master. Returns its id.
     pub fn insert_event(&self, mailbox: &str, event: impl GraphJson) -> String {
-        self.st().insert_event(mailbox, event.graph_json())
+        self.lock().insert_event(mailbox, event.graph_json())
     }
 
     /// A weekly series of `count` occurrences starting at `first` (each `duration` long);
@@ -263,7 +232,7 @@ impl FakeGraph {
 
     /// Edit a stored event's Graph JSON (a single event or a series master; change key bumped).
     pub fn edit_event(&self, mailbox: &str, id: &str, f: impl FnOnce(&mut Value)) -> bool {
-        let mut st = self.st();
+        let mut st = self.lock();
         let Some(e) = st.mailboxes.get_mut(&key(mailbox)).and_then(|mb| mb.events.get_mut(id)) else { return false };
         f(e);
         bump(e);
@@ -291,20 +260,20 @@ impl FakeGraph {
 
     /// Delete an event, a whole series (master id) or one occurrence. False if missing.
     pub fn delete_event(&self, mailbox: &str, id: &str) -> bool {
-        self.st().delete_event(&key(mailbox), id)
+        self.lock().delete_event(&key(mailbox), id)
     }
 
     // ---- inspection ----
 
     /// The mailboxes the fake holds (as first named).
     pub fn mailboxes(&self) -> Vec<String> {
-        self.st().mailboxes.values().map(|m| m.id.clone()).collect()
+        self.lock().mailboxes.values().map(|m| m.id.clone()).collect()
     }
 
     /// Every contact of the mailbox as stored (Graph JSON with `parentFolderId` and
     /// `singleValueExtendedProperties`), by id.
     pub fn contacts(&self, mailbox: &str) -> Vec<Value> {
-        self.st().mailboxes.get(&key(mailbox)).map(|mb| mb.contacts.values().cloned().collect()).unwrap_or_default()
+        self.lock().mailboxes.get(&key(mailbox)).map(|mb| mb.contacts.values().cloned().collect()).unwrap_or_default()
     }
 
     /// The contacts inside folder `name`.
@@ -315,13 +284,13 @@ impl FakeGraph {
 
     /// Every stored event (singles and series masters) as Graph JSON.
     pub fn events(&self, mailbox: &str) -> Vec<Value> {
-        self.st().mailboxes.get(&key(mailbox)).map(|mb| mb.events.values().cloned().collect()).unwrap_or_default()
+        self.lock().mailboxes.get(&key(mailbox)).map(|mb| mb.events.values().cloned().collect()).unwrap_or_default()
     }
 
     /// The event instances (singles, occurrences, exceptions; never masters) overlapping
     /// `[start, end)`, as `calendarView` returns them (without the wire-only `@odata.etag`).
     pub fn calendar_view(&self, mailbox: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<Value> {
-        let st = self.st();
+        let st = self.lock();
         st.mailboxes
             .get(&key(mailbox))
             .map(|mb| State::calendar_view(mb, start, end).into_values().collect())

@@ -17,7 +17,7 @@
 //! Calendar `{"error":{"errors":[{"domain","reason","message"}],"code","message"}}`.
 //!
 //! The chassis counts requests per endpoint (`oauth.token`, `people.connections.list`,
-//! `people.batchCreateContacts`, `calendar.events.list`, …; see [`Handle::counts`]), keeps a
+//! `people.batchCreateContacts`, `calendar.events.list`, …; see [`Handle::counts`](crmsync_fake::Handle::counts)), keeps a
 //! bounded request log and injects [`Fault`]s in the envelope of the API hit: 429
 //! `RESOURCE_EXHAUSTED` / `rateLimitExceeded` with `Retry-After`, Calendar's 403
 //! `rateLimitExceeded` (People answers 429), 503 `UNAVAILABLE` / `backendError`, 500, 401 with
@@ -30,12 +30,8 @@ mod routes;
 mod state;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::ops::Deref;
-use std::sync::MutexGuard;
 
 use crmsync_core::{Contact, Event};
-use crmsync_fake::{Handle, Shared};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 use state::{State, User};
@@ -55,42 +51,16 @@ pub const DEFAULT_GROUP: &str = "Salesforce Sync";
 
 pub use crmsync_fake::{Fault, FaultRule, LogEntry, Schedule};
 
-/// The fake Google: OAuth, People and Calendar on one loopback server. Cheap to clone. It
-/// dereferences to its chassis [`Handle`]: `uri()`, counters, the request log, faults,
-/// `expire_tokens()`, `expire_cursors()`.
-#[derive(Clone, Debug)]
-pub struct FakeGoogle {
-    handle: Handle,
-    state: Shared<State>,
-}
-
-impl Deref for FakeGoogle {
-    type Target = Handle;
-    fn deref(&self) -> &Handle {
-        &self.handle
-    }
-}
+crmsync_fake::fake_handle!(
+    /// The fake Google: OAuth, People and Calendar on one loopback server. Cheap to clone. It
+    /// dereferences to its chassis [`Handle`](crmsync_fake::Handle): `uri()`, counters, the
+    /// request log, faults, `expire_tokens()`, `expire_cursors()`.
+    FakeGoogle,
+    State,
+    State::default()
+);
 
 impl FakeGoogle {
-    /// Start on a random loopback port.
-    pub async fn start() -> Self {
-        Self::serve(None).await
-    }
-
-    /// Start on a given listener (a fixed port, e.g. for `crmsync sandbox`).
-    pub async fn start_on(listener: TcpListener) -> Self {
-        Self::serve(Some(listener)).await
-    }
-
-    async fn serve(listener: Option<TcpListener>) -> Self {
-        let state = Shared::new(State::default());
-        Self { handle: Handle::start(state.clone(), listener).await, state }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock()
-    }
-
     /// A ready config pointing at the fake, with the fake service account (admin-managed
     /// mode), the fake OAuth client (user-managed mode), short retry delays and a 1 s timeout.
     pub fn config(&self) -> Config {

@@ -27,11 +27,8 @@ mod schema;
 mod soql;
 mod state;
 
-use std::ops::Deref;
-
 use chrono::{DateTime, Utc};
 use crmsync_core::{Contact, Event, Record};
-use crmsync_fake::{Handle, Shared};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -50,44 +47,16 @@ pub const CLIENT_SECRET: &str = "fake-client-secret";
 /// A refresh token the fake accepts (refresh-token flow).
 pub const REFRESH_TOKEN: &str = "fake-refresh-token";
 
-/// A fake Salesforce org served on loopback. Cheap to clone (shared state). It dereferences to
-/// its chassis [`Handle`]: `uri()`, counters, the request log, faults, `expire_tokens()`,
-/// `expire_cursors()`.
-#[derive(Clone, Debug)]
-pub struct FakeSalesforce {
-    handle: Handle,
-    state: Shared<State>,
-}
-
-impl Deref for FakeSalesforce {
-    type Target = Handle;
-    fn deref(&self) -> &Handle {
-        &self.handle
-    }
-}
+crmsync_fake::fake_handle!(
+    /// A fake Salesforce org served on loopback. Cheap to clone (shared state). It dereferences
+    /// to its chassis [`Handle`](crmsync_fake::Handle): `uri()`, counters, the request log,
+    /// faults, `expire_tokens()`, `expire_cursors()`.
+    FakeSalesforce,
+    State,
+    State::new()
+);
 
 impl FakeSalesforce {
-    /// Start on a random loopback port.
-    pub async fn start() -> Self {
-        Self::serve(None).await
-    }
-
-    /// Start on a given listener (fixed port, for `crmsync sandbox`).
-    pub async fn start_on(listener: std::net::TcpListener) -> Self {
-        Self::serve(Some(listener)).await
-    }
-
-    async fn serve(listener: Option<std::net::TcpListener>) -> Self {
-        let state = Shared::new(State::new());
-        let handle = Handle::start(state.clone(), listener).await;
-        state.lock().uri = handle.uri();
-        Self { handle, state }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock()
-    }
-
     /// A ready adapter config: client-credentials flow with the fake's consumer key and
     /// secret (admin-managed mode), millisecond retry delays.
     pub fn config(&self) -> Config {

@@ -86,6 +86,10 @@ impl Service for State {
     fn expire_cursors(&mut self) {
         State::expire_cursors(self);
     }
+
+    fn started(&mut self, uri: &str) {
+        self.uri = uri.to_owned();
+    }
 }
 
 /// The endpoint name of a request (`token`, `query`, `collections_upsert`, …).
