@@ -63,27 +63,21 @@ fn fault_resp(f: &Fault) -> Resp {
     }
 }
 
+/// Endpoint names by a fragment of the path, the first match wins.
+const ENDPOINTS: [(&str, &str); 8] = [
+    ("/oauth2/", "token"),
+    ("/$batch", "$batch"),
+    ("/contacts/delta", "contacts.delta"),
+    ("/calendarView/delta", "calendarView.delta"),
+    ("/calendarView", "calendarView"),
+    ("/contacts", "contacts"),
+    ("/contactFolders", "contactFolders"),
+    ("/events", "events"),
+];
+
 /// The endpoint name of a request path.
 fn endpoint(path: &str) -> &'static str {
-    if path.contains("/oauth2/") {
-        "token"
-    } else if path.ends_with("/$batch") {
-        "$batch"
-    } else if path.contains("/contacts/delta") {
-        "contacts.delta"
-    } else if path.contains("/calendarView/delta") {
-        "calendarView.delta"
-    } else if path.contains("/calendarView") {
-        "calendarView"
-    } else if path.contains("/contacts") {
-        "contacts"
-    } else if path.contains("/contactFolders") {
-        "contactFolders"
-    } else if path.contains("/events") {
-        "events"
-    } else {
-        "other"
-    }
+    ENDPOINTS.iter().find(|(fragment, _)| path.contains(fragment)).map_or("other", |(_, name)| name)
 }
 
 impl State {
