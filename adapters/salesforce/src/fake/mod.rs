@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 pub use crmsync_fake::{Fault, FaultRule, LogEntry, Schedule};
 pub use schema::SYNC_KEY;
-use schema::{Val, fmt_time, object, object_of_id};
+use schema::{fmt_time, object, object_of_id};
 use soql::Db;
 use state::State;
 
@@ -177,22 +177,18 @@ impl FakeSalesforce {
     /// Live records of `sobject` whose sync key is `key` (case-insensitive, as the unique
     /// external id compares).
     pub fn count_by_sync_key(&self, sobject: &str, key: &str) -> usize {
-        let st = self.lock();
-        let o = object(sobject).expect("known object");
-        st.rows(o, false)
-            .iter()
-            .filter(|r| r.get(SYNC_KEY).and_then(Val::as_str).is_some_and(|k| k.eq_ignore_ascii_case(key)))
-            .count()
+        self.count_live(sobject, SYNC_KEY, key)
     }
 
     /// Live contacts whose e-mail is `email` (case-insensitive).
     pub fn count_contacts_by_email(&self, email: &str) -> usize {
-        let st = self.lock();
-        let o = object("Contact").expect("known");
-        st.rows(o, false)
-            .iter()
-            .filter(|r| r.get("Email").and_then(Val::as_str).is_some_and(|e| e.eq_ignore_ascii_case(email.trim())))
-            .count()
+        self.count_live("Contact", "Email", email.trim())
+    }
+
+    /// Live records of `sobject` whose indexed `field` holds `value`.
+    fn count_live(&self, sobject: &str, field: &str, value: &str) -> usize {
+        let o = object(sobject).expect("known object");
+        self.lock().lookup(o, field, &[state::fold_value(field, value)]).map_or(0, |rows| rows.len())
     }
 
     /// The fake's clock (real time plus any jump made by `expire_cursors`).

@@ -591,7 +591,7 @@ fn collections_write(st: &mut State, body: &Value, create: bool, upsert: Option<
         }
         None => None,
     };
-    let backup = all_or_none.then(|| st.tables.clone());
+    let backup = all_or_none.then(|| st.data.clone());
     let actor = st.integration_user.clone();
     let mut results = vec![];
     let mut failed = false;
@@ -649,7 +649,7 @@ fn collections_write(st: &mut State, body: &Value, create: bool, upsert: Option<
         results.push(res);
     }
     if failed && let Some(b) = backup {
-        st.tables = b;
+        st.data = b;
         let rolled = RecErr::new(
             "ALL_OR_NONE_OPERATION_ROLLED_BACK",
             "Record rolled back because not all records were valid and the request was using AllOrNone header",
@@ -692,12 +692,12 @@ fn collections_delete(st: &mut State, ids: &str, all_or_none: bool) -> Reply {
             "record limit reached. cannot submit more than 200 records into this call",
         );
     }
-    let backup = all_or_none.then(|| st.tables.clone());
+    let backup = all_or_none.then(|| st.data.clone());
     let results: Vec<Result<String, RecErr>> = ids.iter().map(|id| st.delete(None, id)).collect();
     if results.iter().any(Result::is_err)
         && let Some(b) = backup
     {
-        st.tables = b;
+        st.data = b;
     }
     let out: Vec<Value> = ids
         .iter()
@@ -718,7 +718,7 @@ fn composite(st: &mut State, ch: &mut Chassis, body: &Value, header: Header) -> 
     if subs.len() > 25 {
         return error(400, "LIMIT_EXCEEDED", "Composite request can have at most 25 subrequests");
     }
-    let backup = all_or_none.then(|| st.tables.clone());
+    let backup = all_or_none.then(|| st.data.clone());
     let mut out = vec![];
     let mut halted = false;
     for s in subs {
@@ -756,7 +756,7 @@ fn composite(st: &mut State, ch: &mut Chassis, body: &Value, header: Header) -> 
         }
     }
     if halted && let Some(b) = backup {
-        st.tables = b;
+        st.data = b;
     }
     ok(200, json!({"compositeResponse": out}))
 }

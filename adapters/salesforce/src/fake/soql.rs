@@ -434,6 +434,9 @@ pub trait Db {
     fn rows(&self, obj: &'static ObjDef, all: bool) -> Vec<&Rec>;
     /// Any live record by id.
     fn by_id(&self, id: &str) -> Option<(&'static ObjDef, &Rec)>;
+    /// The live rows whose `field` holds one of the `folded` values (as [`fold`] folds them),
+    /// in id order; `None` when `field` has no index (the caller scans).
+    fn lookup(&self, obj: &'static ObjDef, field: &str, folded: &[String]) -> Option<Vec<&Rec>>;
 }
 
 /// A resolved field path: a field, or a parent's field through a lookup.
@@ -764,6 +767,20 @@ pub struct Executed {
     pub count_only: bool,
 }
 
+/// The rows an index narrows a condition to: a top-level (or AND-ed) `field = 'v'` or
+/// `field IN ('v', …)` on an indexed field. The full condition is still evaluated on them.
+fn indexed<'a>(db: &'a dyn Db, obj: &'static ObjDef, c: &RCond) -> Option<Vec<&'a Rec>> {
+    match c {
+        RCond::And(cs) => cs.iter().find_map(|c| indexed(db, obj, c)),
+        RCond::InSet(Path::Field(f), false, set) => {
+            let keys: Vec<String> = set.iter().cloned().collect();
+            db.lookup(obj, f.name, &keys)
+        }
+        RCond::Cmp(Path::Field(f), "=", Lit::Str(s)) => db.lookup(obj, f.name, &[fold(f, s)]),
+        _ => None,
+    }
+}
+
 /// Run a parsed query against `db`. `all` includes deleted rows (`queryAll`).
 pub fn execute(db: &dyn Db, q: &Query, all: bool, now: DateTime<Utc>, api: &str, cap: usize) -> Result<Executed, QErr> {
     let obj = object(&q.from).ok_or_else(|| QErr {
@@ -775,8 +792,12 @@ pub fn execute(db: &dyn Db, q: &Query, all: bool, now: DateTime<Utc>, api: &str,
     let cond = q.cond.as_ref().map(|c| prepare(db, obj, c, all, now)).transpose()?;
     let order: Vec<(Path, bool, bool)> =
         q.order.iter().map(|(f, asc, nf)| Ok((resolve(obj, f)?, *asc, *nf))).collect::<Result<_, QErr>>()?;
+    let candidates = match (&cond, all) {
+        (Some(c), false) => indexed(db, obj, c),
+        _ => None,
+    };
     let mut rows: Vec<&Rec> = vec![];
-    for r in db.rows(obj, all) {
+    for r in candidates.unwrap_or_else(|| db.rows(obj, all)) {
         if match &cond {
             Some(c) => eval(db, obj, r, c)?,
             None => true,

@@ -36,7 +36,9 @@ impl RecErr {
 /// The org's state.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub tables: BTreeMap<&'static str, BTreeMap<String, Rec>>,
+    /// Records by object and 18-character id, with their indexes (kept together: a rollback
+    /// restores both).
+    pub data: Data,
     next_id: u64,
     clock_offset: Duration,
     last_stamp: DateTime<Utc>,
@@ -60,12 +62,95 @@ pub(crate) struct State {
     sync_ps: String,
 }
 
+/// The fields whose values are indexed (live records only), with the folding they compare by.
+const INDEXED: [&str; 3] = [SYNC_KEY, "OwnerId", "Email"];
+
+/// The folded form of an indexed value: ids compare on 15 characters, text case-insensitively.
+pub(crate) fn fold_value(field: &str, value: &str) -> String {
+    if field.eq_ignore_ascii_case("OwnerId") { id15(value).to_owned() } else { value.to_lowercase() }
+}
+
+/// The tables and their indexes, so no write and no keyed look-up scans a table.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Data {
+    pub tables: BTreeMap<&'static str, BTreeMap<String, Rec>>,
+    /// (object, indexed field, folded value) → ids of live records holding it.
+    by_value: HashMap<(&'static str, &'static str, String), BTreeSet<String>>,
+    /// 15-character id → 18-character id, for every record.
+    id15: HashMap<String, String>,
+}
+
+impl Data {
+    fn values(rec: &Rec) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        INDEXED.into_iter().filter_map(|f| rec.get(f).and_then(Val::as_str).map(|v| (f, fold_value(f, v))))
+    }
+
+    fn unindex(&mut self, obj: &'static str, id: &str, rec: &Rec) {
+        for (f, v) in Self::values(rec) {
+            if let Some(ids) = self.by_value.get_mut(&(obj, f, v.clone())) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_value.remove(&(obj, f, v));
+                }
+            }
+        }
+    }
+
+    /// Store a record (insert or replace) and index it.
+    pub fn put(&mut self, obj: &'static str, id: String, rec: Rec) {
+        let live = rec.get("IsDeleted") != Some(&Val::Bool(true));
+        let new: Vec<(&'static str, String)> = if live { Self::values(&rec).collect() } else { vec![] };
+        self.id15.insert(id15(&id).to_owned(), id.clone());
+        if let Some(old) = self.tables.entry(obj).or_default().insert(id.clone(), rec) {
+            self.unindex(obj, &id, &old);
+        }
+        for (f, v) in new {
+            self.by_value.entry((obj, f, v)).or_default().insert(id.clone());
+        }
+    }
+
+    /// Drop deleted records (the recycle bin emptied).
+    pub fn purge_deleted(&mut self) {
+        for t in self.tables.values_mut() {
+            t.retain(|_, r| r.get("IsDeleted") != Some(&Val::Bool(true)));
+        }
+        let tables = &self.tables;
+        self.id15
+            .retain(|_, id| object_of_id(id).is_some_and(|o| tables.get(o.name).is_some_and(|t| t.contains_key(id))));
+    }
+
+    /// The ids of live `obj` records whose indexed `field` folds to `folded`; `None` when the
+    /// field is not indexed.
+    pub fn ids_with(&self, obj: &'static str, field: &str, folded: &str) -> Option<Vec<&String>> {
+        let f = INDEXED.into_iter().find(|f| f.eq_ignore_ascii_case(field))?;
+        Some(self.by_value.get(&(obj, f, folded.to_owned())).map(|ids| ids.iter().collect()).unwrap_or_default())
+    }
+}
+
 impl Db for State {
     fn rows(&self, obj: &'static ObjDef, all: bool) -> Vec<&Rec> {
-        self.tables
+        self.data
+            .tables
             .get(obj.name)
             .map(|t| t.values().filter(|r| all || r.get("IsDeleted") != Some(&Val::Bool(true))).collect())
             .unwrap_or_default()
+    }
+    fn lookup(&self, obj: &'static ObjDef, field: &str, folded: &[String]) -> Option<Vec<&Rec>> {
+        let table = self.data.tables.get(obj.name);
+        let mut ids: BTreeSet<&String> = BTreeSet::new();
+        if field.eq_ignore_ascii_case("Id") {
+            ids.extend(folded.iter().filter_map(|k| self.data.id15.get(k.as_str())));
+        } else {
+            for k in folded {
+                ids.extend(self.data.ids_with(obj.name, field, k)?);
+            }
+        }
+        Some(
+            ids.into_iter()
+                .filter_map(|id| table?.get(id))
+                .filter(|r| r.get("IsDeleted") != Some(&Val::Bool(true)))
+                .collect(),
+        )
     }
     fn by_id(&self, id: &str) -> Option<(&'static ObjDef, &Rec)> {
         let obj = object_of_id(id)?;
@@ -96,7 +181,7 @@ fn truncate(s: &str, n: usize) -> String {
 impl State {
     pub fn new() -> Self {
         let mut st = State {
-            tables: BTreeMap::new(),
+            data: Data::default(),
             next_id: 0,
             clock_offset: Duration::zero(),
             last_stamp: DateTime::<Utc>::MIN_UTC,
@@ -203,9 +288,7 @@ impl State {
     pub fn expire_cursors(&mut self) {
         self.clock_offset += Duration::days(16);
         let now = self.now();
-        for t in self.tables.values_mut() {
-            t.retain(|_, r| r.get("IsDeleted") != Some(&Val::Bool(true)));
-        }
+        self.data.purge_deleted();
         self.earliest_deleted = now;
     }
 
@@ -214,11 +297,11 @@ impl State {
     }
 
     pub fn find(&self, obj: &ObjDef, id: &str) -> Option<&Rec> {
-        let t = self.tables.get(obj.name)?;
+        let t = self.data.tables.get(obj.name)?;
         if id.len() == 18 {
             return t.get(id);
         }
-        t.iter().find(|(k, _)| id15(k) == id15(id)).map(|(_, r)| r)
+        t.get(self.data.id15.get(id15(id))?)
     }
 
     fn canonical_id(&self, obj: &ObjDef, id: &str) -> Option<String> {
@@ -404,12 +487,14 @@ impl State {
         if obj.is_external_id(SYNC_KEY) {
             if let Some(Val::Str(key)) = rec.get(SYNC_KEY) {
                 let own = id.and_then(|i| self.canonical_id(obj, i));
-                let dup = self.rows(obj, false).into_iter().find(|r| {
-                    r.get(SYNC_KEY).and_then(Val::as_str).is_some_and(|k| k.eq_ignore_ascii_case(key))
-                        && r.get("Id").and_then(Val::as_str) != own.as_deref()
-                });
-                if let Some(d) = dup {
-                    let did = d.get("Id").and_then(Val::as_str).unwrap_or_default();
+                let dup = self
+                    .data
+                    .ids_with(obj.name, SYNC_KEY, &fold_value(SYNC_KEY, key))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|d| Some(d.as_str()) != own.as_deref())
+                    .cloned();
+                if let Some(did) = dup {
                     return Err(RecErr::new(
                         "DUPLICATE_VALUE",
                         format!("duplicate value found: {SYNC_KEY} duplicates value on record with id: {did}"),
@@ -437,7 +522,7 @@ impl State {
         rec.insert("LastModifiedDate", Val::DateTime(t));
         rec.insert("LastModifiedById", Val::Str(actor.to_owned()));
         rec.insert("SystemModstamp", Val::DateTime(t));
-        self.tables.entry(obj.name).or_default().insert(id.clone(), rec);
+        self.data.put(obj.name, id.clone(), rec);
         Ok(id)
     }
 
@@ -450,13 +535,16 @@ impl State {
             return Err(RecErr::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[]));
         };
         let t = self.stamp();
-        let rec = self.tables.get_mut(obj.name).and_then(|t| t.get_mut(&canon)).expect("found above");
+        let Some(mut rec) = self.find(obj, &canon).cloned() else {
+            return Err(RecErr::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[]));
+        };
         if rec.get("IsDeleted") == Some(&Val::Bool(true)) {
             return Err(RecErr::new("ENTITY_IS_DELETED", "entity is deleted", &[]));
         }
         rec.insert("IsDeleted", Val::Bool(true));
         rec.insert("SystemModstamp", Val::DateTime(t));
         rec.insert("LastModifiedDate", Val::DateTime(t));
+        self.data.put(obj.name, canon.clone(), rec);
         Ok(canon)
     }
 
@@ -470,12 +558,15 @@ impl State {
         input: &Map<String, Value>,
         actor: &str,
     ) -> Result<Result<(String, bool), RecErr>, Vec<String>> {
-        let matches: Vec<String> = self
-            .rows(obj, false)
-            .into_iter()
-            .filter(|r| r.get(field).and_then(Val::as_str).is_some_and(|k| k.eq_ignore_ascii_case(value)))
-            .filter_map(|r| r.get("Id").and_then(Val::as_str).map(str::to_owned))
-            .collect();
+        let matches: Vec<String> = match self.data.ids_with(obj.name, field, &fold_value(field, value)) {
+            Some(ids) => ids.into_iter().cloned().collect(),
+            None => self
+                .rows(obj, false)
+                .into_iter()
+                .filter(|r| r.get(field).and_then(Val::as_str).is_some_and(|k| k.eq_ignore_ascii_case(value)))
+                .filter_map(|r| r.get("Id").and_then(Val::as_str).map(str::to_owned))
+                .collect(),
+        };
         let mut m = input.clone();
         m.insert(field.to_owned(), json!(value));
         match matches.as_slice() {
@@ -582,4 +673,57 @@ fn derive_event_times(rec: &mut Rec, written: &BTreeSet<&'static str>) -> Result
     rec.insert("ActivityDate", Val::Date(start.date_naive()));
     rec.insert("DurationInMinutes", Val::Int((end - start).num_minutes()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn emails(st: &State, obj: &'static ObjDef, email: &str) -> usize {
+        st.lookup(obj, "Email", &[fold_value("Email", email)]).map_or(0, |r| r.len())
+    }
+
+    #[test]
+    fn the_indexes_follow_every_write_delete_purge_and_rollback() {
+        let mut st = State::new();
+        let contact = object("Contact").expect("known");
+        let owner = st.integration_user.clone();
+        let id = st
+            .write(
+                contact,
+                None,
+                &fields(json!({"LastName": "A", "Email": "A@x.com", SYNC_KEY: "Key-1"})),
+                &owner,
+                false,
+            )
+            .unwrap();
+        let upserted = st.upsert(contact, SYNC_KEY, "key-1", &fields(json!({"LastName": "B"})), &owner);
+        assert_eq!(upserted, Ok(Ok((id.clone(), false))), "the key matches case-insensitively");
+        let dup = st.write(contact, None, &fields(json!({"LastName": "C", SYNC_KEY: "KEY-1"})), &owner, false);
+        assert_eq!(dup.unwrap_err().code, "DUPLICATE_VALUE");
+        assert_eq!(emails(&st, contact, "a@X.com"), 1);
+        let by_owner = st.lookup(contact, "OwnerId", &[fold_value("OwnerId", &owner[..15])]).unwrap();
+        assert_eq!(by_owner.len(), 1, "owners compare on 15 characters");
+        assert!(st.find(contact, &id[..15]).is_some(), "a 15-character id is found");
+
+        st.write(contact, Some(&id), &fields(json!({"Email": "b@x.com"})), &owner, false).unwrap();
+        assert_eq!((emails(&st, contact, "a@x.com"), emails(&st, contact, "b@x.com")), (0, 1), "an edit moves it");
+
+        let backup = st.data.clone();
+        st.delete(None, &id).unwrap();
+        assert_eq!(emails(&st, contact, "b@x.com"), 0, "a deleted record leaves the value indexes");
+        let again = st.write(contact, None, &fields(json!({"LastName": "D", SYNC_KEY: "key-1"})), &owner, false);
+        assert!(again.is_ok(), "its key is free again");
+        st.data = backup;
+        assert_eq!(emails(&st, contact, "b@x.com"), 1, "a rollback restores the indexes with the rows");
+
+        st.delete(None, &id).unwrap();
+        st.expire_cursors();
+        assert!(st.find(contact, &id[..15]).is_none(), "a purged record is gone from the id index");
+        assert!(st.lookup(contact, "Id", &[id15(&id).to_owned()]).unwrap().is_empty());
+    }
 }
