@@ -569,17 +569,20 @@ fn replication(
     }
 }
 
+/// sObject Collections take at most 200 records.
+fn too_many_records(n: usize) -> Option<Reply> {
+    (n > 200).then(|| {
+        error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call")
+    })
+}
+
 fn collections_write(st: &mut State, body: &Value, create: bool, upsert: Option<(&str, &str)>) -> Reply {
     let all_or_none = body.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
     let Some(records) = body.get("records").and_then(Value::as_array) else {
         return error(400, "JSON_PARSER_ERROR", "records is required");
     };
-    if records.len() > 200 {
-        return error(
-            400,
-            "EXCEEDED_ID_LIMIT",
-            "record limit reached. cannot submit more than 200 records into this call",
-        );
+    if let Some(r) = too_many_records(records.len()) {
+        return r;
     }
     let upsert_target = match upsert {
         Some((ty, field)) => {
@@ -685,12 +688,8 @@ fn collections_delete(st: &mut State, ids: &str, all_or_none: bool) -> Reply {
     if ids.is_empty() {
         return error(400, "MISSING_ARGUMENT", "ids is required");
     }
-    if ids.len() > 200 {
-        return error(
-            400,
-            "EXCEEDED_ID_LIMIT",
-            "record limit reached. cannot submit more than 200 records into this call",
-        );
+    if let Some(r) = too_many_records(ids.len()) {
+        return r;
     }
     let backup = all_or_none.then(|| st.data.clone());
     let results: Vec<Result<String, RecErr>> = ids.iter().map(|id| st.delete(None, id)).collect();

@@ -159,20 +159,6 @@ impl Db for State {
     }
 }
 
-fn is_email(s: &str) -> bool {
-    match s.split_once('@') {
-        Some((l, d)) => {
-            !l.is_empty()
-                && d.contains('.')
-                && !d.starts_with('.')
-                && !d.ends_with('.')
-                && !s.contains(char::is_whitespace)
-                && !d.contains('@')
-        }
-        None => false,
-    }
-}
-
 fn truncate(s: &str, n: usize) -> String {
     let t: String = s.chars().take(n).collect();
     if t.len() < s.len() { format!("{t}...") } else { t }
@@ -374,7 +360,7 @@ impl State {
                             &[f.name],
                         ));
                     }
-                    if !is_email(s) {
+                    if s.contains(char::is_whitespace) || !crmsync_core::model::is_valid_email(s) {
                         return Err(RecErr::new(
                             "INVALID_EMAIL_ADDRESS",
                             format!("{}: invalid email address: {s}", f.label),
