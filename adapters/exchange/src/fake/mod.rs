@@ -130,7 +130,7 @@ impl FakeGraph {
     }
 
     /// Refuse `$expand` (anything but `$select`) on contact delta, as Graph's docs allow only
-    /// `$select` there ([U] in API-NOTES: the real service may accept it).
+    /// `$select` there (the real service may accept it).
     pub fn set_strict_delta(&self, on: bool) {
         self.lock().strict_delta = on;
     }
