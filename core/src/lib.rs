@@ -1,12 +1,14 @@
 //! crmsync-core: the domain model, the ports every adapter implements, in-memory reference
 //! implementations of those ports, and the sync engine (cycle, Reset Sync, report).
 //!
-//! Start at [`engine::Engine`]; the ports are in [`port`]; [`memory`] holds the reference
-//! implementations that every adapter is compared with (see the `testkit` feature).
+//! Start at [`engine::Engine`]; the ports are in [`port`]. With the `testkit` feature, `memory`
+//! holds the reference implementations every adapter is compared with (production code never
+//! uses them).
 
 pub mod config;
 pub mod engine;
 pub mod error;
+#[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 pub mod model;
 pub mod port;
@@ -18,7 +20,7 @@ pub use config::{
     ConflictPolicy, ConnectionMode, ContactConfig, ContactFilter, Criterion, CriterionOp, DeletePolicy, Direction,
     EventConfig, EventFilter, Rep, SyncConfig, Window,
 };
-pub use engine::{Engine, LeaseTerms, Leased, ResetOutcome};
+pub use engine::{Engine, LeaseTerms, Leased, Pair, Plan, ResetOutcome};
 pub use error::{Error, ErrorKind, Result, Retry};
 pub use model::{Canon, Contact, Event, EventTime, Kind, PostalAddress, Record, Side, SyncKey};
 pub use port::{

@@ -16,7 +16,7 @@ use secrecy::SecretString;
 
 use crate::config::{ContactFilter, Criterion, Rep};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Kind, Record, SyncKey, normalize_phone, normalize_text};
+use crate::model::{Kind, Record, SyncKey, check_batch, normalize_text};
 use crate::port::*;
 use crate::report::CycleReport;
 
@@ -227,37 +227,6 @@ impl MemCollection {
     }
 }
 
-fn matches_key(r: &MemRecord, key: &MatchKey) -> bool {
-    match key {
-        MatchKey::SyncKey(k) => r.sync_key.as_ref() == Some(k),
-        MatchKey::Email(e) => r.record.kind() == Kind::Contact && r.record.emails().contains(e),
-        MatchKey::NamePhone { name, phone } => {
-            let Some(c) = r.record.as_contact() else {
-                return false;
-            };
-            let full = full_name(&r.record);
-            full.as_deref() == Some(name.as_str())
-                && [&c.phone, &c.mobile]
-                    .iter()
-                    .any(|p| p.as_deref().and_then(normalize_phone).as_deref() == Some(phone))
-        }
-        MatchKey::ICalUid(u) => r.record.as_event().and_then(|e| e.ical_uid.as_deref()) == Some(u),
-        MatchKey::SubjectStart { subject, start } => {
-            let c = r.record.canon();
-            c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str())
-                && c.get("start") == Some(start)
-        }
-    }
-}
-
-/// "given family", normalized and lower-cased, as [`MatchKey::NamePhone`] uses it.
-pub fn full_name(r: &Record) -> Option<String> {
-    let c = r.as_contact()?;
-    let parts: Vec<String> =
-        [&c.given_name, &c.family_name].iter().filter_map(|p| p.as_deref().and_then(normalize_text)).collect();
-    (!parts.is_empty()).then(|| parts.join(" ").to_lowercase())
-}
-
 #[async_trait]
 impl Collection for MemCollection {
     fn capabilities(&self) -> Capabilities {
@@ -318,7 +287,7 @@ impl Collection for MemCollection {
         Ok(st
             .records
             .values()
-            .filter(|r| keys.iter().any(|k| matches_key(r, k)))
+            .filter(|r| keys.iter().any(|k| k.matches(&r.item())))
             .filter(|r| self.caps.find_beyond_scope || self.scope.contains(r))
             .map(|r| Found { item: r.item(), in_scope: self.scope.contains(r) })
             .collect())
@@ -326,13 +295,7 @@ impl Collection for MemCollection {
 
     async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
         let mut st = self.lock();
-        if items.len() > self.caps.max_batch {
-            return Err(Error::unexpected(format!(
-                "batch of {} exceeds the limit {}",
-                items.len(),
-                self.caps.max_batch
-            )));
-        }
+        check_batch(items.len(), self.caps.max_batch)?;
         st.request(&self.requests)?;
         let mut out = vec![];
         for it in items {
@@ -362,13 +325,7 @@ impl Collection for MemCollection {
 
     async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
         let mut st = self.lock();
-        if items.len() > self.caps.max_batch {
-            return Err(Error::unexpected(format!(
-                "batch of {} exceeds the limit {}",
-                items.len(),
-                self.caps.max_batch
-            )));
-        }
+        check_batch(items.len(), self.caps.max_batch)?;
         st.request(&self.requests)?;
         let mut out = vec![];
         for u in items {
@@ -384,9 +341,7 @@ impl Collection for MemCollection {
                 continue;
             }
             let mut rec = r.record.clone();
-            for f in &u.fields {
-                rec.set_field(f, u.record.field(f));
-            }
+            u.apply_to(&mut rec);
             if let Some(reason) = rec.invalid_reason() {
                 out.push(Err(Error::invalid_item(reason)));
                 continue;
@@ -400,9 +355,7 @@ impl Collection for MemCollection {
 
     async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
         let mut st = self.lock();
-        if ids.len() > self.caps.max_batch {
-            return Err(Error::unexpected(format!("batch of {} exceeds the limit {}", ids.len(), self.caps.max_batch)));
-        }
+        check_batch(ids.len(), self.caps.max_batch)?;
         st.request(&self.requests)?;
         Ok(ids
             .iter()

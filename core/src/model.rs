@@ -434,6 +434,136 @@ impl Record {
     }
 }
 
+/// One record as a collection holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The service's id (Graph immutable id, People `resourceName`, Salesforce 18-char Id, …).
+    pub id: String,
+    /// Changes on every write: Graph `@odata.etag`, Google `etag`, Salesforce `SystemModstamp`.
+    pub version: String,
+    /// The sync key stamped on the record, if the engine created it.
+    pub sync_key: Option<SyncKey>,
+    /// Last modification time, when the service reports it (used by `newest_wins`).
+    pub modified: Option<DateTime<Utc>>,
+    pub record: Record,
+}
+
+/// A key to look a record up by before creating a duplicate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "by", content = "value")]
+pub enum MatchKey {
+    SyncKey(SyncKey),
+    /// Normalized (lower-case) e-mail address.
+    Email(String),
+    /// Normalized full name ("given family", lower-case) and normalized phone digits.
+    NamePhone {
+        name: String,
+        phone: String,
+    },
+    ICalUid(String),
+    /// Normalized subject and the start instant in RFC 3339 UTC.
+    SubjectStart {
+        subject: String,
+        start: String,
+    },
+}
+
+/// A record to create, with the sync key to stamp on it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewItem {
+    pub sync_key: SyncKey,
+    pub record: Record,
+}
+
+/// A conditional update of some canonical fields of an existing record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    pub id: String,
+    /// The version the change is based on; a newer version on the service → `PreconditionFailed`.
+    pub version: String,
+    /// Only these canonical fields are written; all others stay as they are.
+    pub fields: Vec<String>,
+    pub record: Record,
+}
+
+impl MatchKey {
+    /// Whether `item` matches this key, with the normalization the engine matches by.
+    pub fn matches(&self, item: &Item) -> bool {
+        match self {
+            MatchKey::SyncKey(k) => item.sync_key.as_ref() == Some(k),
+            MatchKey::Email(e) => item.record.kind() == Kind::Contact && item.record.emails().contains(e),
+            MatchKey::NamePhone { name, phone } => {
+                name_phones(&item.record).iter().any(|(n, p)| n == name && p == phone)
+            }
+            MatchKey::ICalUid(u) => item.record.as_event().and_then(|e| e.ical_uid.as_deref()) == Some(u),
+            MatchKey::SubjectStart { subject, start } => {
+                subject_start(&item.record).is_some_and(|(s, t)| &s == subject && &t == start)
+            }
+        }
+    }
+}
+
+/// The keys to look `item` (read on `side`) up by on the other side, best first: the sync key
+/// a copy of it would carry, then e-mail and name+phone (contacts) or iCalUID and subject+start
+/// (events).
+pub fn match_keys(rep: &str, side: Side, item: &Item) -> Vec<MatchKey> {
+    let mut keys = vec![MatchKey::SyncKey(SyncKey::derive(rep, item.record.kind(), side, &item.id))];
+    match &item.record {
+        Record::Contact(_) => {
+            keys.extend(item.record.emails().into_iter().map(MatchKey::Email));
+            keys.extend(name_phones(&item.record).into_iter().map(|(name, phone)| MatchKey::NamePhone { name, phone }));
+        }
+        Record::Event(e) => {
+            keys.extend(e.ical_uid.clone().map(MatchKey::ICalUid));
+            keys.extend(subject_start(&item.record).map(|(subject, start)| MatchKey::SubjectStart { subject, start }));
+        }
+    }
+    keys
+}
+
+/// "given family", normalized and lower-cased, as [`MatchKey::NamePhone`] uses it.
+pub fn full_name(r: &Record) -> Option<String> {
+    let c = r.as_contact()?;
+    let parts: Vec<String> =
+        [&c.given_name, &c.family_name].iter().filter_map(|p| p.as_deref().and_then(normalize_text)).collect();
+    (!parts.is_empty()).then(|| parts.join(" ").to_lowercase())
+}
+
+/// (full name, phone digits) for each phone of a contact, as [`MatchKey::NamePhone`] uses them.
+pub fn name_phones(r: &Record) -> Vec<(String, String)> {
+    let (Some(name), Some(c)) = (full_name(r), r.as_contact()) else {
+        return vec![];
+    };
+    [&c.phone, &c.mobile]
+        .iter()
+        .filter_map(|p| p.as_deref().and_then(normalize_phone))
+        .map(|p| (name.clone(), p))
+        .collect()
+}
+
+/// (lower-cased subject, canonical start) of an event, as [`MatchKey::SubjectStart`] uses them.
+pub fn subject_start(r: &Record) -> Option<(String, String)> {
+    let c = r.canon();
+    Some((c.get("subject")?.to_lowercase(), c.get("start")?.to_owned()))
+}
+
+impl Update {
+    /// Write this update's fields into `record` (the other fields stay as they are).
+    pub fn apply_to(&self, record: &mut Record) {
+        for f in &self.fields {
+            record.set_field(f, self.record.field(f));
+        }
+    }
+}
+
+/// The one refusal of a batch larger than a collection's `max_batch`.
+pub fn check_batch(len: usize, max: usize) -> crate::error::Result<()> {
+    if len > max {
+        return Err(crate::error::Error::unexpected(format!("batch of {len} exceeds the limit of {max}")));
+    }
+    Ok(())
+}
+
 impl From<Contact> for Record {
     fn from(c: Contact) -> Self {
         Record::Contact(c)
@@ -442,6 +572,37 @@ impl From<Contact> for Record {
 impl From<Event> for Record {
     fn from(e: Event) -> Self {
         Record::Event(e)
+    }
+}
+
+/// A rep's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepState {
+    #[default]
+    Ok,
+    Syncing,
+    Error,
+    ResetPending,
+    NeedsReconnect,
+    Disabled,
+}
+
+impl RepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepState::Ok => "ok",
+            RepState::Syncing => "syncing",
+            RepState::Error => "error",
+            RepState::ResetPending => "reset_pending",
+            RepState::NeedsReconnect => "needs_reconnect",
+            RepState::Disabled => "disabled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RepState> {
+        [Self::Ok, Self::Syncing, Self::Error, Self::ResetPending, Self::NeedsReconnect, Self::Disabled]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 }
 

@@ -20,22 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Rep, Window};
 use crate::error::Result;
-use crate::model::{Canon, Kind, Record, Side, SyncKey};
+use crate::model::{Canon, Kind, Side, SyncKey};
+pub use crate::model::{Item, MatchKey, NewItem, RepState, Update};
 use crate::report::CycleReport;
-
-/// One record as a collection holds it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Item {
-    /// The service's id (Graph immutable id, People `resourceName`, Salesforce 18-char Id, …).
-    pub id: String,
-    /// Changes on every write: Graph `@odata.etag`, Google `etag`, Salesforce `SystemModstamp`.
-    pub version: String,
-    /// The sync key stamped on the record, if the engine created it.
-    pub sync_key: Option<SyncKey>,
-    /// Last modification time, when the service reports it (used by `newest_wins`).
-    pub modified: Option<DateTime<Utc>>,
-    pub record: Record,
-}
 
 /// One entry of a change feed.
 // Items dominate every feed; boxing each one would cost an allocation per record for nothing.
@@ -78,26 +65,6 @@ pub struct Changes {
     pub cursor: Option<String>,
 }
 
-/// A key to look a record up by before creating a duplicate.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "by", content = "value")]
-pub enum MatchKey {
-    SyncKey(SyncKey),
-    /// Normalized (lower-case) e-mail address.
-    Email(String),
-    /// Normalized full name ("given family", lower-case) and normalized phone digits.
-    NamePhone {
-        name: String,
-        phone: String,
-    },
-    ICalUid(String),
-    /// Normalized subject and the start instant in RFC 3339 UTC.
-    SubjectStart {
-        subject: String,
-        start: String,
-    },
-}
-
 /// A record found by [`Collection::find`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Found {
@@ -106,24 +73,6 @@ pub struct Found {
     /// owned by somebody else): the engine then skips the other side's item as `outside_filter`
     /// instead of creating a duplicate.
     pub in_scope: bool,
-}
-
-/// A record to create, with the sync key to stamp on it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewItem {
-    pub sync_key: SyncKey,
-    pub record: Record,
-}
-
-/// A conditional update of some canonical fields of an existing record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Update {
-    pub id: String,
-    /// The version the change is based on; a newer version on the service → `PreconditionFailed`.
-    pub version: String,
-    /// Only these canonical fields are written; all others stay as they are.
-    pub fields: Vec<String>,
-    pub record: Record,
 }
 
 /// What a collection can do, as plain data.
@@ -210,7 +159,7 @@ pub struct CrmUser {
     pub email: Option<String>,
 }
 
-/// The permission names Reset Sync needs (SPEC §3).
+/// The permission names Reset Sync needs.
 pub const MANAGE_USERS: &str = "Manage Users";
 pub const MANAGE_SYNC: &str = "Manage Sync";
 
@@ -277,7 +226,7 @@ pub struct Cursors {
     pub crm: Option<String>,
 }
 
-/// A recorded per-item error (SPEC §5), retried by id next cycle.
+/// A recorded per-item error, retried by id next cycle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemError {
     pub kind: Kind,
@@ -363,37 +312,6 @@ impl LinkBatch {
             && self.errors.is_empty()
             && self.clear_errors.is_empty()
             && self.cursors.is_none()
-    }
-}
-
-/// A rep's state (SPEC §4).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RepState {
-    #[default]
-    Ok,
-    Syncing,
-    Error,
-    ResetPending,
-    NeedsReconnect,
-    Disabled,
-}
-
-impl RepState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RepState::Ok => "ok",
-            RepState::Syncing => "syncing",
-            RepState::Error => "error",
-            RepState::ResetPending => "reset_pending",
-            RepState::NeedsReconnect => "needs_reconnect",
-            RepState::Disabled => "disabled",
-        }
-    }
-    pub fn parse(s: &str) -> Option<RepState> {
-        [Self::Ok, Self::Syncing, Self::Error, Self::ResetPending, Self::NeedsReconnect, Self::Disabled]
-            .into_iter()
-            .find(|st| st.as_str() == s)
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::port::RepState;
+use crate::model::{Kind, RepState};
 
 /// Counters for one kind in one cycle (the CLI's `COUNTS`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,10 +91,10 @@ impl CycleReport {
     pub fn writes(&self) -> u64 {
         self.contacts.writes() + self.events.writes()
     }
-    pub fn kind_mut(&mut self, kind: crate::Kind) -> &mut KindReport {
+    pub fn kind_mut(&mut self, kind: Kind) -> &mut KindReport {
         match kind {
-            crate::Kind::Contact => &mut self.contacts,
-            crate::Kind::Event => &mut self.events,
+            Kind::Contact => &mut self.contacts,
+            Kind::Event => &mut self.events,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
-use crmsync_core::model::{CONTACT_FIELDS, EVENT_FIELDS};
+use crmsync_core::model::{CONTACT_FIELDS, EVENT_FIELDS, check_batch};
 use crmsync_core::{
     Capabilities, Change, Changes, Collection, Error, ErrorKind, Found, Item, Kind, MatchKey, NewItem, Record, Result,
     SyncKey, Update, Window,
@@ -307,9 +307,7 @@ impl Collection for GraphCollection {
     }
 
     async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
-        if items.len() > MAX_BATCH {
-            return Err(Error::unexpected(format!("batch of {} exceeds Graph's limit of {MAX_BATCH}", items.len())));
-        }
+        check_batch(items.len(), MAX_BATCH)?;
         let mut results: Vec<Option<Result<Item>>> = vec![None; items.len()];
         let valid: Vec<usize> = (0..items.len())
             .filter(|&i| match items[i].record.invalid_reason() {
@@ -357,18 +355,14 @@ impl Collection for GraphCollection {
     }
 
     async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
-        if items.len() > MAX_BATCH {
-            return Err(Error::unexpected(format!("batch of {} exceeds Graph's limit of {MAX_BATCH}", items.len())));
-        }
+        check_batch(items.len(), MAX_BATCH)?;
         let mut results: Vec<Option<Result<Item>>> = vec![None; items.len()];
         let mut send = vec![];
         let mut reqs = vec![];
         for (i, u) in items.iter().enumerate() {
             let raw = self.cached(&u.id);
             let mut rec = raw.as_ref().and_then(|v| self.record(v).ok()).unwrap_or_else(|| u.record.clone());
-            for f in &u.fields {
-                rec.set_field(f, u.record.field(f));
-            }
+            u.apply_to(&mut rec);
             if let Some(reason) = rec.invalid_reason() {
                 results[i] = Some(Err(Error::invalid_item(reason)));
                 continue;
@@ -402,9 +396,7 @@ impl Collection for GraphCollection {
     }
 
     async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
-        if ids.len() > MAX_BATCH {
-            return Err(Error::unexpected(format!("batch of {} exceeds Graph's limit of {MAX_BATCH}", ids.len())));
-        }
+        check_batch(ids.len(), MAX_BATCH)?;
         let reqs: Vec<SubRequest> = ids
             .iter()
             .map(|id| SubRequest {

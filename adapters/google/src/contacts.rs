@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmsync_core::model::{CONTACT_FIELDS, normalize_email, normalize_phone, normalize_text};
 use crmsync_core::{
-    Capabilities, Change, Changes, Collection, Contact, Error, ErrorKind, Found, Item, ItemFailure, Kind, MatchKey,
-    NewItem, Record, Result, Skip, SyncKey, Update,
+    Capabilities, Change, Changes, Collection, Contact, Error, ErrorKind, Found, Item, ItemFailure, MatchKey, NewItem,
+    Record, Result, Skip, SyncKey, Update,
 };
 use crmsync_http::create_reconciled;
 use reqwest::Method;
@@ -215,7 +215,7 @@ impl Collection for ContactsCollection {
             .items
             .into_iter()
             .filter_map(|c| match c {
-                Change::Upsert(i) if keys.iter().any(|k| matches_key(&i, k)) => Some(Found { item: i, in_scope: true }),
+                Change::Upsert(i) if keys.iter().any(|k| k.matches(&i)) => Some(Found { item: i, in_scope: true }),
                 _ => None,
             })
             .collect())
@@ -308,9 +308,7 @@ impl Collection for ContactsCollection {
                 Ok(item) => item.record,
                 Err(_) => Record::Contact(Contact::default()),
             };
-            for f in &u.fields {
-                rec.set_field(f, u.record.field(f));
-            }
+            u.apply_to(&mut rec);
             if let Some(reason) = rec.invalid_reason() {
                 results[i] = Some(Err(Error::invalid_item(reason)));
                 continue;
@@ -673,27 +671,6 @@ fn build_person(c: &Contact, base: Option<&Value>, fields: &[&str]) -> Map<Strin
         p.insert(f.into(), v);
     }
     p
-}
-
-/// Whether an item matches a find key (same normalization as the in-memory reference).
-pub(crate) fn matches_key(i: &Item, key: &MatchKey) -> bool {
-    match key {
-        MatchKey::SyncKey(k) => i.sync_key.as_ref() == Some(k),
-        MatchKey::Email(e) => i.record.kind() == Kind::Contact && i.record.emails().contains(e),
-        MatchKey::NamePhone { name, phone } => {
-            let Some(c) = i.record.as_contact() else { return false };
-            crmsync_core::memory::full_name(&i.record).as_deref() == Some(name.as_str())
-                && [&c.phone, &c.mobile]
-                    .iter()
-                    .any(|p| p.as_deref().and_then(normalize_phone).as_deref() == Some(phone))
-        }
-        MatchKey::ICalUid(u) => i.record.as_event().and_then(|e| e.ical_uid.as_deref()) == Some(u),
-        MatchKey::SubjectStart { subject, start } => {
-            let c = i.record.canon();
-            c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str())
-                && c.get("start") == Some(start)
-        }
-    }
 }
 
 #[cfg(test)]

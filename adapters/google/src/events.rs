@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 
 use crate::client::{Req, Session};
 use crate::config::SYNC_KEY_PROPERTY;
-use crate::contacts::matches_key;
 
 /// Calendar limits on private extended properties.
 pub const MAX_PROPERTY_KEY: usize = 44;
@@ -298,7 +297,7 @@ impl Collection for EventsCollection {
             .items
             .into_iter()
             .filter_map(|c| match c {
-                Change::Upsert(i) if keys.iter().any(|k| matches_key(&i, k)) => Some(Found { item: i, in_scope: true }),
+                Change::Upsert(i) if keys.iter().any(|k| k.matches(&i)) => Some(Found { item: i, in_scope: true }),
                 _ => None,
             })
             .collect();

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use crmsync_core::model::check_batch;
 use crmsync_core::{
     Capabilities, Change, Changes, Collection, ContactFilter, Criterion, CriterionOp, Error, ErrorKind, Found, Item,
-    ItemFailure, Kind, MatchKey, NewItem, Record, Result, Update, Window,
+    ItemFailure, Kind, MatchKey, NewItem, Result, Update, Window,
 };
 use crmsync_http::Counter;
 use reqwest::Method;
@@ -451,31 +452,6 @@ pub(crate) fn is_id(s: &str) -> bool {
     matches!(s.len(), 15 | 18) && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-fn full_name(r: &Record) -> Option<String> {
-    crmsync_core::memory::full_name(r)
-}
-
-/// Whether an item matches a key, with the same normalization the engine uses.
-fn matches_key(item: &Item, key: &MatchKey) -> bool {
-    match key {
-        MatchKey::SyncKey(k) => item.sync_key.as_ref() == Some(k),
-        MatchKey::Email(e) => item.record.kind() == Kind::Contact && item.record.emails().contains(e),
-        MatchKey::NamePhone { name, phone } => {
-            let Some(c) = item.record.as_contact() else { return false };
-            full_name(&item.record).as_deref() == Some(name.as_str())
-                && [&c.phone, &c.mobile].iter().any(|p| {
-                    p.as_deref().and_then(crmsync_core::model::normalize_phone).as_deref() == Some(phone.as_str())
-                })
-        }
-        MatchKey::ICalUid(_) => false,
-        MatchKey::SubjectStart { subject, start } => {
-            let c = item.record.canon();
-            c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str())
-                && c.get("start") == Some(start.as_str())
-        }
-    }
-}
-
 #[async_trait]
 impl Collection for SfCollection {
     fn capabilities(&self) -> Capabilities {
@@ -570,7 +546,7 @@ impl Collection for SfCollection {
         {
             for row in self.client.query_many(self.ctr(), &texts).await? {
                 let Ok(item) = item_from_row(self.kind, &row, self.key_field()) else { continue };
-                if keys.iter().any(|k| matches_key(&item, k)) {
+                if keys.iter().any(|k| k.matches(&item)) {
                     let in_scope = self.in_scope(&row, &item);
                     found.insert(item.id.clone(), Found { item, in_scope });
                 }
@@ -580,9 +556,7 @@ impl Collection for SfCollection {
     }
 
     async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
-        if items.len() > MAX_BATCH {
-            return Err(Error::unexpected(format!("batch of {} exceeds the limit {MAX_BATCH}", items.len())));
-        }
+        check_batch(items.len(), MAX_BATCH)?;
         let mut out: Vec<Option<Result<Item>>> =
             items.iter().map(|it| it.record.invalid_reason().map(|r| Err(Error::invalid_item(r)))).collect();
         let send: Vec<(usize, &NewItem)> = items.iter().enumerate().filter(|(i, _)| out[*i].is_none()).collect();
@@ -624,9 +598,7 @@ impl Collection for SfCollection {
     }
 
     async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
-        if items.len() > MAX_BATCH {
-            return Err(Error::unexpected(format!("batch of {} exceeds the limit {MAX_BATCH}", items.len())));
-        }
+        check_batch(items.len(), MAX_BATCH)?;
         if items.is_empty() {
             return Ok(vec![]);
         }
@@ -659,9 +631,7 @@ impl Collection for SfCollection {
                 continue;
             }
             let mut merged = item.record.clone();
-            for f in &u.fields {
-                merged.set_field(f, u.record.field(f));
-            }
+            u.apply_to(&mut merged);
             if let Some(reason) = merged.invalid_reason() {
                 out.push(Some(Err(Error::invalid_item(reason))));
                 continue;
@@ -692,9 +662,7 @@ impl Collection for SfCollection {
     }
 
     async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
-        if ids.len() > MAX_BATCH {
-            return Err(Error::unexpected(format!("batch of {} exceeds the limit {MAX_BATCH}", ids.len())));
-        }
+        check_batch(ids.len(), MAX_BATCH)?;
         let valid: Vec<&String> = ids.iter().filter(|i| is_id(i)).collect();
         if valid.is_empty() {
             return Ok(ids.iter().map(|_| Ok(())).collect());

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::config::{ConflictPolicy, DeletePolicy, KindPolicy};
+use serde::Serialize;
+
 use crate::model::{Canon, Side};
 
 /// One side of a pair, as the engine classified it.
@@ -13,34 +15,49 @@ use crate::model::{Canon, Side};
 pub enum State {
     /// No record on this side (nothing linked, nothing matched).
     Absent,
-    /// Linked and unchanged since the last sync (its canon is the snapshot).
+    /// Linked and unchanged since the last sync (its canon is the snapshot), or not read.
     Same,
     /// Linked and changed since the last sync.
     Changed(Canon, Option<DateTime<Utc>>),
     /// Not linked: a new record, or an existing one matched by key, e-mail, …
     New(Canon, Option<DateTime<Utc>>),
+    /// Not linked, and the engine's own copy: of the matched record on the other side (found
+    /// again after a crash or a reset), or, with nothing on the other side, of a record that is
+    /// gone (an orphan).
+    Copy(Canon, Option<DateTime<Utc>>),
     /// Linked, and deleted or gone from scope.
     Gone,
+    /// Read, but left out by a filter (`outside_window`, `private`, `no_sync_marker`, a
+    /// configured filter, `cancelled`).
+    Filtered(&'static str),
+    /// Linked, last synced outside the event window, and not read inside it: the window moved
+    /// past it. Nothing outside the window is written or deleted.
+    AgedOut,
 }
 
 impl State {
     fn canon<'a>(&'a self, base: Option<&'a Canon>) -> Option<&'a Canon> {
         match self {
-            State::Same => base,
-            State::Changed(c, _) | State::New(c, _) => Some(c),
-            State::Absent | State::Gone => None,
+            State::Same | State::AgedOut => base,
+            State::Changed(c, _) | State::New(c, _) | State::Copy(c, _) => Some(c),
+            State::Absent | State::Gone | State::Filtered(_) => None,
         }
     }
     fn modified(&self) -> Option<DateTime<Utc>> {
         match self {
-            State::Changed(_, m) | State::New(_, m) => *m,
+            State::Changed(_, m) | State::New(_, m) | State::Copy(_, m) => *m,
             _ => None,
         }
+    }
+    /// Out of the window: filtered as `outside_window`, or aged out.
+    fn out_of_window(&self) -> bool {
+        matches!(self, State::AgedOut | State::Filtered("outside_window"))
     }
 }
 
 /// What to do with one pair.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
 pub enum Decision {
     /// Nothing to write (the link, if any, stays as it is).
     Nothing,
@@ -55,30 +72,49 @@ pub enum Decision {
     DeleteCrm,
     /// Delete the provider record and drop the link.
     DeleteProvider,
-    /// Drop the link but remember the pair as suppressed (delete policy `unlink`).
-    Suppress,
+    /// Keep the pair out of sync: drop the link but remember it as suppressed (delete policy
+    /// `unlink`, a filter now excluding it, an orphaned copy). `gone` names the side whose
+    /// record is gone (its id is forgotten).
+    Suppress { gone: Option<Side> },
+    /// A modification wins over a deletion: drop the link and match the `survivor` again like
+    /// an unlinked record (a copy made before a crash is found instead of made twice).
+    Relink { survivor: Side },
     /// Both records are gone: drop the link.
     DropLink,
 }
 
-/// The decision table of ARCHITECTURE.md. `base` is the link's snapshot (None = not linked).
+/// The decision table. `base` is the link's snapshot (None = not linked).
 pub fn decide(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> Decision {
     use State::*;
     let p2c = pol.direction.provider_to_crm();
     let c2p = pol.direction.crm_to_provider();
     let propagate = pol.delete == DeletePolicy::Propagate;
+    let filtered = matches!(p, Filtered(_)) || matches!(c, Filtered(_));
     match (base, p, c) {
+        // A copy of ours whose source is gone: never copy a copy, keep it out of sync.
+        (None, Copy(..), Absent) => Decision::Suppress { gone: Some(Side::Crm) },
+        (None, Absent, Copy(..)) => Decision::Suppress { gone: Some(Side::Provider) },
         (None, New(..), Absent) if p2c => Decision::CreateCrm,
         (None, Absent, New(..)) if c2p => Decision::CreateProvider,
+        // A record and the copy the engine made of it: whichever was modified last carries the
+        // latest edit, whatever the configured policy.
+        (None, Copy(..), New(..) | Copy(..)) | (None, New(..), Copy(..)) => {
+            merge(None, p, c, &KindPolicy { conflict: ConflictPolicy::NewestWins, ..*pol })
+        }
         (None, New(..), New(..)) => merge(None, p, c, pol),
-        (Some(_), Same | Changed(..), Same | Changed(..)) => merge(base, p, c, pol),
+        // Out of the window on both sides: forget the pair, delete nothing.
+        (Some(_), _, _) if p.out_of_window() && c.out_of_window() => Decision::DropLink,
+        // A filter now excludes one side: keep the pair suppressed, so it comes back three-way
+        // if the item returns, and the copy left on the other side is never taken for new.
+        (Some(_), _, _) if filtered => Decision::Suppress { gone: None },
+        (Some(_), Same | Changed(..) | AgedOut, Same | Changed(..) | AgedOut) => merge(base, p, c, pol),
         (Some(_), Gone, Gone) => Decision::DropLink,
-        (Some(_), Gone, Same) if propagate && p2c => Decision::DeleteCrm,
-        (Some(_), Same, Gone) if propagate && c2p => Decision::DeleteProvider,
-        // A modification wins over a deletion: re-create the deleted side.
-        (Some(_), Gone, Changed(..)) if propagate && c2p => Decision::CreateProvider,
-        (Some(_), Changed(..), Gone) if propagate && p2c => Decision::CreateCrm,
-        (Some(_), Gone, _) | (Some(_), _, Gone) => Decision::Suppress,
+        (Some(_), Gone, Same | AgedOut) if propagate && p2c => Decision::DeleteCrm,
+        (Some(_), Same | AgedOut, Gone) if propagate && c2p => Decision::DeleteProvider,
+        (Some(_), Gone, Changed(..)) if propagate && c2p => Decision::Relink { survivor: Side::Crm },
+        (Some(_), Changed(..), Gone) if propagate && p2c => Decision::Relink { survivor: Side::Provider },
+        (Some(_), Gone, _) => Decision::Suppress { gone: Some(Side::Provider) },
+        (Some(_), _, Gone) => Decision::Suppress { gone: Some(Side::Crm) },
         _ => Decision::Nothing,
     }
 }
@@ -143,223 +179,4 @@ fn merge(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> Decisi
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Direction;
-
-    fn canon(pairs: &[(&str, &str)]) -> Canon {
-        Canon(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
-    }
-    fn pol(direction: Direction, conflict: ConflictPolicy, delete: DeletePolicy) -> KindPolicy {
-        KindPolicy { direction, conflict, delete }
-    }
-    const BOTH: Direction = Direction::Both;
-
-    /// (row, base, provider, crm, policy, expected decision kind, expected writes (provider, crm))
-    type Row<'a> = (&'a str, Option<&'a Canon>, State, State, KindPolicy, &'a str, (bool, bool));
-
-    /// Which sides a decision writes: (provider, crm).
-    fn writes(d: &Decision) -> (bool, bool) {
-        match d {
-            Decision::Merge { write_provider, write_crm, .. } => (*write_provider, *write_crm),
-            Decision::CreateCrm | Decision::DeleteCrm => (false, true),
-            Decision::CreateProvider | Decision::DeleteProvider => (true, false),
-            _ => (false, false),
-        }
-    }
-
-    #[test]
-    fn decision_table() {
-        let base = canon(&[("email", "a@x.io"), ("title", "CEO")]);
-        let edited = canon(&[("email", "a@x.io"), ("title", "CTO")]);
-        let other = canon(&[("email", "a@x.io"), ("title", "CFO")]);
-        let new = |c: &Canon| State::New(c.clone(), None);
-        let changed = |c: &Canon| State::Changed(c.clone(), None);
-        let unlink = pol(BOTH, ConflictPolicy::CrmWins, DeletePolicy::Unlink);
-        let propagate = pol(BOTH, ConflictPolicy::CrmWins, DeletePolicy::Propagate);
-        use State::*;
-        // (row, base, provider, crm, policy, expected decision kind, expected writes (provider, crm))
-        let rows: Vec<Row> = vec![
-            ("none | new | none found → create on CRM", None, new(&base), Absent, unlink, "CreateCrm", (false, true)),
-            (
-                "none | none found | new → create in provider",
-                None,
-                Absent,
-                new(&base),
-                unlink,
-                "CreateProvider",
-                (true, false),
-            ),
-            (
-                "none | matched equal | matched equal → link only",
-                None,
-                new(&base),
-                new(&base),
-                unlink,
-                "Merge",
-                (false, false),
-            ),
-            (
-                "none | matched differ | matched differ → first-sight merge (crm_wins)",
-                None,
-                new(&edited),
-                new(&base),
-                unlink,
-                "Merge",
-                (true, false),
-            ),
-            (
-                "linked | changed | unchanged → update CRM",
-                Some(&base),
-                changed(&edited),
-                Same,
-                unlink,
-                "Merge",
-                (false, true),
-            ),
-            (
-                "linked | unchanged | changed → update provider",
-                Some(&base),
-                Same,
-                changed(&edited),
-                unlink,
-                "Merge",
-                (true, false),
-            ),
-            (
-                "linked | changed | changed → conflict, crm wins",
-                Some(&base),
-                changed(&edited),
-                changed(&other),
-                unlink,
-                "Merge",
-                (true, false),
-            ),
-            (
-                "linked | gone | unchanged, propagate → delete CRM",
-                Some(&base),
-                Gone,
-                Same,
-                propagate,
-                "DeleteCrm",
-                (false, true),
-            ),
-            (
-                "linked | gone | unchanged, unlink → suppress",
-                Some(&base),
-                Gone,
-                Same,
-                unlink,
-                "Suppress",
-                (false, false),
-            ),
-            (
-                "linked | unchanged | gone, propagate → delete provider",
-                Some(&base),
-                Same,
-                Gone,
-                propagate,
-                "DeleteProvider",
-                (true, false),
-            ),
-            (
-                "linked | unchanged | gone, unlink → suppress",
-                Some(&base),
-                Same,
-                Gone,
-                unlink,
-                "Suppress",
-                (false, false),
-            ),
-            (
-                "linked | gone | changed, propagate → modification wins",
-                Some(&base),
-                Gone,
-                changed(&edited),
-                propagate,
-                "CreateProvider",
-                (true, false),
-            ),
-            (
-                "linked | changed | gone, propagate → modification wins",
-                Some(&base),
-                changed(&edited),
-                Gone,
-                propagate,
-                "CreateCrm",
-                (false, true),
-            ),
-            (
-                "linked | gone | changed, unlink → suppress",
-                Some(&base),
-                Gone,
-                changed(&edited),
-                unlink,
-                "Suppress",
-                (false, false),
-            ),
-            ("linked | gone | gone → drop link", Some(&base), Gone, Gone, unlink, "DropLink", (false, false)),
-            (
-                "linked | unchanged | unchanged → nothing to write",
-                Some(&base),
-                Same,
-                Same,
-                unlink,
-                "Merge",
-                (false, false),
-            ),
-        ];
-        for (row, b, p, c, policy, want, want_writes) in rows {
-            let d = decide(b, &p, &c, &policy);
-            let got = format!("{d:?}");
-            assert!(got.starts_with(want), "{row}: got {got}");
-            assert_eq!(writes(&d), want_writes, "{row}: {got}");
-        }
-    }
-
-    #[test]
-    fn policies_resolve_conflicts() {
-        let base = canon(&[("given_name", "Ada"), ("title", "CEO")]);
-        let p = canon(&[("given_name", "Ada K."), ("title", "CTO")]);
-        let c = canon(&[("given_name", "Ada"), ("title", "CFO")]);
-        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-        let t1: DateTime<Utc> = "2026-01-02T00:00:00Z".parse().unwrap();
-        let run = |conflict, pm, cm| {
-            let d = decide(
-                Some(&base),
-                &State::Changed(p.clone(), pm),
-                &State::Changed(c.clone(), cm),
-                &pol(BOTH, conflict, DeletePolicy::Unlink),
-            );
-            match d {
-                Decision::Merge { merged, conflict: true, .. } => merged,
-                other => panic!("expected a conflict merge, got {other:?}"),
-            }
-        };
-        assert_eq!(run(ConflictPolicy::CrmWins, None, None), c);
-        assert_eq!(run(ConflictPolicy::ProviderWins, None, None), p);
-        assert_eq!(run(ConflictPolicy::NewestWins, Some(t1), Some(t0)), p);
-        assert_eq!(run(ConflictPolicy::NewestWins, Some(t0), Some(t1)), c);
-        // Field merge keeps the provider's name edit and gives the doubly edited title to the CRM.
-        assert_eq!(run(ConflictPolicy::FieldMerge, None, None), canon(&[("given_name", "Ada K."), ("title", "CFO")]));
-    }
-
-    #[test]
-    fn one_way_directions_force_the_source() {
-        let base = canon(&[("subject", "Kickoff")]);
-        let edited = canon(&[("subject", "Kickoff (moved)")]);
-        let p2c = pol(Direction::ProviderToCrm, ConflictPolicy::CrmWins, DeletePolicy::Propagate);
-        // A CRM edit of a one-way event is reverted to the provider's value.
-        let d = decide(Some(&base), &State::Same, &State::Changed(edited.clone(), None), &p2c);
-        assert_eq!(writes(&d), (false, true));
-        // A CRM deletion does not delete the provider event.
-        assert_eq!(decide(Some(&base), &State::Same, &State::Gone, &p2c), Decision::Suppress);
-        // A new CRM record is never copied into the provider.
-        assert_eq!(decide(None, &State::Absent, &State::New(base.clone(), None), &p2c), Decision::Nothing);
-        // First sight with a difference: the provider wins even under crm_wins.
-        match decide(None, &State::New(edited.clone(), None), &State::New(base, None), &p2c) {
-            Decision::Merge { merged, write_crm: true, write_provider: false, .. } => assert_eq!(merged, edited),
-            other => panic!("{other:?}"),
-        }
-    }
-}
+mod tests;

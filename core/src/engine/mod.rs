@@ -1,15 +1,25 @@
-//! The sync engine: one cycle per rep (read → match → decide → apply → persist), Reset Sync,
-//! reconnection, and the cycle report.
+//! The sync engine: one cycle per rep, Reset Sync, reconnection, and the cycle report.
 //!
-//! The engine knows only the ports. [`Engine::cycle`] syncs contacts then events; each kind is
-//! planned by [`plan`] (matching and the pure [`decide::decide`]) and applied in batches of
-//! each side's maximum, each batch's link writes committed in one store transaction after the
-//! remote write. Cursors advance only when every item read under them is linked or recorded as
-//! an item error.
+//! The engine knows only the ports. [`Engine::cycle`] syncs contacts then events; each kind
+//! runs four stages, one file each:
+//!
+//! 1. [`read`]: both sides' changes, filtered and validated;
+//! 2. [`matching`]: unlinked items paired within what was read, then by one batched `find`;
+//! 3. [`plan`] (pure): the [`Plan`], every pair carrying the action of [`decide::decide`],
+//!    the only decision point;
+//! 4. [`apply`]: the plan's writes in batches, each batch's link changes and item errors
+//!    committed in one store transaction after the remote write; cursors last.
+//!
+//! [`ledger`] keeps the kind's counters, skips and item errors across the stages.
 
+mod apply;
+mod context;
 pub mod decide;
 mod lease;
+mod ledger;
+mod matching;
 mod plan;
+mod read;
 
 pub use lease::{LeaseTerms, Leased};
 
@@ -20,13 +30,17 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::{ConnectionMode, Rep};
+use self::context::{Ctx, Sides};
+use self::ledger::Ledger;
+pub use self::plan::{Pair, Plan};
+use crate::config::{ConnectionMode, READ_MARGIN_DAYS, Rep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Kind;
 use crate::port::{
-    Access, Crm, CrmUser, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState, ResetRecord, ResetScope, Store,
+    Access, Collection, Crm, CrmUser, Cursors, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState, ResetRecord,
+    ResetScope, Store,
 };
-use crate::report::CycleReport;
+use crate::report::{CycleReport, KindReport, Requests};
 
 /// The engine, wired to one CRM, any number of providers and a store.
 #[derive(Clone, Debug)]
@@ -112,7 +126,7 @@ impl Engine {
         let epoch = status.epoch;
         self.store.set_state(&rep.id, epoch, RepState::Syncing, None, None).await?;
         let provider = self.providers.get(&rep.provider).cloned();
-        let access = Access { window: rep.config.window(started).widened(crate::config::READ_MARGIN_DAYS), grant };
+        let access = Access { window: rep.config.window(started).widened(READ_MARGIN_DAYS), grant };
         let mut errors = vec![];
         let mut revoked = false;
         for kind in Kind::ALL {
@@ -124,7 +138,7 @@ impl Engine {
             let result = match &provider {
                 Some(p) => {
                     let span = info_span!("kind", kind = kind.as_str());
-                    plan::sync_kind(self, rep, kind, epoch, p.as_ref(), &access, &mut report).instrument(span).await
+                    self.sync_kind(rep, kind, epoch, p.as_ref(), &access, &mut report).instrument(span).await
                 }
                 None => Err(Error::invalid_config(format!("no provider named {:?} is configured", rep.provider))),
             };
@@ -169,6 +183,131 @@ impl Engine {
         Ok(report)
     }
 
+    /// One kind: read → match → plan → apply, on one pair of collections.
+    async fn sync_kind(
+        &self,
+        rep: &Rep,
+        kind: Kind,
+        epoch: u64,
+        provider: &dyn Provider,
+        access: &Access,
+        report: &mut CycleReport,
+    ) -> Result<()> {
+        let colls = self.open(rep, kind, provider, access, &mut report.requests).await?;
+        let ctx = self.context(rep, kind, &colls);
+        let sides = Sides { provider: colls.provider.as_ref(), crm: colls.crm.as_ref() };
+        let (kr, result) = match self.plan_with(&ctx, sides, epoch).await {
+            Ok(plan) => apply::apply(&ctx, sides, self.store.as_ref(), plan).await,
+            Err((kr, e)) => (kr, Err(e)),
+        };
+        *report.kind_mut(kind) = kr;
+        report.requests.provider += colls.provider.requests();
+        report.requests.crm += colls.crm.requests();
+        result
+    }
+
+    /// Stages 1–3: read both sides, match the unlinked items, plan. On failure, the counters
+    /// so far come back with the error.
+    async fn plan_with(
+        &self,
+        ctx: &Ctx<'_>,
+        colls: Sides<&dyn Collection>,
+        epoch: u64,
+    ) -> std::result::Result<Plan, (KindReport, Error)> {
+        let (rep, kind) = (ctx.rep.id.as_str(), ctx.kind);
+        let stored = async {
+            Ok::<_, Error>((
+                self.store.links(rep, kind).await?,
+                self.store.cursors(rep, kind).await?,
+                self.store.item_errors(rep, kind).await?,
+            ))
+        };
+        let (links, cursors, old_errors) = stored.await.map_err(|e| (KindReport::default(), e))?;
+        let mut ledger = Ledger::new(kind, ctx.now, &old_errors);
+        let reads = match read::read(ctx, colls, &links, &cursors, &mut ledger).await {
+            Ok(r) => r,
+            Err(e) => return Err((ledger.report, e)),
+        };
+        let linked = plan::linked(ctx, &links, &reads);
+        let claims = plan::claims(&links, &reads, &linked);
+        let matches = match matching::match_unlinked(ctx, colls, &reads, claims, &mut ledger).await {
+            Ok(m) => m,
+            Err(e) => return Err((ledger.report, e)),
+        };
+        let cursors = Cursors { provider: reads.provider.cursor, crm: reads.crm.cursor };
+        Ok(plan::build(ctx, epoch, &links, linked, matches, cursors, ledger))
+    }
+
+    /// Both collections of one kind. Requests made before a failure are still counted.
+    async fn open(
+        &self,
+        rep: &Rep,
+        kind: Kind,
+        provider: &dyn Provider,
+        access: &Access,
+        requests: &mut Requests,
+    ) -> Result<Sides<Arc<dyn Collection>>> {
+        let prov = provider
+            .collection(rep, kind, access)
+            .await
+            .map_err(|e| e.context(format!("{} {}s", provider.name(), kind.as_str())))?;
+        match self.crm.collection(rep, kind, access).await {
+            Ok(crm) => Ok(Sides { provider: prov, crm }),
+            Err(e) => {
+                requests.provider += prov.requests();
+                Err(e.context(format!("crm {}s", kind.as_str())))
+            }
+        }
+    }
+
+    fn context<'a>(&self, rep: &'a Rep, kind: Kind, colls: &Sides<Arc<dyn Collection>>) -> Ctx<'a> {
+        let (pcaps, ccaps) = (colls.provider.capabilities(), colls.crm.capabilities());
+        let fields =
+            kind.fields().iter().copied().filter(|f| pcaps.fields.contains(f) && ccaps.fields.contains(f)).collect();
+        let now = self.now();
+        Ctx { rep, kind, policy: rep.config.policy(kind), fields, window: rep.config.window(now), now }
+    }
+
+    /// The provider and access of a rep outside a cycle (for [`Engine::plan`] and
+    /// [`Engine::apply`]): a user-managed rep needs its stored grant.
+    async fn connect(&self, rep: &Rep) -> Result<(Arc<dyn Provider>, Access)> {
+        let provider = self
+            .providers
+            .get(&rep.provider)
+            .cloned()
+            .ok_or_else(|| Error::invalid_config(format!("no provider named {:?} is configured", rep.provider)))?;
+        let grant = match rep.connection {
+            ConnectionMode::AdminManaged => None,
+            ConnectionMode::UserManaged => Some(self.store.grant(&rep.id).await?.ok_or_else(|| {
+                Error::new(ErrorKind::PermissionDenied, "no stored grant: the rep must connect their account")
+            })?),
+        };
+        Ok((provider, Access { window: rep.config.window(self.now()).widened(READ_MARGIN_DAYS), grant }))
+    }
+
+    /// Plan one kind of a rep's cycle without applying it (a dry run): reads both sides and the
+    /// store, writes nothing. Print it, or hand it to [`Engine::apply`].
+    pub async fn plan(&self, rep: &Rep, kind: Kind) -> Result<Plan> {
+        let epoch = self.store.status(&rep.id).await?.epoch;
+        let (provider, access) = self.connect(rep).await?;
+        let colls = self.open(rep, kind, provider.as_ref(), &access, &mut Requests::default()).await?;
+        let ctx = self.context(rep, kind, &colls);
+        let sides = Sides { provider: colls.provider.as_ref(), crm: colls.crm.as_ref() };
+        self.plan_with(&ctx, sides, epoch).await.map_err(|(_, e)| e)
+    }
+
+    /// Apply a plan made by [`Engine::plan`]: its writes, links, item errors and cursors.
+    /// Refused with `Conflict` (nothing written to the store) when the rep was reset since.
+    pub async fn apply(&self, rep: &Rep, plan: Plan) -> Result<KindReport> {
+        let (provider, access) = self.connect(rep).await?;
+        let kind = plan.kind;
+        let colls = self.open(rep, kind, provider.as_ref(), &access, &mut Requests::default()).await?;
+        let ctx = self.context(rep, kind, &colls);
+        let sides = Sides { provider: colls.provider.as_ref(), crm: colls.crm.as_ref() };
+        let (kr, result) = apply::apply(&ctx, sides, self.store.as_ref(), plan).await;
+        result.map(|()| kr)
+    }
+
     async fn fill_totals(&self, rep: &Rep, report: &mut CycleReport) -> Result<()> {
         for kind in Kind::ALL {
             let n = self.store.links(&rep.id, kind).await?.iter().filter(|l| l.state == LinkState::Linked).count();
@@ -177,7 +316,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Reset Sync (SPEC §3): `admin` must hold both `Manage Users` and `Manage Sync`; then the
+    /// Reset Sync: `admin` must hold both `Manage Users` and `Manage Sync`; then the
     /// rep's links, cursors and item errors in `scope` are deleted in one store transaction,
     /// the reset is recorded, and the rep becomes `reset_pending` (admin-managed) or
     /// `needs_reconnect` with its grant dropped (user-managed). No record on either side is
