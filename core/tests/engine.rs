@@ -325,3 +325,95 @@ async fn find_rep_is_partial_case_insensitive_and_refuses_ambiguity() {
     assert_eq!(engine::find_rep(&reps, "nobody").unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(w.engine.find_user("ada").await.unwrap().name, "Ada Admin");
 }
+
+/// The writes a plan announces, per side: (creates, updates, deletes) in the CRM, then the provider.
+fn planned_writes(plan: &Plan) -> [u64; 6] {
+    let n = |k: &str| plan.counts().get(k).copied().unwrap_or(0);
+    [
+        n("create in crm"),
+        n("update in crm"),
+        n("delete in crm"),
+        n("create in provider"),
+        n("update in provider"),
+        n("delete in provider"),
+    ]
+}
+
+fn done_writes(r: &KindReport) -> [u64; 6] {
+    [
+        r.created_in_crm,
+        r.updated_in_crm,
+        r.deleted_in_crm,
+        r.created_in_provider,
+        r.updated_in_provider,
+        r.deleted_in_provider,
+    ]
+}
+
+#[tokio::test]
+async fn a_plan_prints_without_writing_and_applies_to_exactly_its_writes() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    let plan = w.engine.plan(&w.rep, Kind::Contact).await.unwrap();
+    let text = plan.to_string();
+    for line in [
+        "contacts: provider read full, crm read full",
+        "would create in crm: 1 (ned new)",
+        "would create in provider: 1 (cora crm)",
+        "would link: 1 (ann match)",
+        "would skip outside_filter: 1",
+        "would skip outside_scope: 1",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(json["pairs"].as_array().map(Vec::len), Some(3), "{json}");
+    assert_eq!(json["counts"]["skipped"]["outside_filter"], 1, "{json}");
+    // Planning wrote nothing, anywhere.
+    assert_eq!(w.writes(), 0);
+    assert!(w.links().await.is_empty());
+    assert_eq!(w.store.cursors(&w.rep.id, Kind::Contact).await.unwrap(), Cursors::default());
+
+    let planned = planned_writes(&plan);
+    let report = w.engine.apply(&w.rep, plan).await.unwrap();
+    assert_eq!(done_writes(&report), planned, "{report:?}");
+    assert_eq!(w.writes(), planned.iter().sum::<u64>());
+    assert_eq!(report.linked, 1);
+    assert!(emails_in(&w.crm.contacts).contains(&"ned@acme.com".to_owned()));
+    assert_eq!(w.links().await.len(), 3);
+
+    // An edit: the next plan announces one CRM update, and applying it makes exactly that.
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    let ann = mb
+        .contacts
+        .lock()
+        .unwrap()
+        .records
+        .values()
+        .find(|r| r.record.emails() == ["ann@acme.com"])
+        .unwrap()
+        .id
+        .clone();
+    mb.contacts.lock().unwrap().edit(&ann, |r| r.set_field("title", Some("CTO".into())));
+    let plan = w.engine.plan(&w.rep, Kind::Contact).await.unwrap();
+    assert!(plan.to_string().contains("would update in crm: 1 (ann match)"), "{plan}");
+    let planned = planned_writes(&plan);
+    assert_eq!(planned, [0, 1, 0, 0, 0, 0]);
+    let before = w.writes();
+    let report = w.engine.apply(&w.rep, plan).await.unwrap();
+    assert_eq!(done_writes(&report), planned, "{report:?}");
+    assert_eq!(w.writes() - before, 1);
+    let plan = w.engine.plan(&w.rep, Kind::Contact).await.unwrap();
+    assert!(plan.counts().is_empty(), "nothing left to do:\n{plan}");
+}
+
+#[tokio::test]
+async fn a_plan_made_before_a_reset_is_refused() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    let plan = w.engine.plan(&w.rep, Kind::Contact).await.unwrap();
+    w.engine.reset(&w.admin, &w.rep, ResetScope::All).await.unwrap();
+    let err = w.engine.apply(&w.rep, plan).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(w.links().await.is_empty());
+}
