@@ -204,8 +204,9 @@ pub struct Link {
     pub state: LinkState,
     /// Write-ahead intent: the snapshot an update in flight is writing. Set (committed) before
     /// the remote update, cleared with the link write after it. If the process dies in between,
-    /// the next cycle treats a side that already holds `pending` as unchanged against it, so the
-    /// engine's own write is never mistaken for a user's edit (and never wins a conflict).
+    /// the next cycle measures both sides against `pending` when the write landed on every
+    /// side it targeted (even if the rep edited since), so the engine's own write is never
+    /// mistaken for a user's edit, and a later edit of the rep is an edit, not a conflict.
     #[serde(default)]
     pub pending: Option<Pending>,
 }
@@ -217,6 +218,36 @@ pub struct Pending {
     pub snapshot: Canon,
     /// The sides being written.
     pub targets: Vec<Side>,
+    /// What each target looked like when the write was planned.
+    #[serde(default)]
+    pub written: BTreeMap<Side, Written>,
+}
+
+/// One target of an update in flight, as it was when the update was planned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Written {
+    /// The version the conditional update is based on.
+    pub based_on: String,
+    /// The fields written; each holds another value there than the one written.
+    pub fields: Vec<String>,
+    /// Their values before the write (restricted to `fields`).
+    pub before: Canon,
+}
+
+impl Pending {
+    /// Whether the write to `side` landed, judged from that side's canon and version now. It
+    /// did when the side holds what was written; or when the side moved on from the version
+    /// the update was based on and the written fields no longer all hold their old values (the
+    /// update is conditional: a rep's edit before it makes it fail, and leaves those fields as
+    /// they were unless the rep changed them too).
+    pub fn landed(&self, side: Side, canon: &Canon, version: &str) -> bool {
+        if *canon == self.snapshot {
+            return true;
+        }
+        self.written
+            .get(&side)
+            .is_some_and(|w| w.based_on != version && !w.fields.iter().all(|f| canon.get(f) == w.before.get(f)))
+    }
 }
 
 /// Both cursors of one rep and kind.

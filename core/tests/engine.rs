@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use crmsync_core::memory::{MemCrm, MemProvider, MemState, MemStore};
+use crmsync_core::testkit::crash::{CrashSwitch, CrashingProvider};
 use crmsync_core::*;
 use secrecy::SecretString;
 
@@ -416,4 +417,50 @@ async fn a_plan_made_before_a_reset_is_refused() {
     let err = w.engine.apply(&w.rep, plan).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(w.links().await.is_empty());
+}
+
+fn ann_id(state: &std::sync::Mutex<MemState>) -> String {
+    let st = state.lock().unwrap();
+    st.records.values().find(|r| r.record.emails() == ["ann@acme.com"]).unwrap().id.clone()
+}
+
+fn title_of(state: &std::sync::Mutex<MemState>, id: &str) -> Option<String> {
+    state.lock().unwrap().records[id].record.field("title")
+}
+
+/// A crash after a provider update batch landed, before its links were committed: the rep's
+/// next edit of that contact is an edit, not a conflict the CRM wins.
+#[tokio::test]
+async fn a_crash_after_an_update_landed_loses_no_later_edit() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    w.engine.cycle(&w.rep).await.unwrap();
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    let (pid, cid) = (ann_id(&mb.contacts), ann_id(&w.crm.contacts));
+    // A CRM edit, copied to the provider by a cycle that dies right after the provider update.
+    w.crm.contacts.lock().unwrap().edit(&cid, |r| r.set_field("title", Some("VP Sales".into())));
+    let switch = CrashSwitch::default();
+    let crashing = Engine::new(w.crm.clone(), w.store.clone())
+        .with_provider(Arc::new(CrashingProvider { inner: w.provider.clone(), switch: switch.clone() }))
+        .with_clock(now());
+    switch.arm(1);
+    let r = crashing.cycle(&w.rep).await.unwrap();
+    assert!(!switch.armed(), "the crash fired");
+    assert!(r.contacts.fatal.is_some(), "{r:?}");
+    assert_eq!(title_of(&mb.contacts, &pid).as_deref(), Some("VP Sales"), "the update landed");
+    let ann = w.links().await.into_iter().find(|l| l.provider_id == pid).unwrap();
+    assert!(ann.pending.is_some(), "its link was not committed: {ann:?}");
+    // The rep edits the contact again, in the provider (the same field and another one).
+    mb.contacts.lock().unwrap().edit(&pid, |r| {
+        r.set_field("title", Some("Chief Revenue Officer".into()));
+        r.set_field("mobile", Some("+1 555 0100".into()));
+    });
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(r.contacts.conflicts, 0, "{r:?}");
+    assert_eq!(title_of(&w.crm.contacts, &cid).as_deref(), Some("Chief Revenue Officer"));
+    assert_eq!(title_of(&mb.contacts, &pid).as_deref(), Some("Chief Revenue Officer"));
+    let mobile = w.crm.contacts.lock().unwrap().records[&cid].record.field("mobile");
+    assert_eq!(mobile.as_deref(), Some("+1 555 0100"));
+    assert_eq!(w.engine.cycle(&w.rep).await.unwrap().writes(), 0);
 }

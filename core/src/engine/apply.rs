@@ -13,7 +13,7 @@ use super::ledger::Ledger;
 use super::plan::{Pair, Plan};
 use crate::error::{Error, Result};
 use crate::model::{Canon, Side, SyncKey};
-use crate::port::{Collection, Item, Link, LinkBatch, LinkState, NewItem, Pending, Store, Update};
+use crate::port::{Collection, Item, Link, LinkBatch, LinkState, NewItem, Pending, Store, Update, Written};
 use crate::report::KindReport;
 
 /// Where one pair stands while its plan runs.
@@ -332,14 +332,15 @@ async fn write_ahead(sink: &Sink<'_>, pairs: &[Pair], chunk: &[(usize, Op)]) -> 
     let mut batch = LinkBatch::default();
     for (i, op) in chunk {
         let pair = &pairs[*i];
-        if let (Op::Update(_), Some(link), Decision::Merge { merged, write_provider, write_crm, .. }) =
+        if let (Op::Update(_), Some(link), Decision::Merge { merged, take, write_provider, write_crm, .. }) =
             (op, &pair.link, &pair.action)
         {
-            let targets = [(Side::Provider, *write_provider), (Side::Crm, *write_crm)]
+            let targets: Vec<Side> = [(Side::Provider, *write_provider), (Side::Crm, *write_crm)]
                 .into_iter()
                 .filter_map(|(s, w)| w.then_some(s))
                 .collect();
-            let pending = Some(Pending { snapshot: merged.clone(), targets });
+            let written = targets.iter().map(|t| (*t, written(pair, link, *t, take))).collect();
+            let pending = Some(Pending { snapshot: merged.clone(), targets, written });
             if link.pending != pending {
                 batch.upsert.push(Link { pending, ..link.clone() });
             }
@@ -349,6 +350,16 @@ async fn write_ahead(sink: &Sink<'_>, pairs: &[Pair], chunk: &[(usize, Op)]) -> 
         return Ok(());
     }
     sink.store.commit(sink.rep, sink.epoch, sink.kind, &batch).await
+}
+
+/// What the update of `target` writes over: the version it is based on, and the old values of
+/// the fields it writes (the target's read canon, or the link's snapshot when it was not read).
+fn written(pair: &Pair, link: &Link, target: Side, take: &BTreeMap<String, Side>) -> Written {
+    let fields: Vec<String> = take.iter().filter(|(_, from)| **from != target).map(|(f, _)| f.clone()).collect();
+    let canon = pair.item(target).map_or_else(|| link.snapshot.clone(), |i| i.record.canon());
+    let before = Canon(fields.iter().filter_map(|f| canon.get(f).map(|v| (f.clone(), v.to_owned()))).collect());
+    let based_on = reference(pair, &Progress::default(), target).map(|(_, v)| v).unwrap_or_default();
+    Written { based_on, fields, before }
 }
 
 /// One batched remote call; per-item results (the created/updated item, or nothing for deletes).

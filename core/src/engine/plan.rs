@@ -173,12 +173,13 @@ pub(crate) fn linked(ctx: &Ctx<'_>, links: &[Link], reads: &Sides<SideRead>) -> 
         if let Some(pend) = link.pending.take() {
             // An update was in flight when the last cycle died. If it landed on every side it
             // targeted, measure both sides against what it wrote, so our own write is not
-            // mistaken for a user's edit; otherwise against the old snapshot.
-            let holds = |side: Side| {
+            // mistaken for a user's edit, nor the rep's later edit for a conflict; otherwise
+            // against the old snapshot.
+            let landed = |side: Side| {
                 let (sr, id) = if side == Side::Provider { (p, pid) } else { (c, cid) };
-                sr.items.get(id).is_some_and(|i| ctx.canon(&i.record) == pend.snapshot)
+                sr.items.get(id).is_some_and(|i| pend.landed(side, &ctx.canon(&i.record), &i.version))
             };
-            if !pend.targets.is_empty() && pend.targets.iter().all(|t| holds(*t)) {
+            if !pend.targets.is_empty() && pend.targets.iter().all(|t| landed(*t)) {
                 link.hash = pend.snapshot.hash();
                 link.snapshot = pend.snapshot;
             }

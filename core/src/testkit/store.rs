@@ -15,7 +15,7 @@ use crate::error::ErrorKind;
 use crate::model::{Canon, Kind, Side, SyncKey};
 use crate::port::{
     Acquire, Cursors, ItemError, LeaseHolder, Link, LinkBatch, LinkState, MAX_STORED_TEXT, Pending, RepState,
-    ResetRecord, ResetScope, Store,
+    ResetRecord, ResetScope, Store, Written,
 };
 use crate::report::CycleReport;
 
@@ -153,7 +153,16 @@ pub async fn links_upsert_remove(store: &dyn Store) {
     let mut a = sample_link(&rep, Kind::Contact, 1, LinkState::Linked);
     let b = sample_link(&rep, Kind::Contact, 2, LinkState::Suppressed);
     let mut c = sample_link(&rep, Kind::Contact, 3, LinkState::Linked);
-    c.pending = Some(Pending { snapshot: Canon::default(), targets: vec![Side::Provider, Side::Crm] });
+    c.pending = Some(Pending {
+        snapshot: Canon::default(),
+        targets: vec![Side::Provider, Side::Crm],
+        written: [(
+            Side::Crm,
+            Written { based_on: "v1".into(), fields: vec!["title".into()], before: Canon::default() },
+        )]
+        .into_iter()
+        .collect(),
+    });
     let batch = LinkBatch { upsert: vec![a.clone(), b.clone(), c.clone()], ..Default::default() };
     store.commit(&rep, 0, Kind::Contact, &batch).await.expect("commit links");
 
