@@ -464,3 +464,49 @@ async fn a_crash_after_an_update_landed_loses_no_later_edit() {
     assert_eq!(mobile.as_deref(), Some("+1 555 0100"));
     assert_eq!(w.engine.cycle(&w.rep).await.unwrap().writes(), 0);
 }
+
+/// Two folder contacts with the same e-mail (in any case) and nothing in the CRM: one is copied
+/// and linked, the other is skipped as `ambiguous_match`, never copied as a duplicate.
+#[tokio::test]
+async fn two_new_records_with_one_email_are_not_both_copied() {
+    let w = world(ConnectionMode::AdminManaged);
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    mb.contacts.lock().unwrap().insert(contact("Dee", "Dup", "dup@acme.com"), &["folder"], None);
+    mb.contacts.lock().unwrap().insert(contact("Dee", "Dupe", "DUP@acme.com"), &["folder"], None);
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.contacts.created_in_crm, 1, "{r:?}");
+    assert_eq!(r.contacts.skipped.get("ambiguous_match"), Some(&1), "{r:?}");
+    let crm = emails_in(&w.crm.contacts);
+    assert_eq!(crm, ["dup@acme.com"]);
+    // Later cycles neither copy it nor forget it.
+    for _ in 0..2 {
+        let r = w.engine.cycle(&w.rep).await.unwrap();
+        assert_eq!(r.writes(), 0, "{r:?}");
+        assert_eq!(r.contacts.skipped.values().sum::<u64>(), 1, "{r:?}");
+    }
+    assert_eq!(emails_in(&w.crm.contacts), ["dup@acme.com"]);
+}
+
+/// Two folder contacts matching the same CRM contact: one is linked (the same one every
+/// time), the other is skipped as `ambiguous_match`.
+#[tokio::test]
+async fn two_records_matching_one_are_not_both_linked() {
+    let run = || async {
+        let w = world(ConnectionMode::AdminManaged);
+        let mb = w.provider.mailbox(&w.rep.mailbox);
+        mb.contacts.lock().unwrap().insert(contact("Pat", "One", "pair@acme.com"), &["folder"], None);
+        mb.contacts.lock().unwrap().insert(contact("Pat", "Two", "PAIR@acme.com"), &["folder"], None);
+        let owner = w.owner();
+        w.crm.contacts.lock().unwrap().insert(contact("Pat", "Crm", "pair@acme.com"), &[&owner], None);
+        let r = w.engine.cycle(&w.rep).await.unwrap();
+        assert_eq!(
+            (r.contacts.linked, r.contacts.writes() - r.contacts.updated_in_crm - r.contacts.updated_in_provider),
+            (1, 0),
+            "{r:?}"
+        );
+        assert_eq!(r.contacts.skipped.get("ambiguous_match"), Some(&1), "{r:?}");
+        assert_eq!(emails_in(&w.crm.contacts), ["pair@acme.com"]);
+        w.links().await.into_iter().map(|l| l.provider_id).collect::<Vec<_>>()
+    };
+    assert_eq!(run().await, run().await, "the same record is linked every time");
+}

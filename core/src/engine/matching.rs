@@ -17,6 +17,8 @@ use crate::port::{Collection, Item, MatchKey};
 pub(crate) struct Claims {
     /// Linked (or about to be written as linked) this cycle.
     pub taken: Sides<BTreeSet<String>>,
+    /// Claimed by matching in this cycle: another item of the same side got there first.
+    pub claimed: Sides<BTreeSet<String>>,
     /// Under a suppression (its key): skipped, unless a match lifts it.
     pub suppressed: Sides<BTreeMap<String, SyncKey>>,
 }
@@ -56,8 +58,22 @@ pub(crate) async fn match_unlinked(
             waiting.push(item);
         }
         let to = from.other();
-        let (pairs, alone) =
-            partner_up(ctx, from, waiting, reads.get(to), *colls.get(to), &mut claims.taken, ledger).await?;
+        let (pairs, alone) = partner_up(ctx, from, waiting, reads.get(to), *colls.get(to), &mut claims, ledger).await?;
+        // Two items of this side that would each be copied with one e-mail would be a duplicate
+        // on the other side: the first (in id order, and after those paired) goes, the others
+        // wait as `ambiguous_match`. Our own orphaned copies are never copied, so never compete.
+        let mut emails: BTreeSet<String> = pairs.iter().filter_map(|(mine, _)| primary_email(mine)).collect();
+        let alone: Vec<&Item> = alone
+            .into_iter()
+            .filter(|item| {
+                let ours = item.sync_key.as_ref().is_some_and(|k| k.belongs_to(&ctx.rep.id));
+                let taken_email = primary_email(item).filter(|_| !ours).is_some_and(|e| !emails.insert(e));
+                if taken_email {
+                    ledger.skip_and_watch(from, &item.id, "ambiguous_match");
+                }
+                !taken_email
+            })
+            .collect();
         for (mine, theirs) in pairs {
             let (p, c) = if from == Side::Provider { (mine, theirs) } else { (theirs, mine) };
             let lifted = claims.suppressed.crm.remove(&c.id).or_else(|| claims.suppressed.provider.remove(&p.id));
@@ -69,6 +85,12 @@ pub(crate) async fn match_unlinked(
         }
     }
     Ok(out)
+}
+
+/// A contact's normalized primary e-mail (the one the CRM stores).
+fn primary_email(item: &Item) -> Option<String> {
+    item.record.as_contact()?;
+    item.record.canon().get("email").map(str::to_owned)
 }
 
 /// Index of one side's candidates for matching.
@@ -155,12 +177,20 @@ enum Choice {
     None,
 }
 
-/// The best free, in-scope candidate; else why the best one cannot be used.
-fn choose(cands: &[String], pool: &BTreeMap<String, Cand>, taken: &BTreeSet<String>) -> Choice {
+/// The best free, in-scope candidate; else why the best one cannot be used: it is linked, or
+/// another item of the same side claimed it this cycle (`ambiguous_match`), or out of scope.
+fn choose(
+    cands: &[String],
+    pool: &BTreeMap<String, Cand>,
+    taken: &BTreeSet<String>,
+    claimed: &BTreeSet<String>,
+) -> Choice {
     let mut skip = None;
     for id in cands {
         let Some(cand) = pool.get(id) else { continue };
-        if taken.contains(id) {
+        if claimed.contains(id) {
+            skip.get_or_insert("ambiguous_match");
+        } else if taken.contains(id) {
             skip.get_or_insert("matches_linked_record");
         } else if !cand.in_scope {
             skip.get_or_insert("outside_filter");
@@ -181,7 +211,7 @@ async fn partner_up<'i>(
     mut waiting: Vec<&'i Item>,
     other: &SideRead,
     coll: &dyn Collection,
-    taken: &mut Sides<BTreeSet<String>>,
+    claims: &mut Claims,
     ledger: &mut Ledger,
 ) -> Result<(Vec<(Item, Item)>, Vec<&'i Item>)> {
     let rep = ctx.rep.id.as_str();
@@ -196,10 +226,12 @@ async fn partner_up<'i>(
     for pass in 0..2 {
         let mut still = vec![];
         for item in waiting {
-            match choose(&index.candidates(rep, from, item), &pool, taken.get(to)) {
+            match choose(&index.candidates(rep, from, item), &pool, claims.taken.get(to), claims.claimed.get(to)) {
                 Choice::Pair(id) => {
-                    taken.get_mut(to).insert(id.clone());
-                    taken.get_mut(from).insert(item.id.clone());
+                    claims.taken.get_mut(to).insert(id.clone());
+                    claims.taken.get_mut(from).insert(item.id.clone());
+                    claims.claimed.get_mut(to).insert(id.clone());
+                    claims.claimed.get_mut(from).insert(item.id.clone());
                     pairs.push((item.clone(), pool[&id].item.clone()));
                 }
                 // A provider item out of the CRM filter is `outside_filter`; a CRM record
