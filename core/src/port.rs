@@ -221,6 +221,10 @@ pub struct Pending {
     /// What each target looked like when the write was planned.
     #[serde(default)]
     pub written: BTreeMap<Side, Written>,
+    /// The update brings a pair matched this cycle together: the link was written just before
+    /// it, and if it did not land the pair is merged again as at first sight.
+    #[serde(default)]
+    pub first_sight: bool,
 }
 
 /// One target of an update in flight, as it was when the update was planned.

@@ -212,8 +212,18 @@ impl Machine {
                 self.dups.insert((*side, email.clone()));
                 rec.set_field("email", Some(email.to_uppercase()));
                 rec.set_field("given_name", Some(format!("Dup{}", self.seq)));
+                let title = rec.field("title").unwrap_or_default();
                 let tag = self.scope_tag(*side);
-                st.insert(rec, &[&tag], None);
+                let id = st.insert(rec, &[&tag], None);
+                self.writes_log.push(UserWrite {
+                    seq: self.seq,
+                    side: *side,
+                    email,
+                    id,
+                    title,
+                    edit: false,
+                    informed: false,
+                });
             }
             Op::Edit(side, n) => {
                 // Users edit what they see in the folder / their CRM list.
@@ -242,7 +252,15 @@ impl Machine {
             }
             Op::Delete(side, n) => {
                 if let Some(id) = self.nth(*side, *n, false) {
-                    self.state(*side).lock().unwrap().remove(&id);
+                    let st = self.state(*side);
+                    let mut st = st.lock().unwrap();
+                    // Deleting one of the rep's own duplicates hands its pair to the other one:
+                    // a new partner, like a scope move.
+                    let email = st.records[&id].record.emails().first().cloned().unwrap_or_default();
+                    if self.dups.contains(&(*side, email.clone())) {
+                        self.moves.push((self.seq, email));
+                    }
+                    st.remove(&id);
                 }
             }
             Op::Scope(side, n, into) => {

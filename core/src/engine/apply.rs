@@ -114,7 +114,7 @@ async fn run(
         let max = coll.capabilities().max_batch.max(1);
         let live: Vec<(usize, Op)> = queue.into_iter().filter(|(i, _)| !progress[*i].failed).collect();
         for chunk in live.chunks(max) {
-            write_ahead(sink, pairs, chunk).await?;
+            write_ahead(ctx, sink, pairs, chunk).await?;
             let results = send(ctx, side, coll, chunk).await?;
             let mut batch = LinkBatch::default();
             for ((i, _), res) in chunk.iter().zip(results) {
@@ -263,27 +263,8 @@ fn finish(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, kr: &mut KindReport, batch:
             if src_side == Side::Provider { kr.created_in_crm += 1 } else { kr.created_in_provider += 1 }
         }
         Decision::Merge { merged, write_provider, write_crm, conflict, .. } => {
-            let (Some((pid, pv)), Some((cid, cv))) =
-                (reference(pair, pr, Side::Provider), reference(pair, pr, Side::Crm))
-            else {
+            let Some(link) = merged_link(ctx, pair, pr, merged) else {
                 return;
-            };
-            let key = match (&pair.link, &pair.provider, &pair.crm) {
-                (Some(l), _, _) => l.key.clone(),
-                (None, Some(p), Some(c)) => pair_key(&ctx.rep.id, p, c),
-                _ => return,
-            };
-            let link = Link {
-                kind: ctx.kind,
-                key,
-                provider_id: pid,
-                crm_id: cid,
-                provider_version: pv,
-                crm_version: cv,
-                hash: merged.hash(),
-                snapshot: merged.clone(),
-                state: LinkState::Linked,
-                pending: None,
             };
             if pair.link.as_ref() != Some(&link) {
                 remove_old(batch, Some(&link.key));
@@ -327,23 +308,56 @@ fn finish(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, kr: &mut KindReport, batch:
     }
 }
 
-/// Record the intent of the updates in `chunk` on their links before sending them.
-async fn write_ahead(sink: &Sink<'_>, pairs: &[Pair], chunk: &[(usize, Op)]) -> Result<()> {
+/// The link a merge leaves: both sides' ids and versions (fresh from the writes when there
+/// were any), the merged snapshot.
+fn merged_link(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, merged: &Canon) -> Option<Link> {
+    let ((pid, pv), (cid, cv)) = (reference(pair, pr, Side::Provider)?, reference(pair, pr, Side::Crm)?);
+    let key = match (&pair.link, &pair.provider, &pair.crm) {
+        (Some(l), _, _) => l.key.clone(),
+        (None, Some(p), Some(c)) => pair_key(&ctx.rep.id, p, c),
+        _ => return None,
+    };
+    Some(Link {
+        kind: ctx.kind,
+        key,
+        provider_id: pid,
+        crm_id: cid,
+        provider_version: pv,
+        crm_version: cv,
+        hash: merged.hash(),
+        snapshot: merged.clone(),
+        state: LinkState::Linked,
+        pending: None,
+    })
+}
+
+/// Record the intent of the updates in `chunk` on their links before sending them. A pair
+/// matched this cycle (first sight) gets its link here, marked as such.
+async fn write_ahead(ctx: &Ctx<'_>, sink: &Sink<'_>, pairs: &[Pair], chunk: &[(usize, Op)]) -> Result<()> {
     let mut batch = LinkBatch::default();
     for (i, op) in chunk {
         let pair = &pairs[*i];
-        if let (Op::Update(_), Some(link), Decision::Merge { merged, take, write_provider, write_crm, .. }) =
-            (op, &pair.link, &pair.action)
-        {
-            let targets: Vec<Side> = [(Side::Provider, *write_provider), (Side::Crm, *write_crm)]
-                .into_iter()
-                .filter_map(|(s, w)| w.then_some(s))
-                .collect();
-            let written = targets.iter().map(|t| (*t, written(pair, link, *t, take))).collect();
-            let pending = Some(Pending { snapshot: merged.clone(), targets, written });
-            if link.pending != pending {
-                batch.upsert.push(Link { pending, ..link.clone() });
-            }
+        let (Op::Update(_), Decision::Merge { merged, take, write_provider, write_crm, .. }) = (op, &pair.action)
+        else {
+            continue;
+        };
+        let first_sight = pair.link.is_none() && pair.old_key.is_none();
+        let link = match &pair.link {
+            Some(l) => l.clone(),
+            None if first_sight => match merged_link(ctx, pair, &Progress::default(), merged) {
+                Some(l) => l,
+                None => continue,
+            },
+            None => continue,
+        };
+        let targets: Vec<Side> = [(Side::Provider, *write_provider), (Side::Crm, *write_crm)]
+            .into_iter()
+            .filter_map(|(s, w)| w.then_some(s))
+            .collect();
+        let written = targets.iter().map(|t| (*t, written(pair, &link, *t, take))).collect();
+        let pending = Some(Pending { snapshot: merged.clone(), targets, written, first_sight });
+        if link.pending != pending {
+            batch.upsert.push(Link { pending, ..link });
         }
     }
     if batch.upsert.is_empty() {

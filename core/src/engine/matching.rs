@@ -224,6 +224,8 @@ async fn partner_up<'i>(
     }
     let mut pairs = vec![];
     for pass in 0..2 {
+        // A skip is final only once `find` had its say: it may turn up a free partner.
+        let last = pass == 1 || (other.full && !coll.capabilities().find_beyond_scope);
         let mut still = vec![];
         for item in waiting {
             match choose(&index.candidates(rep, from, item), &pool, claims.taken.get(to), claims.claimed.get(to)) {
@@ -236,15 +238,15 @@ async fn partner_up<'i>(
                 }
                 // A provider item out of the CRM filter is `outside_filter`; a CRM record
                 // matching a provider item outside the folder/group is `outside_scope`.
-                Choice::Skip("outside_filter") if from == Side::Crm => {
+                Choice::Skip("outside_filter") if last && from == Side::Crm => {
                     ledger.skip_and_watch(from, &item.id, "outside_scope")
                 }
-                Choice::Skip(reason) => ledger.skip_and_watch(from, &item.id, reason),
-                Choice::None => still.push(item),
+                Choice::Skip(reason) if last => ledger.skip_and_watch(from, &item.id, reason),
+                Choice::Skip(_) | Choice::None => still.push(item),
             }
         }
         waiting = still;
-        if pass == 1 || waiting.is_empty() || (other.full && !coll.capabilities().find_beyond_scope) {
+        if last || waiting.is_empty() {
             break;
         }
         let keys: BTreeSet<MatchKey> = waiting.iter().flat_map(|i| match_keys(rep, from, i)).collect();

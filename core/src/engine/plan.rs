@@ -182,6 +182,11 @@ pub(crate) fn linked(ctx: &Ctx<'_>, links: &[Link], reads: &Sides<SideRead>) -> 
             if !pend.targets.is_empty() && pend.targets.iter().all(|t| landed(*t)) {
                 link.hash = pend.snapshot.hash();
                 link.snapshot = pend.snapshot;
+            } else if let (true, Some(pi), Some(ci)) = (pend.first_sight, p.items.get(pid), c.items.get(cid)) {
+                // A pair linked just before its first merge, which did not land: merge it again.
+                let action = pair_decision(ctx, pi, ci, None);
+                out.push(Pair::new(link, Some(pi.clone()), Some(ci.clone()), action));
+                continue;
             }
         }
         let ps = side_state(ctx, p, pid, &link);

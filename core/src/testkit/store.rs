@@ -162,6 +162,7 @@ pub async fn links_upsert_remove(store: &dyn Store) {
         )]
         .into_iter()
         .collect(),
+        first_sight: true,
     });
     let batch = LinkBatch { upsert: vec![a.clone(), b.clone(), c.clone()], ..Default::default() };
     store.commit(&rep, 0, Kind::Contact, &batch).await.expect("commit links");
