@@ -26,7 +26,9 @@ pub struct KindReport {
     /// Links the rep holds after the cycle.
     pub links_total: u64,
     /// Items left out, by reason (`outside_scope`, `outside_filter`, `outside_window`, `private`,
-    /// `no_sync_marker`, `category_not_folder`, …).
+    /// `no_sync_marker`, `category_not_folder`, `suppressed`, `matches_linked_record`,
+    /// `ambiguous_match` (another record of the same side with the same match took it),
+    /// `source_missing`, …).
     pub skipped: BTreeMap<String, u64>,
     /// Records both sides changed since the last sync.
     pub conflicts: u64,
