@@ -510,3 +510,27 @@ async fn two_records_matching_one_are_not_both_linked() {
     };
     assert_eq!(run().await, run().await, "the same record is linked every time");
 }
+
+/// Delete policy `propagate`: an edit on one side wins over a deletion on the other, and the
+/// deleted side gets the edited record again (relinked, never duplicated).
+#[tokio::test]
+async fn a_modification_wins_over_a_deletion() {
+    let mut w = world(ConnectionMode::AdminManaged);
+    w.rep.config.contacts.delete = DeletePolicy::Propagate;
+    w.seed();
+    w.engine.cycle(&w.rep).await.unwrap();
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    let (pid, cid) = (ann_id(&mb.contacts), ann_id(&w.crm.contacts));
+    mb.contacts.lock().unwrap().remove(&pid);
+    w.crm.contacts.lock().unwrap().edit(&cid, |r| r.set_field("title", Some("Head of Ops".into())));
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!((r.contacts.deleted_in_crm, r.contacts.created_in_provider, r.contacts.unlinked), (0, 1, 1), "{r:?}");
+    assert!(w.crm.contacts.lock().unwrap().records.contains_key(&cid), "the edited record stays");
+    let again = ann_id(&mb.contacts);
+    assert_ne!(again, pid);
+    assert_eq!(title_of(&mb.contacts, &again).as_deref(), Some("Head of Ops"));
+    let links = w.links().await;
+    assert!(links.iter().any(|l| l.provider_id == again && l.crm_id == cid), "{links:?}");
+    assert_eq!(w.engine.cycle(&w.rep).await.unwrap().writes(), 0);
+}
