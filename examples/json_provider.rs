@@ -112,9 +112,7 @@ impl Collection for JsonFile {
                 continue;
             }
             let mut rec = Record::Contact(s.contact.clone());
-            for f in &u.fields {
-                rec.set_field(f, u.record.field(f));
-            }
+            u.apply_to(&mut rec);
             let Record::Contact(c) = rec else { unreachable!("set_field keeps the kind") };
             (s.contact, s.version) = (c, s.version + 1);
             out.push(Ok(s.item()));
