@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use crmsync_core::memory::full_name;
-use crmsync_core::memory::{MemCrm, MemStore};
-use crmsync_core::model::{CONTACT_FIELDS, normalize_phone};
+use crmsync_core::memory::{MemCrm, MemStore, record_matches};
+use crmsync_core::model::CONTACT_FIELDS;
 use crmsync_core::*;
 use serde::{Deserialize, Serialize};
 
@@ -79,18 +78,7 @@ impl Collection for JsonFile {
     async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
         let hit = |s: &Stored| {
             let record = Record::Contact(s.contact.clone());
-            keys.iter().any(|k| match k {
-                MatchKey::SyncKey(key) => s.sync_key.as_ref() == Some(key),
-                MatchKey::Email(e) => record.emails().contains(e),
-                MatchKey::NamePhone { name, phone } => {
-                    full_name(&record).as_ref() == Some(name)
-                        && [&s.contact.phone, &s.contact.mobile]
-                            .iter()
-                            .any(|p| p.as_deref().and_then(normalize_phone).as_ref() == Some(phone))
-                }
-                // Event keys never match a contact.
-                MatchKey::ICalUid(_) | MatchKey::SubjectStart { .. } => false,
-            })
+            keys.iter().any(|k| record_matches(k, s.sync_key.as_ref(), &record))
         };
         let all = self.load()?.contacts;
         Ok(all.iter().filter(|s| hit(s)).map(|s| Found { item: s.item(), in_scope: true }).collect())

@@ -228,22 +228,28 @@ impl MemCollection {
 }
 
 fn matches_key(r: &MemRecord, key: &MatchKey) -> bool {
+    record_matches(key, r.sync_key.as_ref(), &r.record)
+}
+
+/// Whether a record (stamped with `sync_key`) matches `key` as [`Collection::find`] means it;
+/// for adapters that look records up among what they read.
+pub fn record_matches(key: &MatchKey, sync_key: Option<&SyncKey>, record: &Record) -> bool {
     match key {
-        MatchKey::SyncKey(k) => r.sync_key.as_ref() == Some(k),
-        MatchKey::Email(e) => r.record.kind() == Kind::Contact && r.record.emails().contains(e),
+        MatchKey::SyncKey(k) => sync_key == Some(k),
+        MatchKey::Email(e) => record.kind() == Kind::Contact && record.emails().contains(e),
         MatchKey::NamePhone { name, phone } => {
-            let Some(c) = r.record.as_contact() else {
+            let Some(c) = record.as_contact() else {
                 return false;
             };
-            let full = full_name(&r.record);
+            let full = full_name(record);
             full.as_deref() == Some(name.as_str())
                 && [&c.phone, &c.mobile]
                     .iter()
                     .any(|p| p.as_deref().and_then(normalize_phone).as_deref() == Some(phone))
         }
-        MatchKey::ICalUid(u) => r.record.as_event().and_then(|e| e.ical_uid.as_deref()) == Some(u),
+        MatchKey::ICalUid(u) => record.as_event().and_then(|e| e.ical_uid.as_deref()) == Some(u),
         MatchKey::SubjectStart { subject, start } => {
-            let c = r.record.canon();
+            let c = record.canon();
             c.get("subject").map(str::to_lowercase).as_deref() == Some(subject.as_str())
                 && c.get("start") == Some(start)
         }

@@ -155,7 +155,7 @@ pub fn known_defect(defects: Defects, name: &str) -> Option<&'static str> {
 /// expression evaluated in each test, `.await` allowed), plus `every_rule_has_a_test`.
 /// Invoke it inside a module per kind:
 ///
-/// ```ignore
+/// ```text
 /// mod contacts {
 ///     use super::*;
 ///     crmsync_core::conformance_tests!(Kind::Contact, harness().await);
