@@ -16,15 +16,15 @@ use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind};
 use crate::memory::full_name;
 use crate::model::{Contact, Event, Kind, Record, Side, SyncKey, normalize_phone};
-use crate::port::{Capabilities, Change, Changes, Collection, Found, Item, MatchKey, NewItem, Update};
+use crate::port::{Capabilities, Change, Changes, Collection, Item, MatchKey, NewItem, Update};
+use crash::{CrashSwitch, CrashingCollection};
 
 /// What the kit needs from the service under test besides the port itself.
 #[async_trait]
@@ -337,55 +337,16 @@ pub async fn create_is_idempotent_by_sync_key(h: &dyn Harness, kind: Kind) -> Ou
     Ran
 }
 
-/// A collection whose next `create_many` is applied and then answered with a transport error,
-/// as when the reply is lost on the way back.
-#[derive(Debug)]
-pub struct LostReply {
-    pub inner: Arc<dyn Collection>,
-    /// Set until the fault fired.
-    pub armed: AtomicBool,
-}
-
-#[async_trait]
-impl Collection for LostReply {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
-        self.inner.changes(cursor).await
-    }
-    async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
-        self.inner.get_many(ids).await
-    }
-    async fn find(&self, keys: &[MatchKey]) -> Result<Vec<Found>> {
-        self.inner.find(keys).await
-    }
-    async fn create_many(&self, items: &[NewItem]) -> Result<Vec<Result<Item>>> {
-        let res = self.inner.create_many(items).await?;
-        if self.armed.swap(false, Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::Transport, "reply lost (injected)").temporary(None));
-        }
-        Ok(res)
-    }
-    async fn update_many(&self, items: &[Update]) -> Result<Vec<Result<Item>>> {
-        self.inner.update_many(items).await
-    }
-    async fn delete_many(&self, ids: &[String]) -> Result<Vec<Result<()>>> {
-        self.inner.delete_many(ids).await
-    }
-    fn requests(&self) -> u64 {
-        self.inner.requests()
-    }
-}
-
 /// A create batch applied whose reply was lost, sent again with the same keys, makes no
 /// duplicate.
 pub async fn lost_reply_create_does_not_duplicate(h: &dyn Harness, kind: Kind) -> Outcome {
-    let c = LostReply { inner: h.collection(kind).await, armed: AtomicBool::new(true) };
+    // The batch lands, then the call fails as if its reply had been lost.
+    let switch = CrashSwitch::default();
     let batch = new_items(kind, 55..58);
-    let err = c.create_many(&batch).await.expect_err("the injected fault fails the call");
-    assert!(!c.armed.load(Ordering::SeqCst), "the fault fired");
-    assert_eq!(err.kind(), ErrorKind::Transport);
+    switch.arm(batch.len() as u64);
+    let c = CrashingCollection::new(h.collection(kind).await, switch.clone());
+    c.create_many(&batch).await.expect_err("the injected fault fails the call");
+    assert!(!switch.armed(), "the fault fired");
     let retry = create(&c, &batch).await;
     let mut read = full_ids(&c).await;
     read.sort();
