@@ -82,9 +82,9 @@ impl Radicale {
         DavProvider::new(config).expect("valid config")
     }
 
-    /// Forget every sync token the server handed out: drop its token history (in the cache) and
-    /// change every collection's properties, so no old token names the current state either.
-    pub fn expire_sync_tokens(&self) {
+    /// Forget every sync token the server handed out: its token history lives in the cache.
+    /// (A token that names the current state stays valid; see `expire` in the tests.)
+    pub fn drop_sync_token_history(&self) {
         fn walk(p: &std::path::Path) {
             for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
                 let path = e.path();
@@ -94,14 +94,20 @@ impl Radicale {
                     } else {
                         walk(&path);
                     }
-                } else if path.file_name().is_some_and(|n| n == ".Radicale.props")
-                    && let Ok(props) = std::fs::read_to_string(&path)
-                {
-                    let stamp = format!("{{\"CR:addressbook-description\": \"expired {}\", ", props.len());
-                    let _ = std::fs::write(&path, props.replacen('{', &stamp, 1));
                 }
             }
         }
         walk(&self.dir);
     }
+}
+
+/// Make every sync token of `c`'s address book expire: change its state (a card created and
+/// deleted, which leaves the contents as they were) and drop the server's token history.
+pub async fn expire(server: &Radicale, c: &dyn crmsync_core::Collection) {
+    use crmsync_core::{Kind, NewItem, Side, SyncKey, testkit::sample};
+    let key = SyncKey::derive("expire", Kind::Contact, Side::Crm, &format!("{:?}", std::time::Instant::now()));
+    let made = c.create_many(&[NewItem { sync_key: key, record: sample(Kind::Contact, 999) }]).await.expect("create");
+    let id = made[0].as_ref().expect("created").id.clone();
+    c.delete_many(&[id]).await.expect("delete")[0].as_ref().expect("deleted");
+    server.drop_sync_token_history();
 }
