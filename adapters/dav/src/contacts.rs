@@ -109,7 +109,10 @@ impl Collection for DavContacts {
                 Err(error) => out.failures.push(ItemFailure { id: f.0.clone(), error }),
             }
         }
-        out.items.extend(deleted.into_iter().map(Change::Removed));
+        // A read without a token lists the book's deletion history too; a full read has no removals.
+        if !out.full {
+            out.items.extend(deleted.into_iter().map(Change::Removed));
+        }
         Ok(out)
     }
 

@@ -297,6 +297,7 @@ pub async fn round_trip(h: &dyn Harness, kind: Kind) -> Outcome {
     assert!(!item.version.is_empty(), "created item must have a version");
     let full = c.changes(None).await.expect("full read");
     assert!(full.full, "a read without cursor is full");
+    assert!(removed(&full).is_empty(), "a full read lists what exists, no removals: {:?}", full.items);
     let read = full.items.iter().find_map(|ch| match ch {
         Change::Upsert(i) if i.id == item.id => Some(i.clone()),
         _ => None,
