@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use crmsync_core::Kind;
 use crmsync_core::{Error, ErrorKind, Result};
 use http::{HeaderValue, StatusCode};
 use libdav::CardDavClient;
+use libdav::caldav::{CreateCalendar, FindCalendarHomeSet, FindCalendars};
 use libdav::carddav::{CreateAddressBook, FindAddressBookHomeSet, FindAddressBooks};
 use libdav::dav::{RequestError, WebDavClient, WebDavError};
 use secrecy::{ExposeSecret, SecretString};
@@ -50,7 +52,7 @@ pub enum Auth<'a> {
     Bearer(&'a SecretString),
 }
 
-/// A CardDAV connection for one user, counting its requests.
+/// A CardDAV/CalDAV connection for one user, counting its requests.
 #[derive(Debug)]
 pub struct Session {
     pub dav: CardDavClient<Http>,
@@ -83,31 +85,45 @@ impl Session {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// The href of the address book named `name` (display name, or last path segment), created
-    /// with MKCOL in the first address-book home set when missing, and whether it supports
-    /// `sync-collection`. Discovery: the
-    /// `current-user-principal` of the base URL (or of `/`), then its home set.
-    pub async fn address_book(&self, name: &str) -> Result<(String, bool)> {
+    /// The href of the address book (contacts) or calendar (events) named `name` (display name,
+    /// or last path segment), created (MKCOL / MKCALENDAR) in the first home set when missing,
+    /// and whether it supports `sync-collection`. Discovery: the `current-user-principal` of the
+    /// base URL (or of `/`), then its home set.
+    pub async fn collection(&self, kind: Kind, name: &str) -> Result<(String, bool)> {
         let principal = self.dav.find_current_user_principal().await.map_err(|e| unexpected("principal", e))?;
         let principal = principal.map_or_else(|| self.dav.base_url().path().to_owned(), |p| p.path().to_owned());
-        let homes = self.dav.request(FindAddressBookHomeSet::new(&principal)).await.map_err(map_err)?.home_sets;
+        let homes = match kind {
+            Kind::Contact => {
+                self.dav.request(FindAddressBookHomeSet::new(&principal)).await.map_err(map_err)?.home_sets
+            }
+            Kind::Event => self.dav.request(FindCalendarHomeSet::new(&principal)).await.map_err(map_err)?.home_sets,
+        };
         let home = homes.first().map(|h| h.path().to_owned()).unwrap_or(principal);
         let slug = slug(name);
         for attempt in 0..2 {
-            let books = self.dav.request(FindAddressBooks::new(&home)).await.map_err(map_err)?.addressbooks;
-            let found = books.iter().find(|b| {
+            let found = match kind {
+                Kind::Contact => self.dav.request(FindAddressBooks::new(&home)).await.map_err(map_err)?.addressbooks,
+                Kind::Event => self.dav.request(FindCalendars::new(&home)).await.map_err(map_err)?.calendars,
+            };
+            let found = found.into_iter().find(|b| {
                 b.properties.iter().any(|(p, v)| **p == libdav::names::DISPLAY_NAME && v.as_deref() == Some(name))
                     || b.href.trim_end_matches('/').rsplit('/').next() == Some(slug.as_str())
             });
             if let Some(b) = found {
-                return Ok((b.href.clone(), b.supports_sync));
+                return Ok((b.href, b.supports_sync));
             }
             if attempt == 0 {
                 let href = format!("{}/{slug}/", home.trim_end_matches('/'));
-                self.dav.request(CreateAddressBook::new(&href).with_display_name(name)).await.map_err(map_err)?;
+                let made = match kind {
+                    Kind::Contact => {
+                        self.dav.request(CreateAddressBook::new(&href).with_display_name(name)).await.map(drop)
+                    }
+                    Kind::Event => self.dav.request(CreateCalendar::new(&href).with_display_name(name)).await.map(drop),
+                };
+                made.map_err(map_err)?;
             }
         }
-        Err(Error::unexpected(format!("dav: address book {name:?} was created but is not listed")))
+        Err(Error::unexpected(format!("dav: collection {name:?} was created but is not listed")))
     }
 }
 

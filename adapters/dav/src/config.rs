@@ -8,10 +8,12 @@ use serde::Deserialize;
 
 /// The address book contacts sync through, created on demand in the rep's home set.
 pub const DEFAULT_ADDRESS_BOOK: &str = "Salesforce Sync";
-/// The vCard property holding the sync key of a contact the engine created.
+/// The calendar events are read from.
+pub const DEFAULT_CALENDAR: &str = "Calendar";
+/// The vCard / VEVENT property holding the sync key of a contact the engine created.
 pub const SYNC_KEY_PROPERTY: &str = "X-CRMSYNC-KEY";
 
-/// Configuration of the CardDAV provider; one TOML section (`[providers.dav]` or similar), so a
+/// Configuration of the CardDAV/CalDAV provider; one TOML section (`[providers.dav]` or similar), so a
 /// provider registry can deserialize it and call [`crate::DavProvider::new`].
 ///
 /// The rep's `mailbox` is the DAV user name. The secret is not read from the file: the caller
@@ -26,6 +28,9 @@ pub struct DavConfig {
     /// Display name of the address book to sync.
     #[serde(default = "default_address_book")]
     pub address_book: String,
+    /// Display name of the calendar events are read from (created when missing).
+    #[serde(default = "default_calendar")]
+    pub calendar: String,
     /// Resources fetched per `addressbook-multiget` report.
     #[serde(default = "default_multiget_batch")]
     pub multiget_batch: usize,
@@ -39,6 +44,10 @@ fn default_address_book() -> String {
     DEFAULT_ADDRESS_BOOK.into()
 }
 
+fn default_calendar() -> String {
+    DEFAULT_CALENDAR.into()
+}
+
 fn default_multiget_batch() -> usize {
     50
 }
@@ -49,6 +58,7 @@ impl DavConfig {
         Self {
             url: url.into(),
             address_book: default_address_book(),
+            calendar: default_calendar(),
             multiget_batch: default_multiget_batch(),
             password: None,
             bearer_token: None,
@@ -61,8 +71,8 @@ impl DavConfig {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(Error::invalid_config(format!("dav url {:?} is not an http(s) URL", self.url)));
         }
-        if self.address_book.trim().is_empty() {
-            return Err(Error::invalid_config("dav address_book is empty"));
+        if self.address_book.trim().is_empty() || self.calendar.trim().is_empty() {
+            return Err(Error::invalid_config("dav address_book and calendar must not be empty"));
         }
         if self.multiget_batch == 0 {
             return Err(Error::invalid_config("dav multiget_batch must be at least 1"));
@@ -80,6 +90,7 @@ impl fmt::Debug for DavConfig {
         f.debug_struct("DavConfig")
             .field("url", &self.url)
             .field("address_book", &self.address_book)
+            .field("calendar", &self.calendar)
             .field("multiget_batch", &self.multiget_batch)
             .field("password", &set(&self.password))
             .field("bearer_token", &set(&self.bearer_token))

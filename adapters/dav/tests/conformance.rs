@@ -1,4 +1,4 @@
-//! The conformance kit against the CardDAV provider on a real Radicale.
+//! The conformance kit against the CardDAV/CalDAV provider on a real Radicale.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use chrono::Utc;
 use crmsync_core::testkit::Harness;
-use crmsync_core::{Access, Collection, ConnectionMode, Contact, Kind, Provider, Record, Rep, SyncConfig};
+use crmsync_core::{Access, Collection, ConnectionMode, Contact, Event, Kind, Provider, Record, Rep, SyncConfig};
 use tokio::sync::Mutex;
 
 struct H {
@@ -38,24 +38,46 @@ impl Harness for H {
         *self.last.lock().await = Some(c.clone());
         c
     }
-    async fn expire_cursors(&self, _kind: Kind) {
+    async fn expire_cursors(&self, kind: Kind) {
         let last = self.last.lock().await.clone().expect("a collection");
-        common::expire(&self.server, last.as_ref()).await;
+        common::expire(&self.server, last.as_ref(), kind).await;
     }
-    fn invalid_record(&self, _kind: Kind) -> Record {
-        Record::Contact(Contact { company: Some("Nameless Ltd".into()), ..Default::default() })
+    fn invalid_record(&self, kind: Kind) -> Record {
+        match kind {
+            // Neither a name nor an e-mail address.
+            Kind::Contact => Record::Contact(Contact { company: Some("Nameless Ltd".into()), ..Default::default() }),
+            Kind::Event => {
+                let start = Utc::now() + chrono::Duration::days(3);
+                Record::Event(Event::new("Backwards", start, start - chrono::Duration::hours(1)))
+            }
+        }
     }
     fn page_size(&self, _kind: Kind) -> usize {
         5
     }
 }
 
+async fn harness() -> Option<H> {
+    Some(H { server: common::radicale().await?, n: AtomicUsize::new(0), last: Mutex::new(None) })
+}
+
 mod contacts {
     use super::*;
     crmsync_core::conformance_tests!(
         Kind::Contact,
-        match common::radicale().await {
-            Some(server) => H { server, n: AtomicUsize::new(0), last: Mutex::new(None) },
+        match harness().await {
+            Some(h) => h,
+            None => return,
+        }
+    );
+}
+
+mod events {
+    use super::*;
+    crmsync_core::conformance_tests!(
+        Kind::Event,
+        match harness().await {
+            Some(h) => h,
             None => return,
         }
     );

@@ -52,7 +52,7 @@ async fn syncs_both_ways_survives_an_expired_token_and_resyncs_quietly_after_res
     // The rep's address book holds Ann (also in the CRM) and Ned; the CRM holds Ann and Cora.
     let password = secrecy::SecretString::from("x");
     let session = Session::new(&server.url, Auth::Basic { user: "riley", password: &password }).unwrap();
-    let (book, supports_sync) = session.address_book("Salesforce Sync").await.unwrap();
+    let (book, supports_sync) = session.collection(Kind::Contact, "Salesforce Sync").await.unwrap();
     assert!(supports_sync, "Radicale supports sync-collection");
     let http = reqwest::Client::new();
     for (uid, given, family, email) in [("ann", "Ann", "Match", "ann@acme.com"), ("ned", "Ned", "New", "ned@acme.com")]
@@ -98,7 +98,7 @@ async fn syncs_both_ways_survives_an_expired_token_and_resyncs_quietly_after_res
     assert_eq!(ned_card.record.field("phone").as_deref(), Some("+1 555 0100"), "properties not written survive");
 
     // The sync token expires: a full read, nothing duplicated, nothing written.
-    common::expire(&server, dav.as_ref()).await;
+    common::expire(&server, dav.as_ref(), Kind::Contact).await;
     let r4 = engine.cycle(&rep).await.unwrap();
     assert_eq!(r4.error, None, "{r4:#?}");
     assert!(r4.contacts.full_read_provider, "{r4:#?}");

@@ -73,10 +73,11 @@ pub async fn radicale() -> Option<Radicale> {
 }
 
 impl Radicale {
-    /// A provider on this server syncing the address book `book`.
-    pub fn provider(&self, book: &str) -> DavProvider {
+    /// A provider on this server syncing the address book and calendar named `name`.
+    pub fn provider(&self, name: &str) -> DavProvider {
         let mut config = DavConfig::new(&self.url);
-        config.address_book = book.into();
+        config.address_book = name.into();
+        config.calendar = name.into();
         config.multiget_batch = 5;
         config.password = Some(SecretString::from("unused-with-auth-none"));
         DavProvider::new(config).expect("valid config")
@@ -103,10 +104,10 @@ impl Radicale {
 
 /// Make every sync token of `c`'s address book expire: change its state (a card created and
 /// deleted, which leaves the contents as they were) and drop the server's token history.
-pub async fn expire(server: &Radicale, c: &dyn crmsync_core::Collection) {
-    use crmsync_core::{Kind, NewItem, Side, SyncKey, testkit::sample};
-    let key = SyncKey::derive("expire", Kind::Contact, Side::Crm, &format!("{:?}", std::time::Instant::now()));
-    let made = c.create_many(&[NewItem { sync_key: key, record: sample(Kind::Contact, 999) }]).await.expect("create");
+pub async fn expire(server: &Radicale, c: &dyn crmsync_core::Collection, kind: crmsync_core::Kind) {
+    use crmsync_core::{NewItem, Side, SyncKey, testkit::sample};
+    let key = SyncKey::derive("expire", kind, Side::Crm, &format!("{:?}", std::time::Instant::now()));
+    let made = c.create_many(&[NewItem { sync_key: key, record: sample(kind, 999) }]).await.expect("create");
     let id = made[0].as_ref().expect("created").id.clone();
     c.delete_many(&[id]).await.expect("delete")[0].as_ref().expect("deleted");
     server.drop_sync_token_history();
