@@ -3,7 +3,7 @@
 //! from sync keys. Events are read inside the window, series expanded to occurrences (id
 //! `<href>#<start>`); occurrences of a series are read-only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use crmsync_core::config::Window;
@@ -15,10 +15,13 @@ use crmsync_core::{
 };
 use libdav::caldav::GetCalendarResources;
 use libdav::carddav::GetAddressBookResources;
-use libdav::dav::{Delete, PutResource, SyncCollection, WebDavError, mime_types};
+use libdav::dav::{Delete, ListResources, PutResource, SyncCollection, WebDavError, mime_types};
 
 use crate::client::{Session, map_err, slug, status_error};
 use crate::mapping;
+
+/// Prefix of an etag-listing cursor (servers without `sync-collection`).
+const ETAGS: &str = "etags:";
 
 /// Largest write batch (each item is one PUT or DELETE).
 pub const MAX_BATCH: usize = 50;
@@ -38,7 +41,7 @@ pub struct DavCollection {
     pub(crate) session: Session,
     pub(crate) href: String,
     pub(crate) multiget_batch: usize,
-    /// Whether the collection supports `sync-collection`; without it every read is full.
+    /// Whether reads use `sync-collection`; without it, etag listings are compared.
     pub(crate) supports_sync: bool,
 }
 
@@ -123,23 +126,46 @@ impl DavCollection {
         Ok(out)
     }
 
-    /// Every href in the collection (and a sync token when the server supports it).
-    async fn list(&self, token: Option<&str>) -> Result<(Vec<String>, Vec<String>, Option<String>)> {
+    /// What changed since `cursor` (everything without one): changed hrefs, deleted hrefs and
+    /// the next cursor. By `sync-collection` when the collection supports it (the cursor is the
+    /// sync token), otherwise by listing every resource's etag (the cursor is that listing).
+    async fn list(&self, cursor: Option<&str>) -> Result<(Vec<String>, Vec<String>, String)> {
+        if !self.supports_sync {
+            return self.list_etags(cursor).await;
+        }
         let mut req = SyncCollection::new(&self.href);
-        if let Some(t) = token {
+        if let Some(t) = cursor {
             req = req.with_sync_token(t);
         }
         match self.session.dav.request(req).await {
-            Ok(r) => Ok((r.changed.into_iter().map(|c| c.href).collect(), r.deleted, Some(r.new_sync_token))),
+            Ok(r) => Ok((r.changed.into_iter().map(|c| c.href).collect(), r.deleted, r.new_sync_token)),
             // RFC 6578: an unknown or expired token is a `valid-sync-token` precondition (403/409).
-            Err(WebDavError::PreconditionFailed(_)) if token.is_some() => {
+            Err(WebDavError::PreconditionFailed(_)) if cursor.is_some() => {
                 Err(Error::new(ErrorKind::CursorExpired, "dav sync token expired; read everything again"))
             }
-            Err(WebDavError::BadStatusCode(s)) if token.is_some() && s.is_client_error() => {
+            Err(WebDavError::BadStatusCode(s)) if cursor.is_some() && s.is_client_error() => {
                 Err(Error::new(ErrorKind::CursorExpired, format!("dav sync token refused ({s})")))
             }
             Err(e) => Err(map_err(e)),
         }
+    }
+
+    /// The fallback for servers without `sync-collection`: a PROPFIND listing of every
+    /// resource's etag, compared with the listing kept in the cursor.
+    async fn list_etags(&self, cursor: Option<&str>) -> Result<(Vec<String>, Vec<String>, String)> {
+        let before: BTreeMap<String, String> = match cursor {
+            None => BTreeMap::new(),
+            Some(c) => c
+                .strip_prefix(ETAGS)
+                .and_then(|json| serde_json::from_str(json).ok())
+                .ok_or_else(|| Error::new(ErrorKind::CursorExpired, "not an etag-listing cursor of this collection"))?,
+        };
+        let listed = self.session.dav.request(ListResources::new(&self.href)).await.map_err(map_err)?.resources;
+        let now: BTreeMap<String, String> = listed.into_iter().filter_map(|r| Some((r.href, r.etag?))).collect();
+        let changed = now.iter().filter(|(h, e)| before.get(*h) != Some(e)).map(|(h, _)| h.clone()).collect();
+        let deleted = before.keys().filter(|h| !now.contains_key(*h)).cloned().collect();
+        let next = format!("{ETAGS}{}", serde_json::to_string(&now).map_err(|e| Error::unexpected(e.to_string()))?);
+        Ok((changed, deleted, next))
     }
 
     /// The written resources read back (one multiget) in input order.
@@ -163,13 +189,12 @@ impl Collection for DavCollection {
             Format::Contacts => CONTACT_FIELDS,
             Format::Events(_) => EVENT_FIELDS,
         };
-        Capabilities { max_batch: MAX_BATCH, fields, incremental: self.supports_sync, find_beyond_scope: false }
+        Capabilities { max_batch: MAX_BATCH, fields, incremental: true, find_beyond_scope: false }
     }
 
     async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
-        let cursor = cursor.filter(|_| self.supports_sync);
-        let (changed, deleted, token) = self.list(cursor).await?;
-        let mut out = Changes { full: cursor.is_none(), cursor: token, ..Default::default() };
+        let (changed, deleted, next) = self.list(cursor).await?;
+        let mut out = Changes { full: cursor.is_none(), cursor: Some(next), ..Default::default() };
         for f in self.fetch(&changed).await? {
             match self.items_of(&f) {
                 Ok(items) => out.items.extend(items.into_iter().map(Change::Upsert)),

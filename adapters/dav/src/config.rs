@@ -31,6 +31,10 @@ pub struct DavConfig {
     /// Display name of the calendar events are read from (created when missing).
     #[serde(default = "default_calendar")]
     pub calendar: String,
+    /// Read changes by `sync-collection` where the server offers it; `false` compares etag
+    /// listings instead (what happens anyway on servers without it).
+    #[serde(default = "yes")]
+    pub sync_collection: bool,
     /// Resources fetched per `addressbook-multiget` report.
     #[serde(default = "default_multiget_batch")]
     pub multiget_batch: usize,
@@ -48,6 +52,10 @@ fn default_calendar() -> String {
     DEFAULT_CALENDAR.into()
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_multiget_batch() -> usize {
     50
 }
@@ -59,6 +67,7 @@ impl DavConfig {
             url: url.into(),
             address_book: default_address_book(),
             calendar: default_calendar(),
+            sync_collection: true,
             multiget_batch: default_multiget_batch(),
             password: None,
             bearer_token: None,
@@ -91,6 +100,7 @@ impl fmt::Debug for DavConfig {
             .field("url", &self.url)
             .field("address_book", &self.address_book)
             .field("calendar", &self.calendar)
+            .field("sync_collection", &self.sync_collection)
             .field("multiget_batch", &self.multiget_batch)
             .field("password", &set(&self.password))
             .field("bearer_token", &set(&self.bearer_token))

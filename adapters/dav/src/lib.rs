@@ -52,6 +52,7 @@ impl Provider for DavProvider {
             Kind::Event => (&self.config.calendar, Format::Events(access.window)),
         };
         let (href, supports_sync) = session.collection(kind, name).await?;
+        let supports_sync = supports_sync && self.config.sync_collection;
         let multiget_batch = self.config.multiget_batch;
         Ok(Arc::new(DavCollection { format, session, href, multiget_batch, supports_sync }))
     }

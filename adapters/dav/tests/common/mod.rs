@@ -75,7 +75,13 @@ pub async fn radicale() -> Option<Radicale> {
 impl Radicale {
     /// A provider on this server syncing the address book and calendar named `name`.
     pub fn provider(&self, name: &str) -> DavProvider {
+        self.provider_with(name, true)
+    }
+
+    /// The same, reading changes by `sync-collection` or (false) by comparing etag listings.
+    pub fn provider_with(&self, name: &str, sync_collection: bool) -> DavProvider {
         let mut config = DavConfig::new(&self.url);
+        config.sync_collection = sync_collection;
         config.address_book = name.into();
         config.calendar = name.into();
         config.multiget_batch = 5;
