@@ -12,7 +12,7 @@ use http::{HeaderValue, StatusCode};
 use libdav::CardDavClient;
 use libdav::caldav::{CreateCalendar, FindCalendarHomeSet, FindCalendars};
 use libdav::carddav::{CreateAddressBook, FindAddressBookHomeSet, FindAddressBooks};
-use libdav::dav::{RequestError, WebDavClient, WebDavError};
+use libdav::dav::{FindCurrentUserPrincipalError, RequestError, WebDavClient, WebDavError};
 use secrecy::{ExposeSecret, SecretString};
 
 /// The `tower` service libdav sends through: reqwest, the auth header, a request counter.
@@ -90,7 +90,10 @@ impl Session {
     /// and whether it supports `sync-collection`. Discovery: the `current-user-principal` of the
     /// base URL (or of `/`), then its home set.
     pub async fn collection(&self, kind: Kind, name: &str) -> Result<(String, bool)> {
-        let principal = self.dav.find_current_user_principal().await.map_err(|e| unexpected("principal", e))?;
+        let principal = self.dav.find_current_user_principal().await.map_err(|e| match e {
+            FindCurrentUserPrincipalError::RequestError(e) => map_err(e),
+            other => Error::invalid_config(format!("dav url: {other}")),
+        })?;
         let principal = principal.map_or_else(|| self.dav.base_url().path().to_owned(), |p| p.path().to_owned());
         let homes = match kind {
             Kind::Contact => {

@@ -107,3 +107,42 @@ impl fmt::Debug for DavConfig {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_toml_section_with_defaults_and_redacts_secrets() {
+        let mut c: DavConfig = toml::from_str("url = \"https://dav.example.com/\"").unwrap();
+        assert_eq!((c.address_book.as_str(), c.calendar.as_str()), (DEFAULT_ADDRESS_BOOK, DEFAULT_CALENDAR));
+        assert!(c.sync_collection);
+        c.validate().unwrap();
+        c.password = Some(SecretString::from("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        assert!(
+            toml::from_str::<DavConfig>("url = \"x\"\npassword = \"p\"").is_err(),
+            "secrets never come from the file"
+        );
+    }
+
+    #[test]
+    fn validate_refuses_what_cannot_work() {
+        let bad = |f: fn(&mut DavConfig)| {
+            let mut c = DavConfig::new("https://dav.example.com/");
+            f(&mut c);
+            c.validate().unwrap_err().kind()
+        };
+        assert_eq!(bad(|c| c.url = "not a url".into()), crmsync_core::ErrorKind::InvalidConfig);
+        assert_eq!(bad(|c| c.url = "ftp://dav.example.com/".into()), crmsync_core::ErrorKind::InvalidConfig);
+        assert_eq!(bad(|c| c.calendar = " ".into()), crmsync_core::ErrorKind::InvalidConfig);
+        assert_eq!(bad(|c| c.multiget_batch = 0), crmsync_core::ErrorKind::InvalidConfig);
+        assert_eq!(
+            bad(|c| {
+                c.password = Some(SecretString::from("a"));
+                c.bearer_token = Some(SecretString::from("b"));
+            }),
+            crmsync_core::ErrorKind::InvalidConfig
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! A real Radicale for the tests: started on a free loopback port with a temporary storage
-//! folder and no authentication (the Basic user name is the owner), stopped when dropped.
+//! folder and no authentication (the Basic user name is the owner) or htpasswd `plain` users,
+//! stopped when dropped.
 //!
 //! `CRMSYNC_RADICALE` names the `radicale` executable (`.ci/run` installs it into a venv). When
 //! it is unset the tests skip with a loud line, unless `CRMSYNC_REQUIRE_RADICALE=1`.
@@ -45,6 +46,15 @@ fn executable() -> Option<String> {
 
 /// A fresh server, or `None` (after a loud line) when Radicale is not installed.
 pub async fn radicale() -> Option<Radicale> {
+    start(&[]).await
+}
+
+/// A fresh server with htpasswd (`plain`) authentication for these users, or `None`.
+pub async fn radicale_with_users(users: &[(&str, &str)]) -> Option<Radicale> {
+    start(users).await
+}
+
+async fn start(users: &[(&str, &str)]) -> Option<Radicale> {
     let exe = executable()?;
     static VERSION: Once = Once::new();
     VERSION.call_once(|| {
@@ -54,10 +64,20 @@ pub async fn radicale() -> Option<Radicale> {
     let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
     let dir = std::env::temp_dir().join(format!("crmsync-radicale-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("storage folder");
-    let child = Command::new(&exe)
+    let mut cmd = Command::new(&exe);
+    if users.is_empty() {
+        cmd.args(["--auth-type", "none"]);
+    } else {
+        let file = dir.join("users");
+        let lines: String = users.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+        std::fs::write(&file, lines).expect("htpasswd file");
+        cmd.args(["--auth-type", "htpasswd", "--auth-htpasswd-encryption", "plain"])
+            .args(["--auth-htpasswd-filename", &file.to_string_lossy()]);
+    }
+    let child = cmd
         .args(["--server-hosts", &format!("127.0.0.1:{port}")])
         .args(["--storage-filesystem-folder", &dir.join("collections").to_string_lossy()])
-        .args(["--auth-type", "none", "--logging-level", "warning"])
+        .args(["--logging-level", "warning"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
