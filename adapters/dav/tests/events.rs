@@ -14,7 +14,7 @@ use crmsync_dav::client::{Auth, Session};
 const KOLKATA: &str = "BEGIN:VTIMEZONE\r\nTZID:Asia/Kolkata\r\nBEGIN:STANDARD\r\nDTSTART:19700101T000000\r\n\
 TZOFFSETFROM:+0530\r\nTZOFFSETTO:+0530\r\nTZNAME:IST\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n";
 
-async fn put(server: &common::Radicale, calendar: &str, name: &str, body: String) {
+async fn put(server: &common::Server, calendar: &str, name: &str, body: String) {
     let password = secrecy::SecretString::from("x");
     let session = Session::new(&server.url, Auth::Basic { user: "riley", password: &password }).unwrap();
     let (href, _) = session.collection(Kind::Event, calendar).await.unwrap();
@@ -28,18 +28,6 @@ async fn put(server: &common::Radicale, calendar: &str, name: &str, body: String
         .await
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
-}
-
-fn rep() -> Rep {
-    Rep {
-        id: "riley".into(),
-        name: "Riley Rep".into(),
-        crm_user_id: "riley".into(),
-        provider: "dav".into(),
-        mailbox: "riley".into(),
-        connection: ConnectionMode::AdminManaged,
-        config: SyncConfig::default(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,8 +56,8 @@ async fn a_series_in_its_own_zone_expands_to_occurrences_and_syncs_once_each() {
     put(&server, "Calendar", "offsite.ics", all_day).await;
 
     let provider = server.provider("Calendar");
-    let access = Access { window: rep().config.window(Utc::now()), grant: None };
-    let cal = provider.collection(&rep(), Kind::Event, &access).await.unwrap();
+    let access = Access { window: common::rep().config.window(Utc::now()), grant: None };
+    let cal = provider.collection(&common::rep(), Kind::Event, &access).await.unwrap();
     let read = cal.changes(None).await.unwrap();
     let mut events: Vec<Event> = read
         .items
@@ -96,7 +84,7 @@ async fn a_series_in_its_own_zone_expands_to_occurrences_and_syncs_once_each() {
     // The engine: each occurrence once in the CRM (the private one skipped), then nothing to do.
     let crm = Arc::new(MemCrm::default());
     let user = crm.add_user("Riley Rep", &[]);
-    let mut rep = Rep { id: user.clone(), crm_user_id: user, ..rep() };
+    let mut rep = Rep { id: user.clone(), crm_user_id: user, ..common::rep() };
     rep.config.contacts.direction = Direction::Off;
     let engine = Engine::new(crm.clone(), Arc::new(MemStore::default())).with_provider(Arc::new(provider));
     let r1 = engine.cycle(&rep).await.unwrap();

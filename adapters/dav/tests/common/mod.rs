@@ -1,9 +1,10 @@
-//! A real Radicale for the tests: started on a free loopback port with a temporary storage
-//! folder and no authentication (the Basic user name is the owner) or htpasswd `plain` users,
-//! stopped when dropped.
+//! Real DAV servers for the tests, each started on a free loopback port with a temporary
+//! storage folder and stopped when dropped: Radicale with no authentication (the Basic user
+//! name is the owner) or htpasswd `plain` users, and Xandikos (single user, `/user/`).
 //!
-//! `CRMSYNC_RADICALE` names the `radicale` executable (`.ci/run` installs it into a venv). When
-//! it is unset the tests skip with a loud line, unless `CRMSYNC_REQUIRE_RADICALE=1`.
+//! `CRMSYNC_RADICALE` / `CRMSYNC_XANDIKOS` name the executables (`.ci/run` installs both into a
+//! venv). When one is unset its tests skip with a loud line, unless
+//! `CRMSYNC_REQUIRE_RADICALE=1` (which CI sets for both).
 
 #![allow(dead_code)]
 
@@ -17,14 +18,27 @@ use crmsync_core::testkit::say;
 use crmsync_dav::{DavConfig, DavProvider};
 use secrecy::SecretString;
 
+/// The rep the tests sync (the DAV user `riley`).
+pub fn rep() -> crmsync_core::Rep {
+    crmsync_core::Rep {
+        id: "riley".into(),
+        name: "Riley Rep".into(),
+        crm_user_id: "riley".into(),
+        provider: "dav".into(),
+        mailbox: "riley".into(),
+        connection: crmsync_core::ConnectionMode::AdminManaged,
+        config: crmsync_core::SyncConfig::default(),
+    }
+}
+
 #[derive(Debug)]
-pub struct Radicale {
+pub struct Server {
     child: Child,
     pub dir: PathBuf,
     pub url: String,
 }
 
-impl Drop for Radicale {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -32,38 +46,77 @@ impl Drop for Radicale {
     }
 }
 
-fn executable() -> Option<String> {
-    if let Ok(path) = std::env::var("CRMSYNC_RADICALE") {
+fn executable(var: &str) -> Option<String> {
+    if let Ok(path) = std::env::var(var) {
         return Some(path);
     }
     assert!(
         std::env::var("CRMSYNC_REQUIRE_RADICALE").as_deref() != Ok("1"),
-        "CRMSYNC_REQUIRE_RADICALE=1 but CRMSYNC_RADICALE is unset"
+        "CRMSYNC_REQUIRE_RADICALE=1 but {var} is unset"
     );
-    say("dav tests: SKIPPED — set CRMSYNC_RADICALE to a radicale executable (bash .ci/run installs one)");
+    say(&format!("dav tests: SKIPPED — set {var} to the server's executable (bash .ci/run installs it)"));
     None
 }
 
+fn print_version_once(once: &'static Once, name: &str, exe: &str) {
+    once.call_once(|| {
+        let out = Command::new(exe).arg("--version").output().expect("--version runs");
+        let text = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout }).into_owned();
+        say(&format!("dav tests: {name} {}", text.trim()));
+    });
+}
+
+fn free_port_and_dir(name: &str) -> (u16, PathBuf) {
+    let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let dir = std::env::temp_dir().join(format!("crmsync-{name}-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("storage folder");
+    (port, dir)
+}
+
+async fn answering(child: Child, dir: PathBuf, port: u16) -> Server {
+    let server = Server { child, dir, url: format!("http://127.0.0.1:{port}/") };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not answer on port {port}");
+}
+
+/// A fresh Xandikos, or `None` (after a loud line) when it is not installed.
+pub async fn xandikos() -> Option<Server> {
+    let exe = executable("CRMSYNC_XANDIKOS")?;
+    static VERSION: Once = Once::new();
+    print_version_once(&VERSION, "Xandikos", &exe);
+    let (port, dir) = free_port_and_dir("xandikos");
+    let child = Command::new(&exe)
+        .args(["serve", "--autocreate", "-l", "127.0.0.1", "-p", &port.to_string(), "-d"])
+        .arg(dir.join("data"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("xandikos starts");
+    Some(answering(child, dir, port).await)
+}
+
 /// A fresh server, or `None` (after a loud line) when Radicale is not installed.
-pub async fn radicale() -> Option<Radicale> {
+pub async fn radicale() -> Option<Server> {
     start(&[]).await
 }
 
 /// A fresh server with htpasswd (`plain`) authentication for these users, or `None`.
-pub async fn radicale_with_users(users: &[(&str, &str)]) -> Option<Radicale> {
+pub async fn radicale_with_users(users: &[(&str, &str)]) -> Option<Server> {
     start(users).await
 }
 
-async fn start(users: &[(&str, &str)]) -> Option<Radicale> {
-    let exe = executable()?;
+async fn start(users: &[(&str, &str)]) -> Option<Server> {
+    let exe = executable("CRMSYNC_RADICALE")?;
     static VERSION: Once = Once::new();
-    VERSION.call_once(|| {
-        let out = Command::new(&exe).arg("--version").output().expect("radicale --version runs");
-        say(&format!("dav tests: Radicale {}", String::from_utf8_lossy(&out.stdout).trim()));
-    });
-    let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-    let dir = std::env::temp_dir().join(format!("crmsync-radicale-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("storage folder");
+    print_version_once(&VERSION, "Radicale", &exe);
+    let (port, dir) = free_port_and_dir("radicale");
     let mut cmd = Command::new(&exe);
     if users.is_empty() {
         cmd.args(["--auth-type", "none"]);
@@ -82,17 +135,10 @@ async fn start(users: &[(&str, &str)]) -> Option<Radicale> {
         .stderr(Stdio::null())
         .spawn()
         .expect("radicale starts");
-    let server = Radicale { child, dir, url: format!("http://127.0.0.1:{port}/") };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(server);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("radicale did not answer on port {port}");
+    Some(answering(child, dir, port).await)
 }
 
-impl Radicale {
+impl Server {
     /// A provider on this server syncing the address book and calendar named `name`.
     pub fn provider(&self, name: &str) -> DavProvider {
         self.provider_with(name, true)
@@ -130,7 +176,7 @@ impl Radicale {
 
 /// Make every sync token of `c`'s address book expire: change its state (a card created and
 /// deleted, which leaves the contents as they were) and drop the server's token history.
-pub async fn expire(server: &Radicale, c: &dyn crmsync_core::Collection, kind: crmsync_core::Kind) {
+pub async fn expire(server: &Server, c: &dyn crmsync_core::Collection, kind: crmsync_core::Kind) {
     use crmsync_core::{NewItem, Side, SyncKey, testkit::sample};
     let key = SyncKey::derive("expire", kind, Side::Crm, &format!("{:?}", std::time::Instant::now()));
     let made = c.create_many(&[NewItem { sync_key: key, record: sample(kind, 999) }]).await.expect("create");
