@@ -85,16 +85,22 @@ impl Session {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// The user's principal (`current-user-principal` of the base URL, or of `/`; the base URL
+    /// when the server names none). One request when the base URL answers.
+    pub async fn principal(&self) -> Result<String> {
+        let principal = self.dav.find_current_user_principal().await.map_err(|e| match e {
+            FindCurrentUserPrincipalError::RequestError(e) => map_err(e),
+            other => Error::invalid_config(format!("dav url: {other}")),
+        })?;
+        Ok(principal.map_or_else(|| self.dav.base_url().path().to_owned(), |p| p.path().to_owned()))
+    }
+
     /// The href of the address book (contacts) or calendar (events) named `name` (display name,
     /// or last path segment), created (MKCOL / MKCALENDAR) in the first home set when missing,
     /// and whether it supports `sync-collection`. Discovery: the `current-user-principal` of the
     /// base URL (or of `/`), then its home set.
     pub async fn collection(&self, kind: Kind, name: &str) -> Result<(String, bool)> {
-        let principal = self.dav.find_current_user_principal().await.map_err(|e| match e {
-            FindCurrentUserPrincipalError::RequestError(e) => map_err(e),
-            other => Error::invalid_config(format!("dav url: {other}")),
-        })?;
-        let principal = principal.map_or_else(|| self.dav.base_url().path().to_owned(), |p| p.path().to_owned());
+        let principal = self.principal().await?;
         let homes = match kind {
             Kind::Contact => {
                 self.dav.request(FindAddressBookHomeSet::new(&principal)).await.map_err(map_err)?.home_sets

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use crmsync_core::{Access, Collection, Kind, Provider, Rep, Result};
+use secrecy::SecretString;
 
 pub use collection::{DavCollection, Format};
 pub use config::DavConfig;
@@ -55,5 +56,10 @@ impl Provider for DavProvider {
         let supports_sync = supports_sync && self.config.sync_collection;
         let multiget_batch = self.config.multiget_batch;
         Ok(Arc::new(DavCollection { format, session, href, multiget_batch, supports_sync }))
+    }
+
+    /// The grant is the rep's password: one PROPFIND for their principal with it.
+    async fn verify_grant(&self, rep: &Rep, grant: &SecretString) -> Result<()> {
+        Session::new(&self.config.url, Auth::Basic { user: &rep.mailbox, password: grant })?.principal().await.map(drop)
     }
 }

@@ -1,5 +1,6 @@
 //! Basic auth against a Radicale with htpasswd users: the right password opens the rep's
-//! address book, a wrong one is `Unauthenticated`, and the password never shows in errors.
+//! address book, a wrong one is `Unauthenticated` (also when a grant is verified), and the
+//! password never shows in errors.
 
 mod common;
 
@@ -24,6 +25,11 @@ async fn basic_auth_opens_the_book_and_a_wrong_password_is_unauthenticated() {
         provider("wrong-pass").collection(&common::rep(), Kind::Contact, &access).await.expect_err("a wrong password");
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
     assert!(!format!("{err:?}").contains("wrong-pass"), "the password stays out of errors");
+    // Connecting a user-managed rep tries their grant (the password) first.
+    let p = provider("anything");
+    p.verify_grant(&common::rep(), &SecretString::from("s3cret-pass")).await.expect("the right grant");
+    let err = p.verify_grant(&common::rep(), &SecretString::from("wrong-pass")).await.expect_err("a wrong grant");
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
     // The rep's own grant (user-managed) is the password.
     let access = Access { grant: Some(SecretString::from("s3cret-pass")), ..access };
     provider("wrong-pass").collection(&common::rep(), Kind::Contact, &access).await.expect("the grant is the password");

@@ -7,7 +7,6 @@ mod common;
 use std::sync::Arc;
 
 use crmsync_core::memory::{MemCrm, MemStore};
-use crmsync_core::port::Store;
 use crmsync_core::*;
 use crmsync_dav::client::{Auth, Session};
 
