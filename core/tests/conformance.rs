@@ -1,33 +1,46 @@
-//! The in-memory reference collection passes the conformance kit every adapter runs.
+//! The in-memory reference collection passes the conformance kit every adapter runs: once as a
+//! provider folder (`find` sees only its scope) and once as a CRM view that finds records of
+//! other owners (`in_scope = false`).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use crmsync_core::memory::{MemCollection, MemState, Scope};
-use crmsync_core::testkit::{Harness, check_collection};
+use crmsync_core::testkit::Harness;
 use crmsync_core::{Capabilities, Collection, Contact, Kind, Record};
-use tokio::sync::Mutex;
 
-#[derive(Default)]
+/// One in-memory service; every collection is a fresh tag (scope) of it.
 struct Mem {
-    current: Mutex<Option<Arc<std::sync::Mutex<MemState>>>>,
+    state: Arc<Mutex<MemState>>,
+    beyond_scope: bool,
+    n: AtomicUsize,
+}
+
+fn mem(beyond_scope: bool) -> Mem {
+    let state = MemState::shared("x");
+    {
+        let mut st = state.lock().unwrap();
+        st.page_size = 7;
+        st.require_family_name = true;
+    }
+    Mem { state, beyond_scope, n: AtomicUsize::new(0) }
 }
 
 #[async_trait]
 impl Harness for Mem {
     async fn collection(&self, kind: Kind) -> Arc<dyn Collection> {
-        let state = MemState::shared("x");
-        {
-            let mut st = state.lock().unwrap();
-            st.page_size = 7;
-            st.require_family_name = true;
-        }
-        *self.current.lock().await = Some(state.clone());
-        let caps = Capabilities { max_batch: 5, fields: kind.fields(), incremental: true, find_beyond_scope: false };
-        Arc::new(MemCollection::new(state, Scope::Tag("folder".into()), caps))
+        let tag = format!("folder{}", self.n.fetch_add(1, Ordering::Relaxed));
+        let caps = Capabilities {
+            max_batch: 5,
+            fields: kind.fields(),
+            incremental: true,
+            find_beyond_scope: self.beyond_scope,
+        };
+        Arc::new(MemCollection::new(self.state.clone(), Scope::Tag(tag), caps))
     }
     async fn expire_cursors(&self, _kind: Kind) {
-        self.current.lock().await.as_ref().expect("a collection").lock().unwrap().expire_cursors();
+        self.state.lock().unwrap().expire_cursors();
     }
     fn invalid_record(&self, kind: Kind) -> Record {
         match kind {
@@ -46,9 +59,22 @@ impl Harness for Mem {
     }
 }
 
-#[tokio::test]
-async fn memory_collection_passes_the_conformance_kit() {
-    let h = Mem::default();
-    check_collection(&h, Kind::Contact).await;
-    check_collection(&h, Kind::Event).await;
+mod folder_contacts {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Contact, mem(false));
+}
+
+mod folder_events {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Event, mem(false));
+}
+
+mod crm_view_contacts {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Contact, mem(true));
+}
+
+mod crm_view_events {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Event, mem(true));
 }

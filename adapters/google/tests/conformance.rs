@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{Duration, Utc};
-use crmsync_core::testkit::{Harness, check_collection};
+use crmsync_core::testkit::Harness;
 use crmsync_core::{Collection, ConnectionMode, Contact, Event, Kind, Provider, Record};
 use crmsync_google::GoogleProvider;
 use crmsync_google::fake::FakeGoogle;
@@ -48,24 +48,27 @@ impl Harness for H {
     }
 }
 
-#[tokio::test]
-async fn conformance_contacts_admin_managed() {
+async fn harness(user_managed: bool) -> H {
     let fake = FakeGoogle::start().await;
-    let h = H { provider: common::provider(&fake, 50), fake, user_managed: false };
-    check_collection(&h, Kind::Contact).await;
+    H { provider: common::provider(&fake, 50), fake, user_managed }
 }
 
-#[tokio::test]
-async fn conformance_events_admin_managed() {
-    let fake = FakeGoogle::start().await;
-    let h = H { provider: common::provider(&fake, 50), fake, user_managed: false };
-    check_collection(&h, Kind::Event).await;
+mod contacts_admin_managed {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Contact, harness(false).await);
 }
 
-#[tokio::test]
-async fn conformance_both_kinds_user_managed() {
-    let fake = FakeGoogle::start().await;
-    let h = H { provider: common::provider(&fake, 50), fake, user_managed: true };
-    check_collection(&h, Kind::Contact).await;
-    check_collection(&h, Kind::Event).await;
+mod events_admin_managed {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Event, harness(false).await);
+}
+
+mod contacts_user_managed {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Contact, harness(true).await);
+}
+
+mod events_user_managed {
+    use super::*;
+    crmsync_core::conformance_tests!(Kind::Event, harness(true).await);
 }

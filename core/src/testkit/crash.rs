@@ -47,6 +47,12 @@ pub struct CrashingCollection {
     switch: CrashSwitch,
 }
 
+impl CrashingCollection {
+    pub fn new(inner: Arc<dyn Collection>, switch: CrashSwitch) -> Self {
+        Self { inner, switch }
+    }
+}
+
 #[async_trait]
 impl Collection for CrashingCollection {
     fn capabilities(&self) -> Capabilities {
