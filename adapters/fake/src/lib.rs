@@ -10,14 +10,19 @@
 //! - the handle ([`Handle`]: start on a random port or a given listener, `uri()`, counters,
 //!   faults) and the shared state ([`Shared`]).
 //!
-//! Rules, faults and log entries are serde types, so a control API or a CLI flag can carry them.
+//! - the control API under `/_crmsync/` (health, reset to the seed, snapshots, faults, the
+//!   request log, and each fake's own routes), the HTTP face of the handle.
+//!
+//! Rules, faults and log entries are serde types, so the control API and CLI flags carry them.
 
+mod control;
 mod fault;
 mod log;
 mod server;
 mod token;
 
+pub use control::{PREFIX as CONTROL_PREFIX, control_body, control_error, fault_rules};
 pub use fault::{Fault, FaultRule, Rng, Schedule};
 pub use log::LogEntry;
-pub use server::{Chassis, Handle, Reply, Service, Shared};
+pub use server::{Chassis, Handle, Reply, SEED, Service, Shared};
 pub use token::{Tokens, oauth_error, oauth_form};

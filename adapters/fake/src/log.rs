@@ -60,6 +60,10 @@ impl Log {
         }
     }
 
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     pub fn entries(&self) -> Vec<LogEntry> {
         self.entries.iter().cloned().collect()
     }

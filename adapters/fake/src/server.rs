@@ -50,7 +50,7 @@ impl Reply {
         self.body.as_ref().and_then(|(b, _)| serde_json::from_slice(b).ok()).unwrap_or(Value::Null)
     }
 
-    fn template(self, cut: bool, delay_ms: u64) -> ResponseTemplate {
+    pub(crate) fn template(self, cut: bool, delay_ms: u64) -> ResponseTemplate {
         let mut t = ResponseTemplate::new(self.status);
         for (k, v) in &self.headers {
             t = t.insert_header(k.as_str(), v.as_str());
@@ -67,8 +67,9 @@ impl Reply {
     }
 }
 
-/// A fake service's state, served by the chassis.
-pub trait Service: Send + 'static {
+/// A fake service's state, served by the chassis. It is `Clone` so the chassis can keep
+/// snapshots of it (the seed, named snapshots) and restore them.
+pub trait Service: Clone + Send + 'static {
     /// The endpoint name of a request: the key of the counters and of fault rules.
     fn endpoint(&self, method: &str, path: &str) -> String;
     /// Serve one request. Sub-requests of a batch count (and draw faults) through `chassis`.
@@ -81,6 +82,14 @@ pub trait Service: Send + 'static {
     fn expire_cursors(&mut self);
     /// Called once the server listens on `uri` (e.g. for URLs the service hands out).
     fn started(&mut self, _uri: &str) {}
+    /// After a restore from a snapshot: carry over from the state `before` it what outlives
+    /// a restore — the access tokens issued, so signed-in clients stay signed in.
+    fn keep_sessions(&mut self, _before: Self) {}
+    /// The fake's own control routes under `/_crmsync/` (`path` is what follows the prefix,
+    /// e.g. `users`), such as creating a mailbox or loading a scenario. `None`: not one of them.
+    fn control(&mut self, _method: &str, _path: &str, _body: &[u8]) -> Option<Reply> {
+        None
+    }
 }
 
 /// A fake's state behind a lock, shared by its handle and its server. Cheap to clone.
@@ -113,15 +122,24 @@ impl<S> std::fmt::Debug for Shared<S> {
 /// What the chassis keeps per fake: counters, fault rules, the generator, the request log.
 #[derive(Debug, Default)]
 pub struct Chassis {
-    total: u64,
+    pub(crate) total: u64,
     counters: BTreeMap<String, u64>,
-    rules: Rules,
-    rng: Rng,
-    fired: u64,
-    log: Log,
+    pub(crate) rules: Rules,
+    pub(crate) rng: Rng,
+    pub(crate) fired: u64,
+    pub(crate) log: Log,
 }
 
 impl Chassis {
+    /// No pending faults, counters zeroed, the request log empty (the generator keeps its seed).
+    pub(crate) fn reset(&mut self) {
+        self.rules.clear();
+        self.total = 0;
+        self.fired = 0;
+        self.counters.clear();
+        self.log.clear();
+    }
+
     /// Count a request (or sub-request) to `endpoint`.
     pub fn count(&mut self, endpoint: &str) {
         *self.counters.entry(endpoint.to_owned()).or_default() += 1;
@@ -199,35 +217,80 @@ fn handle<S: Service>(chassis: &Mutex<Chassis>, state: &Shared<S>, req: &Request
     reply.template(cut, delay_ms)
 }
 
+/// A fake's state and its snapshots (the seed among them).
+struct Fake<S> {
+    state: Shared<S>,
+    saved: Shared<BTreeMap<String, S>>,
+}
+
+impl<S> Clone for Fake<S> {
+    fn clone(&self) -> Self {
+        Self { state: self.state.clone(), saved: self.saved.clone() }
+    }
+}
+
 struct Responder<S> {
     chassis: Arc<Mutex<Chassis>>,
-    state: Shared<S>,
+    fake: Fake<S>,
 }
 
 impl<S: Service> Respond for Responder<S> {
     fn respond(&self, req: &Request) -> ResponseTemplate {
-        handle(&self.chassis, &self.state, req)
+        match crate::control::route(&self.chassis, &self.fake, req) {
+            Some(reply) => reply.template(false, 0),
+            None => handle(&self.chassis, &self.fake.state, req),
+        }
     }
 }
 
-/// What the handle can do to any fake's state without knowing its type.
-trait Control: Send + Sync {
+/// What the handle and the control API can do to any fake's state without knowing its type.
+pub(crate) trait Control: Send + Sync {
     fn expire_tokens(&self);
     fn expire_cursors(&self);
+    /// Save the current state as snapshot `name` (the seed is [`SEED`]).
+    fn save(&self, name: &str);
+    /// Become snapshot `name`; false if there is none.
+    fn restore(&self, name: &str) -> bool;
+    /// The snapshot names.
+    fn saved(&self) -> Vec<String>;
+    /// The fake's own control routes.
+    fn service_control(&self, method: &str, path: &str, body: &[u8]) -> Option<Reply>;
 }
 
-impl<S: Service> Control for Shared<S> {
+/// The snapshot `POST /_crmsync/reset` and [`Handle::reset`] return to.
+pub const SEED: &str = "seed";
+
+impl<S: Service> Control for Fake<S> {
     fn expire_tokens(&self) {
-        self.lock().expire_tokens();
+        self.state.lock().expire_tokens();
     }
     fn expire_cursors(&self) {
-        self.lock().expire_cursors();
+        self.state.lock().expire_cursors();
+    }
+    fn save(&self, name: &str) {
+        let copy = self.state.lock().clone();
+        self.saved.lock().insert(name.to_owned(), copy);
+    }
+    fn restore(&self, name: &str) -> bool {
+        let saved = self.saved.lock();
+        let Some(snapshot) = saved.get(name) else { return false };
+        let mut st = self.state.lock();
+        let before = std::mem::replace(&mut *st, snapshot.clone());
+        st.keep_sessions(before);
+        true
+    }
+    fn saved(&self) -> Vec<String> {
+        self.saved.lock().keys().cloned().collect()
+    }
+    fn service_control(&self, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
+        self.state.lock().control(method, path, body)
     }
 }
 
-/// A running fake: its address, counters, fault rules and request log. Cheap to clone; the
-/// server stops when the last clone is dropped. Each fake (`FakeSalesforce`, `FakeGraph`,
-/// `FakeGoogle`) dereferences to its handle.
+/// A running fake: its address, counters, fault rules, request log and snapshots. Cheap to
+/// clone; the server stops when the last clone is dropped. Each fake (`FakeSalesforce`,
+/// `FakeGraph`, `FakeGoogle`) dereferences to its handle. The same operations are served over
+/// HTTP under `/_crmsync/` (the control API).
 #[derive(Clone)]
 pub struct Handle {
     server: Arc<MockServer>,
@@ -243,7 +306,7 @@ impl std::fmt::Debug for Handle {
 
 impl Handle {
     /// Serve `state` on a random loopback port, or on `listener` (a fixed port, for
-    /// `crmsync sandbox`).
+    /// `crmsync sandbox`). The state it starts with is the seed until [`save_seed`](Self::save_seed).
     pub async fn start<S: Service>(state: Shared<S>, listener: Option<TcpListener>) -> Self {
         let builder = MockServer::builder().disable_request_recording();
         let server = match listener {
@@ -251,10 +314,12 @@ impl Handle {
             None => builder.start().await,
         };
         let chassis = Arc::new(Mutex::new(Chassis::default()));
-        let responder = Responder { chassis: chassis.clone(), state: state.clone() };
+        let fake = Fake { state: state.clone(), saved: Shared::new(BTreeMap::new()) };
+        let responder = Responder { chassis: chassis.clone(), fake: fake.clone() };
         Mock::given(wiremock::matchers::any()).respond_with(responder).mount(&server).await;
         state.lock().started(&server.uri());
-        Self { server: Arc::new(server), chassis, control: Arc::new(state) }
+        fake.save(SEED);
+        Self { server: Arc::new(server), chassis, control: Arc::new(fake) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Chassis> {
@@ -349,6 +414,35 @@ impl Handle {
     /// Expire every delta / sync token (cursor) handed out so far.
     pub fn expire_cursors(&self) {
         self.control.expire_cursors();
+    }
+
+    // ---- snapshots ----
+
+    /// Make the current state the seed that [`reset`](Self::reset) returns to.
+    pub fn save_seed(&self) {
+        self.control.save(SEED);
+    }
+
+    /// Save the current state as snapshot `name`.
+    pub fn snapshot(&self, name: &str) {
+        self.control.save(name);
+    }
+
+    /// Return to snapshot `name` (issued tokens stay valid). False if there is no such snapshot.
+    pub fn restore(&self, name: &str) -> bool {
+        self.control.restore(name)
+    }
+
+    /// The snapshot names (the seed is `seed`).
+    pub fn snapshots(&self) -> Vec<String> {
+        self.control.saved()
+    }
+
+    /// Back to the seed: its state, no pending faults, counters zeroed, the request log empty.
+    pub fn reset(&self) {
+        let mut ch = self.lock();
+        self.control.restore(SEED);
+        ch.reset();
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::Reply;
 
 /// Access tokens and refresh tokens, each naming a principal `P` (a user, an app…).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Tokens<P> {
     access: HashMap<String, P>,
     refresh: HashMap<String, P>,
@@ -41,6 +41,13 @@ impl<P: Clone> Tokens<P> {
     /// Expire every access token issued so far.
     pub fn expire(&mut self) {
         self.access.clear();
+    }
+
+    /// Keep accepting the access tokens `other` issued (after a restore from a snapshot, so
+    /// signed-in clients stay signed in).
+    pub fn keep_access(&mut self, other: Tokens<P>) {
+        self.access.extend(other.access);
+        self.seq = self.seq.max(other.seq);
     }
 
     /// Accept `token` as a refresh token for `principal`.

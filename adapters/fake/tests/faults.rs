@@ -6,7 +6,7 @@ use serde_json::json;
 use wiremock::Request;
 
 /// A counter behind a token: `POST /token` → a token; `POST /items` adds one; `GET /items`.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Toy {
     items: u64,
     tokens: Tokens<()>,
@@ -54,6 +54,21 @@ impl Service for Toy {
     fn expire_cursors(&mut self) {
         self.cursor_epoch += 1;
     }
+    fn keep_sessions(&mut self, before: Self) {
+        self.tokens.keep_access(before.tokens);
+    }
+    fn control(&mut self, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
+        match (method, path) {
+            ("POST", "seed") => match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => {
+                    self.items = v["items"].as_u64().unwrap_or(0);
+                    Some(Reply::json(201, json!({"items": self.items})))
+                }
+                Err(e) => Some(Reply::json(400, json!({"error": e.to_string()}))),
+            },
+            _ => None,
+        }
+    }
 }
 
 struct Env {
@@ -83,6 +98,16 @@ impl Env {
     }
     fn items(&self) -> u64 {
         self.state.lock().items
+    }
+    /// A control API call: status and JSON body (`Null` when empty).
+    async fn control(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let mut r = self.http.request(method, format!("{}/_crmsync/{path}", self.fake.uri()));
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b.to_owned());
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or_default())
     }
     fn last_fault(&self) -> Option<Fault> {
         self.fake.request_log().last().and_then(|e| e.fault.clone())
@@ -199,4 +224,76 @@ async fn counters_and_the_log_cover_every_request() {
     assert_eq!(log.iter().map(|l| (l.seq, l.method.as_str())).collect::<Vec<_>>(), vec![(3, "POST"), (4, "GET")]);
     e.fake.reset_counts();
     assert_eq!((e.fake.requests(), e.fake.count("post /items")), (0, 0));
+}
+
+#[tokio::test]
+async fn the_control_api_injects_lists_and_clears_faults_without_being_counted() {
+    use reqwest::Method;
+    let e = env().await;
+    let (status, health) = e.control(Method::GET, "health", None).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let rules = r#"[{"fault": {"kind": "too_many_requests", "retry_after_ms": 1000}, "method": "POST"},
+                    {"fault": {"kind": "unavailable"}, "endpoint": "get /items", "schedule": {"type": "next", "skip": 0, "count": 2}}]"#;
+    assert_eq!(e.control(Method::POST, "faults", Some(rules)).await.0, 201);
+    assert_eq!(e.control(Method::GET, "faults", None).await.1["faults"].as_array().map(Vec::len), Some(2));
+    let r = e.http.post(format!("{}/items", e.fake.uri())).bearer_auth(&e.token).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["retry-after"].to_str().unwrap()), (429, "1"));
+    assert_eq!(e.call(Method::GET, "/items").await.unwrap().0, 503);
+    assert_eq!(e.control(Method::DELETE, "faults", None).await.0, 204);
+    assert_eq!(e.call(Method::GET, "/items").await.unwrap().0, 200, "the second 503 was cleared");
+    assert_eq!(e.fake.requests(), 4, "token + 3 API requests; control requests are not counted");
+    let (status, err) = e.control(Method::POST, "faults", Some(r#"{"fault": {"kind": "meteor"}}"#)).await;
+    assert_eq!(status, 400);
+    assert!(err["message"].as_str().unwrap().contains("meteor"), "{err}");
+    let rate = r#"{"fault": {"kind": "unavailable"}, "schedule": {"type": "rate", "rate": 2.0}}"#;
+    assert_eq!(e.control(Method::POST, "faults", Some(rate)).await.0, 400, "a rate above 1 is refused");
+    assert!(e.fake.faults().is_empty());
+}
+
+#[tokio::test]
+async fn the_request_log_is_filtered_by_method_path_and_status() {
+    use reqwest::Method;
+    let e = env().await;
+    e.fake.fail_next(2, Fault::Unavailable);
+    e.post().await.unwrap();
+    e.post().await.unwrap();
+    e.call(Method::GET, "/items").await.unwrap();
+    let (_, all) = e.control(Method::GET, "requests", None).await;
+    assert_eq!(all["requests"].as_array().unwrap().len(), 4, "{all}");
+    let (_, posts) = e.control(Method::GET, "requests?method=post&path=/items", None).await;
+    let statuses: Vec<_> = posts["requests"].as_array().unwrap().iter().map(|r| r["status"].as_u64()).collect();
+    assert_eq!(statuses, vec![Some(200), Some(503)]);
+    let (_, failed) = e.control(Method::GET, "requests?status=503", None).await;
+    assert_eq!(failed["requests"][0]["fault"]["kind"], "unavailable", "{failed}");
+    let (_, newest) = e.control(Method::GET, "requests?limit=1", None).await;
+    assert_eq!(newest["requests"][0]["method"], "GET");
+    assert_eq!(e.control(Method::GET, "requests?status=abc", None).await.0, 400);
+    assert_eq!(e.control(Method::DELETE, "requests", None).await.0, 204);
+    assert!(e.fake.request_log().is_empty());
+}
+
+#[tokio::test]
+async fn reset_returns_to_the_seed_and_restore_to_a_snapshot_keeping_sessions() {
+    use reqwest::Method;
+    let e = env().await;
+    let (status, seeded) = e.control(Method::POST, "seed", Some(r#"{"items": 5}"#)).await;
+    assert_eq!((status, seeded["items"].as_u64()), (201, Some(5)));
+    e.post().await.unwrap();
+    assert_eq!(e.control(Method::POST, "snapshot", Some(r#"{"name": "six"}"#)).await.0, 201);
+    e.post().await.unwrap();
+    e.fake.inject(FaultRule::new(Fault::Unavailable).endpoint("never"));
+    assert_eq!(e.items(), 7);
+    assert_eq!(e.control(Method::POST, "restore", Some(r#"{"name": "six"}"#)).await.0, 200);
+    assert_eq!(e.items(), 6);
+    assert_eq!(e.control(Method::POST, "restore", Some(r#"{"name": "nope"}"#)).await.0, 404);
+    let (_, names) = e.control(Method::GET, "snapshot", None).await;
+    assert_eq!(names["snapshots"], json!(["seed", "six"]));
+    assert_eq!(e.control(Method::POST, "reset", None).await.0, 200);
+    assert_eq!(e.items(), 5, "back to the loaded scenario");
+    assert!(e.fake.faults().is_empty() && e.fake.request_log().is_empty() && e.fake.requests() == 0);
+    assert_eq!(e.post().await.unwrap().0, 200, "the token issued before the reset still works");
+    assert_eq!(e.control(Method::GET, "nowhere", None).await.0, 404);
+    assert_eq!(e.control(Method::POST, "seed", Some("{")).await.0, 400);
+    e.fake.reset();
+    assert_eq!(e.items(), 5);
 }

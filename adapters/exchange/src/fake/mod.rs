@@ -16,6 +16,7 @@
 //! connections, lost replies, truncated bodies, latency, expired delta tokens (410). A rule with
 //! an endpoint (`batch:*`) also hits `$batch` sub-requests, answered inside the 200 envelope.
 
+mod control;
 mod filter;
 mod routes;
 mod state;

@@ -34,6 +34,14 @@ impl Service for State {
     fn expire_cursors(&mut self) {
         State::expire_cursors(self);
     }
+
+    fn keep_sessions(&mut self, before: Self) {
+        self.tokens.keep_access(before.tokens);
+    }
+
+    fn control(&mut self, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
+        super::control::route(self, method, path, body)
+    }
 }
 
 impl Resp {

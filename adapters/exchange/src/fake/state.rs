@@ -119,7 +119,7 @@ pub const CLIENT_ID: &str = "5c1f2a3b-7d8e-4f90-a1b2-c3d4e5f6a7b8";
 pub const CLIENT_SECRET: &str = "fake-graph-client-secret";
 
 /// The whole fake service.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct State {
     pub mailboxes: BTreeMap<String, Mailbox>,
     /// Access tokens and refresh tokens (a refresh token names its mailbox).

@@ -567,19 +567,22 @@ pub(crate) fn event_json(e: &Event) -> Value {
     v
 }
 
-pub(crate) fn seed_event(st: &mut State, user: &str, event: Value) -> String {
-    let Value::Object(mut data) = event else { panic!("seed event must be a JSON object") };
+pub(crate) fn seed_event(st: &mut State, user: &str, event: Value) -> Result<String, String> {
+    if st.user(user).is_none() {
+        return Err(format!("unknown user {user}: add the user first"));
+    }
+    let Value::Object(mut data) = event else { return Err("an event must be a JSON object".into()) };
     let id = match data.remove("id") {
         Some(Value::String(id)) => id,
         _ => format!("seed{:08}", st.id()).chars().map(|c| if c > 'v' { 'v' } else { c }).collect(),
     };
     if clean(&mut data).is_err() {
-        panic!("invalid seed event {data:?}");
+        return Err(format!("invalid event {}", Value::Object(data)));
     }
     let seq = st.tick();
     let rec = EventRec { id: id.clone(), data, etag: etag(seq), seq, created: now(), updated: now(), deleted: false };
-    st.user(user).expect("unknown fake user: call add_user first").events.insert(id.clone(), rec);
-    id
+    st.user(user).ok_or("checked")?.events.insert(id.clone(), rec);
+    Ok(id)
 }
 
 pub(crate) fn edit_event(st: &mut State, user: &str, id: &str, f: impl FnOnce(&mut Map<String, Value>)) -> bool {

@@ -25,6 +25,7 @@
 //! expired sync tokens (People 400 `EXPIRED_SYNC_TOKEN`, Calendar 410 `fullSyncRequired`).
 
 mod calendar;
+mod control;
 mod people;
 mod routes;
 mod state;
@@ -34,7 +35,7 @@ use std::collections::BTreeMap;
 use crmsync_core::{Contact, Event};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
-use state::{State, User};
+use state::State;
 
 use crate::config::Config;
 
@@ -81,23 +82,12 @@ impl FakeGoogle {
 
     /// Add a user (mailbox) with the system groups `myContacts` and `starred`. Idempotent.
     pub fn add_user(&self, email: &str) {
-        let mut st = self.lock();
-        if st.users.contains_key(&email.to_lowercase()) {
-            return;
-        }
-        let mut u = User::default();
-        for (id, name) in [("myContacts", "myContacts"), ("starred", "starred")] {
-            u.groups.insert(format!("contactGroups/{id}"), people::GroupRec::system(id, name));
-        }
-        st.users.insert(email.to_lowercase(), u);
+        self.lock().add_user(email);
     }
 
     /// Seed a refresh token for `user` (user-managed mode); returns it.
     pub fn add_refresh_token(&self, user: &str) -> String {
-        let mut st = self.lock();
-        let t = format!("1//fake-refresh-{:06}", st.tokens.next_seq());
-        st.tokens.add_refresh(t.clone(), user.to_lowercase());
-        t
+        self.lock().add_refresh_token(user)
     }
 
     /// Revoke a refresh token (the next refresh gets 400 `invalid_grant`).
@@ -118,7 +108,7 @@ impl FakeGoogle {
     /// the named user groups (created when missing); returns its `resourceName`.
     pub fn insert_contact_json(&self, user: &str, groups: &[&str], person: Value) -> String {
         let mut st = self.lock();
-        people::seed_person(&mut st, user, groups, person)
+        people::seed_person(&mut st, user, groups, person).unwrap_or_else(|e| panic!("insert_contact_json: {e}"))
     }
 
     /// Edit a contact as the user would in Google Contacts (new etag, appears in sync).
@@ -232,7 +222,7 @@ impl FakeGoogle {
     /// an `id` is generated when absent); returns its id.
     pub fn insert_event_json(&self, user: &str, event: Value) -> String {
         let mut st = self.lock();
-        calendar::seed_event(&mut st, user, event)
+        calendar::seed_event(&mut st, user, event).unwrap_or_else(|e| panic!("insert_event_json: {e}"))
     }
 
     /// Edit an event as the user would (subject, start, duration): new etag, appears in sync.

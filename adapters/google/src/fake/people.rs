@@ -780,18 +780,20 @@ fn batch_delete(st: &mut State, user: &str, req: &Request) -> Reply {
 
 // ----- seed / edit / inspect helpers -----
 
-pub(crate) fn seed_person(st: &mut State, user: &str, groups: &[&str], person: Value) -> String {
+pub(crate) fn seed_person(st: &mut State, user: &str, groups: &[&str], person: Value) -> Result<String, String> {
+    if st.user(user).is_none() {
+        return Err(format!("unknown user {user}: add the user first"));
+    }
     let mut gs: BTreeSet<String> = groups.iter().map(|g| ensure_group(st, user, g)).collect();
     gs.insert(MY_CONTACTS.into());
-    let u = st.user(user).expect("unknown fake user: call add_user first");
-    let (fields, _) =
-        validate_person(u, &person, "seed", None).unwrap_or_else(|_| panic!("invalid seed person {person}"));
+    let u = st.user(user).ok_or("checked")?;
+    let (fields, _) = validate_person(u, &person, "seed", None).map_err(|_| format!("invalid person {person}"))?;
     let n = st.id();
     let seq = st.tick();
     let id = format!("c{}", 4_000_000_000_000_000u64 + n);
     let rec = PersonRec { id: id.clone(), fields, groups: gs, etag: etag(seq), seq, deleted: false, updated: now() };
-    st.user(user).expect("checked").persons.insert(format!("people/{id}"), rec);
-    format!("people/{id}")
+    st.user(user).ok_or("checked")?.persons.insert(format!("people/{id}"), rec);
+    Ok(format!("people/{id}"))
 }
 
 pub(crate) fn edit_person(st: &mut State, user: &str, rn: &str, f: impl FnOnce(&mut Map<String, Value>)) -> bool {

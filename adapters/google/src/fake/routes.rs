@@ -42,6 +42,14 @@ impl Service for State {
     fn expire_cursors(&mut self) {
         self.cursor_epoch += 1;
     }
+
+    fn keep_sessions(&mut self, before: Self) {
+        self.tokens.keep_access(before.tokens);
+    }
+
+    fn control(&mut self, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
+        super::control::route(self, method, path, body)
+    }
 }
 
 /// Which API a request is for, to pick the error envelope.

@@ -22,6 +22,7 @@
 //! truncated bodies, latency; an expired cursor is the clock jumping past the deleted-records
 //! window.
 
+mod control;
 mod routes;
 mod schema;
 mod soql;

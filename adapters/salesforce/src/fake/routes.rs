@@ -87,6 +87,14 @@ impl Service for State {
         State::expire_cursors(self);
     }
 
+    fn keep_sessions(&mut self, before: Self) {
+        self.tokens.keep_access(before.tokens);
+    }
+
+    fn control(&mut self, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
+        super::control::route(self, method, path, body)
+    }
+
     fn started(&mut self, uri: &str) {
         self.uri = uri.to_owned();
     }

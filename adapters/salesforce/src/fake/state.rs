@@ -34,7 +34,7 @@ impl RecErr {
 }
 
 /// The org's state.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct State {
     /// Records by object and 18-character id, with their indexes (kept together: a rollback
     /// restores both).
