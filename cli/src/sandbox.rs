@@ -19,23 +19,46 @@ use serde_json::json;
 use crate::scenario::{Fakes, Scenario, Size, seed};
 
 /// What `--seed` puts into the fakes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seed {
-    /// The standard demo scenario (SPEC §7): two reps, two admins, contacts and events.
+    /// `scenario`: the standard demo scenario: two reps, two admins, contacts and events.
     Scenario,
-    /// Nothing: empty services (no users, mailboxes or records).
+    /// `empty`: nothing (no users, mailboxes or records).
     Empty,
+    /// A JSON scenario file: `{"salesforce": …, "graph": …, "google": …}`, each part the body
+    /// of that fake's `POST /_crmsync/seed`.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for Seed {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "scenario" => Self::Scenario,
+            "empty" => Self::Empty,
+            file => Self::File(file.into()),
+        })
+    }
 }
 
 /// Options of `crmsync sandbox`.
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
-    /// Salesforce listens on P, Microsoft Graph on P+1, Google on P+2 (127.0.0.1).
+    /// Salesforce listens on P, Microsoft Graph on P+1, Google on P+2.
     #[arg(long, value_name = "P", default_value_t = 8640)]
     pub port_base: u16,
-    /// What to seed.
-    #[arg(long, value_enum, default_value = "scenario")]
+    /// The address the fakes listen on (e.g. 0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// What to seed: `scenario` (the standard scenario), `empty`, or a JSON scenario FILE
+    /// (`{"salesforce": …, "graph": …, "google": …}`, each the body of that fake's
+    /// `POST /_crmsync/seed`). `POST /_crmsync/reset` returns to it.
+    #[arg(long, value_name = "scenario|empty|FILE", default_value = "scenario")]
     pub seed: Seed,
+    /// Fault rules to start with: JSON (inline, or a file) `{"salesforce": RULES, "graph": RULES,
+    /// "google": RULES}`, RULES as the body of `POST /_crmsync/faults`.
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
     /// Contacts per rep (with --seed scenario).
     #[arg(long, default_value_t = 12)]
     pub contacts: usize,
@@ -84,11 +107,28 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     if args.port_base > u16::MAX - 2 {
         anyhow::bail!("--port-base {} leaves no room for the two ports after it", args.port_base);
     }
-    let fakes = Fakes::start_on(args.port_base).await?;
-    let scenario = match args.seed {
+    let fakes = Fakes::start_on(&args.host, args.port_base).await?;
+    let scenario = match &args.seed {
         Seed::Scenario => Some(seed(&fakes, Size { contacts: args.contacts, events: args.events })),
         Seed::Empty => None,
+        Seed::File(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("--seed: cannot read {}", path.display()))?;
+            per_service(&fakes, &text, "--seed", |fake, part| fake.load_scenario(part).map(drop))?;
+            None
+        }
     };
+    for fake in [&*fakes.salesforce, &*fakes.graph, &*fakes.google] {
+        fake.save_seed();
+    }
+    if let Some(spec) = &args.faults {
+        let text = if spec.trim_start().starts_with('{') {
+            spec.clone()
+        } else {
+            std::fs::read_to_string(spec).with_context(|| format!("--faults: cannot read {spec}"))?
+        };
+        per_service(&fakes, &text, "--faults", |fake, part| fake.inject_json(part).map(drop))?;
+    }
     let reps: Vec<Rep> = scenario.iter().flat_map(|s| [s.exchange_rep.clone(), s.google_rep.clone()]).collect();
 
     let sf = fakes.salesforce.config();
@@ -184,6 +224,27 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     }
     drop(fakes);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hand each service's part of a `{"salesforce", "graph", "google"}` JSON object to `apply`.
+fn per_service(
+    fakes: &Fakes,
+    text: &str,
+    flag: &str,
+    apply: impl Fn(&crmsync_fake::Handle, &[u8]) -> Result<(), String>,
+) -> anyhow::Result<()> {
+    let parts: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).with_context(|| format!("{flag}: not a JSON object"))?;
+    for (name, part) in &parts {
+        let fake: &crmsync_fake::Handle = match name.as_str() {
+            "salesforce" => &fakes.salesforce,
+            "graph" => &fakes.graph,
+            "google" => &fakes.google,
+            other => anyhow::bail!("{flag}: unknown service {other:?} (salesforce, graph, google)"),
+        };
+        apply(fake, part.to_string().as_bytes()).map_err(|e| anyhow::anyhow!("{flag}: {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 async fn wait_for_stop() {
@@ -321,7 +382,7 @@ fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&P
             let _ = writeln!(t, "Admins: {} (may Reset Sync), {} (lacks Manage Sync)", sc.admin, sc.half_admin);
             let _ = writeln!(t, "{}'s grant (refresh token): {}", sc.google_rep.name, sc.google_grant);
         }
-        None => t.push_str("Seeded nothing (--seed empty): no users, mailboxes or records.\n"),
+        None => t.push_str("Seeded no reps (--seed empty or a scenario file).\n"),
     }
     t.push('\n');
     match config {
@@ -333,6 +394,11 @@ fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&P
             t.push_str(&s(&out["config_toml"]));
         }
     }
+    let _ = writeln!(
+        t,
+        "\nControl API on each base URL under /_crmsync/ (health, reset, seed, snapshot, restore, faults, requests):\n  curl -X POST {}/_crmsync/reset",
+        s(&sf["base_url"])
+    );
     t.push_str("\nNext, in another shell:\n");
     for line in out["next"].as_array().into_iter().flatten() {
         let _ = writeln!(t, "  {}", s(line));

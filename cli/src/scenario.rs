@@ -30,10 +30,9 @@ impl Fakes {
         }
     }
 
-    /// Start them on `port_base` (Salesforce), `+1` (Graph) and `+2` (Google).
-    pub async fn start_on(port_base: u16) -> anyhow::Result<Fakes> {
-        let bind =
-            |p: u16| TcpListener::bind(("127.0.0.1", p)).with_context(|| format!("cannot listen on 127.0.0.1:{p}"));
+    /// Start them on `host` at `port_base` (Salesforce), `+1` (Graph) and `+2` (Google).
+    pub async fn start_on(host: &str, port_base: u16) -> anyhow::Result<Fakes> {
+        let bind = |p: u16| TcpListener::bind((host, p)).with_context(|| format!("cannot listen on {host}:{p}"));
         let (sf, graph, google) = (bind(port_base)?, bind(port_base + 1)?, bind(port_base + 2)?);
         Ok(Fakes {
             salesforce: FakeSalesforce::start_on(sf).await,

@@ -44,14 +44,7 @@ pub(crate) fn route(chassis: &Mutex<Chassis>, fake: &dyn Control, req: &Request)
             ch.reset();
             Reply::json(200, json!({"reset": SEED}))
         }
-        ("POST", "seed") => match fake.service_control("POST", "seed", body) {
-            Some(r) if r.status < 300 => {
-                fake.save(SEED);
-                r
-            }
-            Some(r) => r,
-            None => control_error(404, "not_found", "this fake loads no scenarios"),
-        },
+        ("POST", "seed") => load_scenario(fake, body),
         ("GET", "snapshot") => Reply::json(200, json!({"snapshots": fake.saved()})),
         ("POST", "snapshot") => match snapshot_name(body) {
             Ok(name) => {
@@ -96,6 +89,18 @@ pub(crate) fn route(chassis: &Mutex<Chassis>, fake: &dyn Control, req: &Request)
     })
 }
 
+/// Load a scenario through the fake's `POST seed` route; when it loads, the result is the seed.
+pub(crate) fn load_scenario(fake: &dyn Control, body: &[u8]) -> Reply {
+    match fake.service_control("POST", "seed", body) {
+        Some(r) if r.status < 300 => {
+            fake.save(SEED);
+            r
+        }
+        Some(r) => r,
+        None => control_error(404, "not_found", "this fake loads no scenarios"),
+    }
+}
+
 /// `{"name": …}`, or `default` for an empty body.
 fn snapshot_name(body: &[u8]) -> Result<String, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -110,7 +115,7 @@ fn snapshot_name(body: &[u8]) -> Result<String, String> {
 
 /// A rule, a list of rules, or `{"seed": N, "rules": […]}` (the seed reseeds the generator
 /// that draws rate rules).
-pub fn fault_rules(body: &[u8]) -> Result<(Vec<FaultRule>, Option<u64>), String> {
+pub(crate) fn fault_rules(body: &[u8]) -> Result<(Vec<FaultRule>, Option<u64>), String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("fault rules: {e}"))?;
     let (rules, seed) = match v {
         Value::Array(_) => (serde_json::from_value(v), None),

@@ -438,6 +438,28 @@ impl Handle {
         self.control.saved()
     }
 
+    /// Load a JSON scenario (the body of the fake's `POST /_crmsync/seed`) and make the result
+    /// the seed. Returns what was created, or the error message.
+    pub fn load_scenario(&self, scenario: &[u8]) -> Result<Value, String> {
+        let reply = crate::control::load_scenario(&*self.control, scenario);
+        let body = reply.json_body();
+        if reply.status < 300 {
+            return Ok(body);
+        }
+        Err(body["message"].as_str().unwrap_or("the scenario was refused").to_owned())
+    }
+
+    /// Add the fault rules of a control-API body (a rule, a list, or `{"seed", "rules"}`).
+    pub fn inject_json(&self, rules: &[u8]) -> Result<usize, String> {
+        let (rules, seed) = crate::control::fault_rules(rules)?;
+        let n = rules.len();
+        if let Some(seed) = seed {
+            self.seed(seed);
+        }
+        rules.into_iter().for_each(|r| self.inject(r));
+        Ok(n)
+    }
+
     /// Back to the seed: its state, no pending faults, counters zeroed, the request log empty.
     pub fn reset(&self) {
         let mut ch = self.lock();
