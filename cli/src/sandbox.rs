@@ -18,6 +18,8 @@ use serde_json::json;
 
 use crate::scenario::{Fakes, Scenario, Size, seed};
 
+mod tls;
+
 /// What `--seed` puts into the fakes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seed {
@@ -65,6 +67,13 @@ pub struct SandboxArgs {
     /// Plain in-window meetings per rep (with --seed scenario).
     #[arg(long, default_value_t = 6)]
     pub events: usize,
+    /// Serve HTTPS, with a certificate from a certificate authority made at start; its
+    /// certificate is written to --ca-out.
+    #[arg(long)]
+    pub tls: bool,
+    /// Where --tls writes the CA certificate (PEM) clients must trust.
+    #[arg(long, value_name = "FILE", default_value = "crmsync-sandbox-ca.pem")]
+    pub ca_out: PathBuf,
     /// Print one JSON object on stdout (endpoints, credentials, reps, config) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -107,7 +116,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     if args.port_base > u16::MAX - 2 {
         anyhow::bail!("--port-base {} leaves no room for the two ports after it", args.port_base);
     }
-    let fakes = Fakes::start_on(&args.host, args.port_base).await?;
+    let (fakes, ca_file) =
+        if args.tls { start_tls(&args).await? } else { (Fakes::start_on(&args.host, args.port_base).await?, None) };
     let scenario = match &args.seed {
         Seed::Scenario => Some(seed(&fakes, Size { contacts: args.contacts, events: args.events })),
         Seed::Empty => None,
@@ -159,6 +169,12 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let cfg = config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "crmsync.toml".into());
     let mut next: Vec<String> =
         env.iter().map(|(k, v)| format!("export {k}={}", sh(v.as_str().unwrap_or("")))).collect();
+    if let Some(ca) = &ca_file {
+        // What Python (requests, httplib2), OpenSSL-based clients, rustls and Node read.
+        for var in ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"] {
+            next.push(format!("export {var}={}", sh(&ca.display().to_string())));
+        }
+    }
     if let Some(s) = &scenario {
         next.push(format!(
             "crmsync connect --config {} --rep {} --grant-env {ENV_GOOGLE_GRANT}",
@@ -205,6 +221,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         "env": env,
         "config_file": config_path,
         "config_toml": config_text,
+        "ca_file": ca_file,
         "next": next,
     });
 
@@ -224,6 +241,30 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     }
     drop(fakes);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fakes on internal loopback ports, each behind a TLS proxy on its public port; the CA
+/// certificate written to `--ca-out`.
+async fn start_tls(args: &SandboxArgs) -> anyhow::Result<(Fakes, Option<PathBuf>)> {
+    let authority = tls::Authority::new(&args.host)?;
+    let ca_file = absolute(&args.ca_out);
+    std::fs::write(&ca_file, &authority.ca_pem)
+        .with_context(|| format!("--ca-out: cannot write {}", ca_file.display()))?;
+    let name = if tls::is_unspecified(&args.host) { "127.0.0.1" } else { args.host.as_str() };
+    let fakes = Fakes {
+        salesforce: crmsync_salesforce::fake::FakeSalesforce::start().await,
+        graph: crmsync_exchange::fake::FakeGraph::start().await,
+        google: crmsync_google::fake::FakeGoogle::start().await,
+    };
+    for (i, fake) in [&*fakes.salesforce, &*fakes.graph, &*fakes.google].into_iter().enumerate() {
+        let port = args.port_base + i as u16;
+        let listener = std::net::TcpListener::bind((args.host.as_str(), port))
+            .with_context(|| format!("cannot listen on {}:{port}", args.host))?;
+        authority.front(listener, fake.address())?;
+        let host = if name.contains(':') { format!("[{name}]") } else { name.to_owned() };
+        fake.serve_as(&format!("https://{host}:{port}"));
+    }
+    Ok((fakes, Some(ca_file)))
 }
 
 /// Hand each service's part of a `{"salesforce", "graph", "google"}` JSON object to `apply`.
@@ -393,6 +434,9 @@ fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&P
             t.push_str("A config for `crmsync sync` (save it as crmsync.toml, or pass --config-out FILE):\n\n");
             t.push_str(&s(&out["config_toml"]));
         }
+    }
+    if let Some(ca) = out["ca_file"].as_str() {
+        let _ = writeln!(t, "\nHTTPS, signed by the sandbox's own CA: {ca} (trust it with the export lines below)");
     }
     let _ = writeln!(
         t,

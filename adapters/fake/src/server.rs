@@ -245,6 +245,7 @@ impl<S: Service> Respond for Responder<S> {
 
 /// What the handle and the control API can do to any fake's state without knowing its type.
 pub(crate) trait Control: Send + Sync {
+    fn started(&self, uri: &str);
     fn expire_tokens(&self);
     fn expire_cursors(&self);
     /// Save the current state as snapshot `name` (the seed is [`SEED`]).
@@ -261,6 +262,9 @@ pub(crate) trait Control: Send + Sync {
 pub const SEED: &str = "seed";
 
 impl<S: Service> Control for Fake<S> {
+    fn started(&self, uri: &str) {
+        self.state.lock().started(uri);
+    }
     fn expire_tokens(&self) {
         self.state.lock().expire_tokens();
     }
@@ -294,6 +298,8 @@ impl<S: Service> Control for Fake<S> {
 #[derive(Clone)]
 pub struct Handle {
     server: Arc<MockServer>,
+    /// The root clients use when it is not the server's own (a TLS proxy in front of it).
+    public: Arc<std::sync::OnceLock<String>>,
     chassis: Arc<Mutex<Chassis>>,
     control: Arc<dyn Control>,
 }
@@ -319,16 +325,30 @@ impl Handle {
         Mock::given(wiremock::matchers::any()).respond_with(responder).mount(&server).await;
         state.lock().started(&server.uri());
         fake.save(SEED);
-        Self { server: Arc::new(server), chassis, control: Arc::new(fake) }
+        Self { server: Arc::new(server), public: Arc::default(), chassis, control: Arc::new(fake) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Chassis> {
         self.chassis.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The server root, e.g. `http://127.0.0.1:41234`.
+    /// The server root, e.g. `http://127.0.0.1:41234` (or the root given to
+    /// [`serve_as`](Self::serve_as)).
     pub fn uri(&self) -> String {
-        self.server.uri()
+        self.public.get().cloned().unwrap_or_else(|| self.server.uri())
+    }
+
+    /// The address the fake's own server listens on (plain HTTP).
+    pub fn address(&self) -> std::net::SocketAddr {
+        *self.server.address()
+    }
+
+    /// Tell the fake clients reach it at `uri` (e.g. `https://…` through a TLS proxy in front
+    /// of [`address`](Self::address)): `uri()` and the URLs the fake hands out use it. Once.
+    pub fn serve_as(&self, uri: &str) {
+        if self.public.set(uri.to_owned()).is_ok() {
+            self.control.started(uri);
+        }
     }
 
     // ---- counters and log ----

@@ -35,6 +35,10 @@ impl Service for State {
         State::expire_cursors(self);
     }
 
+    fn started(&mut self, uri: &str) {
+        self.https = uri.starts_with("https://");
+    }
+
     fn keep_sessions(&mut self, before: Self) {
         self.tokens.keep_access(before.tokens);
     }
@@ -122,7 +126,7 @@ impl State {
             body,
             // wiremock sees origin-form targets as `http://localhost/…`: the Host header has the port.
             origin: match req.headers.get("host").and_then(|h| h.to_str().ok()) {
-                Some(host) => format!("http://{host}"),
+                Some(host) => format!("{}://{host}", if self.https { "https" } else { "http" }),
                 None => req.url.origin().ascii_serialization(),
             },
         };

@@ -131,6 +131,8 @@ pub(crate) struct State {
     pub replay: bool,
     /// Refuse query options other than `$select` on contact delta (Graph documents only `$select`).
     pub strict_delta: bool,
+    /// Served through a TLS proxy: links are `https://{Host}/…`.
+    pub https: bool,
 }
 
 pub(super) fn now() -> String {
