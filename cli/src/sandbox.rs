@@ -170,8 +170,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let mut next: Vec<String> =
         env.iter().map(|(k, v)| format!("export {k}={}", sh(v.as_str().unwrap_or("")))).collect();
     if let Some(ca) = &ca_file {
-        // What Python (requests, httplib2), OpenSSL-based clients, rustls and Node read.
-        for var in ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"] {
+        // What Python's requests and httplib2, OpenSSL-based clients and rustls, and Node read.
+        for var in ["REQUESTS_CA_BUNDLE", "HTTPLIB2_CA_CERTS", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"] {
             next.push(format!("export {var}={}", sh(&ca.display().to_string())));
         }
     }
