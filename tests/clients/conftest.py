@@ -15,6 +15,13 @@ import requests
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("CRMSYNC_BIN", str(ROOT / "target" / "debug" / "crmsync"))
+WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix="crmsync-clients-"))
+CA = WORKDIR / "ca.pem"
+CA.touch()  # httplib2 checks the file exists when imported; the sandbox writes it at start
+# What the clients read to trust the sandbox's CA: requests, httpx/OpenSSL, and httplib2 (which
+# reads it when imported, so before the test modules are).
+for _var in ("REQUESTS_CA_BUNDLE", "HTTPLIB2_CA_CERTS", "SSL_CERT_FILE"):
+    os.environ[_var] = str(CA)
 
 
 def free_port_base():
@@ -72,8 +79,7 @@ class Sandbox:
 
 @pytest.fixture(scope="session")
 def sandbox():
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="crmsync-clients-"))
-    ca = workdir / "ca.pem"
+    workdir, ca = WORKDIR, CA
     proc = subprocess.Popen(
         [BIN, "sandbox", "--tls", "--json", "--port-base", str(free_port_base()), "--ca-out", str(ca),
          "--config-out", str(workdir / "crmsync.toml"), "--contacts", "4", "--events", "2"],
@@ -83,9 +89,6 @@ def sandbox():
         proc.kill()
         raise RuntimeError(f"crmsync sandbox did not start: {proc.stderr.read()}")
     info = json.loads(line)
-    # What the clients read to trust the sandbox's CA: requests, httplib2, httpx/OpenSSL.
-    for var in ("REQUESTS_CA_BUNDLE", "HTTPLIB2_CA_CERTS", "SSL_CERT_FILE"):
-        os.environ[var] = str(ca)
     sb = Sandbox(info, workdir, str(ca))
     sb.crmsync("connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT")
     yield sb

@@ -93,6 +93,9 @@ def test_sync_carries_an_sdk_contact_to_the_mailbox(fresh):
                                                   "client_secret": graph["client_secret"],
                                                   "scope": "https://graph.microsoft.com/.default"}, timeout=10)
     headers = {"Authorization": f"Bearer {tok.json()['access_token']}"}
-    url = f"{graph['graph_url']}/users/{erin['mailbox']}/contacts?$filter=surname eq 'Carried'"
+    base = f"{graph['graph_url']}/users/{erin['mailbox']}"
+    folders = requests.get(f"{base}/contactFolders", headers=headers, timeout=10).json()["value"]
+    fid = next(f["id"] for f in folders if f["displayName"] == "Salesforce_Sync")
+    url = f"{base}/contactFolders/{fid}/contacts?$filter=surname eq 'Carried'"
     found = requests.get(url, headers=headers, timeout=10).json()
     assert [c["givenName"] for c in found.get("value", [])] == ["Sdk"], f"GET {url}: {found}"
