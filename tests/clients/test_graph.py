@@ -108,3 +108,14 @@ def test_stale_etag_batch_and_delta_over_rest(fresh):
     assert seen > 0 and page["@odata.deltaLink"].startswith("https://"), f"delta: {seen} items, {page}"
     again = requests.get(page["@odata.deltaLink"], headers=h, timeout=10).json()
     assert again["value"] == [], f"GET the delta link with nothing changed: {again['value']}"
+
+
+def test_a_user_by_principal_name_and_by_id(fresh):
+    async def run():
+        c = client(fresh)
+        by_upn = await c.users.by_user_id(mailbox(fresh)).get()
+        by_id = await c.users.by_user_id(by_upn.id).get()
+        return by_upn, by_id
+    by_upn, by_id = asyncio.run(run())
+    assert by_upn.user_principal_name == mailbox(fresh), f"GET users/{{upn}}: {by_upn.user_principal_name}"
+    assert (by_id.id, by_id.mail) == (by_upn.id, mailbox(fresh)), "GET users/{id} names another user"

@@ -99,3 +99,11 @@ def test_sync_carries_an_sdk_contact_to_the_mailbox(fresh):
     url = f"{base}/contactFolders/{fid}/contacts?$filter=surname eq 'Carried'"
     found = requests.get(url, headers=headers, timeout=10).json()
     assert [c["givenName"] for c in found.get("value", [])] == ["Sdk"], f"GET {url}: {found}"
+
+
+def test_global_and_object_describe(fresh):
+    sf = sign_in(fresh)
+    names = {o["name"] for o in sf.describe()["sobjects"]}
+    assert {"Contact", "Event", "User"} <= names, f"GET sobjects: {sorted(names)}"
+    fields = {f["name"] for f in sf.Contact.describe()["fields"]}
+    assert {"Id", "LastName", "Email"} <= fields, f"GET sobjects/Contact/describe: {sorted(fields)}"

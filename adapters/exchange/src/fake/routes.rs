@@ -87,6 +87,11 @@ const ENDPOINTS: [(&str, &str); 8] = [
     ("/events", "events"),
 ];
 
+/// A mailbox's user id: a GUID derived from its key, stable across runs.
+fn user_id(mailbox_key: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, mailbox_key.as_bytes()).to_string()
+}
+
 /// The endpoint name of a request path.
 fn endpoint(path: &str) -> &'static str {
     ENDPOINTS.iter().find(|(fragment, _)| path.contains(fragment)).map_or("other", |(_, name)| name)
@@ -264,7 +269,8 @@ impl State {
                 }
             },
             ["users", id, rest @ ..] => {
-                let k = key(id);
+                // A user is named by its user principal name (the mailbox address) or its id.
+                let k = self.mailboxes.keys().find(|k| user_id(k) == id.to_lowercase()).cloned().unwrap_or(key(id));
                 if let Principal::User(mb) = who {
                     if *mb != k {
                         return error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
@@ -286,6 +292,17 @@ impl State {
         let m = r.method.as_str();
         let is_delta = |s: &str| s == "delta" || s == "delta()";
         match (m, rest) {
+            ("GET", []) => {
+                let address = &self.mailboxes[&mb_key].id;
+                let name = address.split('@').next().unwrap_or(address);
+                Resp::json(
+                    200,
+                    json!({"@odata.context": format!("{}/v1.0/$metadata#users/$entity", r.origin),
+                           "id": user_id(&mb_key), "userPrincipalName": address, "mail": address,
+                           "displayName": name, "businessPhones": [], "givenName": null, "surname": null,
+                           "jobTitle": null, "mobilePhone": null, "officeLocation": null, "preferredLanguage": null}),
+                )
+            }
             ("GET", ["contactFolders"]) => {
                 let root = self.mailboxes[&mb_key].root_folder.clone();
                 self.list_folders(&mb_key, &root, r)

@@ -219,6 +219,7 @@ fn route(
         ("DELETE", ["composite", "sobjects"]) => {
             collections_delete(st, &q("ids").unwrap_or_default(), q("allOrNone").as_deref() == Some("true"))
         }
+        ("GET", ["sobjects"]) => global_describe(version),
         (_, ["sobjects", ty, rest @ ..]) => {
             let Some(obj) = object(ty) else {
                 return (
@@ -370,6 +371,7 @@ fn label_of(method: &str, segs: &[&str]) -> String {
         ("PATCH", ["composite", "sobjects", _, _]) => "collections_upsert",
         ("GET", ["composite", "sobjects", _]) => "collections_retrieve",
         ("DELETE", ["composite", "sobjects"]) => "collections_delete",
+        ("GET", ["sobjects"]) => "describe_global",
         ("POST", ["sobjects", _]) => "sobject_create",
         ("GET", ["sobjects", _, "describe"]) => "describe",
         ("GET", ["sobjects", _, "updated"]) => "updated",
@@ -491,6 +493,21 @@ impl State {
     fn last_locator(&self) -> String {
         super::schema::make_id("01g", self.token_seq_locator)
     }
+}
+
+/// `GET /sobjects`: every object the org serves, with its URLs.
+fn global_describe(version: &str) -> Reply {
+    let sobjects: Vec<Value> = super::schema::OBJECTS
+        .iter()
+        .map(|o| {
+            let base = format!("/services/data/v{version}/sobjects/{}", o.name);
+            json!({"name": o.name, "label": o.name, "keyPrefix": o.prefix, "custom": false,
+                   "createable": true, "updateable": true, "deletable": true, "queryable": true,
+                   "retrieveable": true, "searchable": false, "replicateable": true,
+                   "urls": {"sobject": base, "describe": format!("{base}/describe"), "rowTemplate": format!("{base}/{{ID}}")}})
+        })
+        .collect();
+    ok(200, json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects}))
 }
 
 fn describe(obj: &super::schema::ObjDef) -> Reply {
