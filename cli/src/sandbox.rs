@@ -20,6 +20,11 @@ use crate::scenario::{Fakes, Scenario, Size, seed};
 
 mod tls;
 
+/// The sandbox guide's Rust snippets, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/sandbox.md")]
+pub struct SandboxGuide;
+
 /// What `--seed` puts into the fakes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seed {

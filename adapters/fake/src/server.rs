@@ -444,17 +444,17 @@ impl Handle {
     }
 
     /// Save the current state as snapshot `name`.
-    pub fn snapshot(&self, name: &str) {
+    pub fn save_snapshot(&self, name: &str) {
         self.control.save(name);
     }
 
     /// Return to snapshot `name` (issued tokens stay valid). False if there is no such snapshot.
-    pub fn restore(&self, name: &str) -> bool {
+    pub fn restore_snapshot(&self, name: &str) -> bool {
         self.control.restore(name)
     }
 
     /// The snapshot names (the seed is `seed`).
-    pub fn snapshots(&self) -> Vec<String> {
+    pub fn snapshot_names(&self) -> Vec<String> {
         self.control.saved()
     }
 
