@@ -24,6 +24,27 @@ pub fn control_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Re
     serde_json::from_slice(body).map_err(|e| bad(format!("body: {e}")))
 }
 
+/// One mailbox (user) of a scenario, as the Graph and Google fakes' `POST /_crmsync/seed` take
+/// it: its address, the contact containers to create (Graph child folders, Google contact
+/// groups), and its contacts and events in the service's own JSON, each contact naming its
+/// container(s) under the key its fake documents.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxScenario {
+    /// The mailbox address (`email` is accepted too).
+    #[serde(alias = "email")]
+    pub address: String,
+    /// Contact containers to create (`folders` or `groups`).
+    #[serde(default, alias = "folders", alias = "groups")]
+    pub containers: Vec<String>,
+    /// Contacts, the service's JSON.
+    #[serde(default)]
+    pub contacts: Vec<serde_json::Map<String, Value>>,
+    /// Events, the service's JSON.
+    #[serde(default)]
+    pub events: Vec<serde_json::Map<String, Value>>,
+}
+
 fn bad(message: impl Into<String>) -> Reply {
     control_error(400, "bad_request", message)
 }

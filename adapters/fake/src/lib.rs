@@ -21,7 +21,7 @@ mod log;
 mod server;
 mod token;
 
-pub use control::{PREFIX as CONTROL_PREFIX, control_body, control_error};
+pub use control::{MailboxScenario, PREFIX as CONTROL_PREFIX, control_body, control_error};
 pub use fault::{Fault, FaultRule, Rng, Schedule};
 pub use log::LogEntry;
 pub use server::{Chassis, Handle, Reply, SEED, Service, Shared};

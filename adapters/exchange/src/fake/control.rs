@@ -1,6 +1,6 @@
 //! The fake Graph's own control routes under `/_crmsync/`: mailboxes and scenarios.
 
-use crmsync_fake::{Reply, control_body, control_error};
+use crmsync_fake::{MailboxScenario, Reply, control_body, control_error};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -13,33 +13,13 @@ struct NewMailbox {
     address: String,
 }
 
-/// `POST /_crmsync/seed`: mailboxes with their folders, contacts and events (Graph JSON).
+/// `POST /_crmsync/seed`: mailboxes with their folders, contacts and events (Graph JSON; a
+/// contact's `folder` puts it in that child folder of Contacts).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Scenario {
     #[serde(default)]
-    mailboxes: Vec<MailboxSeed>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MailboxSeed {
-    address: String,
-    #[serde(default)]
-    folders: Vec<String>,
-    #[serde(default)]
-    contacts: Vec<ContactSeed>,
-    #[serde(default)]
-    events: Vec<Map<String, Value>>,
-}
-
-/// A Graph contact, in the default Contacts folder or the child folder `folder`.
-#[derive(Deserialize)]
-struct ContactSeed {
-    #[serde(default)]
-    folder: Option<String>,
-    #[serde(flatten)]
-    contact: Map<String, Value>,
+    mailboxes: Vec<MailboxScenario>,
 }
 
 pub(super) fn route(st: &mut State, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
@@ -72,12 +52,16 @@ fn seed(st: &mut State, s: Scenario) -> Result<Reply, Reply> {
         let address = checked(&mb.address)?.to_owned();
         let grant = st.add_refresh_token(&address);
         let folders: Map<String, Value> =
-            mb.folders.iter().map(|f| (f.clone(), json!(st.folder(&address, f)))).collect();
-        let contacts: Vec<String> = mb
-            .contacts
-            .into_iter()
-            .map(|c| st.insert_contact(&address, c.folder.as_deref(), Value::Object(c.contact)))
-            .collect();
+            mb.containers.iter().map(|f| (f.clone(), json!(st.folder(&address, f)))).collect();
+        let mut contacts = vec![];
+        for mut c in mb.contacts {
+            let folder = match c.remove("folder") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(f)) => Some(f),
+                Some(other) => return Err(control_error(400, "bad_request", format!("folder: a name, not {other}"))),
+            };
+            contacts.push(st.insert_contact(&address, folder.as_deref(), Value::Object(c)));
+        }
         let events: Vec<String> = mb.events.into_iter().map(|e| st.insert_event(&address, Value::Object(e))).collect();
         out.push(json!({"address": address, "refresh_token": grant, "folders": folders,
                         "contacts": contacts, "events": events}));

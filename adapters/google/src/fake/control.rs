@@ -1,8 +1,8 @@
 //! The fake Google's own control routes under `/_crmsync/`: users and scenarios.
 
-use crmsync_fake::{Reply, control_body, control_error};
+use crmsync_fake::{MailboxScenario, Reply, control_body, control_error};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::state::State;
 use super::{calendar, people};
@@ -14,34 +14,14 @@ struct NewUser {
     email: String,
 }
 
-/// `POST /_crmsync/seed`: users with their contact groups, contacts (People JSON) and primary
-/// calendar events (Calendar JSON).
+/// `POST /_crmsync/seed`: users with their contact groups, contacts (People JSON; a contact's
+/// `groups` names the user groups it is in, besides `myContacts`) and primary-calendar events
+/// (Calendar JSON).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Scenario {
     #[serde(default)]
-    users: Vec<UserSeed>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserSeed {
-    email: String,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    contacts: Vec<ContactSeed>,
-    #[serde(default)]
-    events: Vec<Map<String, Value>>,
-}
-
-/// A People person, a member of `myContacts` and of the user groups named in `groups`.
-#[derive(Deserialize)]
-struct ContactSeed {
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(flatten)]
-    person: Map<String, Value>,
+    users: Vec<MailboxScenario>,
 }
 
 pub(super) fn route(st: &mut State, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
@@ -74,13 +54,17 @@ fn add_user(st: &mut State, email: &str) -> Result<String, Reply> {
 fn seed(st: &mut State, s: Scenario) -> Result<Reply, Reply> {
     let mut out = vec![];
     for u in s.users {
-        let email = add_user(st, &u.email)?;
+        let email = add_user(st, &u.address)?;
         let grant = st.add_refresh_token(&email);
-        let groups: Vec<String> = u.groups.iter().map(|g| people::ensure_group(st, &email, g)).collect();
+        let groups: Vec<String> = u.containers.iter().map(|g| people::ensure_group(st, &email, g)).collect();
         let mut contacts = vec![];
-        for c in u.contacts {
-            let names: Vec<&str> = c.groups.iter().map(String::as_str).collect();
-            contacts.push(people::seed_person(st, &email, &names, Value::Object(c.person)).map_err(bad)?);
+        for mut c in u.contacts {
+            let names: Vec<String> = match c.remove("groups") {
+                None | Some(Value::Null) => vec![],
+                Some(g) => serde_json::from_value(g).map_err(|e| bad(format!("groups: {e}")))?,
+            };
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            contacts.push(people::seed_person(st, &email, &names, Value::Object(c)).map_err(bad)?);
         }
         let mut events = vec![];
         for e in u.events {
