@@ -6,9 +6,9 @@
 
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod sandbox;
 pub mod scenario;
-pub mod serve;
 pub mod table;
 pub mod worker;

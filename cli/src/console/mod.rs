@@ -1,0 +1,223 @@
+//! `crmsync serve`: the admin console (Sync Status, rep pages, Reset Sync with a preview, the
+//! audit) behind sign-in with the CRM.
+//!
+//! - `auth`: OAuth 2.0 authorization code + PKCE against Salesforce, the server-side session,
+//!   CSRF tokens, the live permission check, the sign-in rate limit, bearer tokens for `/api`.
+//! - `pages`: the HTML pages and their JSON twins (maud; no inline script or style).
+//! - this file: the router, the `Host` allow-list, security headers, access logs, `/healthz`,
+//!   `/readyz` and `/metrics`.
+//!
+//! See docs/console.md for running it (behind a proxy, with TLS) and its security rules.
+
+mod auth;
+mod pages;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use crmsync_core::{Engine, Rep, Store};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use secrecy::SecretString;
+
+use crate::commands::ConfigArg;
+use crate::config::Loaded;
+
+/// Options of `crmsync serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Address to listen on; port 0 picks a free one (the address is printed).
+    #[arg(long, env = "CRMSYNC_LISTEN", default_value = "127.0.0.1:8650")]
+    pub listen: SocketAddr,
+    /// The console's address as browsers reach it (behind a proxy: its public https URL); the
+    /// sign-in's redirect URI is built from it. Default: http://<listen address>.
+    #[arg(long, env = "CRMSYNC_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<url::Url>,
+    /// Another `Host` header value to accept besides the public URL's and the listen address's
+    /// (repeatable). Any other Host is refused (DNS rebinding).
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+    pub allow_hosts: Vec<String>,
+    /// Environment variable holding a read-only bearer token for scripts reading `/api/*`
+    /// (unset: only signed-in admins can read them). It never signs a person in.
+    #[arg(long, value_name = "VAR", default_value = "CRMSYNC_ADMIN_TOKEN")]
+    pub token_env: String,
+    /// Minutes of inactivity after which a session ends, 1 to 1440.
+    #[arg(long, value_name = "MINUTES", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    pub session_minutes: u32,
+}
+
+/// What every handler shares.
+pub(crate) struct App {
+    pub(crate) loaded: Loaded,
+    pub(crate) engine: Engine,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) reps: Vec<Rep>,
+    pub(crate) oauth: auth::OAuth,
+    pub(crate) api_token: Option<SecretString>,
+    pub(crate) audit: auth::Audit,
+    pub(crate) limiter: auth::Limiter,
+    /// Base URL of the CRM's records (`<instance>/<id>` opens one).
+    pub(crate) crm_url: String,
+    allowed_hosts: Vec<String>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let loaded = args.config.load()?;
+    // Installed before the first request, so every count lands in it.
+    let _ = recorder();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let public = match &args.public_url {
+        Some(u) => u.clone(),
+        None => url::Url::parse(&format!("http://{local}"))?,
+    };
+    let app = build(loaded, &public, local, &args).await?;
+    let tls = public.scheme() == "https";
+    let router = router(app, tls, args.session_minutes);
+    println!("listening on http://{local} (open {public})");
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn build(loaded: Loaded, public: &url::Url, local: SocketAddr, args: &ServeArgs) -> anyhow::Result<Arc<App>> {
+    let reps = loaded.select(None)?;
+    let wired = loaded.wire(&reps).await?;
+    let sf = loaded
+        .salesforce
+        .as_ref()
+        .map(|s| &s.config)
+        .context("the console signs admins in with Salesforce: the config has no [salesforce] section")?;
+    let redirect = public.join("auth/callback")?;
+    let oauth = auth::OAuth::new(sf, redirect)?;
+    let mut allowed_hosts = vec![local.to_string(), format!("localhost:{}", local.port())];
+    if let Some(h) = public.host_str() {
+        allowed_hosts.push(match public.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        });
+    }
+    allowed_hosts.extend(args.allow_hosts.iter().cloned());
+    let api_token = std::env::var(&args.token_env).ok().filter(|t| !t.is_empty()).map(SecretString::from);
+    Ok(Arc::new(App {
+        crm_url: sf.instance_url.trim_end_matches('/').to_owned(),
+        store: wired.store.clone(),
+        engine: wired.engine,
+        reps,
+        loaded,
+        oauth,
+        api_token,
+        audit: auth::Audit::default(),
+        limiter: auth::limiter(),
+        allowed_hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+    }))
+}
+
+fn router(app: Arc<App>, tls: bool, session_minutes: u32) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(pages::status))
+        .route("/reps/{id}", get(pages::rep))
+        .route("/reps/{id}/reset", get(pages::reset_preview).post(pages::reset))
+        .route("/reps/{id}/sync", post(pages::sync_now))
+        .route("/audit", get(pages::audit))
+        .route("/api/status", get(pages::api_status))
+        .route("/api/audit", get(pages::api_audit))
+        .route("/signin", get(auth::signin))
+        .route("/auth/callback", get(auth::callback))
+        .route("/signout", post(auth::signout))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/static/console.css", get(|| asset("text/css", include_str!("assets/console.css"))))
+        .route("/static/console.js", get(|| asset("text/javascript", include_str!("assets/console.js"))))
+        .layer(auth::sessions(tls, session_minutes))
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+/// Every request: the `Host` allow-list first, then security headers on every answer, and the
+/// request counted by route and status.
+async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    let path = req.uri().path().to_owned();
+    let mut res = if app.allowed_hosts.iter().any(|h| *h == host) {
+        next.run(req).await
+    } else {
+        tracing::warn!(host, "request refused: Host not allowed");
+        (StatusCode::MISDIRECTED_REQUEST, "this Host is not served here\n").into_response()
+    };
+    let h = res.headers_mut();
+    for (k, v) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let route = if path.starts_with("/reps/") {
+        "/reps/*"
+    } else if path.starts_with("/static/") {
+        "/static/*"
+    } else {
+        ""
+    };
+    let route = if route.is_empty() { path } else { route.to_owned() };
+    metrics::counter!("crmsync_console_requests_total", "route" => route, "status" => res.status().as_u16().to_string())
+        .increment(1);
+    res
+}
+
+/// `/readyz`: 200 when the store answers.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.store.statuses().await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {}\n", e.message())).into_response(),
+    }
+}
+
+/// The process's Prometheus recorder (one per process, installed on first use).
+fn recorder() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL.lock();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
+}
+
+/// `/metrics` (Prometheus text): the gauges read from the store now, the counters this process
+/// kept. Needs a session or the bearer token, like `/api/*`.
+async fn metrics(State(app): State<Arc<App>>, _who: auth::Reader) -> Response {
+    let Some(handle) = recorder() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n").into_response();
+    };
+    match pages::gauges(&app).await {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {}\n", e.message())).into_response(),
+    }
+}
