@@ -344,6 +344,8 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     let c = Console::start("browser").await;
     let erin = c.erin();
     let name = c.scenario.exchange_rep.name.clone();
+    // fantoccini's TLS stack needs a process-wide provider (the driver is plain http here).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut caps = serde_json::Map::new();
     let chrome = if std::path::Path::new("/usr/bin/chromium").exists() { Some("/usr/bin/chromium") } else { None };
     caps.insert(
