@@ -426,7 +426,7 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     b.find(XPath("//button[text()='Sign out']")).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("#signin")).await.unwrap().click().await.unwrap();
     let half = XPath(&format!("//button[text()='{}']", c.scenario.half_admin));
-    b.wait().for_element(half.clone()).await.unwrap().click().await.unwrap();
+    b.wait().for_element(half).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("p.message")).await.unwrap();
     let text = b.find(Css("p.message")).await.unwrap().text().await.unwrap();
     assert!(text.contains("lacks Manage Sync"), "{text}");

@@ -223,7 +223,7 @@ pub(crate) async fn callback(
         Err(e) => return fail(StatusCode::FORBIDDEN, format!("{e:#}")),
     };
     if let Err(r) = allowed(&app, &user, "sign in", None).await {
-        return r;
+        return *r;
     }
     // A new session id at sign-in (no fixation), with its own CSRF token.
     let admin = Admin { id: user.id.clone(), name: user.name.clone(), csrf: CsrfToken::new_random().secret().clone() };
@@ -251,7 +251,7 @@ pub(crate) async fn signout(
 ) -> Response {
     if let Some(a) = admin {
         if let Err(r) = a.check_csrf(&f.csrf) {
-            return r;
+            return *r;
         }
     }
     let _ = session.flush().await;
@@ -269,16 +269,16 @@ pub(crate) struct SignedIn(pub(crate) Admin);
 
 impl SignedIn {
     /// The form's CSRF token must be the session's.
-    pub(crate) fn check_csrf(&self, token: &str) -> Result<(), Response> {
+    pub(crate) fn check_csrf(&self, token: &str) -> Result<(), Box<Response>> {
         if same(token, &self.0.csrf) {
             Ok(())
         } else {
             tracing::warn!(admin = %self.0.name, "form refused: missing or wrong CSRF token");
-            Err(super::pages::message(
+            Err(Box::new(super::pages::message(
                 StatusCode::FORBIDDEN,
                 "Refused",
                 "This form is stale or did not come from this console (CSRF token). Nothing was changed.",
-            ))
+            )))
         }
     }
 }
@@ -367,13 +367,11 @@ impl Audit {
 
 /// The live check: `user` holds both `Manage Users` and `Manage Sync` in the CRM now. A refusal
 /// is audited and answered with a page saying what is missing.
-pub(crate) async fn allowed(app: &App, user: &CrmUser, action: &str, rep: Option<&str>) -> Result<(), Response> {
-    let held = app
-        .engine
-        .crm()
-        .permissions(&user.id)
-        .await
-        .map_err(|e| super::pages::message(StatusCode::BAD_GATEWAY, "The CRM did not answer", e.message()))?;
+pub(crate) async fn allowed(app: &App, user: &CrmUser, action: &str, rep: Option<&str>) -> Result<(), Box<Response>> {
+    let held =
+        app.engine.crm().permissions(&user.id).await.map_err(|e| {
+            Box::new(super::pages::message(StatusCode::BAD_GATEWAY, "The CRM did not answer", e.message()))
+        })?;
     let missing: Vec<&str> = [MANAGE_USERS, MANAGE_SYNC].into_iter().filter(|p| !held.iter().any(|h| h == p)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -387,9 +385,9 @@ pub(crate) async fn allowed(app: &App, user: &CrmUser, action: &str, rep: Option
         rep: rep.map(str::to_owned),
         outcome: outcome.clone(),
     });
-    Err(super::pages::message(
+    Err(Box::new(super::pages::message(
         StatusCode::FORBIDDEN,
         "Refused",
         &format!("{outcome}. The console needs both Manage Users and Manage Sync in the CRM."),
-    ))
+    )))
 }

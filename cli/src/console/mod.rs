@@ -158,7 +158,7 @@ async fn asset(kind: &'static str, body: &'static str) -> Response {
 async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
     let path = req.uri().path().to_owned();
-    let mut res = if app.allowed_hosts.iter().any(|h| *h == host) {
+    let mut res = if app.allowed_hosts.contains(&host) {
         next.run(req).await
     } else {
         tracing::warn!(host, "request refused: Host not allowed");

@@ -77,11 +77,11 @@ fn badge(s: RepState) -> Markup {
     html! { span class={ "badge st-" (s.as_str()) } { (s.as_str()) } }
 }
 
-fn find<'a>(app: &'a App, id: &str) -> Result<&'a Rep, Response> {
+fn find<'a>(app: &'a App, id: &str) -> Result<&'a Rep, Box<Response>> {
     app.reps
         .iter()
         .find(|r| r.id == id)
-        .ok_or_else(|| message(StatusCode::NOT_FOUND, "No such rep", "No configured rep has this id."))
+        .ok_or_else(|| Box::new(message(StatusCode::NOT_FOUND, "No such rep", "No configured rep has this id.")))
 }
 
 /// A rep's row on Sync Status, with its lease holder.
@@ -210,7 +210,7 @@ pub(crate) async fn rep(
 ) -> Response {
     let rep = match find(&app, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let st = match app.store.status(&rep.id).await {
         Ok(s) => s,
@@ -309,7 +309,7 @@ pub(crate) async fn reset_preview(
 ) -> Response {
     let rep = match find(&app, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(scope) = parse_scope(q.scope.as_deref()) else {
         return message(StatusCode::BAD_REQUEST, "Unknown scope", "The scope is contacts, events or all.");
@@ -372,18 +372,18 @@ pub(crate) async fn reset(
     Form(f): Form<ResetForm>,
 ) -> Response {
     if let Err(r) = who.check_csrf(&f.csrf) {
-        return r;
+        return *r;
     }
     let rep = match find(&app, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(scope) = parse_scope(f.scope.as_deref()) else {
         return message(StatusCode::BAD_REQUEST, "Unknown scope", "The scope is contacts, events or all.");
     };
     let user = who.0.user();
     if let Err(r) = auth::allowed(&app, &user, "reset", Some(&rep.name)).await {
-        return r;
+        return *r;
     }
     match app.engine.reset(&user, rep, scope).await {
         Ok(out) => {
@@ -410,14 +410,14 @@ pub(crate) async fn sync_now(
     Form(f): Form<CsrfOnly>,
 ) -> Response {
     if let Err(r) = who.check_csrf(&f.csrf) {
-        return r;
+        return *r;
     }
     let rep = match find(&app, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = auth::allowed(&app, &who.0.user(), "sync now", Some(&rep.name)).await {
-        return r;
+        return *r;
     }
     match app.store.schedule(&rep.id, Utc::now()).await {
         Ok(()) => Redirect::to(&format!("/reps/{}?notice=sync", rep.id)).into_response(),
@@ -488,7 +488,7 @@ async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
         outcome: a.outcome,
         verified_by: None,
     }));
-    out.sort_by(|a, b| b.at.cmp(&a.at));
+    out.sort_by_key(|e| std::cmp::Reverse(e.at));
     Ok(out)
 }
 
