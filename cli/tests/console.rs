@@ -435,3 +435,52 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     assert!(b.find(Css("#signin")).await.is_ok(), "no session for the half-admin");
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_starts_the_console_too() {
+    let base = loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if p < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("crmsync-console-sandbox-{}-{base}", std::process::id()));
+    let config = dir.join("crmsync.toml").display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+        .args(["sandbox", "--json", "--port-base", &base.to_string(), "--config-out", &config])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let out: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(out["console"]["sign_in_as"], "Alex Admin");
+    let url = out["console"]["url"].as_str().unwrap().trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let health = http.get(format!("{url}/healthz")).send().await.unwrap().status();
+    let page = http.get(format!("{url}/")).send().await.unwrap();
+    let (page_status, page) = (page.status(), page.text().await.unwrap());
+    let signin = http.get(format!("{url}/signin")).send().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(health, StatusCode::OK);
+    assert_eq!(page_status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("Sign in with Salesforce"), "{page}");
+    let to = signin.headers()[LOCATION].to_str().unwrap();
+    assert!(to.starts_with(&format!("http://127.0.0.1:{base}/services/oauth2/authorize?")), "{to}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_is_rate_limited_per_address() {
+    let c = Console::start("rate").await;
+    let mut codes = vec![];
+    for _ in 0..12 {
+        codes.push(c.get("/signin", None).await.status());
+    }
+    assert!(codes[..10].iter().all(|s| *s == StatusCode::SEE_OTHER), "{codes:?}");
+    assert_eq!(codes[11], StatusCode::TOO_MANY_REQUESTS, "{codes:?}");
+    // Pages other than the sign-in are not limited.
+    assert_eq!(c.get("/healthz", None).await.status(), StatusCode::OK);
+}

@@ -71,59 +71,108 @@ pub(crate) struct App {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.config.load()?;
-    // Installed before the first request, so every count lands in it.
-    let _ = recorder();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
-    let local = listener.local_addr()?;
-    let public = match &args.public_url {
-        Some(u) => u.clone(),
-        None => url::Url::parse(&format!("http://{local}"))?,
+    let wired = loaded.wire(&loaded.reps).await?;
+    let api_token = std::env::var(&args.token_env).ok().filter(|t| !t.is_empty()).map(SecretString::from);
+    let options = Options {
+        public_url: args.public_url,
+        allow_hosts: args.allow_hosts,
+        api_token,
+        session_minutes: args.session_minutes,
     };
-    let app = build(loaded, &public, local, &args).await?;
-    let tls = public.scheme() == "https";
-    let router = router(app, tls, args.session_minutes);
-    println!("listening on http://{local} (open {public})");
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
+    let console = Console::new(listener, loaded, wired.engine, options)?;
+    println!("listening on http://{} (open {})", console.local, console.public);
+    console
+        .serve(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn build(loaded: Loaded, public: &url::Url, local: SocketAddr, args: &ServeArgs) -> anyhow::Result<Arc<App>> {
-    let reps = loaded.select(None)?;
-    let wired = loaded.wire(&reps).await?;
-    let sf = loaded
-        .salesforce
-        .as_ref()
-        .map(|s| &s.config)
-        .context("the console signs admins in with Salesforce: the config has no [salesforce] section")?;
-    let redirect = public.join("auth/callback")?;
-    let oauth = auth::OAuth::new(sf, redirect)?;
-    let mut allowed_hosts = vec![local.to_string(), format!("localhost:{}", local.port())];
-    if let Some(h) = public.host_str() {
-        allowed_hosts.push(match public.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_owned(),
-        });
+/// How a console is reached and who may read it without signing in.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The console as browsers reach it (default: `http://<listen address>`).
+    pub public_url: Option<url::Url>,
+    /// `Host` values accepted besides the public URL's and the listen address's.
+    pub allow_hosts: Vec<String>,
+    /// The read-only bearer token for `/api/*` and `/metrics`.
+    pub api_token: Option<SecretString>,
+    /// Idle minutes before a session ends.
+    pub session_minutes: u32,
+}
+
+/// A console bound to its listener, ready to serve (`crmsync serve`, `crmsync sandbox`).
+pub struct Console {
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    /// The address it listens on.
+    pub local: SocketAddr,
+    /// The address browsers open.
+    pub public: url::Url,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console").field("local", &self.local).field("public", &self.public).finish_non_exhaustive()
     }
-    allowed_hosts.extend(args.allow_hosts.iter().cloned());
-    let api_token = std::env::var(&args.token_env).ok().filter(|t| !t.is_empty()).map(SecretString::from);
-    Ok(Arc::new(App {
-        crm_url: sf.instance_url.trim_end_matches('/').to_owned(),
-        store: wired.store.clone(),
-        engine: wired.engine,
-        reps,
-        loaded,
-        oauth,
-        api_token,
-        audit: auth::Audit::default(),
-        limiter: auth::limiter(),
-        allowed_hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
-    }))
+}
+
+impl Console {
+    /// The console over `engine` (its CRM signs admins in and answers permission checks; its
+    /// store is read and reset) for the reps and `[salesforce]` section of `loaded`.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        loaded: Loaded,
+        engine: Engine,
+        options: Options,
+    ) -> anyhow::Result<Console> {
+        // Installed before the first request, so every count lands in it.
+        let _ = recorder();
+        let local = listener.local_addr()?;
+        let public = match options.public_url {
+            Some(u) => u,
+            None => url::Url::parse(&format!("http://{local}"))?,
+        };
+        let sf = loaded
+            .salesforce
+            .as_ref()
+            .map(|s| &s.config)
+            .context("the console signs admins in with Salesforce: the config has no [salesforce] section")?;
+        let oauth = auth::OAuth::new(sf, public.join("auth/callback")?)?;
+        let mut allowed_hosts = vec![local.to_string(), format!("localhost:{}", local.port())];
+        if let Some(h) = public.host_str() {
+            allowed_hosts.push(match public.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            });
+        }
+        allowed_hosts.extend(options.allow_hosts);
+        let app = Arc::new(App {
+            crm_url: sf.instance_url.trim_end_matches('/').to_owned(),
+            store: engine.store().clone(),
+            engine,
+            reps: loaded.reps.clone(),
+            loaded,
+            oauth,
+            api_token: options.api_token,
+            audit: auth::Audit::default(),
+            limiter: auth::limiter(),
+            allowed_hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+        });
+        let router = router(app, public.scheme() == "https", options.session_minutes.max(1));
+        Ok(Console { listener, router, local, public })
+    }
+
+    /// Serve until `stop` completes.
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop)
+            .await
+    }
 }
 
 fn router(app: Arc<App>, tls: bool, session_minutes: u32) -> axum::Router {
