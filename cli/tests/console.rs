@@ -198,7 +198,16 @@ async fn nothing_without_a_session_but_health_sign_in_and_assets() {
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();
     assert!(text.contains("crmsync_reps{state=\"ok\"}"), "{text}");
-    assert!(text.contains("crmsync_leases_held"), "{text}");
+    assert!(text.contains("crmsync_leases_held 0"), "{text}");
+    assert!(text.contains("crmsync_console_requests_total{route=\"/healthz\",status=\"200\"}"), "{text}");
+    // The setup's cycle, counted once however often it is scraped.
+    let again =
+        c.http.get(format!("{}/metrics", c.url)).bearer_auth(SCRIPT_TOKEN).send().await.unwrap().text().await.unwrap();
+    for t in [&text, &again] {
+        assert!(t.contains("crmsync_cycles_total{outcome=\"ok\"} 1"), "{t}");
+        assert!(t.contains("crmsync_cycle_duration_seconds_count 1"), "{t}");
+        assert!(t.contains("crmsync_requests_total{service=\"crm\"}"), "{t}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

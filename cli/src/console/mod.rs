@@ -5,16 +5,18 @@
 //!   CSRF tokens, the live permission check, the sign-in rate limit, bearer tokens for `/api`.
 //! - `pages`: the HTML pages and their JSON twins (maud; no inline script or style).
 //! - this file: the router, the `Host` allow-list, security headers, access logs, `/healthz`,
-//!   `/readyz` and `/metrics`.
+//!   `/readyz`.
+//! - `metrics`: `/metrics` in the Prometheus text format.
 //!
 //! See docs/console.md for running it (behind a proxy, with TLS) and its security rules.
 
 mod auth;
+mod metrics;
 mod pages;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::{Request, State};
@@ -23,7 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use crmsync_core::{Engine, Rep, Store};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::SecretString;
 
 use crate::commands::ConfigArg;
@@ -64,6 +65,7 @@ pub(crate) struct App {
     pub(crate) api_token: Option<SecretString>,
     pub(crate) audit: auth::Audit,
     pub(crate) limiter: auth::Limiter,
+    pub(crate) seen: metrics::Seen,
     /// Base URL of the CRM's records (`<instance>/<id>` opens one).
     pub(crate) crm_url: String,
     allowed_hosts: Vec<String>,
@@ -131,7 +133,7 @@ impl Console {
         options: Options,
     ) -> anyhow::Result<Console> {
         // Installed before the first request, so every count lands in it.
-        let _ = recorder();
+        let _ = metrics::recorder();
         let local = listener.local_addr()?;
         let public = match options.public_url {
             Some(u) => u,
@@ -161,6 +163,7 @@ impl Console {
             api_token: options.api_token,
             audit: auth::Audit::default(),
             limiter: auth::limiter(),
+            seen: metrics::Seen::default(),
             allowed_hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
         });
         let router = router(app, public.scheme() == "https", options.session_minutes.max(1));
@@ -189,7 +192,7 @@ fn router(app: Arc<App>, tls: bool, session_minutes: u32) -> axum::Router {
         .route("/signout", post(auth::signout))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::scrape))
         .route("/static/console.css", get(|| asset("text/css", include_str!("assets/console.css"))))
         .route("/static/console.js", get(|| asset("text/javascript", include_str!("assets/console.js"))))
         .layer(auth::sessions(tls, session_minutes))
@@ -238,7 +241,7 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         ""
     };
     let route = if route.is_empty() { path } else { route.to_owned() };
-    metrics::counter!("crmsync_console_requests_total", "route" => route, "status" => res.status().as_u16().to_string())
+    ::metrics::counter!("crmsync_console_requests_total", "route" => route, "status" => res.status().as_u16().to_string())
         .increment(1);
     res
 }
@@ -247,26 +250,6 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     match app.store.statuses().await {
         Ok(_) => "ready".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {}\n", e.message())).into_response(),
-    }
-}
-
-/// The process's Prometheus recorder (one per process, installed on first use).
-fn recorder() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _guard = INSTALL.lock();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
-}
-
-/// `/metrics` (Prometheus text): the gauges read from the store now, the counters this process
-/// kept. Needs a session or the bearer token, like `/api/*`.
-async fn metrics(State(app): State<Arc<App>>, _who: auth::Reader) -> Response {
-    let Some(handle) = recorder() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n").into_response();
-    };
-    match pages::gauges(&app).await {
-        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {}\n", e.message())).into_response(),
     }
 }

@@ -110,7 +110,7 @@ pub(crate) struct StatusQuery {
     state: String,
 }
 
-const STATES: [RepState; 6] = [
+pub(crate) const STATES: [RepState; 6] = [
     RepState::Ok,
     RepState::Syncing,
     RepState::Error,
@@ -549,32 +549,4 @@ pub(crate) async fn api_audit(
             .into_response(),
         Err(e) => internal(format!("{e:#}")),
     }
-}
-
-/// The gauges `/metrics` reports, read from the store now.
-pub(crate) async fn gauges(app: &App) -> crmsync_core::Result<()> {
-    let now = Utc::now();
-    let statuses = app.store.statuses().await?;
-    for s in STATES {
-        let n = app
-            .reps
-            .iter()
-            .filter(|r| statuses.iter().find(|x| x.rep == r.id).map_or(RepState::Ok, |x| x.state) == s)
-            .count();
-        metrics::gauge!("crmsync_reps", "state" => s.as_str()).set(n as f64);
-    }
-    let (mut leases, mut resets, mut writes, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    for r in &app.reps {
-        leases += u64::from(app.store.lease(&r.id, now).await?.is_some());
-        resets += app.store.resets(&r.id).await?.len() as u64;
-        if let Some(c) = statuses.iter().find(|x| x.rep == r.id).and_then(|x| x.last_report.as_ref()) {
-            writes += c.writes();
-            errors += c.contacts.errors + c.events.errors;
-        }
-    }
-    metrics::gauge!("crmsync_leases_held").set(leases as f64);
-    metrics::gauge!("crmsync_resets_stored").set(resets as f64);
-    metrics::gauge!("crmsync_last_cycle_writes").set(writes as f64);
-    metrics::gauge!("crmsync_last_cycle_item_errors").set(errors as f64);
-    Ok(())
 }
