@@ -43,6 +43,10 @@ fn secret(s: &Option<secrecy::SecretString>) -> String {
 
 impl Console {
     async fn start(tag: &str) -> Console {
+        Console::start_with(tag, &[], reqwest::Client::builder()).await
+    }
+
+    async fn start_with(tag: &str, extra: &[&str], http: reqwest::ClientBuilder) -> Console {
         let fakes = Fakes::start().await;
         let scenario = seed(&fakes, Size { contacts: 4, events: 2 });
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -66,6 +70,7 @@ impl Console {
         assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
         let mut child = Command::new(bin)
             .args(["serve", "--config", &config, "--listen", "127.0.0.1:0"])
+            .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, v)))
             .env_remove("CRMSYNC_LISTEN")
             .stdout(Stdio::piped())
@@ -74,7 +79,7 @@ impl Console {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("no address in {line:?}")).to_owned();
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let http = http.redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Console { fakes, scenario, dir, child, url: addr, http }
     }
 
@@ -354,7 +359,7 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     let erin = c.erin();
     let name = c.scenario.exchange_rep.name.clone();
     // fantoccini's TLS stack needs a process-wide provider (the driver is plain http here).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut caps = serde_json::Map::new();
     let chrome = if std::path::Path::new("/usr/bin/chromium").exists() { Some("/usr/bin/chromium") } else { None };
     caps.insert(
@@ -479,6 +484,26 @@ async fn the_sandbox_starts_the_console_too() {
     assert!(page.contains("Sign in with Salesforce"), "{page}");
     let to = signin.headers()[LOCATION].to_str().unwrap();
     assert!(to.starts_with(&format!("http://127.0.0.1:{base}/services/oauth2/authorize?")), "{to}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_https_with_secure_cookies() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let (cert, key) = (format!("{data}/console-test.crt"), format!("{data}/console-test.key"));
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([root]);
+    let c = Console::start_with("tls", &["--tls-cert", &cert, "--tls-key", &key], http).await;
+    assert!(c.url.starts_with("https://127.0.0.1:"), "{}", c.url);
+    assert_eq!(c.get("/healthz", None).await.status(), StatusCode::OK);
+    let start = c.get("/signin", None).await;
+    let set = start.headers()[SET_COOKIE].to_str().unwrap().to_lowercase();
+    assert!(set.contains("secure") && set.contains("httponly"), "{set}");
+    let to = url::Url::parse(start.headers()[LOCATION].to_str().unwrap()).unwrap();
+    let redirect = to.query_pairs().find(|(k, _)| k == "redirect_uri").unwrap().1.into_owned();
+    assert_eq!(redirect, format!("{}/auth/callback", c.url));
+    // Plain http on the TLS port gets no page.
+    let plain = reqwest::Client::new().get(c.url.replace("https://", "http://") + "/healthz").send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

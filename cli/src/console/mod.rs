@@ -15,6 +15,7 @@ mod metrics;
 mod pages;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -50,6 +51,13 @@ pub struct ServeArgs {
     /// (unset: only signed-in admins can read them). It never signs a person in.
     #[arg(long, value_name = "VAR", default_value = "CRMSYNC_ADMIN_TOKEN")]
     pub token_env: String,
+    /// Serve https with this certificate chain (PEM); needs --tls-key. Without it, serve plain
+    /// http (behind a TLS-terminating proxy, see docs/console.md).
+    #[arg(long, env = "CRMSYNC_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "CRMSYNC_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Minutes of inactivity after which a session ends, 1 to 1440.
     #[arg(long, value_name = "MINUTES", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1440))]
     pub session_minutes: u32,
@@ -83,9 +91,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         allow_hosts: args.allow_hosts,
         api_token,
         session_minutes: args.session_minutes,
+        tls: args.tls_cert.zip(args.tls_key),
     };
     let console = Console::new(listener, loaded, wired.engine, options)?;
-    println!("listening on http://{} (open {})", console.local, console.public);
+    let scheme = if console.tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{} (open {})", console.local, console.public);
     console
         .serve(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -105,12 +115,15 @@ pub struct Options {
     pub api_token: Option<SecretString>,
     /// Idle minutes before a session ends.
     pub session_minutes: u32,
+    /// Serve https: (certificate chain, private key), PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A console bound to its listener, ready to serve (`crmsync serve`, `crmsync sandbox`).
 pub struct Console {
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// The address it listens on.
     pub local: SocketAddr,
     /// The address browsers open.
@@ -135,9 +148,10 @@ impl Console {
         // Installed before the first request, so every count lands in it.
         let _ = metrics::recorder();
         let local = listener.local_addr()?;
+        let tls = options.tls.as_ref().map(|(cert, key)| tls_config(cert, key)).transpose()?;
         let public = match options.public_url {
             Some(u) => u,
-            None => url::Url::parse(&format!("http://{local}"))?,
+            None => url::Url::parse(&format!("{}://{local}", if tls.is_some() { "https" } else { "http" }))?,
         };
         let sf = loaded
             .salesforce
@@ -167,15 +181,45 @@ impl Console {
             allowed_hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
         });
         let router = router(app, public.scheme() == "https", options.session_minutes.max(1));
-        Ok(Console { listener, router, local, public })
+        Ok(Console { listener, router, tls, local, public })
     }
 
     /// Serve until `stop` completes.
     pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop)
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let Some(tls) = self.tls else {
+            return axum::serve(self.listener, service).with_graceful_shutdown(stop).await;
+        };
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            stop.await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+        });
+        axum_server::from_tcp_rustls(self.listener.into_std()?, axum_server::tls_rustls::RustlsConfig::from_config(tls))
+            .handle(handle)
+            .serve(service)
             .await
     }
+}
+
+/// The TLS server config from PEM files (one line naming the file when one is wrong).
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("--tls-cert: {}: {e}", cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "--tls-cert: {}: no certificate in it", cert.display());
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("--tls-key: {}: {e}", key.display()))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn router(app: Arc<App>, tls: bool, session_minutes: u32) -> axum::Router {
