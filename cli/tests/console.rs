@@ -267,6 +267,12 @@ async fn reset_needs_both_permissions_a_csrf_token_and_happens_once() {
     }
     assert_eq!(links(&c.api("/api/status").await, &name), before);
 
+    // The rep page names the record behind an item error (read live from its side).
+    let rep_page = c.get(&format!("/reps/{erin}"), Some(&cookie)).await.text().await.unwrap();
+    let at = rep_page.find("<td class=\"record\">").expect("an item error row");
+    let cell = &rep_page[at..at + rep_page[at..].find("</td>").unwrap()];
+    assert!(!cell.contains("(name unavailable)"), "{cell}");
+
     // The preview names what goes.
     let preview = c.get(&format!("/reps/{erin}/reset?scope=contacts"), Some(&cookie)).await.text().await.unwrap();
     assert!(preview.contains("What the reset removes") && preview.contains("data-kind=\"contact\""), "{preview}");

@@ -1,7 +1,7 @@
 //! The console's pages (maud) and their JSON twins. Every page is a GET that changes nothing;
 //! every change is a POST with the session's CSRF token that answers with a redirect to a GET.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Form;
@@ -9,7 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use chrono::Utc;
-use crmsync_core::{ConnectionMode, Kind, KindReport, LinkState, Rep, RepState, ResetRecord, ResetScope, Side};
+use crmsync_core::config::READ_MARGIN_DAYS;
+use crmsync_core::port::Access;
+use crmsync_core::{
+    ConnectionMode, ItemError, Kind, KindReport, LinkState, Record, Rep, RepState, ResetRecord, ResetScope, Side,
+};
 use maud::{DOCTYPE, Markup, html};
 use serde::{Deserialize, Serialize};
 
@@ -201,6 +205,53 @@ fn kind_report(r: &crmsync_core::CycleReport, k: Kind) -> &KindReport {
     }
 }
 
+/// What an admin calls a record: a contact's name (or e-mail), an event's subject.
+fn record_name(r: &Record) -> String {
+    match r {
+        Record::Contact(c) => {
+            let name =
+                [c.given_name.as_deref(), c.family_name.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+            if name.trim().is_empty() { c.emails.first().cloned().unwrap_or_default() } else { name }
+        }
+        Record::Event(e) => e.subject.clone().unwrap_or_default(),
+    }
+}
+
+/// The names of the records behind item errors, read live from each side (best effort: a side
+/// that does not answer leaves its ids unnamed).
+async fn error_names(app: &App, rep: &Rep, kind: Kind, errors: &[ItemError]) -> HashMap<String, String> {
+    let mut names = HashMap::new();
+    if errors.is_empty() {
+        return names;
+    }
+    let grant = match rep.connection {
+        ConnectionMode::AdminManaged => None,
+        ConnectionMode::UserManaged => app.store.grant(&rep.id).await.ok().flatten(),
+    };
+    let access = Access { window: rep.config.window(Utc::now()).widened(READ_MARGIN_DAYS), grant };
+    for side in [Side::Crm, Side::Provider] {
+        let ids: Vec<String> = errors.iter().filter(|e| e.side == side).map(|e| e.id.clone()).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let collection = match side {
+            Side::Crm => app.engine.crm().collection(rep, kind, &access).await,
+            Side::Provider => match app.engine.provider(&rep.provider) {
+                Some(p) => p.collection(rep, kind, &access).await,
+                None => continue,
+            },
+        };
+        match collection {
+            Ok(c) => match c.get_many(&ids).await {
+                Ok(items) => names.extend(items.into_iter().map(|i| (i.id, record_name(&i.record)))),
+                Err(e) => tracing::debug!(error = e.message(), "item error names unavailable"),
+            },
+            Err(e) => tracing::debug!(error = e.message(), "item error names unavailable"),
+        }
+    }
+    names
+}
+
 /// `GET /reps/{id}`: one rep.
 pub(crate) async fn rep(
     State(app): State<Arc<App>>,
@@ -226,7 +277,8 @@ pub(crate) async fn rep(
             (Ok(l), Ok(c), Ok(e)) => (l, c, e),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e.message()),
         };
-        kinds.push((kind, links, cursors, errors));
+        let names = error_names(&app, rep, kind, &errors).await;
+        kinds.push((kind, links, cursors, errors, names));
     }
     let notice = match n.notice.as_str() {
         "reset" => Some("Reset Sync done: links and cursors removed, no record changed. The next cycle re-links."),
@@ -256,7 +308,7 @@ pub(crate) async fn rep(
                 a.button #reset href={ "/reps/" (rep.id) "/reset" } { "Reset Sync…" }
             }
         }
-        @for (kind, links, cursors, errors) in &kinds {
+        @for (kind, links, cursors, errors, names) in &kinds {
             section.kind {
                 h2 { (kind.as_str()) }
                 p { (links.iter().filter(|l| l.state == LinkState::Linked).count()) " linked, "
@@ -275,7 +327,12 @@ pub(crate) async fn rep(
                 @if errors.is_empty() { p { "No item errors." } } @else {
                     table.errors { thead { tr { th { "Record" } th { "Side" } th { "Reason" } th { "Attempts" } th { "Last seen" } } }
                         tbody { @for e in errors { tr {
-                            td { @if e.side == Side::Crm { a href={ (app.crm_url) "/" (e.id) } rel="noreferrer" target="_blank" { (e.id) } } @else { (e.id) } }
+                            @let crm_id = if e.side == Side::Crm { Some(e.id.as_str()) } else { links.iter().find(|l| l.provider_id == e.id).map(|l| l.crm_id.as_str()) };
+                            td.record {
+                                strong { (names.get(&e.id).map_or("(name unavailable)", String::as_str)) } br;
+                                small { (e.id) }
+                                @if let Some(id) = crm_id { br; a href={ (app.crm_url) "/" (id) } rel="noreferrer" target="_blank" { "open in the CRM" } }
+                            }
                             td { (e.side.as_str()) } td { (e.reason) } td { (e.attempts) } td { (when(Some(e.last_seen))) }
                         } } }
                     }
