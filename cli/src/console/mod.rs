@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use crmsync_core::{Engine, Rep, Store};
 use secrecy::SecretString;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 use crate::commands::ConfigArg;
 use crate::config::Loaded;
@@ -241,7 +242,11 @@ fn router(app: Arc<App>, tls: bool, session_minutes: u32) -> axum::Router {
         .route("/static/console.js", get(|| asset("text/javascript", include_str!("assets/console.js"))))
         .layer(auth::sessions(tls, session_minutes))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .with_state(app)
 }
 

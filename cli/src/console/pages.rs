@@ -12,7 +12,8 @@ use chrono::Utc;
 use crmsync_core::config::READ_MARGIN_DAYS;
 use crmsync_core::port::Access;
 use crmsync_core::{
-    ConnectionMode, ItemError, Kind, KindReport, LinkState, Record, Rep, RepState, ResetRecord, ResetScope, Side,
+    ConnectionMode, CrmUser, Cursors, ItemError, Kind, KindReport, Link, LinkState, Record, Rep, RepState, ResetRecord,
+    ResetScope, Side,
 };
 use maud::{DOCTYPE, Markup, html};
 use serde::{Deserialize, Serialize};
@@ -252,6 +253,16 @@ async fn error_names(app: &App, rep: &Rep, kind: Kind, errors: &[ItemError]) -> 
     names
 }
 
+/// A rep's links, cursors and item errors of one kind, as the store holds them.
+async fn stored(app: &App, rep: &str, kind: Kind) -> Result<(Vec<Link>, Cursors, Vec<ItemError>), Box<Response>> {
+    let err = |e: crmsync_core::Error| Box::new(internal(e.message()));
+    Ok((
+        app.store.links(rep, kind).await.map_err(err)?,
+        app.store.cursors(rep, kind).await.map_err(err)?,
+        app.store.item_errors(rep, kind).await.map_err(err)?,
+    ))
+}
+
 /// `GET /reps/{id}`: one rep.
 pub(crate) async fn rep(
     State(app): State<Arc<App>>,
@@ -269,13 +280,9 @@ pub(crate) async fn rep(
     };
     let mut kinds = vec![];
     for kind in Kind::ALL {
-        let (links, cursors, errors) = match (
-            app.store.links(&rep.id, kind).await,
-            app.store.cursors(&rep.id, kind).await,
-            app.store.item_errors(&rep.id, kind).await,
-        ) {
-            (Ok(l), Ok(c), Ok(e)) => (l, c, e),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e.message()),
+        let (links, cursors, errors) = match stored(&app, &rep.id, kind).await {
+            Ok(x) => x,
+            Err(r) => return *r,
         };
         let names = error_names(&app, rep, kind, &errors).await;
         kinds.push((kind, links, cursors, errors, names));
@@ -373,13 +380,9 @@ pub(crate) async fn reset_preview(
     };
     let mut removes = vec![];
     for kind in scope.kinds() {
-        let (links, cursors, errors) = match (
-            app.store.links(&rep.id, *kind).await,
-            app.store.cursors(&rep.id, *kind).await,
-            app.store.item_errors(&rep.id, *kind).await,
-        ) {
-            (Ok(l), Ok(c), Ok(e)) => (l, c, e),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e.message()),
+        let (links, cursors, errors) = match stored(&app, &rep.id, *kind).await {
+            Ok(x) => x,
+            Err(r) => return *r,
         };
         let linked = links.iter().filter(|l| l.state == LinkState::Linked).count();
         let kept = links.len() - linked;
@@ -414,6 +417,22 @@ pub(crate) async fn reset_preview(
     Html(layout(&format!("Reset Sync: {}", rep.name), Some(&admin), body).into_string()).into_response()
 }
 
+/// A change asked by a form: the session's CSRF token, a configured rep, and the admin's
+/// permissions read live from the CRM (a refusal is audited).
+async fn privileged<'a>(
+    app: &'a App,
+    who: &SignedIn,
+    csrf: &str,
+    id: &str,
+    action: &str,
+) -> Result<(&'a Rep, CrmUser), Box<Response>> {
+    who.check_csrf(csrf)?;
+    let rep = find(app, id)?;
+    let user = who.0.user();
+    auth::allowed(app, &user, action, Some(&rep.name)).await?;
+    Ok((rep, user))
+}
+
 #[derive(Deserialize)]
 pub(crate) struct ResetForm {
     #[serde(default)]
@@ -428,20 +447,13 @@ pub(crate) async fn reset(
     Path(id): Path<String>,
     Form(f): Form<ResetForm>,
 ) -> Response {
-    if let Err(r) = who.check_csrf(&f.csrf) {
-        return *r;
-    }
-    let rep = match find(&app, &id) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     let Some(scope) = parse_scope(f.scope.as_deref()) else {
         return message(StatusCode::BAD_REQUEST, "Unknown scope", "The scope is contacts, events or all.");
     };
-    let user = who.0.user();
-    if let Err(r) = auth::allowed(&app, &user, "reset", Some(&rep.name)).await {
-        return *r;
-    }
+    let (rep, user) = match privileged(&app, &who, &f.csrf, &id, "reset").await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
     match app.engine.reset(&user, rep, scope).await {
         Ok(out) => {
             tracing::info!(admin = %user.name, rep = %rep.name, scope = scope_name(scope), links = ?out.record.links_removed, "reset");
@@ -466,16 +478,10 @@ pub(crate) async fn sync_now(
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = who.check_csrf(&f.csrf) {
-        return *r;
-    }
-    let rep = match find(&app, &id) {
-        Ok(r) => r,
+    let rep = match privileged(&app, &who, &f.csrf, &id, "sync now").await {
+        Ok((rep, _)) => rep,
         Err(r) => return *r,
     };
-    if let Err(r) = auth::allowed(&app, &who.0.user(), "sync now", Some(&rep.name)).await {
-        return *r;
-    }
     match app.store.schedule(&rep.id, Utc::now()).await {
         Ok(()) => Redirect::to(&format!("/reps/{}?notice=sync", rep.id)).into_response(),
         Err(e) => internal(e.message()),
