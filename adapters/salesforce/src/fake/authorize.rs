@@ -47,7 +47,13 @@ impl Params {
 }
 
 /// Serve `/services/oauth2/authorize`.
-pub(crate) fn respond(st: &mut State, ch: &mut Chassis, method: &str, query: &[(String, String)], body: &[u8]) -> Reply {
+pub(crate) fn respond(
+    st: &mut State,
+    ch: &mut Chassis,
+    method: &str,
+    query: &[(String, String)],
+    body: &[u8],
+) -> Reply {
     let post = method == "POST";
     let params = Params(if post { url::form_urlencoded::parse(body).into_owned().collect() } else { query.to_vec() });
     if let Some(why) = params.invalid() {

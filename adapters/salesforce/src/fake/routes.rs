@@ -139,7 +139,9 @@ fn route(
     }
     match path {
         "/services/oauth2/authorize" => return (super::authorize::respond(st, ch, method, query, body), false),
-        "/services/oauth2/userinfo" => return (super::authorize::userinfo(st, header("authorization").as_deref()), false),
+        "/services/oauth2/userinfo" => {
+            return (super::authorize::userinfo(st, header("authorization").as_deref()), false);
+        }
         _ => {}
     }
     if matches!(path, "/services/data" | "/services/data/") && method == "GET" {
