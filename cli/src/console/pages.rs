@@ -174,7 +174,7 @@ pub(crate) async fn status(
                         td { (when(v.last_success)) }
                         td data-value=(v.links.contacts + v.links.events) { (v.links.contacts) " contacts, " (v.links.events) " events" }
                         td { (v.last_cycle.as_ref().map_or(0, |c| c.writes())) }
-                        td { (v.item_errors.len()) }
+                        td { (v.item_errors.iter().filter(|e| !is_skip(e)).count()) }
                         td { @match &r.lease_holder { Some(h) => { (h.holder) br; small { "until " (when(Some(h.until))) } }, None => { "—" } } }
                     }
                 }
@@ -204,6 +204,12 @@ fn kind_report(r: &crmsync_core::CycleReport, k: Kind) -> &KindReport {
         Kind::Contact => &r.contacts,
         Kind::Event => &r.events,
     }
+}
+
+/// An entry of the store's retry list that is a skip waiting to be looked at again (a match
+/// outside the filter, or already linked), not an error.
+fn is_skip(e: &ItemError) -> bool {
+    e.reason.starts_with("skipped: ")
 }
 
 /// What an admin calls a record: a contact's name (or e-mail), an event's subject.
@@ -331,17 +337,22 @@ pub(crate) async fn rep(
                         p { "Skipped (not errors): " @for (reason, n) in &k.skipped { span.skip { (reason) " " (n) } " " } }
                     }
                 }
-                @if errors.is_empty() { p { "No item errors." } } @else {
-                    table.errors { thead { tr { th { "Record" } th { "Side" } th { "Reason" } th { "Attempts" } th { "Last seen" } } }
-                        tbody { @for e in errors { tr {
-                            @let crm_id = if e.side == Side::Crm { Some(e.id.as_str()) } else { links.iter().find(|l| l.provider_id == e.id).map(|l| l.crm_id.as_str()) };
-                            td.record {
-                                strong { (names.get(&e.id).map_or("(name unavailable)", String::as_str)) } br;
-                                small { (e.id) }
-                                @if let Some(id) = crm_id { br; a href={ (app.crm_url) "/" (id) } rel="noreferrer" target="_blank" { "open in the CRM" } }
-                            }
-                            td { (e.side.as_str()) } td { (e.reason) } td { (e.attempts) } td { (when(Some(e.last_seen))) }
-                        } } }
+                @let (skips, errs): (Vec<&ItemError>, Vec<&ItemError>) = errors.iter().partition(|e| is_skip(e));
+                @if errs.is_empty() { p { "No item errors." } }
+                @for (id, title, list) in [("errors", "Item errors", &errs), ("skips", "Skipped, looked at again next cycle (not errors)", &skips)] {
+                    @if !list.is_empty() {
+                        h3 { (title) }
+                        table.errors id={ (id) "-" (kind.as_str()) } { thead { tr { th { "Record" } th { "Side" } th { "Reason" } th { "Attempts" } th { "Last seen" } } }
+                            tbody { @for e in list.iter() { tr {
+                                @let crm_id = if e.side == Side::Crm { Some(e.id.as_str()) } else { links.iter().find(|l| l.provider_id == e.id).map(|l| l.crm_id.as_str()) };
+                                td.record {
+                                    strong { (names.get(&e.id).map_or("(name unavailable)", String::as_str)) } br;
+                                    small { (e.id) }
+                                    @if let Some(id) = crm_id { br; a href={ (app.crm_url) "/" (id) } rel="noreferrer" target="_blank" { "open in the CRM" } }
+                                }
+                                td { (e.side.as_str()) } td { (e.reason) } td { (e.attempts) } td { (when(Some(e.last_seen))) }
+                            } } }
+                        }
                     }
                 }
             }
