@@ -386,4 +386,7 @@ fn print_report(r: &Report) {
     println!("  lost edits                     {}", i.lost_edits);
     println!("  writes in quiet cycle          {}", i.writes_in_quiet_cycle);
     println!("{}", if i.all_zero() { "OK: every invariant holds" } else { "FAILED: an invariant does not hold" });
+    println!(
+        "Next: `crmsync sandbox` serves these fakes and the admin console on http://127.0.0.1:8650 (sign in as Alex Admin)"
+    );
 }

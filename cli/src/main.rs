@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use crmsync_cli::{commands, demo, sandbox, serve, worker};
+use crmsync_cli::{commands, console, demo, sandbox, worker};
 
 #[derive(Parser)]
 #[command(
@@ -42,8 +42,8 @@ enum Command {
     Connect(commands::ConnectArgs),
     /// Cycle every rep on a schedule, sharing the reps with other workers through store leases.
     Worker(worker::WorkerArgs),
-    /// Serve the admin status page (and Reset Sync from it when an admin token is set).
-    Serve(serve::ServeArgs),
+    /// Serve the admin console: Sync Status, rep pages, Reset Sync with a preview, audit (sign in with the CRM).
+    Serve(console::ServeArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -81,7 +81,7 @@ async fn main() -> ExitCode {
         Command::Status(args) => commands::status(args).await,
         Command::Connect(args) => commands::connect(args).await,
         Command::Worker(args) => worker::run(args).await,
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => console::run(args).await,
     };
     match result {
         Ok(code) => code,

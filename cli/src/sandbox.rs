@@ -1,6 +1,7 @@
 //! `crmsync sandbox`: the three fakes on fixed loopback ports until Ctrl-C (or SIGTERM), with the
-//! standard scenario seeded (or nothing), their endpoints and credentials printed, and a ready
-//! config file for `crmsync sync`.
+//! standard scenario seeded (or nothing), their endpoints and credentials printed, a ready
+//! config file for `crmsync sync`, and the admin console on the same store (sign in as the
+//! seeded admin).
 //!
 //! Secrets: the written config holds none (as every crmsync config); it names environment
 //! variables (`CRMSYNC_SANDBOX_*`) whose values — the fakes' well-known test credentials — are
@@ -172,6 +173,13 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(p, &config_text).with_context(|| format!("--config-out: cannot write {}", p.display()))?;
     }
     let cfg = config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "crmsync.toml".into());
+    let console = start_console(
+        &fakes,
+        config_path.clone().unwrap_or_else(|| absolute(Path::new(&cfg))),
+        &config_text,
+        args.port_base,
+    )
+    .await?;
     let mut next: Vec<String> =
         env.iter().map(|(k, v)| format!("export {k}={}", sh(v.as_str().unwrap_or("")))).collect();
     if let Some(ca) = &ca_file {
@@ -220,6 +228,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             "client_secret": secret(&google.client_secret),
             "service_account_email": google.service_account_email,
         },
+        "console": { "url": console.url.as_str(), "sign_in_as": scenario.as_ref().map(|s| s.admin.clone()) },
         "admins": scenario.as_ref().map(|s: &Scenario| json!({ "allowed": s.admin, "refused": s.half_admin })),
         "reps": reps.iter().map(RepOut::from).collect::<Vec<_>>(),
         "google_grant": scenario.as_ref().map(|s| s.google_grant.clone()),
@@ -241,6 +250,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(port_base = args.port_base, "sandbox running");
 
     wait_for_stop().await;
+    console.stop().await;
     if !args.json {
         println!("sandbox stopped");
     }
@@ -291,6 +301,49 @@ fn per_service(
         apply(fake, part.to_string().as_bytes()).map_err(|e| anyhow::anyhow!("{flag}: {name}: {e}"))?;
     }
     Ok(())
+}
+
+/// The admin console of the sandbox: on port base + 10 (8650 by default, `crmsync serve`'s
+/// default; a free port when that one is taken), over the fakes and the config's store.
+struct SandboxConsole {
+    url: url::Url,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl SandboxConsole {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+async fn start_console(
+    fakes: &Fakes,
+    path: PathBuf,
+    config_text: &str,
+    port_base: u16,
+) -> anyhow::Result<SandboxConsole> {
+    let port = port_base.checked_add(10).context("--port-base leaves no room for the console (base + 10)")?;
+    let loaded = crate::config::Loaded::parse(&path, config_text)?;
+    let store = loaded.open_store().await?;
+    let err = |e: crmsync_core::Error| anyhow::anyhow!("{}", e.message());
+    let mut engine = crmsync_core::Engine::new(fakes.crm().map_err(err)?, store);
+    for p in fakes.providers().map_err(err)? {
+        engine = engine.with_provider(p);
+    }
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("the console cannot listen")?,
+    };
+    let options = crate::console::Options { session_minutes: 30, ..Default::default() };
+    let console = crate::console::Console::new(listener, loaded, engine, options)?;
+    let url = console.public.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(console.serve(async {
+        let _ = stopped.await;
+    }));
+    Ok(SandboxConsole { url, stop, task })
 }
 
 async fn wait_for_stop() {
@@ -429,6 +482,10 @@ fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&P
             let _ = writeln!(t, "{}'s grant (refresh token): {}", sc.google_rep.name, sc.google_grant);
         }
         None => t.push_str("Seeded no reps (--seed empty or a scenario file).\n"),
+    }
+    if let Some(url) = out["console"]["url"].as_str() {
+        let who = out["console"]["sign_in_as"].as_str().map(|a| format!(" (sign in as {a})")).unwrap_or_default();
+        let _ = writeln!(t, "Admin console    {url}{who}");
     }
     t.push('\n');
     match config {

@@ -455,8 +455,9 @@ async fn sandbox_sync_edit_both_sides_reset_resync_without_duplicates() {
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).trim().is_empty(), "nothing is due right after");
 
-    // The admin status page: the table, the JSON, and Reset Sync behind the admin token and
-    // the CRM permissions.
+    // The admin console: signed in with the CRM (the sandbox's login page), the status page,
+    // the JSON for a script's read-only token, and Reset Sync behind the session's CSRF token
+    // and the CRM permissions.
     let mut c = Command::new(binary());
     c.args(["serve", "--listen", "127.0.0.1:0", "--config", &sb.config()])
         .env_remove("RUST_LOG")
@@ -469,30 +470,79 @@ async fn sandbox_sync_edit_both_sides_reset_resync_without_duplicates() {
     let mut serve = Killed(c.spawn().expect("serve starts"));
     let mut first = String::new();
     BufReader::new(serve.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let base = first.trim().strip_prefix("listening on ").expect("the address is printed").to_owned();
-    let page = http.get(&base).send().await.unwrap();
-    assert!(page.status().is_success());
-    let page = page.text().await.unwrap();
-    assert!(page.contains(erin_name) && page.contains(gus_name) && page.contains("Reset Sync"), "{page}");
-    let api: Value = http.get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(api["reps"].as_array().unwrap().len(), 2);
-    let reset = |admin: &str, token: &str| {
-        let form = [("rep", erin_name), ("scope", "all"), ("admin", admin), ("token", token)];
-        http.post(format!("{base}/reset")).form(&form).send()
+    let base = first.split_whitespace().nth(2).expect("the address is printed").to_owned();
+    let sf = Salesforce::login(&http, &sb.info).await;
+    let (cookie, signed_in) = console_sign_in(&base, &sf, admin).await;
+    assert_eq!(signed_in.status(), 303);
+    let page = page_text(&format!("{base}/"), &cookie).await;
+    assert!(page.contains(erin_name) && page.contains(gus_name), "{page}");
+    let api = |token: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/api/status");
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
     };
-    let wrong = reset(admin, "not-the-token").await.unwrap();
+    assert_eq!(api("not-the-token").await.status(), 401);
+    let status: Value = api("e2e-admin-token").await.json().await.unwrap();
+    assert_eq!(status["reps"].as_array().unwrap().len(), 2);
+    let erin_id = status["reps"].as_array().unwrap().iter().find(|r| r["rep"] == erin_name).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rep_page = page_text(&format!("{base}/reps/{erin_id}"), &cookie).await;
+    assert!(rep_page.contains("Reset Sync"), "{rep_page}");
+    let csrf = rep_page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let reset = |cookie: String, csrf: String| {
+        let form = [("scope", "all".to_owned()), ("csrf", csrf)];
+        no_redirect().post(format!("{base}/reps/{erin_id}/reset")).header("cookie", cookie).form(&form).send()
+    };
+    let wrong = reset(cookie.clone(), "not-the-token".into()).await.unwrap();
     assert_eq!(wrong.status(), 403);
-    let refused = reset(info["admins"]["refused"].as_str().unwrap(), "e2e-admin-token").await.unwrap();
+    let (_, refused) = console_sign_in(&base, &sf, info["admins"]["refused"].as_str().unwrap()).await;
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("Manage Sync"));
-    let before: Value = http.get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
+    let before: Value = api("e2e-admin-token").await.json().await.unwrap();
     assert_eq!(before["reps"][0]["state"], "ok", "the refusals changed nothing");
-    let ok = reset(admin, "e2e-admin-token").await.unwrap();
-    assert!(ok.status().is_success(), "{:?}", ok.text().await);
-    let after: Value = http.get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
+    let ok = reset(cookie.clone(), csrf).await.unwrap();
+    assert_eq!(ok.status(), 303, "{:?}", ok.text().await);
+    let after: Value = api("e2e-admin-token").await.json().await.unwrap();
     let erin_view = after["reps"].as_array().unwrap().iter().find(|r| r["rep"] == erin_name).unwrap().clone();
     assert_eq!(erin_view["state"], "reset_pending", "{erin_view}");
     assert_eq!(erin_view["links"]["contacts"], 0);
+}
+
+fn no_redirect() -> Client {
+    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+async fn page_text(url: &str, cookie: &str) -> String {
+    let r = no_redirect().get(url).header("cookie", cookie).send().await.unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.text().await.unwrap()
+}
+
+/// Sign in to the console at `base` as the CRM user `name`, clicking them on the fake org's login
+/// page: the session cookie and the console's answer to the CRM's redirect.
+async fn console_sign_in(base: &str, sf: &Salesforce, name: &str) -> (String, reqwest::Response) {
+    let http = no_redirect();
+    let start = http.get(format!("{base}/signin")).send().await.unwrap();
+    let cookie = start.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let to = reqwest::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let users = sf.query(&format!("SELECT Id FROM User WHERE Name = '{name}'")).await;
+    let mut form: Vec<(String, String)> = to.query_pairs().into_owned().collect();
+    form.push(("user_id".into(), users[0]["Id"].as_str().unwrap().to_owned()));
+    let mut login = to.clone();
+    login.set_query(None);
+    let back = http.post(login).form(&form).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    let done = http.get(callback).header("cookie", &cookie).send().await.unwrap();
+    let cookie = done
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("crmsync_session="))
+        .map_or(cookie, |v| v.split(';').next().unwrap().to_owned());
+    (cookie, done)
 }
 
 /// Kills the child process when dropped (also when an assertion fails).

@@ -88,6 +88,11 @@ impl Engine {
         &self.crm
     }
 
+    /// The provider reps name `name`, when it is wired.
+    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(name)
+    }
+
     /// One cycle for one rep. Per-item problems are in the report; a kind that fails as a whole
     /// is reported in `error` and the other kind still runs. `Err` only for store failures.
     pub async fn cycle(&self, rep: &Rep) -> Result<CycleReport> {

@@ -1,7 +1,8 @@
 //! A stateful fake Salesforce org on loopback (feature `fake`).
 //!
 //! [`FakeSalesforce`] serves the REST API paths and JSON shapes of a real org from an
-//! in-memory store: the OAuth token endpoint (refresh-token and client-credentials flows),
+//! in-memory store: the OAuth endpoints (a login page for the authorization-code flow with PKCE,
+//! `userinfo`; tokens by code, refresh token or client credentials),
 //! `query` / `queryAll` with a SOQL subset and paging at 2,000 through `nextRecordsUrl`,
 //! sObject rows (create, get, update with `If-Unmodified-Since`, delete, upsert by external
 //! id), sObject Collections (create, update, upsert, delete; ≤ 200 records, `allOrNone`),
@@ -15,7 +16,7 @@
 //! `query_more`, `queryAll`, `composite`, `collections_create`, `collections_upsert`,
 //! `collections_update`, `collections_delete`, `collections_retrieve`, `sobject_create`,
 //! `sobject_get`, `sobject_update`, `sobject_delete`, `upsert`, `updated`, `deleted`, `limits`,
-//! `describe`, `versions`; composite subrequests as `composite/<endpoint>`), keeps a bounded
+//! `describe`, `versions`, `authorize`, `userinfo`; composite subrequests as `composite/<endpoint>`), keeps a bounded
 //! request log and injects [`Fault`]s: 429 `REQUEST_LIMIT_EXCEEDED` with `Retry-After`, 403
 //! `REQUEST_LIMIT_EXCEEDED` (concurrent-request limit), 503 as a load balancer's HTML page,
 //! 500 `UNKNOWN_EXCEPTION`, 401 `INVALID_SESSION_ID`, dropped connections, lost replies,
@@ -23,6 +24,7 @@
 //! window.
 
 mod control;
+mod authorize;
 mod routes;
 mod schema;
 mod soql;

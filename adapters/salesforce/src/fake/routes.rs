@@ -81,6 +81,7 @@ impl Service for State {
 
     fn expire_tokens(&mut self) {
         self.tokens.expire();
+        self.user_tokens.expire();
     }
 
     fn expire_cursors(&mut self) {
@@ -104,6 +105,9 @@ impl Service for State {
 fn endpoint_of(method: &str, path: &str) -> String {
     if path == "/services/oauth2/token" && method == "POST" {
         return "token".into();
+    }
+    if let Some(name) = path.strip_prefix("/services/oauth2/").filter(|p| matches!(*p, "authorize" | "userinfo")) {
+        return name.into();
     }
     if matches!(path, "/services/data" | "/services/data/") && method == "GET" {
         return "versions".into();
@@ -140,6 +144,13 @@ fn route(
 ) -> (Reply, bool) {
     if path == "/services/oauth2/token" && method == "POST" {
         return (token(st, body), false);
+    }
+    match path {
+        "/services/oauth2/authorize" => return (super::authorize::respond(st, ch, method, query, body), false),
+        "/services/oauth2/userinfo" => {
+            return (super::authorize::userinfo(st, header("authorization").as_deref()), false);
+        }
+        _ => {}
     }
     if matches!(path, "/services/data" | "/services/data/") && method == "GET" {
         return (ok(200, json!([{"label": "Winter '25", "url": "/services/data/v62.0", "version": "62.0"}])), false);
@@ -395,7 +406,12 @@ fn token(st: &mut State, body: &[u8]) -> Reply {
     if f("client_secret").is_some_and(|s| s != CLIENT_SECRET) {
         return bad("invalid_client", "invalid client credentials");
     }
+    let mut user = None;
     match f("grant_type") {
+        Some("authorization_code") => match super::authorize::exchange(st, &|k| f(k).map(str::to_owned)) {
+            Ok(u) => user = Some(u),
+            Err(why) => return bad("invalid_grant", why),
+        },
         Some("refresh_token") => {
             if st.tokens.refresh(f("refresh_token")).is_none() {
                 return bad("invalid_grant", "expired access/refresh token");
@@ -408,14 +424,18 @@ fn token(st: &mut State, body: &[u8]) -> Reply {
         }
         _ => return bad("unsupported_grant_type", "grant type not supported"),
     }
-    let token = st.issue_token();
+    let token = match &user {
+        Some(u) => st.user_tokens.issue("00D5g000004FAKE!AR.fake-user-session-", u.clone()),
+        None => st.issue_token(),
+    };
+    let user = user.unwrap_or_else(|| st.integration_user.clone());
     let org = "00D5g000004FAKEEAA";
     ok(
         200,
         json!({
             "access_token": token,
             "instance_url": st.uri,
-            "id": format!("{}/id/{org}/{}", st.uri, st.integration_user),
+            "id": format!("{}/id/{org}/{user}", st.uri),
             "token_type": "Bearer",
             "issued_at": st.now().timestamp_millis().to_string(),
             "signature": "ZmFrZS1zaWduYXR1cmU=",

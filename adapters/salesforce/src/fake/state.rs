@@ -47,6 +47,10 @@ pub(crate) struct State {
     pub api_version: String,
     /// Access tokens and refresh tokens (the principal is the integration user).
     pub tokens: Tokens<()>,
+    /// Access tokens of the authorization-code flow (the principal is the signed-in user; they
+    /// serve `userinfo`), and the codes waiting for their exchange.
+    pub(crate) user_tokens: Tokens<String>,
+    pub(crate) auth_codes: HashMap<String, super::authorize::Grant>,
     pub token_seq_locator: u64,
     pub integration_user: String,
     /// Open query cursors: locator → (rows, page size).
@@ -175,6 +179,8 @@ impl State {
             uri: String::new(),
             api_version: "62.0".into(),
             tokens: Tokens::default(),
+            user_tokens: Tokens::default(),
+            auth_codes: HashMap::new(),
             token_seq_locator: 0,
             integration_user: String::new(),
             locators: HashMap::new(),
