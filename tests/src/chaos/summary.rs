@@ -1,0 +1,107 @@
+//! Many seeds at once, and what they add up to.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::{Backend, Outcome, run_seed};
+
+/// The seeds of a run, added up.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub seeds: u64,
+    pub failed: Vec<Outcome>,
+    pub faults: BTreeMap<String, u64>,
+    pub cycles: u64,
+    pub killed: u64,
+    pub crashed: u64,
+    pub busy: u64,
+    pub resets: u64,
+    pub edits: u64,
+    pub hostile: u64,
+    pub wall: Duration,
+}
+
+impl Summary {
+    fn add(&mut self, o: Outcome) {
+        self.seeds += 1;
+        for (k, n) in &o.faults {
+            *self.faults.entry(k.clone()).or_default() += n;
+        }
+        self.cycles += o.cycles;
+        self.killed += o.killed;
+        self.crashed += o.crashed;
+        self.busy += o.busy;
+        self.resets += o.resets;
+        self.edits += o.edits;
+        self.hostile += o.hostile;
+        if !o.violations.is_empty() {
+            self.failed.push(o);
+        }
+    }
+
+    /// Every failing seed: its replay command and what it violated.
+    pub fn failures(&self) -> String {
+        let mut s = String::new();
+        for o in &self.failed {
+            s.push_str(&format!("seed {} failed — replay: {}\n", o.seed, o.replay()));
+            for v in o.violations.iter().take(20) {
+                s.push_str(&format!("  {v}\n"));
+            }
+        }
+        s
+    }
+
+    /// One paragraph of figures.
+    pub fn line(&self) -> String {
+        let faults: u64 = self.faults.values().sum();
+        format!(
+            "{} seeds in {:.1}s: {} failed; {} cycles ({} killed, {} crashed after a write, {} refused by a held lease), \
+             {} resets, {} edits ({} hostile), {} faults fired {:?}",
+            self.seeds,
+            self.wall.as_secs_f64(),
+            self.failed.len(),
+            self.cycles,
+            self.killed,
+            self.crashed,
+            self.busy,
+            self.resets,
+            self.edits,
+            self.hostile,
+            faults,
+            self.faults
+        )
+    }
+}
+
+/// Run `seeds` on `backend`, `parallel` at a time; `progress` sees each finished seed.
+pub async fn run_seeds(
+    seeds: Range<u64>,
+    backend: Backend,
+    parallel: usize,
+    mut progress: impl FnMut(&Outcome),
+) -> Summary {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let mut next = seeds.start;
+    let mut running = JoinSet::new();
+    loop {
+        while running.len() < parallel.max(1) && next < seeds.end {
+            running.spawn(run_seed(next, backend.clone()));
+            next += 1;
+        }
+        let Some(done) = running.join_next().await else { break };
+        // run_seed catches panics itself; a JoinError here is a panic in that catching.
+        let o = done.unwrap_or_else(|e| Outcome {
+            violations: vec![super::Violation::new("panic", "-", "no panic", e.to_string())],
+            ..Default::default()
+        });
+        progress(&o);
+        summary.add(o);
+    }
+    summary.failed.sort_by_key(|o| o.seed);
+    summary.wall = started.elapsed();
+    summary
+}
