@@ -1,9 +1,10 @@
 //! The chaos harness in CI: many small seeds on SQLite and on PostgreSQL (see docs/chaos.md).
 //!
 //! `CHAOS_SEEDS` / `CHAOS_PG_SEEDS` set how many seeds run (200 / 50); `CHAOS_SEED=N` runs that
-//! one seed only (on both backends), to replay a failure.
+//! one seed only (on both backends), to replay a failure. The long run, with bigger seeds and a
+//! written report: `cargo run --release -p crmsync-tests --example chaos -- --help`.
 
-use crmsync_tests::chaos::{Backend, Summary, run_seeds};
+use crmsync_tests::chaos::{Backend, Profile, Summary, run_seeds};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")))
@@ -32,7 +33,7 @@ fn verdict(backend: &str, s: &Summary) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_sqlite() {
-    let s = run_seeds(seeds("CHAOS_SEEDS", 200), Backend::Sqlite, 6, |_| {}).await;
+    let s = run_seeds(seeds("CHAOS_SEEDS", 200), Backend::Sqlite, Profile::CI, 4, |_| {}).await;
     verdict("sqlite", &s);
 }
 
@@ -50,6 +51,6 @@ async fn chaos_postgres() {
     let range = seeds("CHAOS_PG_SEEDS", 50);
     let range =
         if std::env::var("CHAOS_SEED").is_ok() { range } else { 1_000_000 + range.start..1_000_000 + range.end };
-    let s = run_seeds(range, Backend::Postgres(url), 4, |_| {}).await;
+    let s = run_seeds(range, Backend::Postgres(url), Profile::CI, 4, |_| {}).await;
     verdict("postgres", &s);
 }

@@ -62,6 +62,8 @@ pub(crate) struct TrackedEvent {
     pub expected: bool,
     /// Compared at all (hostile subjects are only counted for duplicates).
     pub compared: bool,
+    /// Deleted by the rep (rather than refused from the start).
+    pub deleted: bool,
 }
 
 /// What the edits should lead to.
@@ -378,7 +380,8 @@ impl Model {
             } else {
                 f.google.insert_event(GOOGLE_USER, &e)
             };
-            self.events.push(TrackedEvent { rep, id, subject, expected, compared });
+            super::trace(|| format!("event {id:.12} created {subject:.30} expected {expected} ({start}..{end})"));
+            self.events.push(TrackedEvent { rep, id, subject, expected, compared, deleted: false });
         } else if roll < 0.85 {
             let n = self.next();
             let ev = &mut self.events[mine[pick(rng, mine.len())]];
@@ -393,6 +396,7 @@ impl Model {
                 )
             };
             if done {
+                super::trace(|| format!("event {:.12} renamed {:?} → {new:?}", ev.id, ev.subject));
                 ev.subject = new;
             }
         } else {
@@ -403,7 +407,9 @@ impl Model {
                 f.google.delete_event(GOOGLE_USER, &ev.id)
             };
             if done {
+                super::trace(|| format!("event {:.12} {:?} deleted", ev.id, ev.subject));
                 ev.expected = false;
+                ev.deleted = true;
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::{Backend, Outcome, run_seed};
+use super::{Backend, Outcome, Profile, run_seed};
 
 /// The seeds of a run, added up.
 #[derive(Debug, Default)]
@@ -21,6 +21,7 @@ pub struct Summary {
     pub resets: u64,
     pub edits: u64,
     pub hostile: u64,
+    pub orphans: u64,
     pub wall: Duration,
 }
 
@@ -37,6 +38,7 @@ impl Summary {
         self.resets += o.resets;
         self.edits += o.edits;
         self.hostile += o.hostile;
+        self.orphans += o.orphans;
         if !o.violations.is_empty() {
             self.failed.push(o);
         }
@@ -59,7 +61,7 @@ impl Summary {
         let faults: u64 = self.faults.values().sum();
         format!(
             "{} seeds in {:.1}s: {} failed; {} cycles ({} killed, {} crashed after a write, {} refused by a held lease), \
-             {} resets, {} edits ({} hostile), {} faults fired {:?}",
+             {} resets, {} edits ({} hostile), {} orphaned copies of deleted events (known gap), {} faults fired {:?}",
             self.seeds,
             self.wall.as_secs_f64(),
             self.failed.len(),
@@ -70,6 +72,7 @@ impl Summary {
             self.resets,
             self.edits,
             self.hostile,
+            self.orphans,
             faults,
             self.faults
         )
@@ -80,6 +83,7 @@ impl Summary {
 pub async fn run_seeds(
     seeds: Range<u64>,
     backend: Backend,
+    profile: Profile,
     parallel: usize,
     mut progress: impl FnMut(&Outcome),
 ) -> Summary {
@@ -89,7 +93,7 @@ pub async fn run_seeds(
     let mut running = JoinSet::new();
     loop {
         while running.len() < parallel.max(1) && next < seeds.end {
-            running.spawn(run_seed(next, backend.clone()));
+            running.spawn(run_seed(next, backend.clone(), profile));
             next += 1;
         }
         let Some(done) = running.join_next().await else { break };
