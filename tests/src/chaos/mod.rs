@@ -413,10 +413,18 @@ impl World {
         if self.rng.unit() < 0.2 {
             return; // a calm round
         }
-        for h in handles {
+        for (i, h) in handles.into_iter().enumerate() {
             let endpoints: Vec<String> = h.counts().into_keys().collect();
             for _ in 0..pick(&mut self.rng, 3) + 1 {
-                let mut rule = FaultRule::new(random_fault(&mut self.rng));
+                let mut fault = random_fault(&mut self.rng);
+                if i == 0 && fault == Fault::ExpiredCursor {
+                    // The Salesforce fake expires its cursors by moving its clock weeks ahead,
+                    // after which its modification times are newer than any mailbox's, and
+                    // `newest_wins` between a record and its copy always picks the CRM. Its
+                    // cursor expiry is covered by the adapter's tests; here it is a 503.
+                    fault = Fault::Unavailable;
+                }
+                let mut rule = FaultRule::new(fault);
                 if !endpoints.is_empty() && self.rng.unit() < 0.5 {
                     rule = rule.endpoint(endpoints[pick(&mut self.rng, endpoints.len())].clone());
                 }
