@@ -401,8 +401,13 @@ impl World {
             Err(e) => self.panic(rep, e),
             Ok(_) => {}
         }
-        // The killed process' lease ends (it can never renew it).
-        let _ = self.store.release("chaos-killed", &rep.id, None).await;
+        // The killed process' lease ends (it can never renew it). A statement the abort cut off
+        // may still finish on the server: wait for it, then take the lease and let it go.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let holder = "chaos-killed";
+        if self.store.acquire_lease(holder, &rep.id, LEASE, chrono::Utc::now()).await.is_ok() {
+            let _ = self.store.release(holder, &rep.id, None).await;
+        }
     }
 
     fn inject_faults(&mut self) {
