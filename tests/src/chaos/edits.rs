@@ -82,7 +82,7 @@ pub(crate) struct Model {
     now: Option<DateTime<Utc>>,
 }
 
-pub(crate) fn rep_of<'a>(sc: &'a Scenario, rep: RepIx) -> &'a Rep {
+pub(crate) fn rep_of(sc: &Scenario, rep: RepIx) -> &Rep {
     if rep == 0 { &sc.exchange_rep } else { &sc.google_rep }
 }
 
