@@ -53,25 +53,25 @@ fn report(a: &Args, s: &Summary) -> String {
     };
     let _ = writeln!(r, "## Run: seeds {}..{} on {backend}\n", a.from, a.from + a.seeds);
     let _ = writeln!(r, "| figure | value |\n|---|---|");
-    let faults: u64 = s.faults.values().sum();
+    let (t, faults) = (&s.totals, s.totals.faults.values().sum::<u64>());
     for (k, v) in [
         ("seeds", s.seeds.to_string()),
         ("failed seeds", s.failed.len().to_string()),
         ("wall time", format!("{:.0} s", s.wall.as_secs_f64())),
-        ("cycles", s.cycles.to_string()),
-        ("cycles killed at a random moment", s.killed.to_string()),
-        ("cycles crashed after the k-th remote write", s.crashed.to_string()),
-        ("concurrent cycles refused (lease held)", s.busy.to_string()),
-        ("Reset Syncs", s.resets.to_string()),
-        ("edits between cycles", s.edits.to_string()),
-        ("of which hostile", s.hostile.to_string()),
-        ("deleted events whose crash-orphaned CRM copy stays (known gap)", s.orphans.to_string()),
+        ("cycles", t.cycles.to_string()),
+        ("cycles killed at a random moment", t.killed.to_string()),
+        ("cycles crashed after the k-th remote write", t.crashed.to_string()),
+        ("concurrent cycles refused (lease held)", t.busy.to_string()),
+        ("Reset Syncs", t.resets.to_string()),
+        ("edits between cycles", t.edits.to_string()),
+        ("of which hostile", t.hostile.to_string()),
+        ("deleted events whose crash-orphaned CRM copy stays (known gap)", t.orphans.to_string()),
         ("faults fired", faults.to_string()),
     ] {
         let _ = writeln!(r, "| {k} | {v} |");
     }
     let _ = writeln!(r, "\nFaults fired by kind (from the fakes' request logs):\n\n| fault | fired |\n|---|---|");
-    for (k, v) in &s.faults {
+    for (k, v) in &t.faults {
         let _ = writeln!(r, "| `{k}` | {v} |");
     }
     if !s.failed.is_empty() {

@@ -21,10 +21,10 @@ fn verdict(backend: &str, s: &Summary) {
     eprintln!("chaos on {backend}: {}", s.line());
     assert!(s.failed.is_empty(), "chaos on {backend}: {} seed(s) failed\n{}", s.failed.len(), s.failures());
     if s.seeds >= 20 {
-        let faults: u64 = s.faults.values().sum();
+        let (t, faults) = (&s.totals, s.totals.faults.values().sum::<u64>());
         assert!(faults > s.seeds, "the faults must really fire: {faults} over {} seeds", s.seeds);
         assert!(
-            s.killed > 0 && s.crashed > 0 && s.busy > 0 && s.resets > 0,
+            t.killed > 0 && t.crashed > 0 && t.busy > 0 && t.resets > 0,
             "every kind of chaos happened: {}",
             s.line()
         );

@@ -242,15 +242,17 @@ impl Model {
         }
     }
 
-    /// Edit the given name of a live record, on its side.
-    fn edit(&mut self, f: &Fakes, sc: &Scenario, rng: &mut Rng, rep: RepIx, round: usize) {
+    /// A random record of `rep` still compared by value.
+    fn pick_live(&self, rng: &mut Rng, rep: RepIx) -> Option<usize> {
         let live: Vec<usize> = (0..self.contacts.len())
             .filter(|i| self.contacts[*i].rep == rep && self.contacts[*i].excluded.is_none())
             .collect();
-        if live.is_empty() {
-            return;
-        }
-        let i = live[pick(rng, live.len())];
+        (!live.is_empty()).then(|| live[pick(rng, live.len())])
+    }
+
+    /// Edit the given name of a live record, on its side.
+    fn edit(&mut self, f: &Fakes, sc: &Scenario, rng: &mut Rng, rep: RepIx, round: usize) {
+        let Some(i) = self.pick_live(rng, rep) else { return };
         let n = self.next();
         let t = &mut self.contacts[i];
         let Some(rec) = side_contacts(f, sc, rep, t.side).into_iter().find(|c| emails(c).contains(&t.email)) else {
@@ -275,13 +277,8 @@ impl Model {
 
     /// Delete a live record on its side, or move it out of the folder / group.
     fn leave(&mut self, f: &Fakes, sc: &Scenario, rng: &mut Rng, rep: RepIx, delete: bool) {
-        let live: Vec<usize> = (0..self.contacts.len())
-            .filter(|i| self.contacts[*i].rep == rep && self.contacts[*i].excluded.is_none())
-            .collect();
-        if live.is_empty() {
-            return;
-        }
-        let t = &mut self.contacts[live[pick(rng, live.len())]];
+        let Some(i) = self.pick_live(rng, rep) else { return };
+        let t = &mut self.contacts[i];
         let Some(rec) = side_contacts(f, sc, rep, t.side).into_iter().find(|c| emails(c).contains(&t.email)) else {
             return;
         };

@@ -1,6 +1,5 @@
 //! Many seeds at once, and what they add up to.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -13,32 +12,26 @@ use super::{Backend, Outcome, Profile, run_seed};
 pub struct Summary {
     pub seeds: u64,
     pub failed: Vec<Outcome>,
-    pub faults: BTreeMap<String, u64>,
-    pub cycles: u64,
-    pub killed: u64,
-    pub crashed: u64,
-    pub busy: u64,
-    pub resets: u64,
-    pub edits: u64,
-    pub hostile: u64,
-    pub orphans: u64,
+    /// Every seed's counters and faults added up (its `seed` and `violations` unused).
+    pub totals: Outcome,
     pub wall: Duration,
 }
 
 impl Summary {
     fn add(&mut self, o: Outcome) {
         self.seeds += 1;
+        let t = &mut self.totals;
         for (k, n) in &o.faults {
-            *self.faults.entry(k.clone()).or_default() += n;
+            *t.faults.entry(k.clone()).or_default() += n;
         }
-        self.cycles += o.cycles;
-        self.killed += o.killed;
-        self.crashed += o.crashed;
-        self.busy += o.busy;
-        self.resets += o.resets;
-        self.edits += o.edits;
-        self.hostile += o.hostile;
-        self.orphans += o.orphans;
+        t.cycles += o.cycles;
+        t.killed += o.killed;
+        t.crashed += o.crashed;
+        t.busy += o.busy;
+        t.resets += o.resets;
+        t.edits += o.edits;
+        t.hostile += o.hostile;
+        t.orphans += o.orphans;
         if !o.violations.is_empty() {
             self.failed.push(o);
         }
@@ -58,23 +51,23 @@ impl Summary {
 
     /// One paragraph of figures.
     pub fn line(&self) -> String {
-        let faults: u64 = self.faults.values().sum();
+        let (t, faults) = (&self.totals, self.totals.faults.values().sum::<u64>());
         format!(
             "{} seeds in {:.1}s: {} failed; {} cycles ({} killed, {} crashed after a write, {} refused by a held lease), \
              {} resets, {} edits ({} hostile), {} orphaned copies of deleted events (known gap), {} faults fired {:?}",
             self.seeds,
             self.wall.as_secs_f64(),
             self.failed.len(),
-            self.cycles,
-            self.killed,
-            self.crashed,
-            self.busy,
-            self.resets,
-            self.edits,
-            self.hostile,
-            self.orphans,
+            t.cycles,
+            t.killed,
+            t.crashed,
+            t.busy,
+            t.resets,
+            t.edits,
+            t.hostile,
+            t.orphans,
             faults,
-            self.faults
+            t.faults
         )
     }
 }
