@@ -313,7 +313,16 @@ impl World {
         let (engine, rep2, terms) = (self.engine.clone(), rep.clone(), Self::terms(holder));
         match tokio::spawn(async move { engine.leased_cycle(&rep2, &terms, std::future::pending()).await }).await {
             Ok(Ok(l)) => {
-                trace(|| format!("cycle {holder} {}: {}", rep.name, describe(&Some(l.clone()))));
+                trace(|| {
+                    let detail = match &l {
+                        Leased::Ran(r) => format!(
+                            " (contacts: {} conflicts, skipped {:?}, errors {:?})",
+                            r.contacts.conflicts, r.contacts.skipped, r.contacts.item_errors
+                        ),
+                        _ => String::new(),
+                    };
+                    format!("cycle {holder} {}: {}{detail}", rep.name, describe(&Some(l.clone())))
+                });
                 Some(l)
             }
             Ok(Err(e)) => Some(Leased::Abandoned(format!("store error: {e}"))),
