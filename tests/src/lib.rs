@@ -1,1 +1,3 @@
-//! End-to-end scenarios across adapters and fakes.
+//! End-to-end scenarios across adapters and fakes, and the chaos harness ([`chaos`]).
+
+pub mod chaos;

@@ -56,7 +56,7 @@ pub(crate) async fn read(
     for side in [Side::Provider, Side::Crm] {
         retry_failed(ctx, side, *colls.get(side), reads.get_mut(side), ledger).await?;
     }
-    read_partners_of_returning(ctx, colls.crm, links, &mut reads, ledger).await?;
+    read_missing_partners(ctx, colls, links, &mut reads, ledger).await?;
     empty_side_guard(ctx, links, &reads)?;
     Ok(reads)
 }
@@ -150,27 +150,37 @@ async fn retry_failed(
     Ok(())
 }
 
-/// A suppressed pair whose provider item passes the filters again is matched again; its CRM
-/// record may not be in an incremental read (and may no longer match by content), so read it
-/// by the id the suppression remembers.
-async fn read_partners_of_returning(
+/// Pairs that need both sides this cycle, of which an incremental read may hold one: read the
+/// other by the id its link remembers.
+/// - A suppressed pair whose provider item passes the filters again is matched again; its CRM
+///   record may not have changed (and may no longer match by content).
+/// - A pair linked just before its first merge (`Pending::first_sight`) whose update did not
+///   land is merged again; only the side retried for its item error may have been read.
+async fn read_missing_partners(
     ctx: &Ctx<'_>,
-    crm: &dyn Collection,
+    colls: Sides<&dyn Collection>,
     links: &[Link],
     reads: &mut Sides<SideRead>,
     ledger: &mut Ledger,
 ) -> Result<()> {
-    let (p, c) = (&reads.provider, &reads.crm);
-    let ids: Vec<String> = links
-        .iter()
-        .filter(|l| l.state == LinkState::Suppressed && !l.crm_id.is_empty())
-        .filter(|l| p.items.contains_key(&l.provider_id) && !c.items.contains_key(&l.crm_id))
-        .filter(|l| !c.removed.contains(&l.crm_id) && !c.filtered.contains_key(&l.crm_id))
-        .map(|l| l.crm_id.clone())
-        .collect();
-    for chunk in ids.chunks(crm.capabilities().max_batch.max(1)) {
-        for item in crm.get_many(chunk).await? {
-            classify(ctx, Side::Crm, &mut reads.crm, item, ledger);
+    let id = |l: &Link, side: Side| if side == Side::Provider { l.provider_id.clone() } else { l.crm_id.clone() };
+    for side in [Side::Crm, Side::Provider] {
+        let (mine, theirs) = (reads.get(side), reads.get(side.other()));
+        let ids: Vec<String> = links
+            .iter()
+            .filter(|l| {
+                let returning = l.state == LinkState::Suppressed && side == Side::Crm;
+                returning || l.pending.as_ref().is_some_and(|p| p.first_sight)
+            })
+            .filter(|l| !id(l, side).is_empty() && theirs.items.contains_key(&id(l, side.other())))
+            .map(|l| id(l, side))
+            .filter(|i| !mine.items.contains_key(i) && !mine.removed.contains(i) && !mine.filtered.contains_key(i))
+            .collect();
+        let coll = *colls.get(side);
+        for chunk in ids.chunks(coll.capabilities().max_batch.max(1)) {
+            for item in coll.get_many(chunk).await? {
+                classify(ctx, side, reads.get_mut(side), item, ledger);
+            }
         }
     }
     Ok(())
