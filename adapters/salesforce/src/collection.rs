@@ -5,6 +5,12 @@
 //! `/composite` request per batch of ≤ 200 that carries the sObject Collections write and a
 //! query reading the written records back (so the engine gets each record's new
 //! `SystemModstamp` without a second HTTP request).
+//!
+//! Incremental reads are org-wide (a record that left a rep's scope must be seen to be reported
+//! as removed), so the reps of one connector share them: one [`Feed`] per kind holds the last
+//! org-wide change read, and each rep takes its own rows from it. A rep reading again (its next
+//! cycle), a mark older than the feed's, or a feed older than [`FEED_MAX_AGE`] queries anew;
+//! the CRM requests of a round of reps grow with the changes, not with reps × org size.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -71,11 +77,31 @@ pub(crate) struct SfCollection {
     pub window: Window,
     pub requests: Counter,
     pub directory: Directory,
+    pub feeds: Feeds,
 }
 
 /// Owner → (when read, lower-case e-mail → Contact Id), filled by full contact reads so that
 /// the Events written right after (same cycle) find their `WhoId` without a query per batch.
 pub(crate) type Directory = Arc<std::sync::Mutex<HashMap<String, (std::time::Instant, HashMap<String, String>)>>>;
+
+/// The last org-wide change read of one kind, shared by the reps of a connector.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    /// The query's lower bound (whole seconds).
+    since: i64,
+    fetched: std::time::Instant,
+    /// Server time of the read.
+    date: DateTime<Utc>,
+    rows: Arc<Vec<Value>>,
+    /// Owners that took their rows from it: one asking again starts a new round.
+    served: BTreeSet<String>,
+}
+
+/// The contacts and events feeds of a connector.
+pub(crate) type Feeds = Arc<[tokio::sync::Mutex<Option<Feed>>; 2]>;
+
+/// How long a feed serves reps that have not read it yet.
+const FEED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a full contact read answers `WhoId` look-ups.
 const DIRECTORY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -256,15 +282,7 @@ impl SfCollection {
         let expired =
             || Error::new(ErrorKind::CursorExpired, "salesforce: cursor expired or unreadable; read everything again");
         let cur = Cursor::decode(cursor).ok_or_else(expired)?;
-        // Every change since the mark, org-wide: a record that left the scope (new owner,
-        // criteria no longer met) must be seen to be reported as removed.
-        let q = self.soql(
-            &format!("SystemModstamp >= {}", soql::datetime(secs(cur.hw.div_euclid(1000)))),
-            ", IsDeleted",
-            " ORDER BY SystemModstamp, Id",
-        );
-        let res = self.client.query(self.ctr(), &q, true).await?;
-        let now = res.date.unwrap_or_else(Utc::now);
+        let (rows, now) = self.changed_since(cur.hw.div_euclid(1000)).await?;
         if now - secs(cur.read_at) > Duration::days(DELETED_WINDOW_DAYS) {
             return Err(expired().context(format!(
                 "last read {} is beyond the {DELETED_WINDOW_DAYS}-day deleted-records window",
@@ -274,7 +292,7 @@ impl SfCollection {
         let mut out = Changes { full: false, ..Default::default() };
         let mut hw = cur.hw;
         let mut stamps = vec![];
-        for row in &res.records {
+        for row in rows.iter() {
             let Some(id) = row.get("Id").and_then(Value::as_str).map(str::to_owned) else {
                 out.failures.push(failure(row, "record without Id".into()));
                 continue;
@@ -300,6 +318,36 @@ impl SfCollection {
         let seen = stamps.into_iter().filter(|(_, ms)| *ms == hw).collect();
         out.cursor = Some(Cursor { read_at: now.timestamp(), hw, seen }.encode());
         Ok(out)
+    }
+
+    /// Every change since `since` (seconds), org-wide: a record that left the scope (new owner,
+    /// criteria no longer met) must be seen to be reported as removed. Served from the kind's
+    /// [`Feed`] when another rep of this round read it already.
+    async fn changed_since(&self, since: i64) -> Result<(Arc<Vec<Value>>, DateTime<Utc>)> {
+        let mut slot = self.feeds[usize::from(self.kind == Kind::Event)].lock().await;
+        if let Some(f) = slot.as_mut()
+            && f.since <= since
+            && f.fetched.elapsed() < FEED_MAX_AGE
+            && f.served.insert(self.owner.clone())
+        {
+            return Ok((f.rows.clone(), f.date));
+        }
+        let q = self.soql(
+            &format!("SystemModstamp >= {}", soql::datetime(secs(since))),
+            ", IsDeleted",
+            " ORDER BY SystemModstamp, Id",
+        );
+        let res = self.client.query(self.ctr(), &q, true).await?;
+        let date = res.date.unwrap_or_else(Utc::now);
+        let rows = Arc::new(res.records);
+        *slot = Some(Feed {
+            since,
+            fetched: std::time::Instant::now(),
+            date,
+            rows: rows.clone(),
+            served: BTreeSet::from([self.owner.clone()]),
+        });
+        Ok((rows, date))
     }
 
     /// One `/composite` request: the collections write, then the query reading the written

@@ -43,12 +43,19 @@ pub struct SalesforceCrm {
     requests: Counter,
     /// E-mail → Contact Id per owner from the last full contact read (for Event `WhoId`).
     directory: collection::Directory,
+    /// The last org-wide change read per kind, shared by the reps.
+    feeds: collection::Feeds,
 }
 
 impl SalesforceCrm {
     /// Check the config and build the client. No request is made until first use.
     pub fn new(config: Config) -> Result<Self> {
-        Ok(Self { client: Arc::new(Client::new(config)?), requests: Counter::new(), directory: Default::default() })
+        Ok(Self {
+            client: Arc::new(Client::new(config)?),
+            requests: Counter::new(),
+            directory: Default::default(),
+            feeds: Default::default(),
+        })
     }
 
     /// The org's daily API usage as the last response's `Sforce-Limit-Info` reported it.
@@ -86,6 +93,7 @@ impl Crm for SalesforceCrm {
             window: access.window,
             requests: Counter::new(),
             directory: self.directory.clone(),
+            feeds: self.feeds.clone(),
         }))
     }
 

@@ -145,6 +145,48 @@ async fn incremental_read_sees_edits_deletions_and_owner_changes() {
     assert_eq!(c.changes(Some("not a cursor")).await.unwrap_err().kind(), ErrorKind::CursorExpired);
 }
 
+/// 100 reps' incremental reads share one org-wide change read per round and kind: the CRM
+/// requests of a round grow with the changes, not with reps × org size; each rep still gets
+/// exactly its own edits, and a rep reading again starts a new round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_of_reps_shares_one_change_read_per_kind() {
+    let (fake, crm, _) = setup().await;
+    let reps: Vec<_> = (0..100).map(|i| rep(&fake.add_user(&format!("Rep {i}"), &[]))).collect();
+    let mut ids = vec![];
+    for r in &reps {
+        ids.push(
+            (0..3)
+                .map(|j| fake.insert_contact(&r.crm_user_id, json!({"LastName": format!("C{j}")})))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let mut colls = vec![];
+    let mut cursors = vec![];
+    for r in &reps {
+        let c = coll(&crm, r, Kind::Contact).await;
+        let full = c.changes(None).await.unwrap();
+        assert_eq!(upserts(&full).len(), 3);
+        cursors.push(full.cursor.unwrap());
+        colls.push(c);
+    }
+    for round in 0..2 {
+        for (i, own) in ids.iter().enumerate() {
+            fake.edit_contact(&own[round], json!({"Title": format!("Round {round} rep {i}")})).unwrap();
+        }
+        let before = fake.count("queryAll") + fake.count("query_more");
+        for (i, c) in colls.iter().enumerate() {
+            let ch = c.changes(Some(&cursors[i])).await.unwrap();
+            assert_eq!(upserts(&ch), vec![ids[i][round].clone()], "rep {i} round {round}: its own edit only");
+            // Other owners' changes may be someone's contacts given away: reported as removed
+            // (the engine drops removals of records it does not hold); never its own.
+            assert!(!removals(&ch).contains(&ids[i][round]));
+            cursors[i] = ch.cursor.unwrap();
+        }
+        let reads = fake.count("queryAll") + fake.count("query_more") - before;
+        assert_eq!(reads, 1, "round {round}: one change read for 100 reps (100 changes fit one page)");
+    }
+}
+
 #[tokio::test]
 async fn a_batch_over_200_is_split_and_one_invalid_record_fails_alone() {
     let (fake, crm, rep) = setup().await;
