@@ -67,6 +67,10 @@ pub struct SyncArgs {
     /// third of that; a crashed `sync` blocks its reps at most this long).
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = lease_length())]
     pub lease: u64,
+    /// Read both sides, print what the cycle would do (per kind: link, create, update, delete,
+    /// skip by reason, with sample records) and write nothing anywhere, not even the store.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
 }
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +80,9 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: no [[reps]] are configured; nothing to sync", loaded.path.display());
     }
     let wired = loaded.wire(&reps).await?;
+    if args.dry_run {
+        return dry_run(&wired.engine, &reps, args.json).await;
+    }
     let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::new(reps.len() as u64);
         pb.set_style(
@@ -148,6 +155,28 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     }
     if !busy.is_empty() {
         return Ok(ExitCode::from(EXIT_LEASE_HELD));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sync --dry-run`: every rep's plans, printed (text or `{"plans": [...]}`), nothing written.
+async fn dry_run(engine: &crmsync_core::Engine, reps: &[Rep], json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = vec![];
+    for rep in reps {
+        let plans = engine.dry_run(rep).await.with_context(|| format!("planning {}", rep.name))?;
+        for plan in plans {
+            if json {
+                let mut v = serde_json::to_value(&plan)?;
+                v["rep"] = rep.name.clone().into();
+                v["effects"] = serde_json::to_value(plan.counts())?;
+                out.push(v);
+            } else {
+                println!("{} (dry run, nothing written):\n{plan}", rep.name);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "plans": out }))?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -129,12 +129,7 @@ impl Engine {
         let access = Access { window: rep.config.window(started).widened(READ_MARGIN_DAYS), grant };
         let mut errors = vec![];
         let mut revoked = false;
-        for kind in Kind::ALL {
-            if !rep.config.policy(kind).direction.provider_to_crm()
-                && !rep.config.policy(kind).direction.crm_to_provider()
-            {
-                continue;
-            }
+        for kind in synced_kinds(rep) {
             let result = match &provider {
                 Some(p) => {
                     let span = info_span!("kind", kind = kind.as_str());
@@ -296,6 +291,16 @@ impl Engine {
         self.plan_with(&ctx, sides, epoch).await.map_err(|(_, e)| e)
     }
 
+    /// A dry run of a rep's whole cycle: the plan of every kind the rep syncs, in cycle order.
+    /// Reads both sides and the store; writes nothing anywhere (not even the store).
+    pub async fn dry_run(&self, rep: &Rep) -> Result<Vec<Plan>> {
+        let mut plans = vec![];
+        for kind in synced_kinds(rep) {
+            plans.push(self.plan(rep, kind).await.map_err(|e| e.context(format!("planning {}s", kind.as_str())))?);
+        }
+        Ok(plans)
+    }
+
     /// Apply a plan made by [`Engine::plan`]: its writes, links, item errors and cursors.
     /// Refused with `Conflict` (nothing written to the store) when the rep was reset since.
     pub async fn apply(&self, rep: &Rep, plan: Plan) -> Result<KindReport> {
@@ -370,6 +375,14 @@ impl Engine {
         let users = self.crm.find_users(name).await?;
         pick(users, name, |u| &u.name, "CRM user")
     }
+}
+
+/// The kinds a rep syncs in some direction, in cycle order.
+fn synced_kinds(rep: &Rep) -> impl Iterator<Item = Kind> + '_ {
+    Kind::ALL.into_iter().filter(|&k| {
+        let d = rep.config.policy(k).direction;
+        d.provider_to_crm() || d.crm_to_provider()
+    })
 }
 
 /// Find a rep by partial, case-insensitive name among the configured reps.
