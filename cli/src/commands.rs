@@ -81,7 +81,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     }
     let wired = loaded.wire(&reps).await?;
     if args.dry_run {
-        return dry_run(&wired.engine, &reps, args.json).await;
+        return dry_run(&wired.engine, &reps, None, args.json).await;
     }
     let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::new(reps.len() as u64);
@@ -160,10 +160,15 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `sync --dry-run`: every rep's plans, printed (text or `{"plans": [...]}`), nothing written.
-async fn dry_run(engine: &crmsync_core::Engine, reps: &[Rep], json: bool) -> anyhow::Result<ExitCode> {
+async fn dry_run(
+    engine: &crmsync_core::Engine,
+    reps: &[Rep],
+    reset: Option<ResetScope>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut out = vec![];
     for rep in reps {
-        let plans = engine.dry_run(rep).await.with_context(|| format!("planning {}", rep.name))?;
+        let plans = engine.dry_run(rep, reset).await.with_context(|| format!("planning {}", rep.name))?;
         for plan in plans {
             if json {
                 let mut v = serde_json::to_value(&plan)?;
@@ -214,17 +219,29 @@ pub struct ResetArgs {
     /// What to reset.
     #[arg(long, value_enum, default_value = "all")]
     pub scope: Scope,
-    /// Print the reset record and the new state as JSON.
+    /// Print the reset record and the new state as JSON (with --dry-run: the plans).
     #[arg(long)]
     pub json: bool,
+    /// Print what the first cycle after this reset would do (planned as if the scope's links
+    /// and cursors were gone) and change nothing: no reset, no write anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.config.load()?;
     let rep = loaded.select(Some(&args.rep))?.remove(0);
-    // Reset needs the CRM (permissions) and the store, not the provider.
-    let wired = loaded.wire(&[]).await?;
+    // Reset needs the CRM (permissions) and the store; its preview reads the provider too.
+    let wired = loaded.wire(if args.dry_run { std::slice::from_ref(&rep) } else { &[] }).await?;
     let admin = wired.engine.find_user(&args.admin).await.map_err(|e| anyhow::anyhow!("--as: {}", e.message()))?;
+    if args.dry_run {
+        wired
+            .engine
+            .check_reset_permission(&admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("reset of {} refused: {}", rep.name, e.message()))?;
+        return dry_run(&wired.engine, std::slice::from_ref(&rep), Some(args.scope.into()), args.json).await;
+    }
     let outcome = wired
         .engine
         .reset(&admin, &rep, args.scope.into())

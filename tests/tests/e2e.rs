@@ -724,4 +724,24 @@ async fn sync_dry_run_writes_nothing_and_plans_what_the_next_cycle_does() {
     }
     assert_eq!(planned, 2, "{plans:?}");
     assert_eq!(writes(report), planned, "the cycle wrote what was planned, nothing else: {report}");
+
+    // A reset's preview: every link re-made by matching, nothing written, nothing reset.
+    let admin = info["admins"]["allowed"].as_str().unwrap();
+    sb.ok(&["status", "--rep", erin_name]);
+    let store_before = store_files(&sb);
+    let preview: Value =
+        serde_json::from_str(&sb.ok(&["reset", "--rep", erin_name, "--as", admin, "--dry-run", "--json"])).unwrap();
+    assert!(store_files(&sb) == store_before, "a reset's dry run changes no store file");
+    let preview = preview["plans"].as_array().unwrap();
+    for (plan, kind) in preview.iter().zip(["contacts", "events"]) {
+        let effects = plan["effects"].as_object().unwrap();
+        assert_eq!(effects.get("link"), Some(&report[kind]["links_total"]), "{kind}: {effects:?}");
+        assert!(effects.keys().all(|e| e == "link"), "a healthy rep's reset writes nothing: {effects:?}");
+    }
+    let o = sb.run(&["reset", "--rep", erin_name, "--as", info["admins"]["refused"].as_str().unwrap(), "--dry-run"]);
+    assert!(!o.status.success(), "the preview is permission-checked too");
+    sb.ok(&["reset", "--rep", erin_name, "--as", admin]);
+    let after = &sb.sync()[erin_name];
+    assert_eq!(writes(after), 0, "{after}");
+    assert_eq!(after["contacts"]["links_total"], report["contacts"]["links_total"], "{after}");
 }
