@@ -656,6 +656,12 @@ fn store_files(sb: &Sandbox) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Open and close the sandbox's store, so SQLite folds its write-ahead log into the database
+/// file (the last connection's close does): the files then change only if something writes.
+async fn settle_store(sb: &Sandbox) {
+    sandbox_store(sb).await.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_dry_run_writes_nothing_and_plans_what_the_next_cycle_does() {
     let sb = start_sandbox();
@@ -681,8 +687,7 @@ async fn sync_dry_run_writes_nothing_and_plans_what_the_next_cycle_does() {
     graph.patch(&format!("/events/{}", event["id"].as_str().unwrap()), json!({ "subject": subject })).await;
 
     // The dry run, text and JSON: the plan, and nothing written anywhere.
-    // (A read-only command first, so SQLite's write-ahead log is settled into the file.)
-    sb.ok(&["status", "--rep", erin_name]);
+    settle_store(&sb).await;
     let store_before = store_files(&sb);
     assert!(!store_before.is_empty(), "the sandbox's store file exists");
     let text = sb.ok(&["sync", "--rep", erin_name, "--dry-run"]);
@@ -727,7 +732,7 @@ async fn sync_dry_run_writes_nothing_and_plans_what_the_next_cycle_does() {
 
     // A reset's preview: every link re-made by matching, nothing written, nothing reset.
     let admin = info["admins"]["allowed"].as_str().unwrap();
-    sb.ok(&["status", "--rep", erin_name]);
+    settle_store(&sb).await;
     let store_before = store_files(&sb);
     let preview: Value =
         serde_json::from_str(&sb.ok(&["reset", "--rep", erin_name, "--as", admin, "--dry-run", "--json"])).unwrap();
