@@ -67,6 +67,10 @@ pub struct SyncArgs {
     /// third of that; a crashed `sync` blocks its reps at most this long).
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = lease_length())]
     pub lease: u64,
+    /// Read both sides, print what the cycle would do (per kind: link, create, update, delete,
+    /// skip by reason, with sample records) and write nothing anywhere, not even the store.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
 }
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +80,9 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: no [[reps]] are configured; nothing to sync", loaded.path.display());
     }
     let wired = loaded.wire(&reps).await?;
+    if args.dry_run {
+        return dry_run(&wired.engine, &reps, None, args.json).await;
+    }
     let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::new(reps.len() as u64);
         pb.set_style(
@@ -152,6 +159,33 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sync --dry-run`: every rep's plans, printed (text or `{"plans": [...]}`), nothing written.
+async fn dry_run(
+    engine: &crmsync_core::Engine,
+    reps: &[Rep],
+    reset: Option<ResetScope>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut out = vec![];
+    for rep in reps {
+        let plans = engine.dry_run(rep, reset).await.with_context(|| format!("planning {}", rep.name))?;
+        for plan in plans {
+            if json {
+                let mut v = serde_json::to_value(&plan)?;
+                v["rep"] = rep.name.clone().into();
+                v["effects"] = serde_json::to_value(plan.counts())?;
+                out.push(v);
+            } else {
+                println!("{} (dry run, nothing written):\n{plan}", rep.name);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "plans": out }))?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `reset --scope` clears.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Scope {
@@ -185,17 +219,29 @@ pub struct ResetArgs {
     /// What to reset.
     #[arg(long, value_enum, default_value = "all")]
     pub scope: Scope,
-    /// Print the reset record and the new state as JSON.
+    /// Print the reset record and the new state as JSON (with --dry-run: the plans).
     #[arg(long)]
     pub json: bool,
+    /// Print what the first cycle after this reset would do (planned as if the scope's links
+    /// and cursors were gone) and change nothing: no reset, no write anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.config.load()?;
     let rep = loaded.select(Some(&args.rep))?.remove(0);
-    // Reset needs the CRM (permissions) and the store, not the provider.
-    let wired = loaded.wire(&[]).await?;
+    // Reset needs the CRM (permissions) and the store; its preview reads the provider too.
+    let wired = loaded.wire(if args.dry_run { std::slice::from_ref(&rep) } else { &[] }).await?;
     let admin = wired.engine.find_user(&args.admin).await.map_err(|e| anyhow::anyhow!("--as: {}", e.message()))?;
+    if args.dry_run {
+        wired
+            .engine
+            .check_reset_permission(&admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("reset of {} refused: {}", rep.name, e.message()))?;
+        return dry_run(&wired.engine, std::slice::from_ref(&rep), Some(args.scope.into()), args.json).await;
+    }
     let outcome = wired
         .engine
         .reset(&admin, &rep, args.scope.into())

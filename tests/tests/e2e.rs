@@ -724,3 +724,108 @@ async fn syncs_killed_with_sigkill_at_random_moments_heal_without_duplicates() {
         assert_eq!(writes(r), 0, "{rep} still writes after healing: {r}");
     }
 }
+
+/// The sandbox's SQLite store files (database, journal, WAL), by name, with their bytes.
+fn store_files(sb: &Sandbox) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(&sb.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("crmsync-sandbox-"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// Open and close the sandbox's store, so SQLite folds its write-ahead log into the database
+/// file (the last connection's close does): the files then change only if something writes.
+async fn settle_store(sb: &Sandbox) {
+    sandbox_store(sb).await.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_dry_run_writes_nothing_and_plans_what_the_next_cycle_does() {
+    let sb = start_sandbox();
+    let info = sb.info.clone();
+    let erin = info["reps"].as_array().unwrap().iter().find(|r| r["provider"] == "exchange").unwrap().clone();
+    let (erin_name, erin_user, mailbox) =
+        (erin["name"].as_str().unwrap(), erin["crm_user_id"].as_str().unwrap(), erin["mailbox"].as_str().unwrap());
+    sb.ok(&["sync", "--rep", erin_name]);
+    let http = Client::new();
+    let sf = Salesforce::login(&http, &info).await;
+    let graph = Graph::login(&http, &info, mailbox).await;
+
+    // One edit on each side: a CRM contact's title, an Outlook event's subject.
+    let folder: BTreeMap<String, Value> =
+        graph.folder_contacts().await.into_iter().map(|c| (email_of_graph(&c), c)).collect();
+    let crm = sf.query(&format!("SELECT Id, Email FROM Contact WHERE OwnerId = '{erin_user}'")).await;
+    let target =
+        crm.iter().find(|c| folder.contains_key(&c["Email"].as_str().unwrap_or_default().to_lowercase())).unwrap();
+    let email = target["Email"].as_str().unwrap().to_lowercase();
+    sf.patch("Contact", target["Id"].as_str().unwrap(), json!({ "Title": "Dry-run title" })).await;
+    let event = graph.list("/events", &[]).await.into_iter().find(|e| e["subject"].is_string()).unwrap();
+    let subject = format!("{} (dry-run edit)", event["subject"].as_str().unwrap());
+    graph.patch(&format!("/events/{}", event["id"].as_str().unwrap()), json!({ "subject": subject })).await;
+
+    // The dry run, text and JSON: the plan, and nothing written anywhere.
+    settle_store(&sb).await;
+    let store_before = store_files(&sb);
+    assert!(!store_before.is_empty(), "the sandbox's store file exists");
+    let text = sb.ok(&["sync", "--rep", erin_name, "--dry-run"]);
+    assert!(text.contains("dry run, nothing written"), "{text}");
+    assert!(text.contains("would update in provider: 1"), "{text}");
+    assert!(text.contains("would update in crm: 1"), "{text}");
+    let plans: Value = serde_json::from_str(&sb.ok(&["sync", "--rep", erin_name, "--dry-run", "--json"])).unwrap();
+    let plans = plans["plans"].as_array().unwrap();
+    assert_eq!(plans.len(), 2, "one plan per kind: {plans:?}");
+    let store_after = store_files(&sb);
+    let sizes = |m: &BTreeMap<String, Vec<u8>>| m.iter().map(|(k, v)| (k.clone(), v.len())).collect::<Vec<_>>();
+    assert!(
+        store_after == store_before,
+        "the store's files are byte-identical after the dry runs: {:?} → {:?}",
+        sizes(&store_before),
+        sizes(&store_after)
+    );
+    let in_folder = graph.folder_contacts().await.into_iter().find(|c| email_of_graph(c) == email).unwrap();
+    assert_ne!(in_folder["jobTitle"], "Dry-run title", "the dry run wrote nothing to Outlook");
+    assert!(sf.query(&format!("SELECT Id FROM Event WHERE Subject = '{subject}'")).await.is_empty(), "nor to the CRM");
+
+    // The next real cycle does exactly what the dry run printed.
+    let report = &sb.sync()[erin_name];
+    let mut planned = 0;
+    for (plan, kind) in plans.iter().zip(["contacts", "events"]) {
+        for (effect, n) in plan["effects"].as_object().unwrap() {
+            let field = match effect.as_str() {
+                "create in crm" => "created_in_crm",
+                "create in provider" => "created_in_provider",
+                "update in crm" => "updated_in_crm",
+                "update in provider" => "updated_in_provider",
+                "delete in crm" => "deleted_in_crm",
+                "delete in provider" => "deleted_in_provider",
+                _ => continue,
+            };
+            assert_eq!(&report[kind][field], n, "{kind} {effect}: planned {n}, done: {report}");
+            planned += n.as_u64().unwrap();
+        }
+    }
+    assert_eq!(planned, 2, "{plans:?}");
+    assert_eq!(writes(report), planned, "the cycle wrote what was planned, nothing else: {report}");
+
+    // A reset's preview: every link re-made by matching, nothing written, nothing reset.
+    let admin = info["admins"]["allowed"].as_str().unwrap();
+    settle_store(&sb).await;
+    let store_before = store_files(&sb);
+    let preview: Value =
+        serde_json::from_str(&sb.ok(&["reset", "--rep", erin_name, "--as", admin, "--dry-run", "--json"])).unwrap();
+    assert!(store_files(&sb) == store_before, "a reset's dry run changes no store file");
+    let preview = preview["plans"].as_array().unwrap();
+    for (plan, kind) in preview.iter().zip(["contacts", "events"]) {
+        let effects = plan["effects"].as_object().unwrap();
+        assert_eq!(effects.get("link"), Some(&report[kind]["links_total"]), "{kind}: {effects:?}");
+        assert!(effects.keys().all(|e| e == "link"), "a healthy rep's reset writes nothing: {effects:?}");
+    }
+    let o = sb.run(&["reset", "--rep", erin_name, "--as", info["admins"]["refused"].as_str().unwrap(), "--dry-run"]);
+    assert!(!o.status.success(), "the preview is permission-checked too");
+    sb.ok(&["reset", "--rep", erin_name, "--as", admin]);
+    let after = &sb.sync()[erin_name];
+    assert_eq!(writes(after), 0, "{after}");
+    assert_eq!(after["contacts"]["links_total"], report["contacts"]["links_total"], "{after}");
+}

@@ -134,12 +134,7 @@ impl Engine {
         let access = Access { window: rep.config.window(started).widened(READ_MARGIN_DAYS), grant };
         let mut errors = vec![];
         let mut revoked = false;
-        for kind in Kind::ALL {
-            if !rep.config.policy(kind).direction.provider_to_crm()
-                && !rep.config.policy(kind).direction.crm_to_provider()
-            {
-                continue;
-            }
+        for kind in synced_kinds(rep) {
             let result = match &provider {
                 Some(p) => {
                     let span = info_span!("kind", kind = kind.as_str());
@@ -201,7 +196,7 @@ impl Engine {
         let colls = self.open(rep, kind, provider, access, &mut report.requests).await?;
         let ctx = self.context(rep, kind, &colls);
         let sides = Sides { provider: colls.provider.as_ref(), crm: colls.crm.as_ref() };
-        let (kr, result) = match self.plan_with(&ctx, sides, epoch).await {
+        let (kr, result) = match self.plan_with(&ctx, sides, epoch, false).await {
             Ok(plan) => apply::apply(&ctx, sides, self.store.as_ref(), plan).await,
             Err((kr, e)) => (kr, Err(e)),
         };
@@ -211,16 +206,21 @@ impl Engine {
         result
     }
 
-    /// Stages 1–3: read both sides, match the unlinked items, plan. On failure, the counters
-    /// so far come back with the error.
+    /// Stages 1–3: read both sides, match the unlinked items, plan. `from_scratch` plans as if
+    /// the kind's links, cursors and item errors were gone (a reset's preview), without
+    /// removing them. On failure, the counters so far come back with the error.
     async fn plan_with(
         &self,
         ctx: &Ctx<'_>,
         colls: Sides<&dyn Collection>,
         epoch: u64,
+        from_scratch: bool,
     ) -> std::result::Result<Plan, (KindReport, Error)> {
         let (rep, kind) = (ctx.rep.id.as_str(), ctx.kind);
         let stored = async {
+            if from_scratch {
+                return Ok((vec![], Cursors::default(), vec![]));
+            }
             Ok::<_, Error>((
                 self.store.links(rep, kind).await?,
                 self.store.cursors(rep, kind).await?,
@@ -293,12 +293,32 @@ impl Engine {
     /// Plan one kind of a rep's cycle without applying it (a dry run): reads both sides and the
     /// store, writes nothing. Print it, or hand it to [`Engine::apply`].
     pub async fn plan(&self, rep: &Rep, kind: Kind) -> Result<Plan> {
+        self.plan_kind(rep, kind, false).await
+    }
+
+    async fn plan_kind(&self, rep: &Rep, kind: Kind, from_scratch: bool) -> Result<Plan> {
         let epoch = self.store.status(&rep.id).await?.epoch;
         let (provider, access) = self.connect(rep).await?;
         let colls = self.open(rep, kind, provider.as_ref(), &access, &mut Requests::default()).await?;
         let ctx = self.context(rep, kind, &colls);
         let sides = Sides { provider: colls.provider.as_ref(), crm: colls.crm.as_ref() };
-        self.plan_with(&ctx, sides, epoch).await.map_err(|(_, e)| e)
+        self.plan_with(&ctx, sides, epoch, from_scratch).await.map_err(|(_, e)| e)
+    }
+
+    /// A dry run of a rep's whole cycle: the plan of every kind the rep syncs, in cycle order.
+    /// With a reset scope, the plan of the first cycle after that reset: its kinds only, planned
+    /// as if their links and cursors were gone (nothing is removed). Reads both sides and the
+    /// store; writes nothing anywhere (not even the store).
+    pub async fn dry_run(&self, rep: &Rep, reset: Option<ResetScope>) -> Result<Vec<Plan>> {
+        let mut plans = vec![];
+        for kind in synced_kinds(rep).filter(|k| reset.is_none_or(|s| s.kinds().contains(k))) {
+            plans.push(
+                self.plan_kind(rep, kind, reset.is_some())
+                    .await
+                    .map_err(|e| e.context(format!("planning {}s", kind.as_str())))?,
+            );
+        }
+        Ok(plans)
     }
 
     /// Apply a plan made by [`Engine::plan`]: its writes, links, item errors and cursors.
@@ -327,19 +347,7 @@ impl Engine {
     /// `needs_reconnect` with its grant dropped (user-managed). No record on either side is
     /// read or written.
     pub async fn reset(&self, admin: &CrmUser, rep: &Rep, scope: ResetScope) -> Result<ResetOutcome> {
-        let perms = self.crm.permissions(&admin.id).await?;
-        let missing: Vec<&str> =
-            [MANAGE_USERS, MANAGE_SYNC].into_iter().filter(|p| !perms.iter().any(|h| h == p)).collect();
-        if !missing.is_empty() {
-            return Err(Error::new(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "permission denied: {} lacks {} (Reset Sync needs both {MANAGE_USERS} and {MANAGE_SYNC}); nothing was changed",
-                    admin.name,
-                    missing.join(" and ")
-                ),
-            ));
-        }
+        self.check_reset_permission(admin).await?;
         let (state, drop_grant) = match rep.connection {
             ConnectionMode::AdminManaged => (RepState::ResetPending, false),
             ConnectionMode::UserManaged => (RepState::NeedsReconnect, true),
@@ -355,6 +363,24 @@ impl Engine {
         record.links_removed = self.store.reset(&record, state, drop_grant).await?;
         info!(rep = %rep.id, admin = %admin.name, ?scope, removed = ?record.links_removed, "reset sync");
         Ok(ResetOutcome { record, state })
+    }
+
+    /// Reset Sync's permission check: `admin` must hold both `Manage Users` and `Manage Sync`.
+    pub async fn check_reset_permission(&self, admin: &CrmUser) -> Result<()> {
+        let perms = self.crm.permissions(&admin.id).await?;
+        let missing: Vec<&str> =
+            [MANAGE_USERS, MANAGE_SYNC].into_iter().filter(|p| !perms.iter().any(|h| h == p)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "permission denied: {} lacks {} (Reset Sync needs both {MANAGE_USERS} and {MANAGE_SYNC}); nothing was changed",
+                admin.name,
+                missing.join(" and ")
+            ),
+        ))
     }
 
     /// Store a user-managed rep's new grant and let sync resume (a full resync after a reset).
@@ -375,6 +401,14 @@ impl Engine {
         let users = self.crm.find_users(name).await?;
         pick(users, name, |u| &u.name, "CRM user")
     }
+}
+
+/// The kinds a rep syncs in some direction, in cycle order.
+fn synced_kinds(rep: &Rep) -> impl Iterator<Item = Kind> + '_ {
+    Kind::ALL.into_iter().filter(|&k| {
+        let d = rep.config.policy(k).direction;
+        d.provider_to_crm() || d.crm_to_provider()
+    })
 }
 
 /// Find a rep by partial, case-insensitive name among the configured reps.
