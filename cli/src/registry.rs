@@ -167,7 +167,7 @@ mod tests {
         let t: Table = toml::from_str("url = \"not a url\"").unwrap();
         let dav = r.get("dav").unwrap();
         dav.check(&t).unwrap();
-        assert!(dav.build(&t, Secrets::new()).err().unwrap().contains("not an http(s) URL"));
+        assert!(dav.build(&t, Secrets::new()).err().unwrap().contains("dav url \"not a url\""));
         let t: Table = toml::from_str("url = \"http://127.0.0.1:9/\"").unwrap();
         assert_eq!(dav.build(&t, Secrets::new()).unwrap().name(), "dav");
     }
