@@ -20,13 +20,18 @@
 //! client_secret_env = "GOOGLE_CLIENT_SECRET"
 //! # service_account_email = "…"; private_key_file = "sa-key.pem"
 //!
+//! [dav]                                    # crmsync_dav::DavConfig fields (CardDAV/CalDAV)
+//! url = "https://dav.example.com/"
+//! password_env = "DAV_PASSWORD"
+//!
 //! [sync]                                   # the default SyncConfig (SPEC §2)
 //! events.days_ahead = 90
 //!
 //! [[reps]]
 //! name = "Erin Exchange"
 //! crm_user_id = "005…"
-//! provider = "exchange"                    # or "google"
+//! provider = "exchange"                    # a kind with its table: "google", "dav", or one a
+//!                                          # custom binary registers (see `crate::registry`)
 //! mailbox = "erin@contoso.example"
 //! connection = "admin_managed"             # or "user_managed"
 //! # id = "…"                               # defaults to crm_user_id
