@@ -1,13 +1,18 @@
-//! A new provider in about 200 lines: a rep's contacts in a JSON file, synced with the in-memory CRM.
-//! `cargo run -p crmsync-examples --example json_provider`; its tests run the conformance kit.
+//! A new provider in about 200 lines: a rep's contacts in a JSON file (`FOLDER/MAILBOX.json`).
 //! It cannot read incrementally, says so in its capabilities, and is read in full each cycle.
+//!
+//! Its `main` is a complete `crmsync` binary with one more provider kind, `json`:
+//! `cargo run -p crmsync-examples --example json_provider -- sync --config crmsync.toml`, where the
+//! config has a `[json]` table (`dir = "contacts"`, relative to the config file) and reps with
+//! `provider = "json"`. Its tests run the conformance kit, a sync with the in-memory CRM, and
+//! (`tests/tests/json_binary.rs`) the binary against the sandbox's Salesforce.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use crmsync_core::memory::{MemCrm, MemStore};
+use crmsync_cli::registry::{ProviderFactory, Secrets, typed};
 use crmsync_core::model::CONTACT_FIELDS;
 use crmsync_core::*;
 use serde::{Deserialize, Serialize};
@@ -145,7 +150,7 @@ struct JsonProvider(PathBuf);
 #[async_trait]
 impl Provider for JsonProvider {
     fn name(&self) -> &str {
-        "jsonfile"
+        "json"
     }
     async fn collection(&self, rep: &Rep, kind: Kind, _: &Access) -> Result<Arc<dyn Collection>> {
         match kind {
@@ -160,42 +165,64 @@ impl Provider for JsonProvider {
     }
 }
 
-/// Sync a small JSON contact list with the in-memory CRM and return the report.
-async fn demo(dir: PathBuf) -> Result<CycleReport> {
-    let crm = Arc::new(MemCrm::default());
-    let user = crm.add_user("Jo Example", &[]);
-    let owner = MemCrm::owner_tag(&user);
-    let ada =
-        Contact { family_name: Some("Lovelace".into()), emails: vec!["ada@example.com".into()], ..Default::default() };
-    crm.contacts.lock().expect("fresh").insert(Record::Contact(ada), &[&owner], None);
-    let mut config = SyncConfig::default();
-    config.events.direction = Direction::Off;
-    let rep = Rep {
-        id: user.clone(),
-        name: "Jo Example".into(),
-        crm_user_id: user,
-        provider: "jsonfile".into(),
-        mailbox: "jo".into(),
-        connection: ConnectionMode::AdminManaged,
-        config,
-    };
-    let engine = Engine::new(crm, Arc::new(MemStore::default())).with_provider(Arc::new(JsonProvider(dir)));
-    engine.cycle(&rep).await
+/// The `[json]` table of the config file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonConfig {
+    /// The folder of the contact files (absolute, or relative to the working directory).
+    dir: PathBuf,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("crmsync-json-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::unexpected(e.to_string()))?;
-    let r = demo(dir.clone()).await?;
-    println!("contacts: {:?}\nfile: {}", r.contacts, dir.join("jo.json").display());
-    Ok(())
+/// Builds the provider from the `[json]` table; registered as kind `json`.
+struct JsonFactory;
+
+impl ProviderFactory for JsonFactory {
+    fn check(&self, section: &toml::Table) -> std::result::Result<(), String> {
+        typed::<JsonConfig>(section).map(drop)
+    }
+    fn build(&self, section: &toml::Table, _: Secrets) -> std::result::Result<Arc<dyn Provider>, String> {
+        let c: JsonConfig = typed(section)?;
+        std::fs::create_dir_all(&c.dir).map_err(|e| format!("[json] dir {}: {e}", c.dir.display()))?;
+        Ok(Arc::new(JsonProvider(c.dir)))
+    }
+}
+
+/// `crmsync`, plus the `json` provider kind.
+fn main() -> std::process::ExitCode {
+    crmsync_cli::Cli::new().provider("json", JsonFactory).run()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crmsync_core::memory::{MemCrm, MemStore};
     use crmsync_core::testkit::Harness;
+
+    /// Sync a small JSON contact list with the in-memory CRM and return the report.
+    async fn demo(dir: PathBuf) -> Result<CycleReport> {
+        let crm = Arc::new(MemCrm::default());
+        let user = crm.add_user("Jo Example", &[]);
+        let owner = MemCrm::owner_tag(&user);
+        let ada = Contact {
+            family_name: Some("Lovelace".into()),
+            emails: vec!["ada@example.com".into()],
+            ..Default::default()
+        };
+        crm.contacts.lock().expect("fresh").insert(Record::Contact(ada), &[&owner], None);
+        let mut config = SyncConfig::default();
+        config.events.direction = Direction::Off;
+        let rep = Rep {
+            id: user.clone(),
+            name: "Jo Example".into(),
+            crm_user_id: user,
+            provider: "json".into(),
+            mailbox: "jo".into(),
+            connection: ConnectionMode::AdminManaged,
+            config,
+        };
+        let engine = Engine::new(crm, Arc::new(MemStore::default())).with_provider(Arc::new(JsonProvider(dir)));
+        engine.cycle(&rep).await
+    }
 
     struct H(PathBuf);
     #[async_trait]

@@ -20,13 +20,18 @@
 //! client_secret_env = "GOOGLE_CLIENT_SECRET"
 //! # service_account_email = "…"; private_key_file = "sa-key.pem"
 //!
+//! [dav]                                    # crmsync_dav::DavConfig fields (CardDAV/CalDAV)
+//! url = "https://dav.example.com/"
+//! password_env = "DAV_PASSWORD"
+//!
 //! [sync]                                   # the default SyncConfig (SPEC §2)
 //! events.days_ahead = 90
 //!
 //! [[reps]]
 //! name = "Erin Exchange"
 //! crm_user_id = "005…"
-//! provider = "exchange"                    # or "google"
+//! provider = "exchange"                    # a kind with its table: "google", "dav", or one a
+//!                                          # custom binary registers (see `crate::registry`)
 //! mailbox = "erin@contoso.example"
 //! connection = "admin_managed"             # or "user_managed"
 //! # id = "…"                               # defaults to crm_user_id
@@ -42,7 +47,7 @@
 //! holding it, relative to the config file). Unknown keys, bad URLs and missing variables are
 //! reported as one line naming the file, the table and the key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,6 +55,8 @@ use crmsync_core::{ConnectionMode, Engine, Rep, Store, SyncConfig};
 use secrecy::SecretString;
 use serde::Deserialize;
 use toml::{Table, Value};
+
+use crate::registry::{Registry, Secrets};
 
 /// A config problem: one line, already naming the file and the place in it.
 #[derive(Debug)]
@@ -64,22 +71,17 @@ impl std::error::Error for ConfigError {}
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-/// The providers crmsync knows, by the name reps use.
-pub const PROVIDERS: &[&str] = &["exchange", "google"];
-
-/// Secret fields per adapter section.
+/// Secret fields of the `[salesforce]` section.
 const SALESFORCE_SECRETS: &[&str] = &["client_secret", "refresh_token"];
-const EXCHANGE_SECRETS: &[&str] = &["client_secret"];
-const GOOGLE_SECRETS: &[&str] = &["client_secret", "private_key"];
+
+/// The top-level tables that are not provider sections.
+const TABLES: &[&str] = &["store", "salesforce", "sync", "groups", "reps"];
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileShape {
     #[serde(default)]
     store: StoreShape,
     salesforce: Option<Table>,
-    exchange: Option<Table>,
-    google: Option<Table>,
     #[serde(default)]
     sync: Table,
     /// Named sync configurations reps opt into with `group = "NAME"`.
@@ -87,6 +89,9 @@ struct FileShape {
     groups: std::collections::BTreeMap<String, Table>,
     #[serde(default)]
     reps: Vec<RepShape>,
+    /// Every other table: a provider section, named by its kind (`[exchange]`, `[dav]`…).
+    #[serde(flatten)]
+    providers: std::collections::BTreeMap<String, Table>,
 }
 
 #[derive(Default, Deserialize)]
@@ -132,8 +137,8 @@ pub struct Loaded {
     pub path: PathBuf,
     pub store: StoreSource,
     pub salesforce: Option<Section<crmsync_salesforce::Config>>,
-    pub exchange: Option<Section<crmsync_exchange::Config>>,
-    pub google: Option<Section<crmsync_google::Config>>,
+    /// The provider sections by kind (checked by their factory; secrets unresolved).
+    pub providers: BTreeMap<String, Section<Table>>,
     pub reps: Vec<Rep>,
 }
 
@@ -205,16 +210,20 @@ impl Loaded {
             .map(|t| section::<crmsync_salesforce::Config>(&base, "salesforce", t, SALESFORCE_SECRETS))
             .transpose()
             .map_err(err)?;
-        let exchange = shape
-            .exchange
-            .map(|t| section::<crmsync_exchange::Config>(&base, "exchange", t, EXCHANGE_SECRETS))
-            .transpose()
-            .map_err(err)?;
-        let google = shape
-            .google
-            .map(|t| section::<crmsync_google::Config>(&base, "google", t, GOOGLE_SECRETS))
-            .transpose()
-            .map_err(err)?;
+        let registry = Registry::current();
+        let mut providers = BTreeMap::new();
+        for (kind, t) in shape.providers {
+            let factory = registry.get(&kind).map_err(|_| {
+                err(format!(
+                    "unknown field `{kind}`: expected a table of {} or a provider ({})",
+                    TABLES.join(", "),
+                    registry.kinds().join(", ")
+                ))
+            })?;
+            let s = section::<Table>(&base, &kind, t, factory.secrets()).map_err(&err)?;
+            factory.check(&s.config).map_err(|m| err(format!("[{kind}]: {m}")))?;
+            providers.insert(kind, s);
+        }
 
         let default_sync = shape.sync;
         sync_config(default_sync.clone()).map_err(|m| err(format!("[sync]: {m}")))?;
@@ -236,18 +245,8 @@ impl Loaded {
                     return Err(err(format!("{at}: {key} is empty")));
                 }
             }
-            if !PROVIDERS.contains(&r.provider.as_str()) {
-                return Err(err(format!(
-                    "{at}: provider {:?} is unknown (expected one of: {})",
-                    r.provider,
-                    PROVIDERS.join(", ")
-                )));
-            }
-            let configured = match r.provider.as_str() {
-                "exchange" => exchange.is_some(),
-                _ => google.is_some(),
-            };
-            if !configured {
+            registry.get(&r.provider).map_err(|m| err(format!("{at}: {m}")))?;
+            if !providers.contains_key(&r.provider) {
                 return Err(err(format!("{at}: provider {:?} has no [{}] table", r.provider, r.provider)));
             }
             let id = r.id.unwrap_or_else(|| r.crm_user_id.clone());
@@ -276,7 +275,7 @@ impl Loaded {
                 config,
             });
         }
-        Ok(Loaded { path: path.to_path_buf(), store, salesforce, exchange, google, reps })
+        Ok(Loaded { path: path.to_path_buf(), store, salesforce, providers, reps })
     }
 
     fn err(&self, m: impl std::fmt::Display) -> ConfigError {
@@ -312,15 +311,20 @@ impl Loaded {
         Ok(Wired { engine, store, reps: reps.to_vec() })
     }
 
-    /// The provider reps call `name` (its secrets resolved, its config validated).
-    pub fn provider(&self, name: &str) -> Result<Arc<dyn crmsync_core::Provider>> {
-        match name {
-            "exchange" => Ok(Arc::new(self.exchange()?)),
-            "google" => Ok(Arc::new(self.google()?)),
-            other => {
-                Err(self.err(format!("provider {other:?} is unknown (expected one of: {})", PROVIDERS.join(", "))))
-            }
+    /// The provider of kind `kind` (its secrets resolved, its config validated), built by the
+    /// factory the process's [`Registry`] holds for it.
+    pub fn provider(&self, kind: &str) -> Result<Arc<dyn crmsync_core::Provider>> {
+        let factory = Registry::current().get(kind).map_err(|m| self.err(m))?;
+        let s = self.providers.get(kind).ok_or_else(|| self.err(format!("[{kind}] table is missing")))?;
+        let mut secrets = Secrets::new();
+        for (field, src) in &s.secrets {
+            secrets.insert(*field, self.secret(kind, field, src)?);
         }
+        let p = factory.build(&s.config, secrets).map_err(|m| self.err(m))?;
+        if p.name() != kind {
+            return Err(self.err(format!("provider {kind:?} was built as {:?}; register it under that name", p.name())));
+        }
+        Ok(p)
     }
 
     fn crm(&self) -> Result<Arc<dyn crmsync_core::Crm>> {
@@ -336,30 +340,6 @@ impl Loaded {
         c.validate().map_err(|e| self.err(e.message()))?;
         let crm = crmsync_salesforce::SalesforceCrm::new(c).map_err(|e| self.err(e.message()))?;
         Ok(Arc::new(crm))
-    }
-
-    fn exchange(&self) -> Result<crmsync_exchange::ExchangeProvider> {
-        let s = self.exchange.as_ref().ok_or_else(|| self.err("[exchange] table is missing"))?;
-        let mut c = s.config.clone();
-        for (field, src) in &s.secrets {
-            c.client_secret = Some(self.secret("exchange", field, src)?);
-        }
-        c.validate().map_err(|e| self.err(e.message()))?;
-        crmsync_exchange::ExchangeProvider::new(c).map_err(|e| self.err(e.message()))
-    }
-
-    fn google(&self) -> Result<crmsync_google::GoogleProvider> {
-        let s = self.google.as_ref().ok_or_else(|| self.err("[google] table is missing"))?;
-        let mut c = s.config.clone();
-        for (field, src) in &s.secrets {
-            let v = Some(self.secret("google", field, src)?);
-            match *field {
-                "client_secret" => c.client_secret = v,
-                _ => c.private_key = v,
-            }
-        }
-        c.validate().map_err(|e| self.err(e.message()))?;
-        crmsync_google::GoogleProvider::new(c).map_err(|e| self.err(e.message()))
     }
 
     fn secret(&self, table: &str, field: &str, src: &SecretSource) -> Result<SecretString> {
@@ -566,7 +546,7 @@ mailbox = "ed@contoso.example"
         assert_eq!(l.reps[0].config.contacts.conflict, crmsync_core::ConflictPolicy::FieldMerge);
         assert_eq!(l.reps[1].config.events.days_ahead, 90);
         assert_eq!(l.reps[1].connection, ConnectionMode::UserManaged);
-        assert!(l.google.is_some() && l.exchange.is_some() && l.salesforce.is_some());
+        assert!(l.providers.contains_key("google") && l.providers.contains_key("exchange") && l.salesforce.is_some());
     }
 
     #[test]
