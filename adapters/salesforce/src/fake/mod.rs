@@ -23,8 +23,8 @@
 //! truncated bodies, latency; an expired cursor is the clock jumping past the deleted-records
 //! window.
 
-mod control;
 mod authorize;
+mod control;
 mod routes;
 mod schema;
 mod soql;
