@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use crate::config::Loaded;
 use crate::table;
-use crate::worker::{Shutdown, busy_line, holder};
+use crate::process::{Shutdown, holder};
+use crate::table::{busy_line, when};
 
 /// `--config FILE`, shared by every command that reads the config file.
 #[derive(Debug, Clone, clap::Args)]
@@ -438,10 +439,6 @@ async fn view(store: &dyn crmsync_core::Store, rep: &Rep, st: RepStatus, n: usiz
         item_errors: errors,
         last_reset: st.last_reset,
     })
-}
-
-pub(crate) fn when(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_else(|| "never".into())
 }
 
 fn status_table(v: &RepView) -> String {

@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod demo;
+mod process;
 pub mod registry;
 pub mod sandbox;
 pub mod scenario;

@@ -68,3 +68,17 @@ pub fn cycle(r: &CycleReport) -> String {
     }
     out
 }
+
+/// A time as RFC 3339 to the second, or `never`.
+pub(crate) fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_else(|| "never".into())
+}
+
+/// How a held lease is shown: who holds it and until when.
+pub(crate) fn busy_line(h: &crmsync_core::LeaseHolder) -> String {
+    format!(
+        "not synced: its lease is held by {} until {} (another worker or sync is running it)",
+        h.holder,
+        when(Some(h.until))
+    )
+}

@@ -8,8 +8,27 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 use wiremock::Request;
 
-use crate::server::{Control, SEED};
-use crate::{Chassis, FaultRule, LogEntry, Reply, Rng, Schedule};
+use crate::chassis::{Chassis, Reply};
+use crate::{FaultRule, LogEntry, Rng, Schedule};
+
+/// What the handle and the control API can do to any fake's state without knowing its type.
+pub(crate) trait Control: Send + Sync {
+    fn started(&self, uri: &str);
+    fn expire_tokens(&self);
+    fn expire_cursors(&self);
+    /// Save the current state as snapshot `name` (the seed is [`SEED`]).
+    fn save(&self, name: &str);
+    /// Become snapshot `name`; false if there is none.
+    fn restore(&self, name: &str) -> bool;
+    /// The snapshot names.
+    fn saved(&self) -> Vec<String>;
+    /// The fake's own control routes.
+    fn service_control(&self, method: &str, path: &str, body: &[u8]) -> Option<Reply>;
+}
+
+/// The snapshot `POST /_crmsync/reset` and [`Handle::reset`] return to.
+pub const SEED: &str = "seed";
+
 
 /// The path prefix of the control API.
 pub const PREFIX: &str = "/_crmsync/";

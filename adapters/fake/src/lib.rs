@@ -15,6 +15,7 @@
 //!
 //! Rules, faults and log entries are serde types, so the control API and CLI flags carry them.
 
+mod chassis;
 mod control;
 mod fault;
 mod log;
@@ -24,5 +25,7 @@ mod token;
 pub use control::{MailboxScenario, PREFIX as CONTROL_PREFIX, control_body, control_error};
 pub use fault::{Fault, FaultRule, Rng, Schedule};
 pub use log::LogEntry;
-pub use server::{Chassis, Handle, Reply, SEED, Service, Shared};
+pub use chassis::{Chassis, Reply};
+pub use control::SEED;
+pub use server::{Handle, Service, Shared};
 pub use token::{Tokens, oauth_error, oauth_form};

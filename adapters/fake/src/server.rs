@@ -10,65 +10,10 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::fault::Rules;
 use crate::log::Log;
+use crate::chassis::{Chassis, Reply};
+use crate::control::{Control, SEED};
 use crate::{Fault, FaultRule, LogEntry, Rng};
 
-/// What a fake answers: status, headers and a body.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// Response headers.
-    pub headers: Vec<(String, String)>,
-    /// The body bytes and their content type (`None`: no body).
-    pub body: Option<(Vec<u8>, String)>,
-}
-
-impl Reply {
-    /// No body.
-    pub fn empty(status: u16) -> Self {
-        Self { status, headers: vec![], body: None }
-    }
-
-    /// A JSON body.
-    pub fn json(status: u16, body: Value) -> Self {
-        Self::raw(status, serde_json::to_vec(&body).unwrap_or_default(), "application/json")
-    }
-
-    /// Raw bytes with a content type.
-    pub fn raw(status: u16, body: Vec<u8>, content_type: &str) -> Self {
-        Self { status, headers: vec![], body: Some((body, content_type.to_owned())) }
-    }
-
-    /// Add a header.
-    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.to_owned(), value.into()));
-        self
-    }
-
-    /// The body parsed as JSON (`Null` when there is none or it is not JSON).
-    pub fn json_body(&self) -> Value {
-        self.body.as_ref().and_then(|(b, _)| serde_json::from_slice(b).ok()).unwrap_or(Value::Null)
-    }
-
-    pub(crate) fn template(self, cut: bool, delay_ms: u64) -> ResponseTemplate {
-        let mut t = ResponseTemplate::new(self.status);
-        for (k, v) in &self.headers {
-            t = t.insert_header(k.as_str(), v.as_str());
-        }
-        t = match self.body {
-            // Promise more bytes than are sent: the client sees the connection close mid-body.
-            _ if cut => {
-                t.insert_header("content-length", "4096").set_body_raw(b"{\"value\":[".to_vec(), "application/json")
-            }
-            Some((b, ct)) => t.set_body_raw(b, ct.as_str()),
-            None => t,
-        };
-        if delay_ms > 0 { t.set_delay(Duration::from_millis(delay_ms)) } else { t }
-    }
-}
-
-/// A fake service's state, served by the chassis. It is `Clone` so the chassis can keep
-/// snapshots of it (the seed, named snapshots) and restore them.
 pub trait Service: Clone + Send + 'static {
     /// The endpoint name of a request: the key of the counters and of fault rules.
     fn endpoint(&self, method: &str, path: &str) -> String;
@@ -116,55 +61,6 @@ impl<S> Clone for Shared<S> {
 impl<S> std::fmt::Debug for Shared<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Shared(..)")
-    }
-}
-
-/// What the chassis keeps per fake: counters, fault rules, the generator, the request log.
-#[derive(Debug, Default)]
-pub struct Chassis {
-    pub(crate) total: u64,
-    counters: BTreeMap<String, u64>,
-    pub(crate) rules: Rules,
-    pub(crate) rng: Rng,
-    pub(crate) fired: u64,
-    pub(crate) log: Log,
-}
-
-impl Chassis {
-    /// No pending faults, counters zeroed, the request log empty (the generator keeps its seed).
-    pub(crate) fn reset(&mut self) {
-        self.rules.clear();
-        self.total = 0;
-        self.fired = 0;
-        self.counters.clear();
-        self.log.clear();
-    }
-
-    /// Count a request (or sub-request) to `endpoint`.
-    pub fn count(&mut self, endpoint: &str) {
-        *self.counters.entry(endpoint.to_owned()).or_default() += 1;
-    }
-
-    /// Count a sub-request of a batch and draw its fault: only rules naming an endpoint apply
-    /// to sub-requests.
-    pub fn sub_request(&mut self, method: &str, endpoint: &str) -> Option<Fault> {
-        self.count(endpoint);
-        let fault = self.rules.draw(&mut self.rng, method, endpoint, true);
-        self.fired += u64::from(fault.is_some());
-        fault
-    }
-
-    /// The fake's seeded generator.
-    pub fn rng(&mut self) -> &mut Rng {
-        &mut self.rng
-    }
-
-    fn request(&mut self, method: &str, endpoint: &str) -> (u64, Option<Fault>) {
-        self.total += 1;
-        self.count(endpoint);
-        let fault = self.rules.draw(&mut self.rng, method, endpoint, false);
-        self.fired += u64::from(fault.is_some());
-        (self.total, fault)
     }
 }
 
@@ -242,24 +138,6 @@ impl<S: Service> Respond for Responder<S> {
         }
     }
 }
-
-/// What the handle and the control API can do to any fake's state without knowing its type.
-pub(crate) trait Control: Send + Sync {
-    fn started(&self, uri: &str);
-    fn expire_tokens(&self);
-    fn expire_cursors(&self);
-    /// Save the current state as snapshot `name` (the seed is [`SEED`]).
-    fn save(&self, name: &str);
-    /// Become snapshot `name`; false if there is none.
-    fn restore(&self, name: &str) -> bool;
-    /// The snapshot names.
-    fn saved(&self) -> Vec<String>;
-    /// The fake's own control routes.
-    fn service_control(&self, method: &str, path: &str, body: &[u8]) -> Option<Reply>;
-}
-
-/// The snapshot `POST /_crmsync/reset` and [`Handle::reset`] return to.
-pub const SEED: &str = "seed";
 
 impl<S: Service> Control for Fake<S> {
     fn started(&self, uri: &str) {

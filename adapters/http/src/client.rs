@@ -11,6 +11,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::retry::RetryConfig;
+use crate::snippet;
 use crate::token::{TokenCache, TokenReply, oauth_error};
 
 /// An adapter's one mapping of a failed response (status, headers, body) to an [`Error`],
@@ -97,10 +98,6 @@ impl Response {
 }
 
 /// The first 200 characters of a body, on one line (for error messages).
-pub(crate) fn snippet(s: &str) -> String {
-    s.chars().take(200).collect::<String>().replace(['\n', '\r'], " ")
-}
-
 /// What [`Http::on_headers`] installs.
 type HeadersHook = Box<dyn Fn(&HeaderMap) + Send + Sync>;
 

@@ -24,3 +24,8 @@ pub use client::{Counter, Http, ParseError, ReplyLost, Response, is_reply_lost};
 pub use reconcile::create_reconciled;
 pub use retry::{RetryConfig, retry_after, retry_items};
 pub use token::{Lease, TokenCache, TokenReply, oauth_error};
+
+/// The start of a reply body on one line, for error messages.
+pub(crate) fn snippet(s: &str) -> String {
+    s.chars().take(200).collect::<String>().replace(['\n', '\r'], " ")
+}

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::client::snippet;
+use crate::snippet;
 use crate::retry::retry_after;
 
 /// A token is used until this long before the service says it expires.
