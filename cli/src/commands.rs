@@ -15,8 +15,8 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::config::Loaded;
-use crate::table;
 use crate::process::{Shutdown, holder};
+use crate::table;
 use crate::table::{busy_line, when};
 
 /// `--config FILE`, shared by every command that reads the config file.

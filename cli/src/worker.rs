@@ -51,7 +51,6 @@ pub struct WorkerArgs {
     pub json: bool,
 }
 
-
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::listen();
     let loaded = args.config.load()?;
@@ -137,7 +136,6 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     eprintln!("crmsync worker {id}: {cycles} cycles, {failed} failed");
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
-
 
 /// `--once`: name the configured reps this run did not sync because another process holds their
 /// lease.

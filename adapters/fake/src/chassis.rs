@@ -2,13 +2,15 @@
 //! what a fake answers.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
+use wiremock::ResponseTemplate;
 
 use crate::Fault;
+use crate::Rng;
 use crate::fault::Rules;
 use crate::log::Log;
-use crate::Rng;
 
 /// What a fake answers: status, headers and a body.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,7 +73,7 @@ impl Reply {
 #[derive(Debug, Default)]
 pub struct Chassis {
     pub(crate) total: u64,
-    counters: BTreeMap<String, u64>,
+    pub(crate) counters: BTreeMap<String, u64>,
     pub(crate) rules: Rules,
     pub(crate) rng: Rng,
     pub(crate) fired: u64,
@@ -107,7 +109,7 @@ impl Chassis {
         &mut self.rng
     }
 
-    fn request(&mut self, method: &str, endpoint: &str) -> (u64, Option<Fault>) {
+    pub(crate) fn request(&mut self, method: &str, endpoint: &str) -> (u64, Option<Fault>) {
         self.total += 1;
         self.count(endpoint);
         let fault = self.rules.draw(&mut self.rng, method, endpoint, false);
@@ -115,4 +117,3 @@ impl Chassis {
         (self.total, fault)
     }
 }
-

@@ -29,7 +29,6 @@ pub(crate) trait Control: Send + Sync {
 /// The snapshot `POST /_crmsync/reset` and [`Handle::reset`] return to.
 pub const SEED: &str = "seed";
 
-
 /// The path prefix of the control API.
 pub const PREFIX: &str = "/_crmsync/";
 

@@ -22,10 +22,10 @@ mod log;
 mod server;
 mod token;
 
+pub use chassis::{Chassis, Reply};
+pub use control::SEED;
 pub use control::{MailboxScenario, PREFIX as CONTROL_PREFIX, control_body, control_error};
 pub use fault::{Fault, FaultRule, Rng, Schedule};
 pub use log::LogEntry;
-pub use chassis::{Chassis, Reply};
-pub use control::SEED;
 pub use server::{Handle, Service, Shared};
 pub use token::{Tokens, oauth_error, oauth_form};

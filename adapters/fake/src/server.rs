@@ -3,13 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::fault::Rules;
-use crate::log::Log;
 use crate::chassis::{Chassis, Reply};
 use crate::control::{Control, SEED};
 use crate::{Fault, FaultRule, LogEntry, Rng};

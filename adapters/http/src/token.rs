@@ -10,8 +10,8 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::snippet;
 use crate::retry::retry_after;
+use crate::snippet;
 
 /// A token is used until this long before the service says it expires.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::App;
 use super::auth::{self, Admin, Attempt, SignedIn};
-use crate::commands::{RepView, scope_name, views, when};
+use crate::commands::{RepView, scope_name, views};
+use crate::table::when;
 
 fn layout(title: &str, admin: Option<&Admin>, body: Markup) -> Markup {
     html! {

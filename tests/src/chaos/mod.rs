@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crmsync_cli::scenario::{Fakes, GOOGLE_USER, Scenario, Size, seed as seed_scenario};
-use crmsync_core::testkit::crash::{CrashSwitch, CrashingCrm, CrashingProvider};
 use crmsync_core::port::Acquire;
-use crmsync_core::{Engine, LeaseTerms, Leased, Leases, Rep, RepState, ResetScope, Store};
+use crmsync_core::testkit::crash::{CrashSwitch, CrashingCrm, CrashingProvider};
+use crmsync_core::{Engine, LeaseTerms, Leased, Rep, RepState, ResetScope, Store};
 use crmsync_fake::{Fault, FaultRule, Rng};
 use secrecy::SecretString;
 
