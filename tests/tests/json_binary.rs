@@ -9,16 +9,15 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-/// `target/debug/examples/json_provider`, built on demand.
+/// `target/debug/examples/json_provider`, built (or brought up to date) first: a binary left by an
+/// earlier build must not stand in for the current code.
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/debug");
     let bin = dir.join("examples").join(format!("json_provider{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo).args(["build", "-p", "crmsync-examples", "--example", "json_provider"]).status();
-        assert!(st.is_ok_and(|s| s.success()), "cannot build the json_provider example");
-    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo).args(["build", "-p", "crmsync-examples", "--example", "json_provider"]).status();
+    assert!(st.is_ok_and(|s| s.success()), "cannot build the json_provider example");
     bin
 }
 
