@@ -24,7 +24,7 @@
 //! url = "https://dav.example.com/"
 //! password_env = "DAV_PASSWORD"
 //!
-//! [sync]                                   # the default SyncConfig (SPEC §2)
+//! [sync]                                   # the default SyncConfig (docs/behaviour.md §2)
 //! events.days_ahead = 90
 //!
 //! [[reps]]

@@ -1,4 +1,4 @@
-//! `crmsync demo`: the whole story on the embedded fakes (SPEC §6–§7, issue "The crmsync CLI").
+//! `crmsync demo`: the whole story on the embedded fakes (the README's "What the demo shows").
 //!
 //! initial sync → a refused Reset Sync → resets of an admin-managed and a user-managed rep →
 //! resync (zero writes) → the user-managed rep edits an event while disconnected, reconnects →

@@ -422,7 +422,7 @@ pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str) -> String {
         q(ENV_GOOGLE_SECRET)
     ));
     t.push_str(
-        "# The default sync configuration of every rep (SPEC §2); [reps.sync] overrides it per rep.\n[sync]\n\n",
+        "# The default sync configuration of every rep (docs/behaviour.md §2); [reps.sync] overrides it per rep.\n[sync]\n\n",
     );
     for r in reps {
         let conn = match r.connection {

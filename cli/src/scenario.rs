@@ -1,4 +1,4 @@
-//! The three fakes, started in-process, and the standard scenario of SPEC §7 seeded into them.
+//! The three fakes, started in-process, and the standard scenario (the README's "What the demo shows") seeded into them.
 //!
 //! Used by `crmsync demo` (random loopback ports) and `crmsync sandbox` (fixed ports).
 
@@ -115,7 +115,7 @@ fn meeting(subject: &str, start: DateTime<Utc>, minutes: i64, attendee: Option<&
     e
 }
 
-/// Seed the standard scenario into the fakes (SPEC §7).
+/// Seed the standard scenario into the fakes (the README's "What the demo shows").
 pub fn seed(f: &Fakes, size: Size) -> Scenario {
     let now = Utc::now().duration_trunc(Duration::hours(1)).expect("an hour divides time");
     let sf = &f.salesforce;

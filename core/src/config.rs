@@ -1,4 +1,4 @@
-//! Reps and their sync configuration (SPEC §2): directions, filters, conflict and delete policy.
+//! Reps and their sync configuration (docs/behaviour.md §2): directions, filters, conflict and delete policy.
 
 use std::fmt;
 
@@ -52,7 +52,7 @@ pub enum DeletePolicy {
     Unlink,
 }
 
-/// Which CRM contacts belong to a rep (SPEC §2: contacts outside the filter never sync).
+/// Which CRM contacts belong to a rep (docs/behaviour.md §2: contacts outside the filter never sync).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type", content = "criteria")]
 pub enum ContactFilter {
@@ -252,7 +252,7 @@ impl Window {
     }
 }
 
-/// How the provider connection was granted (SPEC §3.4).
+/// How the provider connection was granted (docs/behaviour.md §5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionMode {
