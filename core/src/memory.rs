@@ -665,7 +665,7 @@ impl SyncState for MemStore {
         let mut removed = BTreeMap::new();
         for &kind in record.scope.kinds() {
             let before = g.links.len();
-            g.links.retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state == LinkState::Linked));
+            g.links.retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state != LinkState::Suppressed));
             removed.insert(kind.as_str().to_owned(), (before - g.links.len()) as u64);
             g.cursors.remove(&(rep.clone(), kind));
             g.errors.retain(|(r, k, _, _), _| !(r == &rep && *k == kind));

@@ -183,6 +183,10 @@ pub enum LinkState {
     /// copied again until the rep re-adds the provider item. Survives Reset Sync, which removes
     /// connections, not the rep's decisions.
     Suppressed,
+    /// A create in flight, written ahead of it: the key stamped on the copy and the source's
+    /// id; the copy's id is still empty. The link written after the create replaces it; if the
+    /// cycle dies in between, the next one settles it (the copy's source may be gone by then).
+    Creating,
 }
 
 /// "provider item X ⇔ CRM record Y" and what was last synced.

@@ -65,7 +65,6 @@ fn report(a: &Args, s: &Summary) -> String {
         ("Reset Syncs", t.resets.to_string()),
         ("edits between cycles", t.edits.to_string()),
         ("of which hostile", t.hostile.to_string()),
-        ("deleted events whose crash-orphaned CRM copy stays (known gap)", t.orphans.to_string()),
         ("faults fired", faults.to_string()),
     ] {
         let _ = writeln!(r, "| {k} | {v} |");

@@ -114,6 +114,7 @@ pub(crate) fn link_state_str(s: LinkState) -> &'static str {
     match s {
         LinkState::Linked => "linked",
         LinkState::Suppressed => "suppressed",
+        LinkState::Creating => "creating",
     }
 }
 
@@ -121,6 +122,7 @@ pub(crate) fn parse_link_state(s: &str) -> Result<LinkState> {
     match s {
         "linked" => Ok(LinkState::Linked),
         "suppressed" => Ok(LinkState::Suppressed),
+        "creating" => Ok(LinkState::Creating),
         _ => Err(corrupt("links.state", s)),
     }
 }
@@ -659,7 +661,7 @@ macro_rules! ops {
                 let mut removed = BTreeMap::new();
                 for &kind in record.scope.kinds() {
                     let k = kind_of(kind);
-                    let n = sqlx::query("DELETE FROM links WHERE rep = $1 AND kind = $2 AND state = 'linked'")
+                    let n = sqlx::query("DELETE FROM links WHERE rep = $1 AND kind = $2 AND state <> 'suppressed'")
                         .bind(rep)
                         .bind(k)
                         .execute(&mut *tx)

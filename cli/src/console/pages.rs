@@ -326,7 +326,7 @@ pub(crate) async fn rep(
             section.kind {
                 h2 { (kind.as_str()) }
                 p { (links.iter().filter(|l| l.state == LinkState::Linked).count()) " linked, "
-                    (links.iter().filter(|l| l.state != LinkState::Linked).count()) " kept out of sync by the rep · cursors: "
+                    (links.iter().filter(|l| l.state == LinkState::Suppressed).count()) " kept out of sync by the rep · cursors: "
                     (if cursors.provider.is_some() || cursors.crm.is_some() { "stored (the next read is incremental)" } else { "none (the next read is full)" }) }
                 @if let Some(c) = &st.last_report {
                     @let k = kind_report(c, *kind);

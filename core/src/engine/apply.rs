@@ -1,19 +1,20 @@
 //! Stage 4, apply: run a [`Plan`] against both sides and the store. First, in one store
-//! transaction, the link changes that need no remote write; then the writes in batches of
+//! transaction, the link changes that need no remote write, and the stored cursors cleared; then the writes in batches of
 //! each side's `max_batch` (CRM first, then the provider; creates, updates, deletes), each
-//! update batch preceded by its write-ahead record (`Link::pending`) and followed by one store
-//! transaction with its link changes and item errors; last, the cursors and the resolved item
+//! create or update batch preceded by its write-ahead record (a `Creating` link, or
+//! `Link::pending`) and followed by one store transaction with its link changes and item errors; last, the cursors and the resolved item
 //! errors. Owns the runtime progress of each pair (writes pending, failed, what was written).
 
 use std::collections::BTreeMap;
 
 use super::context::{Ctx, Sides};
 use super::decide::{Decision, State, decide};
+use super::intent;
 use super::ledger::Ledger;
 use super::plan::{Pair, Plan};
 use crate::error::{Error, Result};
 use crate::model::{Canon, Side, SyncKey};
-use crate::port::{Collection, Item, Link, LinkBatch, LinkState, NewItem, Pending, Store, Update, Written};
+use crate::port::{Collection, Cursors, Item, Link, LinkBatch, LinkState, NewItem, Pending, Store, Update, Written};
 use crate::report::KindReport;
 
 /// Where one pair stands while its plan runs.
@@ -72,9 +73,14 @@ pub(crate) async fn apply(
     store: &dyn Store,
     plan: Plan,
 ) -> (KindReport, Result<()>) {
-    let Plan { pairs, cursors, mut ledger, epoch, .. } = plan;
+    let Plan { pairs, cursors, mut ledger, epoch, settled, .. } = plan;
     let sink = Sink { store, rep: &ctx.rep.id, epoch, kind: ctx.kind };
-    let result = run(ctx, colls, &sink, &pairs, &mut ledger).await;
+    let forget = (!settled.is_empty()).then(Cursors::default);
+    let settled = LinkBatch { upsert: settled, cursors: forget, ..Default::default() };
+    let result = match sink.commit(&mut ledger, settled).await {
+        Ok(()) => run(ctx, colls, &sink, &pairs, &mut ledger).await,
+        Err(e) => Err(e),
+    };
     let result = match result {
         Ok(()) => {
             let batch = LinkBatch { clear_errors: ledger.resolved(), cursors: Some(cursors), ..Default::default() };
@@ -107,6 +113,12 @@ async fn run(
     let mut first = LinkBatch::default();
     for (pair, pr) in pairs.iter().zip(&progress).filter(|(_, pr)| pr.pending == 0) {
         finish(ctx, pair, pr, &mut ledger.report, &mut first);
+    }
+    // The stored cursors would hide from the next cycle the deletion of a record this plan links
+    // or copies now (their delta starts before the plan saw it): they go with the first change
+    // and come back, new, with the last, so a cycle that dies leaves the next one a full read.
+    if !first.is_empty() || !queues.is_empty() {
+        first.cursors = Some(Cursors::default());
     }
     sink.commit(ledger, first).await?;
     for (side, queue) in queues.into_values() {
@@ -290,7 +302,9 @@ fn finish(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, kr: &mut KindReport, batch:
                 Decision::DeleteProvider => kr.deleted_in_provider += 1,
                 _ => {}
             }
-            kr.unlinked += 1;
+            if pair.link.as_ref().is_none_or(|l| l.state != LinkState::Creating) {
+                kr.unlinked += 1;
+            }
         }
         Decision::Suppress { gone } => {
             if let Some(l) = &pair.link {
@@ -331,12 +345,22 @@ fn merged_link(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, merged: &Canon) -> Opt
     })
 }
 
-/// Record the intent of the updates in `chunk` on their links before sending them. A pair
-/// matched this cycle (first sight) gets its link here, marked as such.
+/// Record the intent of the writes in `chunk` before sending them: of an update on its link (a
+/// pair matched this cycle, at first sight, gets its link here, marked as such), of a create as
+/// a link in state `Creating` (see `intent`).
 async fn write_ahead(ctx: &Ctx<'_>, sink: &Sink<'_>, pairs: &[Pair], chunk: &[(usize, Op)]) -> Result<()> {
     let mut batch = LinkBatch::default();
     for (i, op) in chunk {
         let pair = &pairs[*i];
+        if let Op::Create(new) = op {
+            let src_side = if pair.action == Decision::CreateCrm { Side::Provider } else { Side::Crm };
+            if let Some(src) = pair.item(src_side)
+                && pair.old_key.as_ref() != Some(&new.sync_key)
+            {
+                batch.upsert.push(intent::record(ctx, src_side, src, new));
+            }
+            continue;
+        }
         let (Op::Update(_), Decision::Merge { merged, take, write_provider, write_crm, .. }) = (op, &pair.action)
         else {
             continue;

@@ -15,6 +15,7 @@
 mod apply;
 mod context;
 pub mod decide;
+mod intent;
 mod lease;
 mod ledger;
 mod matching;
@@ -233,6 +234,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return Err((ledger.report, e)),
         };
+        let intent::Settled { links, settled, stale } = intent::settle(ctx, links, &reads);
         let linked = plan::linked(ctx, &links, &reads);
         let claims = plan::claims(&links, &reads, &linked);
         let matches = match matching::match_unlinked(ctx, colls, &reads, claims, &mut ledger).await {
@@ -240,7 +242,7 @@ impl Engine {
             Err(e) => return Err((ledger.report, e)),
         };
         let cursors = Cursors { provider: reads.provider.cursor, crm: reads.crm.cursor };
-        Ok(plan::build(ctx, epoch, &links, linked, matches, cursors, ledger))
+        Ok(plan::build(ctx, epoch, &links, linked, matches, cursors, ledger).with_settled(settled, stale))
     }
 
     /// Both collections of one kind. Requests made before a failure are still counted.

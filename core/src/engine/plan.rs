@@ -28,6 +28,9 @@ pub struct Plan {
     /// Skips and item errors found while reading and matching.
     #[serde(rename = "counts")]
     pub(crate) ledger: Ledger,
+    /// Create records of a dead cycle turned into links (see `intent`): stored first.
+    #[serde(skip)]
+    pub(crate) settled: Vec<Link>,
 }
 
 /// One pair to act on: a link, a match, or a lone item, and what to do with it.
@@ -72,6 +75,9 @@ impl Pair {
             Decision::DeleteCrm => vec!["delete in crm", "unlink"],
             Decision::DeleteProvider => vec!["delete in provider", "unlink"],
             Decision::Suppress { .. } => vec!["suppress"],
+            Decision::DropLink if self.link.as_ref().is_some_and(|l| l.state == LinkState::Creating) => {
+                vec!["forget unfinished create"]
+            }
             Decision::DropLink => vec!["unlink"],
             Decision::Relink { .. } => vec!["unlink", "match again"],
         }
@@ -220,6 +226,8 @@ pub(crate) fn claims(links: &[Link], reads: &Sides<SideRead>, linked: &[Pair]) -
                     cl.suppressed.crm.insert(l.crm_id.clone(), l.key.clone());
                 }
             }
+            // A create in flight when a cycle died: its source and copy are matched again.
+            LinkState::Creating => {}
         }
     }
     for pair in linked {
@@ -303,7 +311,19 @@ pub(crate) fn build(
             }
         }
     }
-    Plan { kind: ctx.kind, epoch, pairs, cursors, ledger }
+    Plan { kind: ctx.kind, epoch, pairs, cursors, ledger, settled: vec![] }
+}
+
+impl Plan {
+    /// Add what settling the create records of a dead cycle found: the links they became, and
+    /// the records to forget (their create never landed and their source is gone).
+    pub(crate) fn with_settled(mut self, settled: Vec<Link>, stale: Vec<Link>) -> Self {
+        self.settled = settled;
+        for l in stale {
+            self.pairs.push(Pair::new(l, None, None, Decision::DropLink));
+        }
+        self
+    }
 }
 
 /// The decision for a matched pair: three-way against the snapshot of the suppression it lifts,

@@ -1,13 +1,15 @@
 //! Stage 1, read: both sides' changes (incremental from the stored cursors, full when there are
 //! none or they expired), filtered and validated into items, removals, filtered ids and failed
-//! ids per side. Also re-reads by id the items that failed last cycle and the CRM partners of
-//! suppressions that come back, and refuses an empty full read while links exist.
+//! ids per side. Also re-reads by id the items that failed last cycle, the CRM partners of
+//! suppressions that come back and the sources of creates a dead cycle left unlinked, and
+//! refuses an empty full read while links exist.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::info;
 
 use super::context::{Ctx, Sides};
+use super::intent;
 use super::ledger::Ledger;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Side;
@@ -28,7 +30,7 @@ pub(crate) struct SideRead {
 
 impl SideRead {
     /// Whether the read said anything at all about `id`.
-    fn knows(&self, id: &str) -> bool {
+    pub(crate) fn knows(&self, id: &str) -> bool {
         self.items.contains_key(id)
             || self.removed.contains(id)
             || self.failed.contains(id)
@@ -57,6 +59,7 @@ pub(crate) async fn read(
         retry_failed(ctx, side, *colls.get(side), reads.get_mut(side), ledger).await?;
     }
     read_missing_partners(ctx, colls, links, &mut reads, ledger).await?;
+    intent::read_sources(ctx, colls, links, &mut reads, ledger).await?;
     empty_side_guard(ctx, links, &reads)?;
     Ok(reads)
 }
@@ -101,7 +104,7 @@ async fn read_side(
 
 /// File one read item: cancelled events count as removed, filtered events are skipped with
 /// their reason, records that cannot sync are item errors, the rest are items.
-fn classify(ctx: &Ctx<'_>, side: Side, sr: &mut SideRead, item: Item, ledger: &mut Ledger) {
+pub(crate) fn classify(ctx: &Ctx<'_>, side: Side, sr: &mut SideRead, item: Item, ledger: &mut Ledger) {
     sr.removed.remove(&item.id);
     if item.record.kind() != ctx.kind {
         sr.failed.insert(item.id.clone());

@@ -64,6 +64,8 @@ pub(crate) struct TrackedEvent {
     pub compared: bool,
     /// Deleted by the rep (rather than refused from the start).
     pub deleted: bool,
+    /// Deleted since the rep's last successful cycle.
+    pub dirty: bool,
 }
 
 /// What the edits should lead to.
@@ -193,6 +195,11 @@ impl Model {
         for t in self.contacts.iter_mut().filter(|t| t.rep == rep && t.dirty && t.side == On::Provider) {
             t.excluded = t.excluded.or(Some(RESET_RULE));
         }
+        // A deletion not yet synced when a Reset Sync comes, or made before the next cycle,
+        // leaves the copy (docs/behaviour.md, Reset Sync): only duplicates are checked.
+        for e in self.events.iter_mut().filter(|e| e.rep == rep && e.dirty) {
+            e.compared = false;
+        }
     }
 
     /// A cycle of `rep` succeeded: every edit made before it is synced.
@@ -200,6 +207,9 @@ impl Model {
         self.reset_pending[rep] = false;
         for t in self.contacts.iter_mut().filter(|t| t.rep == rep) {
             t.dirty = false;
+        }
+        for e in self.events.iter_mut().filter(|e| e.rep == rep) {
+            e.dirty = false;
         }
     }
 
@@ -378,7 +388,7 @@ impl Model {
                 f.google.insert_event(GOOGLE_USER, &e)
             };
             super::trace(|| format!("event {id:.12} created {subject:.30} expected {expected} ({start}..{end})"));
-            self.events.push(TrackedEvent { rep, id, subject, expected, compared, deleted: false });
+            self.events.push(TrackedEvent { rep, id, subject, expected, compared, deleted: false, dirty: false });
         } else if roll < 0.85 {
             let n = self.next();
             let ev = &mut self.events[mine[pick(rng, mine.len())]];
@@ -407,6 +417,10 @@ impl Model {
                 super::trace(|| format!("event {:.12} {:?} deleted", ev.id, ev.subject));
                 ev.expected = false;
                 ev.deleted = true;
+                ev.dirty = true;
+                if self.reset_pending[rep] {
+                    ev.compared = false;
+                }
             }
         }
     }

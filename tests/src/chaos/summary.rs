@@ -31,7 +31,6 @@ impl Summary {
         t.resets += o.resets;
         t.edits += o.edits;
         t.hostile += o.hostile;
-        t.orphans += o.orphans;
         if !o.violations.is_empty() {
             self.failed.push(o);
         }
@@ -54,7 +53,7 @@ impl Summary {
         let (t, faults) = (&self.totals, self.totals.faults.values().sum::<u64>());
         format!(
             "{} seeds in {:.1}s: {} failed; {} cycles ({} killed, {} crashed after a write, {} refused by a held lease), \
-             {} resets, {} edits ({} hostile), {} orphaned copies of deleted events (known gap), {} faults fired {:?}",
+             {} resets, {} edits ({} hostile), {} faults fired {:?}",
             self.seeds,
             self.wall.as_secs_f64(),
             self.failed.len(),
@@ -65,7 +64,6 @@ impl Summary {
             t.resets,
             t.edits,
             t.hostile,
-            t.orphans,
             faults,
             t.faults
         )

@@ -1,0 +1,134 @@
+//! Creates written ahead. Before a batch of creates is sent, each create is recorded as a link
+//! in state [`LinkState::Creating`]: its key (the sync key stamped on the copy) and the source
+//! record's id, the copy's id still empty. A cycle that finishes replaces the record with the
+//! real link. When a cycle dies between the remote create and that link, the next cycle
+//! settles the record here, before planning:
+//! - the copy is read back (it carries the key) while its source is gone, filtered or unreadable:
+//!   the record becomes the link it would have been, so the source's deletion or exclusion is
+//!   carried to the copy as for any linked pair (without the record, the copy would be an
+//!   orphan kept out of sync, and a deleted meeting would stay in the CRM);
+//! - the source is read: matching pairs it with its copy (or it is created again, idempotently
+//!   by sync key), and the link that makes replaces the record;
+//! - neither: the create never landed and its source is gone: the record is forgotten.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::context::{Ctx, Sides};
+use super::ledger::Ledger;
+use super::read::{SideRead, classify};
+use crate::error::Result;
+use crate::model::Side;
+use crate::port::{Collection, Item, Link, LinkState, NewItem};
+
+/// The write-ahead record of creating `new` from `src` (on `src_side`).
+pub(crate) fn record(ctx: &Ctx<'_>, src_side: Side, src: &Item, new: &NewItem) -> Link {
+    let snapshot = ctx.canon(&src.record);
+    let (mine, none) = ((src.id.clone(), src.version.clone()), (String::new(), String::new()));
+    let ((pid, pv), (cid, cv)) = if src_side == Side::Provider { (mine, none) } else { (none, mine) };
+    Link {
+        kind: ctx.kind,
+        key: new.sync_key.clone(),
+        provider_id: pid,
+        crm_id: cid,
+        provider_version: pv,
+        crm_version: cv,
+        hash: snapshot.hash(),
+        snapshot,
+        state: LinkState::Creating,
+        pending: None,
+    }
+}
+
+/// The side a create record copies from (the one whose id it knows).
+fn source_side(l: &Link) -> Side {
+    if l.provider_id.is_empty() { Side::Crm } else { Side::Provider }
+}
+
+fn id(l: &Link, side: Side) -> &str {
+    if side == Side::Provider { &l.provider_id } else { &l.crm_id }
+}
+
+/// The items of `side` read this cycle that carry a key, by that key.
+fn copies(reads: &Sides<SideRead>, side: Side) -> BTreeMap<&str, &Item> {
+    reads.get(side).items.values().filter_map(|i| i.sync_key.as_ref().map(|k| (k.as_str(), i))).collect()
+}
+
+/// Read stage: the sources of create records whose copy was read back, when the read did not
+/// mention them (an incremental read may fold "created, then deleted" into nothing): by id,
+/// one batch per side; an id not found is gone.
+pub(crate) async fn read_sources(
+    ctx: &Ctx<'_>,
+    colls: Sides<&dyn Collection>,
+    links: &[Link],
+    reads: &mut Sides<SideRead>,
+    ledger: &mut Ledger,
+) -> Result<()> {
+    for side in [Side::Provider, Side::Crm] {
+        if reads.get(side).full {
+            continue;
+        }
+        let read_back = copies(reads, side.other());
+        let ids: Vec<String> = links
+            .iter()
+            .filter(|l| l.state == LinkState::Creating && source_side(l) == side)
+            .filter(|l| read_back.contains_key(l.key.as_str()) && !reads.get(side).knows(id(l, side)))
+            .map(|l| id(l, side).to_owned())
+            .collect();
+        let coll = *colls.get(side);
+        for chunk in ids.chunks(coll.capabilities().max_batch.max(1)) {
+            let got = coll.get_many(chunk).await?;
+            let found: BTreeSet<String> = got.iter().map(|i| i.id.clone()).collect();
+            for item in got {
+                classify(ctx, side, reads.get_mut(side), item, ledger);
+            }
+            reads.get_mut(side).removed.extend(chunk.iter().filter(|id| !found.contains(*id)).cloned());
+        }
+    }
+    Ok(())
+}
+
+/// What the create records of earlier cycles come to, given this cycle's reads.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// The links to plan with: the stored ones, each record whose copy was read back and whose
+    /// source was not turned into the link it stands for.
+    pub links: Vec<Link>,
+    /// Those links: stored before any write, so that a failed write on the pair is retried
+    /// next cycle from the link.
+    pub settled: Vec<Link>,
+    /// Records whose create never landed and whose source is gone: to forget.
+    pub stale: Vec<Link>,
+}
+
+pub(crate) fn settle(ctx: &Ctx<'_>, links: Vec<Link>, reads: &Sides<SideRead>) -> Settled {
+    let read_back = Sides { provider: copies(reads, Side::Provider), crm: copies(reads, Side::Crm) };
+    let mut out = Settled::default();
+    for mut l in links {
+        if l.state != LinkState::Creating {
+            out.links.push(l);
+            continue;
+        }
+        let (src, target) = (source_side(&l), source_side(&l).other());
+        let source = reads.get(src);
+        if source.items.contains_key(id(&l, src)) {
+            // Matching pairs the source with its copy, or creates it again.
+            out.links.push(l);
+        } else if let Some(copy) = read_back.get(target).get(l.key.as_str()) {
+            let snapshot = ctx.canon(&copy.record);
+            let (cid, cv) = (copy.id.clone(), copy.version.clone());
+            if target == Side::Provider {
+                (l.provider_id, l.provider_version) = (cid, cv);
+            } else {
+                (l.crm_id, l.crm_version) = (cid, cv);
+            }
+            (l.hash, l.snapshot, l.state) = (snapshot.hash(), snapshot, LinkState::Linked);
+            out.settled.push(l.clone());
+            out.links.push(l);
+        } else if source.failed.contains(id(&l, src)) {
+            out.links.push(l);
+        } else {
+            out.stale.push(l);
+        }
+    }
+    out
+}
