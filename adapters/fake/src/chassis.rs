@@ -56,10 +56,13 @@ impl Reply {
             t = t.insert_header(k.as_str(), v.as_str());
         }
         t = match self.body {
-            // Promise more bytes than are sent: the client sees the connection close mid-body.
-            _ if cut => {
-                t.insert_header("content-length", "4096").set_body_raw(b"{\"value\":[".to_vec(), "application/json")
-            }
+            // Promise more bytes than are sent, and close the connection after them: the client
+            // sees it close mid-body (without `close`, a release build's server would keep the
+            // connection open, and the client would wait for the rest until its timeout).
+            _ if cut => t
+                .insert_header("content-length", "4096")
+                .insert_header("connection", "close")
+                .set_body_raw(b"{\"value\":[".to_vec(), "application/json"),
             Some((b, ct)) => t.set_body_raw(b, ct.as_str()),
             None => t,
         };
