@@ -93,6 +93,9 @@ async fn main() -> ExitCode {
         done += 1;
         if !o.violations.is_empty() {
             eprintln!("seed {} FAILED — replay: {}", o.seed, o.replay());
+            for v in o.violations.iter().take(5) {
+                eprintln!("  {v}");
+            }
         }
         if done % 100 == 0 {
             eprintln!("{done} seeds done");
