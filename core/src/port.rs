@@ -215,6 +215,28 @@ pub struct Link {
     pub pending: Option<Pending>,
 }
 
+impl Link {
+    /// A link that knows the record of one side only (`item` on `side`, nothing on the
+    /// other): an orphaned copy kept out of sync, or a create in flight.
+    pub fn one_sided(kind: Kind, key: SyncKey, side: Side, item: &Item, snapshot: Canon, state: LinkState) -> Link {
+        let (mine, none) = ((item.id.clone(), item.version.clone()), (String::new(), String::new()));
+        let ((provider_id, provider_version), (crm_id, crm_version)) =
+            if side == Side::Provider { (mine, none) } else { (none, mine) };
+        Link {
+            kind,
+            key,
+            provider_id,
+            crm_id,
+            provider_version,
+            crm_version,
+            hash: snapshot.hash(),
+            snapshot,
+            state,
+            pending: None,
+        }
+    }
+}
+
 /// An update in flight (see [`Link::pending`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pending {

@@ -11,11 +11,11 @@
 //!   by sync key), and the link that makes replaces the record;
 //! - neither: the create never landed and its source is gone: the record is forgotten.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::context::{Ctx, Sides};
 use super::ledger::Ledger;
-use super::read::{SideRead, classify};
+use super::read::{SideRead, read_by_id};
 use crate::error::Result;
 use crate::model::Side;
 use crate::port::{Collection, Item, Link, LinkState, NewItem};
@@ -23,20 +23,7 @@ use crate::port::{Collection, Item, Link, LinkState, NewItem};
 /// The write-ahead record of creating `new` from `src` (on `src_side`).
 pub(crate) fn record(ctx: &Ctx<'_>, src_side: Side, src: &Item, new: &NewItem) -> Link {
     let snapshot = ctx.canon(&src.record);
-    let (mine, none) = ((src.id.clone(), src.version.clone()), (String::new(), String::new()));
-    let ((pid, pv), (cid, cv)) = if src_side == Side::Provider { (mine, none) } else { (none, mine) };
-    Link {
-        kind: ctx.kind,
-        key: new.sync_key.clone(),
-        provider_id: pid,
-        crm_id: cid,
-        provider_version: pv,
-        crm_version: cv,
-        hash: snapshot.hash(),
-        snapshot,
-        state: LinkState::Creating,
-        pending: None,
-    }
+    Link::one_sided(ctx.kind, new.sync_key.clone(), src_side, src, snapshot, LinkState::Creating)
 }
 
 /// The side a create record copies from (the one whose id it knows).
@@ -74,15 +61,7 @@ pub(crate) async fn read_sources(
             .filter(|l| read_back.contains_key(l.key.as_str()) && !reads.get(side).knows(id(l, side)))
             .map(|l| id(l, side).to_owned())
             .collect();
-        let coll = *colls.get(side);
-        for chunk in ids.chunks(coll.capabilities().max_batch.max(1)) {
-            let got = coll.get_many(chunk).await?;
-            let found: BTreeSet<String> = got.iter().map(|i| i.id.clone()).collect();
-            for item in got {
-                classify(ctx, side, reads.get_mut(side), item, ledger);
-            }
-            reads.get_mut(side).removed.extend(chunk.iter().filter(|id| !found.contains(*id)).cloned());
-        }
+        read_by_id(ctx, side, *colls.get(side), reads.get_mut(side), &ids, ledger).await?;
     }
     Ok(())
 }

@@ -302,7 +302,7 @@ pub(crate) fn build(
                 let link = match (&action, own) {
                     (Decision::Suppress { .. }, Some(key)) => {
                         ledger.skip("source_missing");
-                        Some(lone_link(ctx.kind, key, side, &item, canon))
+                        Some(Link::one_sided(ctx.kind, key, side, &item, canon, LinkState::Linked))
                     }
                     _ => None,
                 };
@@ -346,22 +346,4 @@ fn pair_decision(ctx: &Ctx<'_>, p: &Item, c: &Item, base: Option<&Link>) -> Deci
     let ps = state(p, copy_of(p, c, Side::Crm));
     let cs = state(c, copy_of(c, p, Side::Provider));
     decide(None, &ps, &cs, &ctx.policy)
-}
-
-/// The link of a lone item (an orphaned copy): the item on its side, nothing on the other.
-fn lone_link(kind: Kind, key: SyncKey, side: Side, item: &Item, snapshot: crate::model::Canon) -> Link {
-    let (mine, none) = ((item.id.clone(), item.version.clone()), (String::new(), String::new()));
-    let ((pid, pv), (cid, cv)) = if side == Side::Provider { (mine, none) } else { (none, mine) };
-    Link {
-        kind,
-        key,
-        provider_id: pid,
-        crm_id: cid,
-        provider_version: pv,
-        crm_version: cv,
-        hash: snapshot.hash(),
-        snapshot,
-        state: LinkState::Linked,
-        pending: None,
-    }
 }

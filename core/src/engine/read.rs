@@ -104,7 +104,7 @@ async fn read_side(
 
 /// File one read item: cancelled events count as removed, filtered events are skipped with
 /// their reason, records that cannot sync are item errors, the rest are items.
-pub(crate) fn classify(ctx: &Ctx<'_>, side: Side, sr: &mut SideRead, item: Item, ledger: &mut Ledger) {
+fn classify(ctx: &Ctx<'_>, side: Side, sr: &mut SideRead, item: Item, ledger: &mut Ledger) {
     sr.removed.remove(&item.id);
     if item.record.kind() != ctx.kind {
         sr.failed.insert(item.id.clone());
@@ -142,6 +142,18 @@ async fn retry_failed(
         return Ok(());
     }
     let ids: Vec<String> = ledger.retried(side).filter(|id| !sr.knows(id)).cloned().collect();
+    read_by_id(ctx, side, coll, sr, &ids, ledger).await
+}
+
+/// Read `ids` of one side by id, in batches, into `sr`: an id not found is removed.
+pub(crate) async fn read_by_id(
+    ctx: &Ctx<'_>,
+    side: Side,
+    coll: &dyn Collection,
+    sr: &mut SideRead,
+    ids: &[String],
+    ledger: &mut Ledger,
+) -> Result<()> {
     for chunk in ids.chunks(coll.capabilities().max_batch.max(1)) {
         let got = coll.get_many(chunk).await?;
         let found: BTreeSet<String> = got.iter().map(|i| i.id.clone()).collect();
