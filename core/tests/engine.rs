@@ -520,6 +520,38 @@ async fn a_copy_created_just_before_a_crash_follows_its_deleted_source() {
     assert_eq!(w.engine.cycle(&w.rep).await.unwrap().writes(), 0);
 }
 
+/// A cycle copies a CRM contact into the mailbox and dies before linking it; the CRM record is
+/// edited before the next cycle, and the mailbox's clock runs ahead of the CRM's. The copy is
+/// linked against what it was made from (its create's write-ahead record), so the CRM's edit
+/// is an edit and reaches the copy: no "newest wins" between two services' clocks undoes it.
+#[tokio::test]
+async fn a_copy_made_just_before_a_crash_takes_its_source_later_edit_whatever_the_clocks() {
+    let w = world(ConnectionMode::AdminManaged);
+    w.seed();
+    let mb = w.provider.mailbox(&w.rep.mailbox);
+    let switch = CrashSwitch::default();
+    let crashing = Engine::new(w.crm.clone(), w.store.clone())
+        .with_provider(Arc::new(CrashingProvider { inner: w.provider.clone(), switch: switch.clone() }))
+        .with_clock(now());
+    switch.arm(1);
+    let r = crashing.cycle(&w.rep).await.unwrap();
+    assert!(!switch.armed(), "the crash fired");
+    assert!(r.contacts.fatal.is_some(), "{r:?}");
+    let by_email = |st: &std::sync::Mutex<MemState>, e: &str| {
+        st.lock().unwrap().records.values().find(|r| r.record.emails() == [e]).map(|r| r.id.clone())
+    };
+    let copy = by_email(&mb.contacts, "cora@acme.com").expect("the copy landed");
+    let cora = by_email(&w.crm.contacts, "cora@acme.com").unwrap();
+    mb.contacts.lock().unwrap().records.get_mut(&copy).unwrap().modified = now() + Duration::days(1);
+    w.crm.contacts.lock().unwrap().edit(&cora, |r| r.set_field("title", Some("Head of Sales".into())));
+    let r = w.engine.cycle(&w.rep).await.unwrap();
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(title_of(&w.crm.contacts, &cora).as_deref(), Some("Head of Sales"), "the CRM edit stays");
+    assert_eq!(title_of(&mb.contacts, &copy).as_deref(), Some("Head of Sales"), "and reaches the copy");
+    assert_eq!(r.contacts.conflicts, 0, "{r:?}");
+    assert_eq!(w.engine.cycle(&w.rep).await.unwrap().writes(), 0);
+}
+
 /// Two folder contacts with the same e-mail (in any case) and nothing in the CRM: one is copied
 /// and linked, the other is skipped as `ambiguous_match`, never copied as a duplicate.
 #[tokio::test]

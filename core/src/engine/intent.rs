@@ -3,12 +3,14 @@
 //! record's id, the copy's id still empty. A cycle that finishes replaces the record with the
 //! real link. When a cycle dies between the remote create and that link, the next cycle
 //! settles the record here, before planning:
-//! - the copy is read back (it carries the key) while its source is gone, filtered or unreadable:
-//!   the record becomes the link it would have been, so the source's deletion or exclusion is
-//!   carried to the copy as for any linked pair (without the record, the copy would be an
-//!   orphan kept out of sync, and a deleted meeting would stay in the CRM);
-//! - the source is read: matching pairs it with its copy (or it is created again, idempotently
-//!   by sync key), and the link that makes replaces the record;
+//! - the copy is read back (it carries the key): the record becomes the link it would have
+//!   been, with the snapshot the copy was made from, so what happened to either side since is
+//!   judged three-way like any linked pair: the source's later edit reaches the copy (it is
+//!   not a first-sight "newest wins" between two services' clocks), the source's deletion or
+//!   exclusion reaches the copy (without the record, the copy would be an orphan kept out of
+//!   sync, and a deleted meeting would stay in the CRM);
+//! - the copy is not read but the source is: the create did not land; it is made again
+//!   (idempotently by sync key), and the link that makes replaces the record;
 //! - neither: the create never landed and its source is gone: the record is forgotten.
 
 use std::collections::BTreeMap;
@@ -69,8 +71,8 @@ pub(crate) async fn read_sources(
 /// What the create records of earlier cycles come to, given this cycle's reads.
 #[derive(Debug, Default)]
 pub(crate) struct Settled {
-    /// The links to plan with: the stored ones, each record whose copy was read back and whose
-    /// source was not turned into the link it stands for.
+    /// The links to plan with: the stored ones, each record whose copy was read back turned
+    /// into the link it stands for.
     pub links: Vec<Link>,
     /// Those links: stored before any write, so that a failed write on the pair is retried
     /// next cycle from the link.
@@ -79,7 +81,7 @@ pub(crate) struct Settled {
     pub stale: Vec<Link>,
 }
 
-pub(crate) fn settle(ctx: &Ctx<'_>, links: Vec<Link>, reads: &Sides<SideRead>) -> Settled {
+pub(crate) fn settle(links: Vec<Link>, reads: &Sides<SideRead>) -> Settled {
     let read_back = Sides { provider: copies(reads, Side::Provider), crm: copies(reads, Side::Crm) };
     let mut out = Settled::default();
     for mut l in links {
@@ -89,21 +91,21 @@ pub(crate) fn settle(ctx: &Ctx<'_>, links: Vec<Link>, reads: &Sides<SideRead>) -
         }
         let (src, target) = (source_side(&l), source_side(&l).other());
         let source = reads.get(src);
-        if source.items.contains_key(id(&l, src)) {
-            // Matching pairs the source with its copy, or creates it again.
-            out.links.push(l);
-        } else if let Some(copy) = read_back.get(target).get(l.key.as_str()) {
-            let snapshot = ctx.canon(&copy.record);
+        if let Some(copy) = read_back.get(target).get(l.key.as_str()) {
+            // The copy holds what the record says the source held: linked against that
+            // snapshot, each side's change since is an edit (three-way), whichever clock is
+            // ahead, and a source gone since is a deletion.
             let (cid, cv) = (copy.id.clone(), copy.version.clone());
             if target == Side::Provider {
                 (l.provider_id, l.provider_version) = (cid, cv);
             } else {
                 (l.crm_id, l.crm_version) = (cid, cv);
             }
-            (l.hash, l.snapshot, l.state) = (snapshot.hash(), snapshot, LinkState::Linked);
+            l.state = LinkState::Linked;
             out.settled.push(l.clone());
             out.links.push(l);
-        } else if source.failed.contains(id(&l, src)) {
+        } else if source.items.contains_key(id(&l, src)) || source.failed.contains(id(&l, src)) {
+            // The create did not land: the source is created again (idempotently by key).
             out.links.push(l);
         } else {
             out.stale.push(l);

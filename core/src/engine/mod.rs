@@ -234,7 +234,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return Err((ledger.report, e)),
         };
-        let intent::Settled { links, settled, stale } = intent::settle(ctx, links, &reads);
+        let intent::Settled { links, settled, stale } = intent::settle(links, &reads);
         let linked = plan::linked(ctx, &links, &reads);
         let claims = plan::claims(&links, &reads, &linked);
         let matches = match matching::match_unlinked(ctx, colls, &reads, claims, &mut ledger).await {
