@@ -97,10 +97,12 @@ pub fn decide(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> D
         (None, New(..), Absent) if p2c => Decision::CreateCrm,
         (None, Absent, New(..)) if c2p => Decision::CreateProvider,
         // A record and the copy the engine made of it: whichever was modified last carries the
-        // latest edit, whatever the configured policy.
-        (None, Copy(..), New(..) | Copy(..)) | (None, New(..), Copy(..)) => {
-            merge(None, p, c, &KindPolicy { conflict: ConflictPolicy::NewestWins, ..*pol })
-        }
+        // latest edit, whatever the configured policy. The copy's time is the engine's write (or
+        // the rep's edit of it), on another service's clock: it wins only when it is later by a
+        // whole second (the coarsest resolution of the services' clocks); a tie goes to the record.
+        (None, Copy(..), New(..)) => merge(None, p, c, &copy_vs_record(pol, Side::Provider, p, c)),
+        (None, New(..), Copy(..)) => merge(None, p, c, &copy_vs_record(pol, Side::Crm, c, p)),
+        (None, Copy(..), Copy(..)) => merge(None, p, c, &KindPolicy { conflict: ConflictPolicy::NewestWins, ..*pol }),
         (None, New(..), New(..)) => merge(None, p, c, pol),
         // Out of the window on both sides: forget the pair, delete nothing.
         (Some(_), _, _) if p.out_of_window() && c.out_of_window() => Decision::DropLink,
@@ -117,6 +119,16 @@ pub fn decide(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> D
         (Some(_), _, Gone) => Decision::Suppress { gone: Some(Side::Crm) },
         _ => Decision::Nothing,
     }
+}
+
+/// The policy that makes `copy` (on `copy_side`) win over `record` only when it was modified
+/// at least a whole second later.
+fn copy_vs_record(pol: &KindPolicy, copy_side: Side, copy: &State, record: &State) -> KindPolicy {
+    let second = |s: &State| s.modified().map(|t| t.timestamp());
+    let copy_later = matches!((second(copy), second(record)), (Some(c), Some(r)) if c > r);
+    let winner = if copy_later { copy_side } else { copy_side.other() };
+    let conflict = if winner == Side::Provider { ConflictPolicy::ProviderWins } else { ConflictPolicy::CrmWins };
+    KindPolicy { conflict, ..*pol }
 }
 
 fn merge(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> Decision {

@@ -288,6 +288,25 @@ fn a_copy_and_its_record_resolve_by_newest_whatever_the_policy() {
         Decision::Merge { merged, write_crm: true, write_provider: false, .. } => assert_eq!(merged, newer),
         other => panic!("{other:?}"),
     }
+    // The copy's clock is ahead of the record's within the same second (the CRM keeps whole
+    // seconds): a tie, which goes to the record, whatever the policy.
+    let provider_wins = pol(BOTH, ConflictPolicy::ProviderWins, DeletePolicy::Unlink);
+    let (rec_t, copy_t) = (t0 + chrono::Duration::milliseconds(100), t0 + chrono::Duration::milliseconds(900));
+    let d = decide(
+        None,
+        &State::Copy(older.clone(), Some(copy_t)),
+        &State::New(newer.clone(), Some(rec_t)),
+        &provider_wins,
+    );
+    match d {
+        Decision::Merge { merged, write_provider: true, write_crm: false, .. } => assert_eq!(merged, newer),
+        other => panic!("{other:?}"),
+    }
+    let d = decide(None, &State::New(newer.clone(), Some(rec_t)), &State::Copy(older.clone(), Some(copy_t)), &crm_wins);
+    match d {
+        Decision::Merge { merged, write_crm: true, write_provider: false, .. } => assert_eq!(merged, newer),
+        other => panic!("{other:?}"),
+    }
     // Matched by e-mail only (no copy): the configured policy decides.
     let d = decide(None, &State::New(newer, Some(t1)), &State::New(older.clone(), Some(t0)), &crm_wins);
     match d {
