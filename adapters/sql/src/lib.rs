@@ -525,8 +525,10 @@ mod tests {
         assert!(!redact_url("postgres://bob:hunter2@db:notaport/crm").contains("hunter2"));
     }
 
-    /// SQLite refusing a write (a full disk; here the file may not grow: `max_page_count`) fails
-    /// that write only: the next transaction on the same pooled connection runs.
+    /// SQLite refusing a statement for a full file (here the file may not grow: `max_page_count`)
+    /// fails that batch only, writing none of it: the next transaction on the same pooled
+    /// connection runs. (A refusal at `COMMIT`, which SQLite answers by rolling the transaction
+    /// back, is the next test.)
     #[tokio::test]
     async fn a_write_refused_for_a_full_disk_leaves_the_store_usable() {
         use crmsync_core::testkit::store::sample_link;
@@ -557,6 +559,33 @@ mod tests {
         for _ in 0..3 {
             let taken = store.acquire_lease("w", rep, lease, now).await;
             assert_eq!(taken.expect("a transaction after the refused one"), crmsync_core::Acquire::Acquired);
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A transaction SQLite ended by itself (what a disk full at `COMMIT` does: SQLite rolls it
+    /// back) leaves sqlx counting the connection as inside it; the pool must not hand that
+    /// connection out again, or every later transaction on it fails with "attempted to call
+    /// begin_with at non-zero transaction depth".
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolled_back_by_itself_does_not_poison_the_pool() {
+        use crmsync_core::{Acquire, Leases};
+        let dir = std::env::temp_dir().join(format!("crmsync-sql-ended-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("crmsync.db");
+        let options = StoreOptions { max_connections: 1, ..Default::default() };
+        let store = SqlStore::connect_with(&path.display().to_string(), options).await.expect("open");
+        let Backend::Sqlite(pool) = &store.backend else { unreachable!("a SQLite store") };
+        for _ in 0..2 {
+            let mut tx = ops::sqlite::begin(pool).await.expect("begin");
+            // SQLite ends the transaction behind sqlx's back; the dropped transaction's own
+            // ROLLBACK then fails ("no transaction is active").
+            sqlx::raw_sql("ROLLBACK").execute(&mut *tx).await.expect("rolled back by SQLite");
+            drop(tx);
+            let now = chrono::Utc::now();
+            let taken = store.acquire_lease("w", "005ENDED", Duration::from_secs(60), now).await;
+            assert_eq!(taken.expect("the next transaction on the pool"), Acquire::Acquired);
         }
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
