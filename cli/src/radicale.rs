@@ -143,6 +143,17 @@ pub async fn seed(server: &Radicale, fakes: &Fakes) -> anyhow::Result<Rep> {
     })
 }
 
+/// The config's `[dav]` table for this server (the password in the variable `password_env`).
+pub fn config_section(url: &str, password_env: &str) -> String {
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    format!(
+        "# Radicale (CardDAV/CalDAV), started by `sandbox --radicale`: Basic auth as the rep's mailbox.\n\
+         [dav]\nurl = {}\npassword_env = {}\n",
+        q(url),
+        q(password_env)
+    )
+}
+
 /// The href of the user's address book or calendar named `name`, made when missing (the same
 /// discovery the provider does).
 async fn collection(session: &Session, kind: Kind, name: &str) -> anyhow::Result<String> {

@@ -181,7 +181,10 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
 
     let config_path = args.config_out.as_ref().map(|p| absolute(p));
     let db_name = format!("crmsync-sandbox-{}.db", args.port_base);
-    let config_text = config_toml(&fakes, &reps, &db_name, dav_url);
+    let mut config_text = config_toml(&fakes, &reps, &db_name);
+    if let Some(url) = dav_url {
+        config_text.push_str(&crate::radicale::config_section(url, ENV_DAV_PASSWORD));
+    }
     if let Some(p) = &config_path {
         let dir = p.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("--config-out: cannot create {}", dir.display()))?;
@@ -425,7 +428,7 @@ fn q(s: &str) -> String {
 }
 
 /// The config file for `crmsync sync` against this sandbox.
-pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str, dav_url: Option<&str>) -> String {
+pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str) -> String {
     let sf = fakes.salesforce.config();
     let graph = fakes.graph.config();
     let google = fakes.google.config();
@@ -455,14 +458,6 @@ pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str, dav_url: Option<&
         q(google.client_id.as_deref().unwrap_or_default()),
         q(ENV_GOOGLE_SECRET)
     ));
-    if let Some(url) = dav_url {
-        t.push_str(&format!(
-            "# Radicale (CardDAV/CalDAV), started by `sandbox --radicale`: Basic auth as the rep's mailbox.\n\
-             [dav]\nurl = {}\npassword_env = {}\n\n",
-            q(url),
-            q(ENV_DAV_PASSWORD)
-        ));
-    }
     t.push_str(
         "# The default sync configuration of every rep (docs/behaviour.md §2); [reps.sync] overrides it per rep.\n[sync]\n\n",
     );
