@@ -18,6 +18,7 @@
 
 mod control;
 mod filter;
+mod orderby;
 mod routes;
 mod state;
 

@@ -25,8 +25,10 @@
 //! expired sync tokens (People 400 `EXPIRED_SYNC_TOKEN`, Calendar 410 `fullSyncRequired`).
 
 mod calendar;
+mod calendars;
 mod control;
 mod people;
+mod people_search;
 mod routes;
 mod state;
 

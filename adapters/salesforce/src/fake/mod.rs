@@ -24,10 +24,12 @@
 //! window.
 
 mod authorize;
+mod composite_ref;
 mod control;
 mod routes;
 mod schema;
 mod soql;
+mod sosl;
 mod state;
 
 use chrono::{DateTime, Utc};
