@@ -48,7 +48,7 @@ pub(super) fn search(db: &dyn Db, text: &str, now: DateTime<Utc>, api: &str) -> 
             "PHONE" => Scope::Phone,
             _ => return Err(malformed(format!("unexpected token: {word} (expecting ALL, NAME, EMAIL or PHONE)"))),
         };
-        rest = strip_kw(r, "FIELDS").ok_or_else(|| malformed("expecting FIELDS"))?.trim_start();
+        rest = strip_kw(r.trim_start(), "FIELDS").ok_or_else(|| malformed("expecting FIELDS"))?.trim_start();
     }
     let mut returning: Vec<(String, String)> = vec![];
     if let Some(r) = strip_kw(rest, "RETURNING") {
