@@ -160,6 +160,9 @@ fn endpoint_name(method: &str, path: &str) -> (Api, String) {
         ("POST", "/v1/people:batchCreateContacts") => "people.batchCreateContacts",
         ("POST", "/v1/people:batchUpdateContacts") => "people.batchUpdateContacts",
         ("POST", "/v1/people:batchDeleteContacts") => "people.batchDeleteContacts",
+        ("POST", "/v1/people:createContact") => "people.createContact",
+        ("PATCH", p) if p.ends_with(":updateContact") => "people.updateContact",
+        ("DELETE", p) if p.ends_with(":deleteContact") => "people.deleteContact",
         ("GET", p) if p.starts_with("/v1/people/") => "people.get",
         _ => "people.other",
     };
