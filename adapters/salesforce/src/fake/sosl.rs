@@ -50,7 +50,7 @@ pub(super) fn search(db: &dyn Db, text: &str, now: DateTime<Utc>, api: &str) -> 
         };
         rest = strip_kw(r.trim_start(), "FIELDS").ok_or_else(|| malformed("expecting FIELDS"))?.trim_start();
     }
-    let mut returning: Vec<(String, String)> = vec![];
+    let mut returning: Returning = vec![];
     if let Some(r) = strip_kw(rest, "RETURNING") {
         let (items, r) = returning_list(r)?;
         returning = items;
@@ -125,8 +125,11 @@ fn braced(s: &str) -> Result<(String, &str), QErr> {
     Err(malformed("missing '}' after the search text"))
 }
 
-/// `Contact(Id, Name WHERE …), Account` → (object, what is in its parentheses).
-fn returning_list(s: &str) -> Result<(Vec<(String, String)>, &str), QErr> {
+/// The objects of a `RETURNING` clause: (object, what is in its parentheses).
+type Returning = Vec<(String, String)>;
+
+/// `Contact(Id, Name WHERE …), Account` → its [`Returning`] list and the rest of the text.
+fn returning_list(s: &str) -> Result<(Returning, &str), QErr> {
     let mut items = vec![];
     let mut rest = s.trim_start();
     loop {
