@@ -1,4 +1,4 @@
-//! `$orderby` on the fake's contact and event lists, and the names Exchange generates for a
+//! `$orderby` on the fake's folder, contact and event lists, and the names Exchange generates for a
 //! contact (`displayName` from the name parts when none is given).
 //!
 //! `$orderby=prop [asc|desc], …` sorts by structural properties of the entity type; `start/dateTime`
@@ -27,8 +27,8 @@ fn properties(ty: &str) -> Vec<&'static str> {
     out
 }
 
-/// Sort `items` by the request's `$orderby` (none: as they are). `entity` is `contact` or
-/// `event`.
+/// Sort `items` by the request's `$orderby` (none: as they are). `entity` is the schema's
+/// entity type: `contact`, `contactFolder` or `event`.
 pub(super) fn ordered(mut items: Vec<Value>, r: &Req, entity: &str) -> Result<Vec<Value>, Resp> {
     let Some(spec) = r.q("$orderby").filter(|s| !s.trim().is_empty()) else { return Ok(items) };
     let known = properties(entity);
@@ -139,6 +139,7 @@ mod tests {
         let c = properties("contact");
         assert!(c.contains(&"surname") && c.contains(&"displayName") && c.contains(&"createdDateTime"), "{c:?}");
         assert!(c.contains(&"id"));
+        assert!(properties("contactFolder").contains(&"displayName"));
         let e = properties("event");
         assert!(e.contains(&"start") && e.contains(&"subject") && !e.contains(&"surname"), "{e:?}");
     }

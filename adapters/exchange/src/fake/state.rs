@@ -711,7 +711,13 @@ pub(super) fn render(v: &Value, r: &Req) -> Value {
 }
 
 pub(super) fn filtered(items: Vec<Value>, r: &Req) -> Result<Vec<Value>, Resp> {
-    let entity = if r.path.contains("/events") || r.path.contains("/calendarView") { "event" } else { "contact" };
+    let entity = if r.path.contains("/events") || r.path.contains("/calendarView") {
+        "event"
+    } else if r.path.trim_end_matches('/').ends_with("/contacts") {
+        "contact"
+    } else {
+        "contactFolder"
+    };
     let items = super::orderby::ordered(items, r, entity)?;
     let Some(f) = r.q("$filter") else { return Ok(items) };
     let e = filter::parse(f)
