@@ -108,6 +108,8 @@ def test_a_503_is_retried_by_the_client(fresh):
     assert "connections" in resp
     statuses = [r["status"] for r in fresh.requests_log("google", endpoint="people.connections.list")]
     assert statuses == [503, 200], f"GET people/me/connections: statuses {statuses}, expected a retried 503"
+    faults = fresh.control("google", "GET", "faults", expect=200)
+    assert (faults["faults"], faults["fired"]) == ([], 1), f"GET /_crmsync/faults: {faults}"
 
 
 def test_calendar_update_calendar_list_and_list_filters(fresh):

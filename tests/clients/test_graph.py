@@ -77,6 +77,8 @@ def test_a_429_is_retried_by_the_sdk_retry_handler(fresh):
     assert any(f.display_name == "Salesforce_Sync" for f in folders.value), "GET contactFolders"
     statuses = [r["status"] for r in fresh.requests_log("graph", endpoint="contactFolders")]
     assert statuses == [429, 200], f"GET contactFolders: statuses {statuses}, expected a retried 429"
+    faults = fresh.control("graph", "GET", "faults", expect=200)
+    assert (faults["faults"], faults["fired"]) == ([], 1), f"GET /_crmsync/faults: {faults}"
 
 
 def test_stale_etag_batch_and_delta_over_rest(fresh):
