@@ -204,8 +204,8 @@ impl GraphCollection {
     async fn query(&self, clauses: &[String]) -> Result<Vec<Value>> {
         let expand = expand_sync_key();
         let prefer = self.prefer();
-        let mut headers = self.batch_headers();
-        headers[0].1 = [vec![headers[0].1.clone()], prefer.clone()].concat().join(", ");
+        // The page size and the kind's preferences, besides the immutable ids of every request.
+        let headers = vec![("Prefer".to_owned(), format!("IdType=\"ImmutableId\", {}", prefer.join(", ")))];
         let reqs: Vec<SubRequest> = clauses
             .chunks(FIND_CHUNK)
             .map(|chunk| SubRequest {
