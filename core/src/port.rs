@@ -476,6 +476,24 @@ pub struct ResetRecord {
     pub undone: Option<Actor>,
 }
 
+impl ResetRecord {
+    /// The record of a reset about to happen (the store fills in what it removed and the epoch).
+    pub fn new(rep: &str, admin_id: &str, admin_name: &str, scope: ResetScope, at: DateTime<Utc>) -> Self {
+        ResetRecord {
+            rep: rep.to_owned(),
+            admin_id: admin_id.to_owned(),
+            admin_name: admin_name.to_owned(),
+            scope,
+            at,
+            links_removed: BTreeMap::new(),
+            epoch: 0,
+            undoable: false,
+            verification: None,
+            undone: None,
+        }
+    }
+}
+
 /// An admin's action in the audit: who and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {

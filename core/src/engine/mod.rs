@@ -407,19 +407,10 @@ impl Engine {
             ConnectionMode::AdminManaged => (RepState::ResetPending, false),
             ConnectionMode::UserManaged => (RepState::NeedsReconnect, true),
         };
-        let mut record = ResetRecord {
-            rep: rep.id.clone(),
-            admin_id: admin.id.clone(),
-            admin_name: admin.name.clone(),
-            scope,
-            at: self.now(),
-            links_removed: BTreeMap::new(),
-            epoch: 0,
-            undoable: false,
-            verification: None,
-            undone: None,
-        };
+        let mut record = ResetRecord::new(&rep.id, &admin.id, &admin.name, scope, self.now());
         record.links_removed = self.store.reset(&record, state, drop_grant).await?;
+        // As the store recorded it (epoch, undoable).
+        let record = self.store.status(&rep.id).await?.last_reset.unwrap_or(record);
         info!(rep = %rep.id, admin = %admin.name, ?scope, removed = ?record.links_removed, "reset sync");
         Ok(ResetOutcome { record, state })
     }

@@ -72,18 +72,7 @@ fn error_at(kind: Kind, side: Side, id: &str, reason: &str, at: DateTime<Utc>) -
 }
 
 fn record(rep: &str, scope: ResetScope, at: DateTime<Utc>) -> ResetRecord {
-    ResetRecord {
-        rep: rep.to_owned(),
-        admin_id: "005ADMIN".to_owned(),
-        admin_name: "Ada Admin".to_owned(),
-        scope,
-        at,
-        links_removed: BTreeMap::new(),
-        epoch: 0,
-        undoable: false,
-        verification: None,
-        undone: None,
-    }
+    ResetRecord::new(rep, "005ADMIN", "Ada Admin", scope, at)
 }
 
 /// A held delete of the CRM record `id` under link `key`.
