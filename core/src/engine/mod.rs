@@ -403,6 +403,27 @@ impl Engine {
     /// read or written.
     pub async fn reset(&self, admin: &CrmUser, rep: &Rep, scope: ResetScope) -> Result<ResetOutcome> {
         self.check_reset_permission(admin).await?;
+        self.reset_allowed(admin, rep, scope).await
+    }
+
+    /// Bulk Reset Sync: `admin`'s permissions are checked once (refused: nothing changes), then
+    /// each rep is reset as by [`Engine::reset`], each with its own audit record; one result per
+    /// rep, in order.
+    pub async fn reset_many(
+        &self,
+        admin: &CrmUser,
+        reps: &[Rep],
+        scope: ResetScope,
+    ) -> Result<Vec<Result<ResetOutcome>>> {
+        self.check_reset_permission(admin).await?;
+        let mut out = Vec::with_capacity(reps.len());
+        for rep in reps {
+            out.push(self.reset_allowed(admin, rep, scope).await);
+        }
+        Ok(out)
+    }
+
+    async fn reset_allowed(&self, admin: &CrmUser, rep: &Rep, scope: ResetScope) -> Result<ResetOutcome> {
         let (state, drop_grant) = match rep.connection {
             ConnectionMode::AdminManaged => (RepState::ResetPending, false),
             ConnectionMode::UserManaged => (RepState::NeedsReconnect, true),
