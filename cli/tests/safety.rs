@@ -216,3 +216,72 @@ fn direction_tag(d: Direction) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     format!("{d:?}-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
+
+/// `explain`'s five answers in the demo scenario: linked, skipped (private event; a folder
+/// contact whose CRM match belongs to another owner), item error, suppressed (by the rep), not
+/// seen.
+#[tokio::test]
+async fn explain_answers_the_five_cases_of_the_demo_scenario() {
+    use crmsync_core::engine::explain::{Answer, Query};
+    let fakes = Fakes::start().await;
+    let sc = seed(&fakes, Size::default());
+    let rep = sc.exchange_rep.clone();
+    let folder = rep.config.contacts.folder.clone();
+    let bad = crmsync_core::Contact {
+        given_name: Some("Broken".into()),
+        emails: vec!["broken at example".into()],
+        ..Default::default()
+    };
+    let bad_id = fakes.graph.insert_contact(EXCHANGE_MAILBOX, Some(&folder), &bad);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect("sqlite::memory:").await.expect("store"));
+    let mut engine = Engine::new(fakes.crm().expect("crm"), store.clone()).with_clock(sc.now);
+    for p in fakes.providers().expect("providers") {
+        engine = engine.with_provider(p);
+    }
+    engine.cycle(&rep).await.expect("cycle");
+    // The rep takes one linked contact out of the folder (delete policy unlink: suppressed).
+    let id_of = |email: &str| {
+        fakes
+            .graph
+            .folder_contacts(EXCHANGE_MAILBOX, &folder)
+            .iter()
+            .find(|c| c["emailAddresses"][0]["address"].as_str() == Some(email))
+            .and_then(|c| c["id"].as_str().map(str::to_owned))
+            .expect("in the folder")
+    };
+    let gone = id_of("match.1@contoso-customers.example");
+    assert!(fakes.graph.move_contact(EXCHANGE_MAILBOX, &gone, None));
+    engine.cycle(&rep).await.expect("cycle");
+    let explain = async |q: Query| {
+        let answers = engine.explain(&rep, &q).await.expect("explain");
+        assert_eq!(answers.len(), 1, "{q:?}: {answers:#?}");
+        let text = answers[0].to_string();
+        (answers.into_iter().next().expect("one"), text)
+    };
+    let writes = fakes.requests();
+
+    let (a, text) = explain(Query::Email("MATCH.0@contoso-customers.example".into())).await;
+    assert!(matches!(&a, Answer::Linked { in_step: true, crm, .. } if !crm.id.is_empty()), "{a:?}");
+    assert!(text.starts_with("linked contact: mailbox ") && text.contains("<=> CRM"), "{text}");
+    let (a, text) = explain(Query::Subject("dentist".into())).await;
+    assert!(
+        matches!(&a, Answer::Skipped { reason, item, .. } if reason == "private" && item.side == crmsync_core::Side::Provider),
+        "{a:?}"
+    );
+    assert!(text.contains("reason private"), "{text}");
+    let (a, text) = explain(Query::Email("shared.0@shared-account.example".into())).await;
+    assert!(matches!(&a, Answer::Skipped { reason, .. } if reason == "outside_filter"), "{a:?} {text}");
+    let (a, text) = explain(Query::Id(bad_id.clone())).await;
+    assert!(matches!(&a, Answer::ItemError { item, attempts, .. } if item.id == bad_id && *attempts >= 1), "{a:?}");
+    assert!(text.contains("invalid e-mail address") && text.contains("since"), "{text}");
+    let (a, text) = explain(Query::Email("match.1@contoso-customers.example".into())).await;
+    assert!(matches!(&a, Answer::Suppressed { provider_id, .. } if provider_id.is_empty()), "{a:?}");
+    assert!(text.contains("the rep took the mailbox item out of sync"), "{text}");
+    let (a, text) = explain(Query::Email("nobody@nowhere.example".into())).await;
+    assert!(matches!(&a, Answer::NotSeen { .. }), "{a:?}");
+    assert!(text.starts_with("not seen (contact) on the provider and crm side"), "{text}");
+    // Explaining reads only: the fakes hold what they held.
+    let after = fakes.requests();
+    assert!(after.0 > writes.0 && after.1 > writes.1, "it read both sides");
+    assert_eq!(engine.cycle(&rep).await.expect("cycle").writes(), 0, "and changed nothing");
+}

@@ -15,6 +15,7 @@
 mod apply;
 mod context;
 pub mod decide;
+pub mod explain;
 mod intent;
 mod lease;
 mod ledger;
