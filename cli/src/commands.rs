@@ -348,9 +348,15 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if bulk {
-        println!("Reset Sync (scope {}) of {} reps:", scope_name(args.scope.into()), reps.len());
+        // The list goes with the question (stderr under --json, whose stdout is one object).
+        let mut list = format!("Reset Sync (scope {}) of {} reps:\n", scope_name(args.scope.into()), reps.len());
         for r in &reps {
-            println!("  {} ({}, {})", r.name, r.provider, r.mailbox);
+            list.push_str(&format!("  {} ({}, {})\n", r.name, r.provider, r.mailbox));
+        }
+        if args.json {
+            eprint!("{list}")
+        } else {
+            print!("{list}")
         }
         if !confirmed(reps.len(), args.yes)? {
             println!("not confirmed; nothing was changed");

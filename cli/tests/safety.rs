@@ -285,3 +285,91 @@ async fn explain_answers_the_five_cases_of_the_demo_scenario() {
     assert!(after.0 > writes.0 && after.1 > writes.1, "it read both sides");
     assert_eq!(engine.cycle(&rep).await.expect("cycle").writes(), 0, "and changed nothing");
 }
+
+/// Bulk Reset Sync from the command line: three reps by `--where` (refused without `--yes` when
+/// stdin is not a terminal, nothing changed), then by `--reps-file` with `--yes`: one audit
+/// record per rep; and `reset --undo` explains why it cannot once a cycle ran.
+#[tokio::test]
+async fn bulk_reset_of_three_reps_writes_three_audit_records() {
+    use crmsync_cli::sandbox::{ENV_GOOGLE_SECRET, ENV_GRAPH_SECRET, ENV_SF_SECRET, config_toml};
+    use crmsync_core::SyncState;
+    use secrecy::ExposeSecret;
+    let fakes = Fakes::start().await;
+    let sc = seed(&fakes, Size { contacts: 4, events: 1 });
+    // A third rep: another CRM user with a mailbox of their own (a reset reads no mailbox).
+    let olga = fakes.salesforce.records("User").into_iter().find(|u| u["Name"] == "Olga Other").unwrap();
+    let mut third = sc.exchange_rep.clone();
+    third.crm_user_id = olga["Id"].as_str().unwrap().to_owned();
+    (third.id, third.name, third.mailbox) =
+        (third.crm_user_id.clone(), "Olga Other".into(), "olga@contoso.example".into());
+    let reps = [sc.exchange_rep.clone(), sc.google_rep.clone(), third];
+    let dir =
+        std::env::temp_dir().join(format!("crmsync-bulk-{}-{}", std::process::id(), direction_tag(Direction::Both)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
+    let config = dir.join("crmsync.toml");
+    std::fs::write(&config, config_toml(&fakes, &reps, "bulk.db")).unwrap();
+    let secret = |s: Option<secrecy::SecretString>| s.map(|s| s.expose_secret().to_owned()).unwrap_or_default();
+    let env = [
+        (ENV_SF_SECRET, secret(fakes.salesforce.config().client_secret)),
+        (ENV_GRAPH_SECRET, secret(fakes.graph.config().client_secret)),
+        (ENV_GOOGLE_SECRET, secret(fakes.google.config().client_secret)),
+    ];
+    let config = config.display().to_string();
+    let run = async |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_crmsync"));
+        c.args(args).args(["--config", &config]).envs(env.iter().map(|(k, v)| (*k, v)));
+        c.stdin(std::process::Stdio::null());
+        let o = c.output().await.unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let admin = sc.admin.as_str();
+    let (code, _, err) = run(&["sync", "--rep", "erin exchange"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = run(&["reset", "--where", "state=ok", "--as", admin]).await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.contains("of 3 reps") && err.contains("refusing to reset 3 reps without --yes"), "{out}{err}");
+    let (_, status, _) = run(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["reps"].as_array().unwrap().iter().all(|r| r["last_reset"].is_null()),
+        "nothing was reset: {status}"
+    );
+    let (code, _, err) = run(&["reset", "--where", "state=broken", "--as", admin]).await;
+    assert!(code == Some(2) && err.contains("expected state=STATE"), "{err}");
+
+    let file = dir.join("reps.txt");
+    std::fs::write(&file, "# the team\nerin exchange\n\ngus\nolga\n").unwrap();
+    let file = file.display().to_string();
+    let (code, out, err) = run(&["reset", "--reps-file", &file, "--yes", "--as", admin, "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["resets"].as_array().unwrap().len(), 3, "{out}");
+    let store = SqlStore::connect(&dir.join("bulk.db").display().to_string()).await.unwrap();
+    for rep in &reps {
+        let audit = store.resets(&rep.id).await.unwrap();
+        assert_eq!(audit.len(), 1, "one audit record for {}: {audit:?}", rep.name);
+        assert_eq!(audit[0].admin_name, sc.admin);
+    }
+    store.close().await;
+
+    // Undo: allowed before a cycle, explained after one.
+    let (code, out, err) = run(&["reset", "--undo", "--rep", "erin exchange", "--as", admin]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Undid the Reset Sync of Erin Exchange") && out.contains("contact links"), "{out}");
+    let (code, _, err) = run(&["reset", "--undo", "--rep", "erin exchange", "--as", admin]).await;
+    assert!(code == Some(2) && err.contains("already undone by Alex Admin"), "{err}");
+    let (code, _, err) = run(&["reset", "--rep", "erin exchange", "--as", admin]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["sync", "--rep", "erin exchange"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["reset", "--undo", "--rep", "erin exchange", "--as", admin]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("a sync cycle has run since the reset"), "{err}");
+    let (_, status, _) = run(&["status", "--rep", "erin exchange"]).await;
+    assert!(status.contains("verified: re-linked") && status.contains(", 0 writes"), "{status}");
+}
