@@ -23,6 +23,7 @@ pub mod demo;
 pub mod explain;
 pub mod held;
 mod process;
+mod radicale;
 pub mod registry;
 pub mod sandbox;
 pub mod scenario;
