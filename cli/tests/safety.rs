@@ -101,8 +101,12 @@ async fn three_hundred_of_a_thousand_are_held_survive_a_restart_and_approve_dele
     let w = world(Direction::Both).await;
     let (engine, store) = w.engine().await;
     let (crm_ids, _) = remove_300(&w, &engine, store.as_ref(), true).await;
-    // Meanwhile the rep adds a contact: "everything else" still syncs in the held cycle.
     let before = w.crm_contacts();
+    // The dry run shows the hold (the decision is the plan's), and writes nothing.
+    let plans = engine.dry_run(&w.rep, None).await.expect("dry run");
+    let counts = plans.iter().find(|p| p.kind == Kind::Contact).expect("contacts").counts();
+    assert_eq!((counts.get("hold delete in crm"), counts.get("delete in crm")), (Some(&300), None), "{counts:?}");
+    assert!(store.held(&w.rep.id, Kind::Contact).await.expect("held").is_empty(), "the dry run held nothing");
     assert_held(&w, &engine, store.as_ref(), &before).await;
     // Incremental cycles keep them held (the delta no longer mentions them).
     let r = cycle(&engine, &w.rep).await;
