@@ -137,6 +137,14 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         for (rep, r) in synced.iter().zip(&reports) {
             print!("{}", table::cycle(r));
+            if r.state == RepState::DeletesHeld {
+                println!(
+                    "  a mass delete is held (Delete Safety): crmsync deletes --rep {:?} --config {} lists it; \
+                     approve or discard it with --as ADMIN",
+                    rep.name,
+                    loaded.path.display()
+                );
+            }
             if r.state == RepState::NeedsReconnect {
                 println!(
                     "  the rep must reconnect: crmsync connect --rep {:?} --grant-env VAR --config {}",
