@@ -24,6 +24,8 @@ struct Console {
     fakes: Fakes,
     scenario: Scenario,
     dir: PathBuf,
+    config: String,
+    env: Vec<(&'static str, String)>,
     child: Child,
     url: String,
     http: reqwest::Client,
@@ -55,32 +57,36 @@ impl Console {
         let reps = [scenario.exchange_rep.clone(), scenario.google_rep.clone()];
         let config = dir.join("crmsync.toml");
         std::fs::write(&config, config_toml(&fakes, &reps, "console.db")).unwrap();
-        let env = [
+        let env = vec![
             (ENV_SF_SECRET, secret(&fakes.salesforce.config().client_secret)),
             (ENV_GRAPH_SECRET, secret(&fakes.graph.config().client_secret)),
             (ENV_GOOGLE_SECRET, secret(&fakes.google.config().client_secret)),
             ("CRMSYNC_ADMIN_TOKEN", SCRIPT_TOKEN.to_owned()),
         ];
-        let bin = env!("CARGO_BIN_EXE_crmsync");
         let config = config.display().to_string();
-        // One cycle of the Exchange rep first, so a reset has links to remove.
-        let mut sync = tokio::process::Command::new(bin);
-        sync.args(["sync", "--config", &config, "--rep", "erin"]).envs(env.iter().map(|(k, v)| (*k, v)));
-        let out = sync.output().await.unwrap();
-        assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
-        let mut child = Command::new(bin)
-            .args(["serve", "--config", &config, "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (*k, v)))
-            .env_remove("CRMSYNC_LISTEN")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("no address in {line:?}")).to_owned();
+        let (child, url) = serve(&config, &env, extra);
         let http = http.redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Console { fakes, scenario, dir, child, url: addr, http }
+        let c = Console { fakes, scenario, dir, config, env, child, url, http };
+        // One cycle of the Exchange rep first, so a reset has links to remove.
+        c.crmsync(&["sync", "--rep", "erin"]).await;
+        c
+    }
+
+    /// Stop the console and start it again on the same store (another process, a new port).
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (self.child, self.url) = serve(&self.config, &self.env, &[]);
+    }
+
+    /// Run `crmsync <args> --config <the console's config>`; it must succeed. Its stdout and
+    /// stderr.
+    async fn crmsync(&self, args: &[&str]) -> (String, String) {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_crmsync"));
+        cmd.args(args).args(["--config", &self.config]).envs(self.env.iter().map(|(k, v)| (*k, v)));
+        let out = cmd.output().await.unwrap();
+        assert!(out.status.success(), "crmsync {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     }
 
     fn user_id(&self, name: &str) -> String {
@@ -144,6 +150,22 @@ impl Console {
     }
 }
 
+/// `crmsync serve` on a free port: the process and its address.
+fn serve(config: &str, env: &[(&'static str, String)], extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+        .args(["serve", "--config", config, "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .env_remove("CRMSYNC_LISTEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("no address in {line:?}")).to_owned();
+    (child, addr)
+}
+
 fn session_cookie(r: &reqwest::Response) -> Option<String> {
     r.headers()
         .get_all(SET_COOKIE)
@@ -176,15 +198,29 @@ async fn nothing_without_a_session_but_health_sign_in_and_assets() {
         "/audit",
         &format!("/reps/{erin}"),
         &format!("/reps/{erin}/reset"),
+        &format!("/reps/{erin}/reset?scope=contacts"),
         "/api/status",
         "/api/audit",
+        &format!("/api/reps/{erin}/reset-preview?scope=all"),
         "/metrics",
     ] {
         let r = c.get(path, None).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
         let body = r.text().await.unwrap();
         assert!(!body.contains(&c.scenario.exchange_rep.mailbox), "{path} shows no rep data: {body}");
+        assert!(!body.contains(&c.scenario.exchange_rep.name), "{path} names no rep: {body}");
     }
+    // Every POST: nothing without a session (signing out of no session is a redirect home).
+    for path in [format!("/reps/{erin}/reset"), format!("/reps/{erin}/sync")] {
+        let r = c.post(&path, None, &[("scope", "all"), ("csrf", "")]).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = c.post("/signout", None, &[]).await;
+    assert_eq!((r.status(), r.headers()[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/"));
+    // The sign-in flow's callback without a sign-in under way: refused, no data.
+    let r = c.get("/auth/callback?code=x&state=y", None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(!r.text().await.unwrap().contains(&c.scenario.exchange_rep.name));
     for path in ["/healthz", "/readyz", "/static/console.css", "/static/console.js"] {
         assert_eq!(c.get(path, None).await.status(), StatusCode::OK, "{path}");
     }
@@ -244,7 +280,7 @@ async fn wrong_host_refused_and_security_headers_everywhere() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_needs_both_permissions_a_csrf_token_and_happens_once() {
-    let c = Console::start("reset").await;
+    let mut c = Console::start("reset").await;
     let erin = c.erin();
     let name = c.scenario.exchange_rep.name.clone();
 
@@ -277,8 +313,9 @@ async fn reset_needs_both_permissions_a_csrf_token_and_happens_once() {
 
     // The preview names what goes.
     let preview = c.get(&format!("/reps/{erin}/reset?scope=contacts"), Some(&cookie)).await.text().await.unwrap();
-    assert!(preview.contains("What the reset removes") && preview.contains("data-kind=\"contact\""), "{preview}");
-    assert!(!preview.contains("data-kind=\"event\""), "contacts scope only");
+    assert!(preview.contains("What the reset removes") && preview.contains("<tr data-kind=\"contact\""), "{preview}");
+    assert!(!preview.contains("<tr data-kind=\"event\""), "contacts scope only removes contacts");
+    assert!(preview.contains("(not in the scope: as it stands)"), "events' next cycle as they stand: {preview}");
 
     // Confirm → redirect to the rep page; reloading it resets nothing more.
     let r = c.post(&format!("/reps/{erin}/reset"), Some(&cookie), &[("scope", "all"), ("csrf", &csrf)]).await;
@@ -301,11 +338,20 @@ async fn reset_needs_both_permissions_a_csrf_token_and_happens_once() {
         .collect();
     assert_eq!(refusals.len(), 1, "{audit}");
     assert_eq!(refusals[0]["admin"], c.scenario.half_admin.as_str());
+    assert_eq!(refusals[0]["action"], "sign in");
+    assert_eq!(c.api("/api/audit?outcome=refused").await["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(c.api("/api/audit?q=hank").await["entries"].as_array().unwrap().len(), 1, "filtered by admin");
+    assert_eq!(resets_of(&c.api("/api/audit?outcome=refused").await, &name), 0, "resets filtered out");
 
     // Signed out: the old cookie is nobody.
     let r = c.post("/signout", Some(&cookie), &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(c.get("/", Some(&cookie)).await.status(), StatusCode::UNAUTHORIZED);
+
+    // The audit is in the store: another console process shows the same reset and refusal.
+    c.restart();
+    let again = c.api("/api/audit").await;
+    assert_eq!(again["entries"], audit["entries"], "{again}");
 }
 
 /// chromedriver on a free port, killed on drop.
@@ -363,6 +409,7 @@ async fn shot(b: &fantoccini::Client, name: &str) {
 async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     use fantoccini::Locator::{Css, XPath};
     let Some(d) = driver().await else { return };
+    let _ = std::fs::remove_dir_all(shots());
     let c = Console::start("browser").await;
     let erin = c.erin();
     let name = c.scenario.exchange_rep.name.clone();
@@ -373,7 +420,7 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     caps.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=820,900"],
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,1500"],
             "binary": chrome,
         }),
     );
@@ -411,6 +458,19 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     let removed: u64 =
         b.find(Css("tr[data-kind='contact'] td.links")).await.unwrap().text().await.unwrap().parse().unwrap();
     assert!(removed > 0, "the preview names the contact links the reset removes");
+    // And what the next cycle is expected to do: this rep is healthy, so nothing is written.
+    let expected = b.find(Css("#expected-writes")).await.unwrap().text().await.unwrap();
+    assert!(expected.starts_with("0 writes"), "{expected}");
+    let link: u64 = b
+        .find(Css("section.expected[data-kind='contact'] tr[data-effect='link'] td.n"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(link, removed, "every removed contact link is expected to be made again");
     shot(&b, "05-preview").await;
 
     // Confirm → the rep page with the result; a refresh resets nothing more.
@@ -420,12 +480,16 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     shot(&b, "06-reset-done").await;
     b.refresh().await.unwrap();
     b.wait().for_element(Css("#notice")).await.unwrap();
+    let links_now = b.find(Css("#kind-contact strong.links")).await.unwrap().text().await.unwrap();
+    assert_eq!(links_now, "0", "the reset removed the links");
+    shot(&b, "07-refreshed").await;
     let audit = c.api("/api/audit").await;
     assert_eq!(resets_of(&audit, &name), 1, "one reset after a refresh: {audit}");
     let entry = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "reset").unwrap();
     assert_eq!(entry["links_removed"]["contact"].as_u64(), Some(removed), "{entry}");
 
-    // A POST without the CSRF token, from the signed-in browser itself: refused.
+    // A POST without the CSRF token, from the signed-in browser itself: refused (by script,
+    // then by a form without the token, whose answer is the page shown).
     let status = b
         .execute_async(
             "const done = arguments[arguments.length - 1];\
@@ -436,13 +500,25 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
         .await
         .unwrap();
     assert_eq!(status, serde_json::json!(403));
+    b.execute(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];\
+         const s = document.createElement('input'); s.name = 'scope'; s.value = 'all'; f.appendChild(s);\
+         document.body.appendChild(f); f.submit();",
+        vec![serde_json::json!(format!("/reps/{erin}/reset"))],
+    )
+    .await
+    .unwrap();
+    b.wait().for_element(Css("p.message")).await.unwrap();
+    let text = b.find(Css("p.message")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("CSRF") && text.contains("Nothing was changed"), "{text}");
+    shot(&b, "08-csrf-refused").await;
     assert_eq!(resets_of(&c.api("/api/audit").await, &name), 1);
 
     // The audit page.
     b.goto(&format!("{}/audit", c.url)).await.unwrap();
     b.wait().for_element(Css("#audit tr.entry")).await.unwrap();
     assert!(b.source().await.unwrap().contains(&c.scenario.admin));
-    shot(&b, "07-audit").await;
+    shot(&b, "09-audit").await;
 
     // Signed out, the half-admin signs in and is refused.
     b.find(XPath("//button[text()='Sign out']")).await.unwrap().click().await.unwrap();
@@ -452,9 +528,12 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     b.wait().for_element(Css("p.message")).await.unwrap();
     let text = b.find(Css("p.message")).await.unwrap().text().await.unwrap();
     assert!(text.contains("lacks Manage Sync"), "{text}");
-    shot(&b, "08-half-admin-refused").await;
+    shot(&b, "10-half-admin-refused").await;
     b.goto(&c.url).await.unwrap();
     assert!(b.find(Css("#signin")).await.is_ok(), "no session for the half-admin");
+    // The refusal is in the audit (read with the script token: the browser has no session).
+    let audit = c.api("/api/audit?outcome=refused").await;
+    assert_eq!(audit["entries"][0]["admin"], c.scenario.half_admin.as_str(), "{audit}");
     b.close().await.unwrap();
 }
 
@@ -525,4 +604,147 @@ async fn sign_in_is_rate_limited_per_address() {
     assert_eq!(codes[11], StatusCode::TOO_MANY_REQUESTS, "{codes:?}");
     // Pages other than the sign-in are not limited.
     assert_eq!(c.get("/healthz", None).await.status(), StatusCode::OK);
+}
+
+/// What a preview (`/api/reps/{id}/reset-preview`) expects the next cycle to do, and what a
+/// cycle report did, as (kind, counter) → n; zeros left out.
+fn expected_counts(preview: &Value) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for k in preview["next_cycle"].as_array().unwrap() {
+        for (effect, n) in k["effects"].as_object().unwrap() {
+            let counter = match effect.as_str() {
+                "link" => "linked",
+                "create in crm" => "created_in_crm",
+                "create in provider" => "created_in_provider",
+                "update in crm" => "updated_in_crm",
+                "update in provider" => "updated_in_provider",
+                "delete in crm" => "deleted_in_crm",
+                "delete in provider" => "deleted_in_provider",
+                _ => continue,
+            };
+            out.insert((k["kind"].as_str().unwrap().to_owned(), counter.to_owned()), n.as_u64().unwrap());
+        }
+    }
+    out
+}
+
+fn actual_counts(report: &Value) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (kind, key) in [("contact", "contacts"), ("event", "events")] {
+        for counter in [
+            "linked",
+            "created_in_crm",
+            "created_in_provider",
+            "updated_in_crm",
+            "updated_in_provider",
+            "deleted_in_crm",
+            "deleted_in_provider",
+        ] {
+            let n = report[key][counter].as_u64().unwrap();
+            if n > 0 {
+                out.insert((kind.to_owned(), counter.to_owned()), n);
+            }
+        }
+    }
+    out
+}
+
+fn writes_of(counts: &std::collections::BTreeMap<(String, String), u64>) -> u64 {
+    counts.iter().filter(|((_, c), _)| c != "linked").map(|(_, n)| n).sum()
+}
+
+/// Preview → confirm → the next cycle, compared per kind and side: the preview's predicted
+/// writes are the cycle's actual writes. Once with changes made after the first sync, then for
+/// the healthy rep that leaves ("0 writes", and none made).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reset_preview_predicts_the_next_cycles_writes() {
+    let c = Console::start("predict").await;
+    let erin = c.erin();
+    let person = |given: &str, email: &str| crmsync_core::Contact {
+        given_name: Some(given.into()),
+        family_name: Some("Preview".into()),
+        emails: vec![email.into()],
+        ..Default::default()
+    };
+    // Since the first sync: a new contact on each side, and a linked contact edited in the CRM.
+    let mailbox = c.scenario.exchange_rep.mailbox.clone();
+    c.fakes.graph.insert_contact(&mailbox, Some("Salesforce_Sync"), person("Nora", "nora.preview@contoso-new.example"));
+    c.fakes.salesforce.insert_contact_record(&erin, &person("Carl", "carl.preview@contoso-crm.example"));
+    let linked = c.fakes.salesforce.records("Contact");
+    let linked = linked.iter().find(|r| r["Email"].as_str().is_some_and(|e| e.starts_with("MATCH.0@"))).unwrap();
+    c.fakes
+        .salesforce
+        .edit_contact(linked["Id"].as_str().unwrap(), serde_json::json!({"Title": "Head of Purchasing"}))
+        .unwrap();
+    let (cookie, _) = c.sign_in(&c.scenario.admin).await;
+
+    for round in ["with changes", "healthy"] {
+        let preview = c.api(&format!("/api/reps/{erin}/reset-preview?scope=all")).await;
+        assert!(preview["plan_error"].is_null(), "{preview}");
+        let expected = expected_counts(&preview);
+        let page = c.get(&format!("/reps/{erin}/reset?scope=all"), Some(&cookie)).await.text().await.unwrap();
+        let writes = writes_of(&expected);
+        assert!(page.contains(&format!("{writes} writes")), "{round}: the page shows the {writes} writes: {page}");
+        if round == "healthy" {
+            assert_eq!(writes, 0, "a healthy rep's reset writes nothing: {preview}");
+            assert!(page.contains("0 writes"));
+        } else {
+            assert!(writes >= 3, "{round}: both new contacts and the edit are expected: {preview}");
+        }
+        let r =
+            c.post(&format!("/reps/{erin}/reset"), Some(&cookie), &[("scope", "all"), ("csrf", &csrf_of(&page))]).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let (out, _) = c.crmsync(&["sync", "--rep", "erin", "--json"]).await;
+        let report: Value = serde_json::from_str::<Value>(&out).unwrap()["reports"][0].clone();
+        assert_eq!(report["error"], Value::Null, "{report}");
+        assert_eq!(expected, actual_counts(&report), "{round}: the preview's plan is what the cycle did: {preview}");
+    }
+    // Both resets are in the audit, each with the first cycle after it.
+    let audit = c.api("/api/audit?outcome=reset").await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert_eq!(entries[0]["verified_by"]["writes"], 0, "the latest reset's cycle wrote nothing: {audit}");
+    assert!(entries[1]["verified_by"]["writes"].as_u64().unwrap() >= 3, "{audit}");
+}
+
+/// "Sync now" queues the rep for the next worker round, which runs it under its lease like every
+/// cycle; the rep page shows the history, cursor age and the next cycle.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_now_queues_the_rep_for_the_next_worker_round() {
+    let c = Console::start("syncnow").await;
+    let erin = c.erin();
+    let due_of = |status: &Value| {
+        let r = status["reps"].as_array().unwrap().iter().find(|r| r["id"] == erin.as_str()).unwrap().clone();
+        r["next_due"].as_str().map(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc())
+    };
+    let first = due_of(&c.api("/api/status").await).expect("the setup's sync, under the lease, scheduled the rep");
+    assert!(first <= chrono::Utc::now());
+    let worker = ["worker", "--once", "--interval", "3600", "--json"];
+    let cycles = |out: &str| {
+        out.lines().filter(|l| l.contains(&format!("\"rep\":\"{}\"", c.scenario.exchange_rep.name))).count()
+    };
+    let (out, _) = c.crmsync(&worker).await;
+    assert_eq!(cycles(&out), 1, "the first round syncs the rep: {out}");
+    let due = due_of(&c.api("/api/status").await).expect("scheduled");
+    assert!(due > chrono::Utc::now() + chrono::Duration::minutes(50), "due again in an hour: {due}");
+    let (out, _) = c.crmsync(&worker).await;
+    assert_eq!(cycles(&out), 0, "not due yet: {out}");
+
+    let (cookie, _) = c.sign_in(&c.scenario.admin).await;
+    let page = c.get(&format!("/reps/{erin}"), Some(&cookie)).await.text().await.unwrap();
+    assert!(page.contains("id=\"history\""), "the rep page lists the last cycles: {page}");
+    let history_rows =
+        page.split("<table id=\"history\">").nth(1).unwrap().split("</table>").next().unwrap().matches("<tr>").count();
+    assert_eq!(history_rows, 3, "a header and the two cycles so far: {page}");
+    assert!(page.contains("Cursors: stored"), "cursors are stored, with their age: {page}");
+    let r = c.post(&format!("/reps/{erin}/sync"), Some(&cookie), &[("csrf", &csrf_of(&page))]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[LOCATION].to_str().unwrap().to_owned();
+    let page = c.get(&to, Some(&cookie)).await.text().await.unwrap();
+    assert!(page.contains("Queued") && page.contains("due now"), "{page}");
+    assert!(due_of(&c.api("/api/status").await).expect("due") <= chrono::Utc::now());
+    let (out, _) = c.crmsync(&worker).await;
+    assert_eq!(cycles(&out), 1, "the next round takes the rep asked for: {out}");
+    let (out, _) = c.crmsync(&worker).await;
+    assert_eq!(cycles(&out), 0, "once: {out}");
 }

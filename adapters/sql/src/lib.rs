@@ -35,8 +35,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmsync_core::report::CycleReport;
 use crmsync_core::{
-    Acquire, Cursors, Error, ItemError, Kind, LeaseHolder, Leases, Link, LinkBatch, RepState, RepStatus, ResetRecord,
-    Result, SyncState,
+    Acquire, Cursors, Error, ItemError, Kind, LeaseHolder, Leases, Link, LinkBatch, Refusal, RepState, RepStatus,
+    ResetRecord, Result, SyncState,
 };
 use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -44,7 +44,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, SqliteConnection, SqlitePool};
 
 /// The newest schema version this build knows (`crmsync_meta.schema_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The embedded migrations (one schema for SQLite and PostgreSQL).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -52,7 +52,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The tables this crate creates; finding one of them in a PostgreSQL schema without
 /// `crmsync_meta` means the schema belongs to something else. (`_sqlx_migrations` alone is
 /// checked for rows: another worker may be migrating the same schema right now.)
-const OUR_TABLES: &[&str] = &["crmsync_meta", "reps", "links", "cursors", "item_errors", "runs", "resets", "schedule"];
+const OUR_TABLES: &[&str] =
+    &["crmsync_meta", "reps", "links", "cursors", "item_errors", "runs", "resets", "schedule", "refusals"];
 
 /// How to open a store. [`SqlStore::connect`] uses the defaults.
 #[derive(Clone, Debug)]
@@ -461,6 +462,18 @@ impl SyncState for SqlStore {
         dispatch!(self, resets(rep))
     }
 
+    async fn history(&self, rep: &str, n: usize) -> Result<Vec<CycleReport>> {
+        dispatch!(self, history(rep, n))
+    }
+
+    async fn refuse(&self, refusal: &Refusal) -> Result<()> {
+        dispatch!(self, refuse(refusal))
+    }
+
+    async fn refusals(&self) -> Result<Vec<Refusal>> {
+        dispatch!(self, refusals())
+    }
+
     async fn grant(&self, rep: &str) -> Result<Option<SecretString>> {
         dispatch!(self, grant(rep))
     }
@@ -486,6 +499,14 @@ impl Leases for SqlStore {
 
     async fn lease(&self, rep: &str, now: DateTime<Utc>) -> Result<Option<LeaseHolder>> {
         dispatch!(self, lease(rep, now))
+    }
+
+    async fn due(&self, rep: &str) -> Result<Option<DateTime<Utc>>> {
+        dispatch!(self, due(rep))
+    }
+
+    async fn sync_now(&self, rep: &str, now: DateTime<Utc>) -> Result<()> {
+        dispatch!(self, sync_now(rep, now))
     }
 
     async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
