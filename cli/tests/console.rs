@@ -431,12 +431,33 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
         .await
         .unwrap();
 
-    // Sign in with the CRM: the console sends the browser to the fake org's login page.
+    // Since the first sync, a new contact in the rep's folder: the preview expects it created.
+    c.fakes.graph.insert_contact(
+        &c.scenario.exchange_rep.mailbox,
+        Some("Salesforce_Sync"),
+        crmsync_core::Contact {
+            given_name: Some("Nora".into()),
+            family_name: Some("Preview".into()),
+            emails: vec!["nora.preview@contoso-new.example".into()],
+            ..Default::default()
+        },
+    );
+
+    // Sign in with the CRM: the console sends the browser to the fake org's login page. The
+    // half-admin (Manage Users only) first: refused, no session.
     b.goto(&c.url).await.unwrap();
     shot(&b, "01-sign-in").await;
     b.find(Css("#signin")).await.unwrap().click().await.unwrap();
+    let half = XPath(&format!("//button[text()='{}']", c.scenario.half_admin));
+    b.wait().for_element(half).await.unwrap().click().await.unwrap();
+    b.wait().for_element(Css("p.message")).await.unwrap();
+    let text = b.find(Css("p.message")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("lacks Manage Sync"), "{text}");
+    shot(&b, "02-half-admin-refused").await;
+    b.goto(&c.url).await.unwrap();
+    b.wait().for_element(Css("#signin")).await.unwrap().click().await.unwrap();
     b.wait().for_element(XPath(&format!("//button[text()='{}']", c.scenario.admin))).await.unwrap();
-    shot(&b, "02-crm-login").await;
+    shot(&b, "03-crm-login").await;
     b.find(XPath(&format!("//button[text()='{}']", c.scenario.admin))).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("#reps")).await.unwrap();
     assert!(b.source().await.unwrap().contains(&c.scenario.admin), "signed in as the admin");
@@ -447,20 +468,22 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     let erin_row = b.find(Css("tr[data-name*='erin']")).await.unwrap();
     assert!(!gus.is_displayed().await.unwrap(), "Gus is filtered out");
     assert!(erin_row.is_displayed().await.unwrap());
-    shot(&b, "03-search").await;
+    shot(&b, "04-search").await;
 
     // The rep page, then the reset preview.
     b.find(XPath(&format!("//a[text()='{name}']"))).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("#reset")).await.unwrap();
-    shot(&b, "04-rep").await;
+    shot(&b, "05-rep").await;
     b.find(Css("#reset")).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("#removes")).await.unwrap();
     let removed: u64 =
         b.find(Css("tr[data-kind='contact'] td.links")).await.unwrap().text().await.unwrap().parse().unwrap();
     assert!(removed > 0, "the preview names the contact links the reset removes");
-    // And what the next cycle is expected to do: this rep is healthy, so nothing is written.
+    // And what the next cycle is expected to do: re-link every contact, create the new one.
     let expected = b.find(Css("#expected-writes")).await.unwrap().text().await.unwrap();
-    assert!(expected.starts_with("0 writes"), "{expected}");
+    assert!(expected.starts_with("1 write "), "{expected}");
+    let create = Css("section.expected[data-kind='contact'] tr[data-effect='create in crm']");
+    assert!(b.find(create).await.unwrap().text().await.unwrap().contains("Nora Preview"), "named by the record");
     let link: u64 = b
         .find(Css("section.expected[data-kind='contact'] tr[data-effect='link'] td.n"))
         .await
@@ -471,18 +494,18 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
         .parse()
         .unwrap();
     assert_eq!(link, removed, "every removed contact link is expected to be made again");
-    shot(&b, "05-preview").await;
+    shot(&b, "06-preview").await;
 
     // Confirm → the rep page with the result; a refresh resets nothing more.
     b.find(Css("#confirm")).await.unwrap().click().await.unwrap();
     b.wait().for_element(Css("#notice")).await.unwrap();
     assert!(b.current_url().await.unwrap().as_str().ends_with(&format!("/reps/{erin}?notice=reset")));
-    shot(&b, "06-reset-done").await;
+    shot(&b, "07-reset-done").await;
     b.refresh().await.unwrap();
     b.wait().for_element(Css("#notice")).await.unwrap();
     let links_now = b.find(Css("#kind-contact strong.links")).await.unwrap().text().await.unwrap();
     assert_eq!(links_now, "0", "the reset removed the links");
-    shot(&b, "07-refreshed").await;
+    shot(&b, "08-refreshed").await;
     let audit = c.api("/api/audit").await;
     assert_eq!(resets_of(&audit, &name), 1, "one reset after a refresh: {audit}");
     let entry = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "reset").unwrap();
@@ -511,29 +534,27 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     b.wait().for_element(Css("p.message")).await.unwrap();
     let text = b.find(Css("p.message")).await.unwrap().text().await.unwrap();
     assert!(text.contains("CSRF") && text.contains("Nothing was changed"), "{text}");
-    shot(&b, "08-csrf-refused").await;
+    shot(&b, "09-csrf-refused").await;
     assert_eq!(resets_of(&c.api("/api/audit").await, &name), 1);
 
     // The audit page.
     b.goto(&format!("{}/audit", c.url)).await.unwrap();
     b.wait().for_element(Css("#audit tr.entry")).await.unwrap();
-    assert!(b.source().await.unwrap().contains(&c.scenario.admin));
-    shot(&b, "09-audit").await;
+    let rows = b.find_all(Css("#audit tr.entry")).await.unwrap();
+    assert_eq!(rows.len(), 2, "the reset and the half-admin's refusal");
+    let source = b.source().await.unwrap();
+    assert!(source.contains(&c.scenario.admin) && source.contains(&c.scenario.half_admin));
+    shot(&b, "10-audit").await;
+    b.find(Css("#audit-outcome")).await.unwrap().select_by_value("refused").await.unwrap();
+    b.find(XPath("//button[text()='Filter']")).await.unwrap().click().await.unwrap();
+    b.wait().for_element(Css("#audit tr.entry")).await.unwrap();
+    assert_eq!(b.find_all(Css("#audit tr.entry")).await.unwrap().len(), 1, "refusals only");
+    assert!(b.source().await.unwrap().contains("lacks Manage Sync"));
+    shot(&b, "11-audit-refusals").await;
 
-    // Signed out, the half-admin signs in and is refused.
+    // Signed out: the console shows the sign-in page again.
     b.find(XPath("//button[text()='Sign out']")).await.unwrap().click().await.unwrap();
-    b.wait().for_element(Css("#signin")).await.unwrap().click().await.unwrap();
-    let half = XPath(&format!("//button[text()='{}']", c.scenario.half_admin));
-    b.wait().for_element(half).await.unwrap().click().await.unwrap();
-    b.wait().for_element(Css("p.message")).await.unwrap();
-    let text = b.find(Css("p.message")).await.unwrap().text().await.unwrap();
-    assert!(text.contains("lacks Manage Sync"), "{text}");
-    shot(&b, "10-half-admin-refused").await;
-    b.goto(&c.url).await.unwrap();
-    assert!(b.find(Css("#signin")).await.is_ok(), "no session for the half-admin");
-    // The refusal is in the audit (read with the script token: the browser has no session).
-    let audit = c.api("/api/audit?outcome=refused").await;
-    assert_eq!(audit["entries"][0]["admin"], c.scenario.half_admin.as_str(), "{audit}");
+    b.wait().for_element(Css("#signin")).await.unwrap();
     b.close().await.unwrap();
 }
 

@@ -529,7 +529,17 @@ fn expected(plan: &crmsync_core::Plan, after_reset: bool) -> Expected {
     let effects = plan.counts();
     let samples = effects
         .keys()
-        .map(|e| (*e, plan.pairs.iter().filter(|p| p.effects().contains(e)).take(3).map(|p| p.label()).collect()))
+        .map(|e| {
+            let named = plan.pairs.iter().filter(|p| p.effects().contains(e)).take(3);
+            (
+                *e,
+                named
+                    .map(|p| {
+                        p.provider.as_ref().or(p.crm.as_ref()).map_or_else(|| p.label(), |i| record_name(&i.record))
+                    })
+                    .collect(),
+            )
+        })
         .collect();
     Expected {
         kind: plan.kind,
@@ -600,7 +610,7 @@ pub(crate) async fn reset_preview(
             button type="submit" { "Preview" }
         }
         h2 { "What the reset removes" }
-        table #removes { thead { tr { th { "Kind" } th { "Links removed" } th { "Cursors removed" } th { "Item errors cleared" } th { "Kept (rep's own decisions)" } } }
+        table #removes { thead { tr { th { "Kind" } th { "Links removed" } th { "Cursors removed" } th { "Item errors and skips cleared" } th { "Kept (rep's own decisions)" } } }
             tbody { @for r in &p.removes {
                 tr data-kind=(r.kind.as_str()) { td { (r.kind.as_str()) "s" } td.links { (r.links) } td { (r.cursors) } td { (r.item_errors) } td { (r.kept) } }
             } } }
@@ -615,7 +625,7 @@ pub(crate) async fn reset_preview(
         } @else {
             p #expected-writes { @match p.writes() {
                 0 => { span.badge.st-ok { "0 writes" } " Both sides agree: the next cycle re-links and writes nothing." },
-                n => { span.badge.st-reset_pending { (n) " writes" } " The next cycle writes these records (planned from both sides now, nothing written yet):" },
+                n => { span.badge.st-reset_pending { (n) @if n == 1 { " write" } @else { " writes" } } " The next cycle writes these records (planned from both sides now, nothing written yet):" },
             } }
             @for e in &p.next_cycle {
                 section.expected data-kind=(e.kind.as_str()) {
