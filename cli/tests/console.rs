@@ -584,14 +584,34 @@ async fn the_sandbox_starts_the_console_too() {
     let page = http.get(format!("{url}/")).send().await.unwrap();
     let (page_status, page) = (page.status(), page.text().await.unwrap());
     let signin = http.get(format!("{url}/signin")).send().await.unwrap();
+    let to = signin.headers()[LOCATION].to_str().unwrap().to_owned();
+    // Sign in as the seeded admin on the sandbox's own CRM login page.
+    let signed_in = async {
+        let cookie = session_cookie(&signin).expect("a session cookie");
+        let to = url::Url::parse(&to).unwrap();
+        let login = http.get(to.clone()).send().await.unwrap().text().await.unwrap();
+        let button = login.find(">Alex Admin</button>").expect("the login page lists Alex Admin");
+        let id = login[..button].rsplit("value=\"").next().unwrap().trim_end_matches('"').to_owned();
+        let mut form: Vec<(String, String)> = to.query_pairs().into_owned().collect();
+        form.push(("user_id".into(), id));
+        let back = http.post(format!("{}/services/oauth2/authorize", to.origin().ascii_serialization())).form(&form);
+        let back = back.send().await.unwrap();
+        let callback = back.headers()[LOCATION].to_str().unwrap().to_owned();
+        let done = http.get(callback).header(COOKIE, &cookie).send().await.unwrap();
+        let cookie = session_cookie(&done).unwrap_or(cookie);
+        http.get(format!("{url}/")).header(COOKIE, cookie).send().await.unwrap()
+    }
+    .await;
+    let (home_status, home) = (signed_in.status(), signed_in.text().await.unwrap());
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(health, StatusCode::OK);
     assert_eq!(page_status, StatusCode::UNAUTHORIZED);
     assert!(page.contains("Sign in with Salesforce"), "{page}");
-    let to = signin.headers()[LOCATION].to_str().unwrap();
     assert!(to.starts_with(&format!("http://127.0.0.1:{base}/services/oauth2/authorize?")), "{to}");
+    assert_eq!(home_status, StatusCode::OK, "{home}");
+    assert!(home.contains("Signed in as <strong>Alex Admin</strong>") && home.contains("Erin Exchange"), "{home}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
