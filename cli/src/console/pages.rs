@@ -353,7 +353,7 @@ pub(crate) async fn rep(
     };
     let (st, history, sched) = match tokio::try_join!(
         app.store.status(&rep.id),
-        app.store.history(&rep.id, HISTORY_SHOWN),
+        app.store.history(&rep.id, crmsync_core::port::HISTORY_KEPT),
         schedule(&app, &rep.id)
     ) {
         Ok(x) => x,
@@ -414,7 +414,7 @@ pub(crate) async fn rep(
                     } @else {
                         "stored " @match cursors_stored(&history, *kind, st.last_reset.as_ref()) {
                             Some(t) => { (at(Some(t))) },
-                            None => "(by a cycle older than the history kept)",
+                            None => "(by a cycle older than the cycles the store keeps)",
                         } " — the next read is incremental"
                     } }
                 @if let Some(c) = history.first() {
@@ -448,7 +448,7 @@ pub(crate) async fn rep(
             h2 { "Last cycles" }
             @if history.is_empty() { p { "No cycle has run yet." } } @else {
                 table #history { thead { tr { th { "Started" } th { "Outcome" } th { "Contacts" } th { "Events" } th { "Requests" } } }
-                    tbody { @for c in &history { tr {
+                    tbody { @for c in history.iter().take(HISTORY_SHOWN) { tr {
                         td { (at(c.started)) @if let (Some(s), Some(f)) = (c.started, c.finished) { br; small { (format!("{:.1} s", (f - s).num_milliseconds() as f64 / 1000.0)) } } }
                         td { (badge(c.state)) @if let Some(e) = &c.error { br; small.bad { (e) } } }
                         td { (counts_line(&c.contacts)) } td { (counts_line(&c.events)) }
