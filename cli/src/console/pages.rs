@@ -328,6 +328,14 @@ fn cursors_stored(
         .and_then(|c| c.finished)
 }
 
+/// A cycle's duration: milliseconds under a second, else seconds.
+fn took(d: chrono::Duration) -> String {
+    match d.num_milliseconds() {
+        ms if ms < 1000 => format!("{ms} ms"),
+        ms => format!("{:.1} s", ms as f64 / 1000.0),
+    }
+}
+
 /// One cycle's counts of one kind, short.
 fn counts_line(k: &KindReport) -> String {
     format!(
@@ -437,7 +445,7 @@ pub(crate) async fn rep(
                                     small { (e.side.as_str()) " · " span.id { (e.id) } }
                                     @if let Some(id) = crm_id { br; a href={ (app.crm_url) "/" (id) } rel="noreferrer" target="_blank" { "open in the CRM" } }
                                 }
-                                td.reason { (e.reason) } td { (e.attempts) } td { (at(Some(e.last_seen))) }
+                                td.reason { (e.reason.strip_prefix("skipped: ").unwrap_or(&e.reason)) } td { (e.attempts) } td { (at(Some(e.last_seen))) }
                             } } }
                         }
                     }
@@ -449,7 +457,7 @@ pub(crate) async fn rep(
             @if history.is_empty() { p { "No cycle has run yet." } } @else {
                 table #history { thead { tr { th { "Started" } th { "Outcome" } th { "Contacts" } th { "Events" } th { "Requests" } } }
                     tbody { @for c in history.iter().take(HISTORY_SHOWN) { tr {
-                        td { (at(c.started)) @if let (Some(s), Some(f)) = (c.started, c.finished) { br; small { (format!("{:.1} s", (f - s).num_milliseconds() as f64 / 1000.0)) } } }
+                        td { (at(c.started)) @if let (Some(s), Some(f)) = (c.started, c.finished) { br; small { (took(f - s)) } } }
                         td { (badge(c.state)) @if let Some(e) = &c.error { br; small.bad { (e) } } }
                         td { (counts_line(&c.contacts)) } td { (counts_line(&c.events)) }
                         td { "CRM " (c.requests.crm) br; "mailbox " (c.requests.provider) }
