@@ -181,7 +181,8 @@ fn csrf_of(page: &str) -> String {
 }
 
 fn resets_of(audit: &Value, rep: &str) -> usize {
-    audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "reset" && e["rep"] == rep).count()
+    let done = |e: &&Value| e["action"] == "reset" && e["rep"] == rep && e["outcome"] == "done";
+    audit["entries"].as_array().unwrap().iter().filter(done).count()
 }
 
 fn links(status: &Value, rep: &str) -> u64 {
@@ -788,4 +789,50 @@ async fn sync_now_queues_the_rep_for_the_next_worker_round() {
     assert_eq!(cycles(&out), 1, "the next round takes the rep asked for: {out}");
     let (out, _) = c.crmsync(&worker).await;
     assert_eq!(cycles(&out), 0, "once: {out}");
+}
+
+/// Permissions are read from the CRM on every click: `Manage Sync` taken away after sign-in
+/// refuses the next reset and Sync now, nothing changes, and the audit keeps both refusals with
+/// the rep and the reset's scope.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permission_taken_away_in_the_crm_refuses_the_next_click() {
+    let c = Console::start("revoked").await;
+    let erin = c.erin();
+    let name = c.scenario.exchange_rep.name.clone();
+    let (cookie, _) = c.sign_in(&c.scenario.admin).await;
+    let page = c.get(&format!("/reps/{erin}/reset?scope=contacts"), Some(&cookie)).await.text().await.unwrap();
+    let csrf = csrf_of(&page);
+    let before = links(&c.api("/api/status").await, &name);
+
+    // Take Manage Sync away: delete the admin's assignment of the sync permission set.
+    let sf = &c.fakes.salesforce;
+    let admin = c.user_id(&c.scenario.admin);
+    let sets = sf.records("PermissionSet");
+    let assignment = sf
+        .records("PermissionSetAssignment")
+        .into_iter()
+        .find(|a| {
+            a["AssigneeId"] == admin.as_str()
+                && sets.iter().any(|s| s["Id"] == a["PermissionSetId"] && s["Name"] == "CrmSync_Admin")
+        })
+        .expect("the admin's Manage Sync assignment");
+    assert!(sf.delete(assignment["Id"].as_str().unwrap()), "Manage Sync taken away");
+
+    let r = c.post(&format!("/reps/{erin}/reset"), Some(&cookie), &[("scope", "contacts"), ("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("lacks Manage Sync"));
+    let r = c.post(&format!("/reps/{erin}/sync"), Some(&cookie), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(links(&c.api("/api/status").await, &name), before, "nothing was reset");
+
+    let audit = c.api("/api/audit?outcome=refused").await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert_eq!((&entries[0]["action"], &entries[0]["scope"]), (&Value::from("sync now"), &Value::Null), "{audit}");
+    assert_eq!((&entries[1]["action"], &entries[1]["scope"]), (&Value::from("reset"), &Value::from("contacts")));
+    for e in entries {
+        assert_eq!(e["admin"], c.scenario.admin.as_str());
+        assert_eq!(e["rep"], name.as_str(), "the rep by name");
+    }
+    assert_eq!(resets_of(&c.api("/api/audit").await, &name), 0);
 }

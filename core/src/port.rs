@@ -417,6 +417,8 @@ pub struct Refusal {
     pub action: String,
     /// The rep's id, when the action was about one.
     pub rep: Option<String>,
+    /// The scope of a refused Reset Sync.
+    pub scope: Option<ResetScope>,
     pub reason: String,
 }
 

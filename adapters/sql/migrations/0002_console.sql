@@ -11,6 +11,8 @@ CREATE TABLE refusals (
     action TEXT NOT NULL,
     -- the rep's id, NULL for an action about no rep (sign-in)
     rep TEXT,
+    -- 'contacts', 'events' or 'all' for a refused reset, else NULL
+    scope TEXT,
     reason TEXT NOT NULL
 );
 CREATE INDEX refusals_by_time ON refusals (at_ns);

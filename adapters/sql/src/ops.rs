@@ -512,8 +512,8 @@ macro_rules! ops {
             pub(crate) async fn refuse(pool: &Pool, r: &Refusal) -> Result<()> {
                 let text = |s: &str| storable_text(s).into_owned();
                 sqlx::query(
-                    "INSERT INTO refusals (id, at, at_ns, admin_id, admin_name, action, rep, reason) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO refusals (id, at, at_ns, admin_id, admin_name, action, rep, scope, reason) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(uuid::Uuid::new_v4().to_string())
                 .bind(ts(r.at))
@@ -522,6 +522,7 @@ macro_rules! ops {
                 .bind(text(&r.admin_name))
                 .bind(text(&r.action))
                 .bind(r.rep.as_deref().map(text))
+                .bind(r.scope.map(scope_str))
                 .bind(text(&r.reason))
                 .execute(pool)
                 .await
@@ -531,7 +532,7 @@ macro_rules! ops {
 
             pub(crate) async fn refusals(pool: &Pool) -> Result<Vec<Refusal>> {
                 let rows = sqlx::query(
-                    "SELECT at, admin_id, admin_name, action, rep, reason FROM refusals ORDER BY at_ns, id",
+                    "SELECT at, admin_id, admin_name, action, rep, scope, reason FROM refusals ORDER BY at_ns, id",
                 )
                 .fetch_all(pool)
                 .await
@@ -539,12 +540,14 @@ macro_rules! ops {
                 let mut out = Vec::with_capacity(rows.len());
                 for row in &rows {
                     let at: String = row.try_get("at").map_err(db)?;
+                    let scope: Option<String> = row.try_get("scope").map_err(db)?;
                     out.push(Refusal {
                         at: parse_ts("refusals.at", &at)?,
                         admin_id: row.try_get("admin_id").map_err(db)?,
                         admin_name: row.try_get("admin_name").map_err(db)?,
                         action: row.try_get("action").map_err(db)?,
                         rep: row.try_get("rep").map_err(db)?,
+                        scope: scope.as_deref().map(parse_scope).transpose()?,
                         reason: row.try_get("reason").map_err(db)?,
                     });
                 }

@@ -42,6 +42,7 @@ async fn a_version_1_sqlite_store_is_upgraded_in_place() {
         admin_name: "Hank Halfadmin".into(),
         action: "reset".into(),
         rep: Some("rep-1".into()),
+        scope: Some(crmsync_core::ResetScope::All),
         reason: "lacks Manage Sync".into(),
     };
     store.refuse(&refusal).await.expect("the new table is there");

@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
-use crmsync_core::{CrmUser, MANAGE_SYNC, MANAGE_USERS, Refusal};
+use crmsync_core::{CrmUser, MANAGE_SYNC, MANAGE_USERS, Refusal, ResetScope};
 use governor::{Quota, RateLimiter};
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -222,7 +222,7 @@ pub(crate) async fn callback(
         Ok(u) => u,
         Err(e) => return fail(StatusCode::FORBIDDEN, format!("{e:#}")),
     };
-    if let Err(r) = allowed(&app, &user, "sign in", None).await {
+    if let Err(r) = allowed(&app, &user, "sign in", None, None).await {
         return *r;
     }
     // A new session id at sign-in (no fixation), with its own CSRF token.
@@ -339,8 +339,14 @@ impl FromRequestParts<Arc<App>> for Reader {
 
 /// The live check: `user` holds both `Manage Users` and `Manage Sync` in the CRM now. A refusal
 /// is logged, counted, recorded in the store (the audit) and answered with a page saying what
-/// is missing. `rep` is the rep's id.
-pub(crate) async fn allowed(app: &App, user: &CrmUser, action: &str, rep: Option<&str>) -> Result<(), Box<Response>> {
+/// is missing. `rep` is the rep's id; `scope`, a reset's.
+pub(crate) async fn allowed(
+    app: &App,
+    user: &CrmUser,
+    action: &str,
+    rep: Option<&str>,
+    scope: Option<ResetScope>,
+) -> Result<(), Box<Response>> {
     let held =
         app.engine.crm().permissions(&user.id).await.map_err(|e| {
             Box::new(super::pages::message(StatusCode::BAD_GATEWAY, "The CRM did not answer", e.message()))
@@ -358,6 +364,7 @@ pub(crate) async fn allowed(app: &App, user: &CrmUser, action: &str, rep: Option
         admin_name: user.name.clone(),
         action: action.to_owned(),
         rep: rep.map(str::to_owned),
+        scope,
         reason: outcome.clone(),
     };
     if let Err(e) = app.store.refuse(&refusal).await {

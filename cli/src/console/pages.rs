@@ -690,11 +690,12 @@ async fn privileged<'a>(
     csrf: &str,
     id: &str,
     action: &str,
+    scope: Option<ResetScope>,
 ) -> Result<(&'a Rep, CrmUser), Box<Response>> {
     who.check_csrf(csrf)?;
     let rep = find(app, id)?;
     let user = who.0.user();
-    auth::allowed(app, &user, action, Some(&rep.name)).await?;
+    auth::allowed(app, &user, action, Some(&rep.id), scope).await?;
     Ok((rep, user))
 }
 
@@ -715,7 +716,7 @@ pub(crate) async fn reset(
     let Some(scope) = parse_scope(f.scope.as_deref()) else {
         return message(StatusCode::BAD_REQUEST, "Unknown scope", "The scope is contacts, events or all.");
     };
-    let (rep, user) = match privileged(&app, &who, &f.csrf, &id, "reset").await {
+    let (rep, user) = match privileged(&app, &who, &f.csrf, &id, "reset", Some(scope)).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -743,7 +744,7 @@ pub(crate) async fn sync_now(
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let rep = match privileged(&app, &who, &f.csrf, &id, "sync now").await {
+    let rep = match privileged(&app, &who, &f.csrf, &id, "sync now", None).await {
         Ok((rep, _)) => rep,
         Err(r) => return *r,
     };
@@ -817,7 +818,7 @@ async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
             admin: r.admin_name,
             action: r.action,
             rep,
-            scope: None,
+            scope: r.scope.map(scope_name),
             links_removed: BTreeMap::new(),
             outcome: r.reason,
             verified_by: None,
@@ -885,7 +886,7 @@ pub(crate) async fn audit(
                     td { (at(Some(e.at))) br; small { (when(Some(e.at))) } } td { (e.admin) } td { (e.action) } td { (e.rep.as_deref().unwrap_or("—")) }
                     td { (e.scope.unwrap_or("—")) }
                     td { @if e.links_removed.is_empty() { "—" } @else { @for (k, n) in &e.links_removed { (n) " " (k) "s" br; } } }
-                    td { @if e.outcome.starts_with("refused") { span.badge.st-error { "refused" } br; small { (e.outcome) } } @else { span.badge.st-ok { (e.outcome) } }
+                    td { @if e.outcome.starts_with("refused") { span.badge.st-error { "refused" } br; small { (e.outcome.strip_prefix("refused: ").unwrap_or(&e.outcome)) } } @else { span.badge.st-ok { (e.outcome) } }
                         @if e.action == "reset" {
                             br;
                             @match &e.verified_by {

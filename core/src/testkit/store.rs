@@ -626,9 +626,10 @@ pub async fn refusals(store: &dyn Store) {
         admin_name: "Hank \u{0}Halfadmin".into(),
         action: "reset".into(),
         rep: Some(unique_rep("refused-rep")),
+        scope: Some(ResetScope::Contacts),
         reason: "lacks Manage Sync".into(),
     };
-    let early = Refusal { at: t(10), rep: None, action: "sign in".into(), ..late.clone() };
+    let early = Refusal { at: t(10), rep: None, scope: None, action: "sign in".into(), ..late.clone() };
     store.refuse(&late).await.expect("refuse");
     store.refuse(&early).await.expect("refuse");
     let mine: Vec<Refusal> =
