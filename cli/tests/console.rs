@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crmsync_cli::sandbox::{ENV_GOOGLE_SECRET, ENV_GRAPH_SECRET, ENV_SF_SECRET, config_toml};
 use crmsync_cli::scenario::{Fakes, Scenario, Size, seed};
+use crmsync_core::Leases;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, HOST, LOCATION, SET_COOKIE};
 use secrecy::ExposeSecret;
@@ -789,6 +790,24 @@ async fn sync_now_queues_the_rep_for_the_next_worker_round() {
     assert_eq!(cycles(&out), 1, "the next round takes the rep asked for: {out}");
     let (out, _) = c.crmsync(&worker).await;
     assert_eq!(cycles(&out), 0, "once: {out}");
+
+    // While a cycle holds the lease: Sync Status names the holder, and Sync now queues another
+    // cycle right after it (the lease's release keeps the rep due).
+    let store = crmsync_sql::SqlStore::connect(c.dir.join("console.db").to_str().unwrap()).await.unwrap();
+    let lease = std::time::Duration::from_secs(120);
+    let held = store.acquire_lease("worker-elsewhere", &erin, lease, chrono::Utc::now()).await.unwrap();
+    assert_eq!(held, crmsync_core::Acquire::Acquired);
+    let status = c.get("/", Some(&cookie)).await.text().await.unwrap();
+    assert!(status.contains("running now") && status.contains("worker-elsewhere"), "{status}");
+    let r = c.post(&format!("/reps/{erin}/sync"), Some(&cookie), &[("csrf", &csrf_of(&page))]).await;
+    let page = c.get(r.headers()[LOCATION].to_str().unwrap(), Some(&cookie)).await.text().await.unwrap();
+    assert!(page.contains("runs now; the next one follows right after it"), "{page}");
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    store.release("worker-elsewhere", &erin, Some(later)).await.unwrap();
+    store.close().await;
+    assert!(due_of(&c.api("/api/status").await).expect("due") <= chrono::Utc::now(), "still due at once");
+    let (out, _) = c.crmsync(&worker).await;
+    assert_eq!(cycles(&out), 1, "the cycle asked for during the other one: {out}");
 }
 
 /// Permissions are read from the CRM on every click: `Manage Sync` taken away after sign-in
