@@ -433,6 +433,8 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
         .await
         .unwrap();
 
+    // The Google rep (user-managed) has not connected their account: needs_reconnect.
+    c.crmsync(&["sync", "--rep", "gus"]).await;
     // Since the first sync, a new contact in the rep's folder: the preview expects it created.
     c.fakes.graph.insert_contact(
         &c.scenario.exchange_rep.mailbox,
@@ -553,6 +555,13 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     assert_eq!(b.find_all(Css("#audit tr.entry")).await.unwrap().len(), 1, "refusals only");
     assert!(b.source().await.unwrap().contains("lacks Manage Sync"));
     shot(&b, "11-audit-refusals").await;
+
+    // A rep who must reconnect: the badge, and what they must do.
+    b.goto(&format!("{}/reps/{}", c.url, c.scenario.google_rep.id)).await.unwrap();
+    let guidance = b.wait().for_element(Css("p.guidance")).await.unwrap().text().await.unwrap();
+    assert!(guidance.contains("reconnect") && guidance.contains("crmsync connect"), "{guidance}");
+    assert_eq!(b.find(Css("span.badge")).await.unwrap().text().await.unwrap(), "needs_reconnect");
+    shot(&b, "12-needs-reconnect").await;
 
     // Signed out: the console shows the sign-in page again.
     b.find(XPath("//button[text()='Sign out']")).await.unwrap().click().await.unwrap();

@@ -175,10 +175,9 @@ pub(crate) async fn status(
         Ok(r) => r,
         Err(e) => return internal(format!("{e:#}")),
     };
-    let mut counts: BTreeMap<&str, usize> = STATES.iter().map(|s| (s.as_str(), 0)).collect();
-    for r in &rows {
-        *counts.entry(r.view.state.as_str()).or_default() += 1;
-    }
+    // In the order of STATES: ok first, then what needs a look.
+    let counts: Vec<(&str, usize)> =
+        STATES.iter().map(|s| (s.as_str(), rows.iter().filter(|r| r.view.state == *s).count())).collect();
     let needle = q.q.trim().to_lowercase();
     let shown = |r: &Row| {
         (needle.is_empty() || r.view.rep.to_lowercase().contains(&needle))
