@@ -551,6 +551,9 @@ async fn an_admin_finds_a_rep_previews_and_resets_once_in_a_browser() {
     shot(&b, "10-audit").await;
     b.find(Css("#audit-outcome")).await.unwrap().select_by_value("refused").await.unwrap();
     b.find(XPath("//button[text()='Filter']")).await.unwrap().click().await.unwrap();
+    // The filtered page (not the one the click was made on).
+    let filtered = url::Url::parse(&format!("{}/audit?q=&outcome=refused", c.url)).unwrap();
+    b.wait().for_url(&filtered).await.unwrap();
     b.wait().for_element(Css("#audit tr.entry")).await.unwrap();
     assert_eq!(b.find_all(Css("#audit tr.entry")).await.unwrap().len(), 1, "refusals only");
     assert!(b.source().await.unwrap().contains("lacks Manage Sync"));
@@ -755,8 +758,16 @@ async fn the_reset_preview_predicts_the_next_cycles_writes() {
     let audit = c.api("/api/audit?outcome=reset").await;
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{audit}");
-    assert_eq!(entries[0]["verified_by"]["writes"], 0, "the latest reset's cycle wrote nothing: {audit}");
-    assert!(entries[1]["verified_by"]["writes"].as_u64().unwrap() >= 3, "{audit}");
+    let text = entries[0]["verification_text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("verified: re-linked") && text.ends_with(", 0 writes"), "the healthy reset: {audit}");
+    let first = &entries[1]["verification"];
+    assert_eq!(first["verified"], false, "{audit}");
+    let writes = ["creates", "updates", "deletes"].iter().map(|k| first[k].as_u64().unwrap()).sum::<u64>();
+    assert!(writes >= 3, "the first reset's cycle made the expected writes: {audit}");
+    assert!(entries[1]["verification_text"].as_str().unwrap().starts_with("attention: "), "{audit}");
+    // The audit page says it in words.
+    let page = c.get("/audit", Some(&cookie)).await.text().await.unwrap();
+    assert!(page.contains("verified: re-linked") && page.contains("attention: "), "{page}");
 }
 
 /// "Sync now" queues the rep for the next worker round, which runs it under its lease like every
@@ -863,4 +874,37 @@ async fn a_permission_taken_away_in_the_crm_refuses_the_next_click() {
         assert_eq!(e["rep"], name.as_str(), "the rep by name");
     }
     assert_eq!(resets_of(&c.api("/api/audit").await, &name), 0);
+}
+
+/// Deletes held by Delete Safety show on the rep page: the state, what to do, and each record.
+#[tokio::test(flavor = "multi_thread")]
+async fn held_deletes_show_on_the_rep_page() {
+    let c = Console::start("held").await;
+    let erin = c.erin();
+    // Deletes propagate, at most one per side without an admin's word; then two linked contacts
+    // go in the CRM.
+    let mut config = std::fs::read_to_string(&c.config).unwrap();
+    config.push_str("\n[sync.contacts]\ndelete = \"propagate\"\n\n[sync.contacts.hold_deletes]\ncount = 1\n");
+    std::fs::write(&c.config, config).unwrap();
+    let sf = &c.fakes.salesforce;
+    let gone: Vec<String> = sf
+        .records("Contact")
+        .iter()
+        .filter(|r| r["Email"].as_str().is_some_and(|e| e.starts_with("MATCH.")))
+        .take(2)
+        .map(|r| r["Id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(gone.len(), 2);
+    for id in &gone {
+        assert!(sf.delete_contact(id));
+    }
+    c.crmsync(&["sync", "--rep", "erin"]).await;
+
+    let (cookie, _) = c.sign_in(&c.scenario.admin).await;
+    let page = c.get(&format!("/reps/{erin}"), Some(&cookie)).await.text().await.unwrap();
+    assert!(page.contains("badge st-deletes_held"), "{page}");
+    assert!(page.contains("id=\"held-guidance\"") && page.contains("crmsync deletes --rep"), "{page}");
+    let table = page.split("id=\"held-contact\"").nth(1).expect("the held contacts").split("</table>").next().unwrap();
+    assert_eq!(table.matches("<td class=\"record\">").count(), 2, "{table}");
+    assert!(table.contains("match.") && table.contains(">provider<"), "named, on the mailbox side: {table}");
 }

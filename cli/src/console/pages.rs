@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use crmsync_core::config::READ_MARGIN_DAYS;
 use crmsync_core::port::Access;
 use crmsync_core::{
-    ConnectionMode, CrmUser, Cursors, ItemError, Kind, KindReport, Link, LinkState, Record, Rep, RepState, ResetRecord,
-    ResetScope, Side,
+    Actor, ConnectionMode, CrmUser, Cursors, HeldDelete, ItemError, Kind, KindReport, Link, LinkState, Record, Rep,
+    RepState, ResetRecord, ResetScope, Side, Verdict, Verification,
 };
 use maud::{DOCTYPE, Markup, html};
 use serde::{Deserialize, Serialize};
@@ -156,14 +156,7 @@ pub(crate) struct StatusQuery {
     state: String,
 }
 
-pub(crate) const STATES: [RepState; 6] = [
-    RepState::Ok,
-    RepState::Syncing,
-    RepState::Error,
-    RepState::ResetPending,
-    RepState::NeedsReconnect,
-    RepState::Disabled,
-];
+pub(crate) const STATES: [RepState; 7] = RepState::ALL;
 
 /// `GET /`: Sync Status.
 pub(crate) async fn status(
@@ -373,7 +366,11 @@ pub(crate) async fn rep(
             Err(r) => return *r,
         };
         let names = error_names(&app, rep, kind, &errors).await;
-        kinds.push((kind, links, cursors, errors, names));
+        let held: Vec<HeldDelete> = match app.store.held(&rep.id, kind).await {
+            Ok(h) => h,
+            Err(e) => return internal(e.message()),
+        };
+        kinds.push((kind, links, cursors, errors, names, held));
     }
     let notice = match n.notice.as_str() {
         "reset" => Some("Reset Sync done: links and cursors removed, no record changed. The next cycle re-links."),
@@ -393,12 +390,21 @@ pub(crate) async fn rep(
                     (rep.provider) " again and hand the new grant to " code { "crmsync connect --rep \"" (rep.name) "\" --grant-env VAR" }
                     "; their sync resumes at the next cycle." }
             }
+            @if st.state == RepState::DeletesHeld {
+                p.guidance #held-guidance { "Delete Safety held deletes of this rep (listed below); everything else synced. Review them, then "
+                    code { "crmsync deletes --rep \"" (rep.name) "\" approve --as \"" (admin.name) "\"" } " applies them, or "
+                    code { "… discard --as …" } " keeps the records." }
+            }
             dl.facts {
                 dt { "Last successful cycle" } dd #last-success { (at(st.last_success)) }
                 dt { "Next cycle" } dd #next-cycle { (next_cycle(&sched)) }
                 dt { "Last reset" }
                 dd { @match &st.last_reset {
-                    Some(r) => { (at(Some(r.at))) " by " (r.admin_name) " (" (scope_name(r.scope)) ")" },
+                    Some(r) => {
+                        (at(Some(r.at))) " by " (r.admin_name) " (" (scope_name(r.scope)) ")"
+                        @if let Some(v) = &r.verification { br; small class=(if v.verified { "verified" } else { "attention" }) { (v.to_string()) } }
+                        @if let Some(u) = &r.undone { br; small.attention { "undone by " (u.admin_name) " " (at(Some(u.at))) } }
+                    },
                     None => "never",
                 } }
             }
@@ -410,7 +416,7 @@ pub(crate) async fn rep(
                 a.button #reset href={ "/reps/" (rep.id) "/reset" } { "Reset Sync…" }
             }
         }
-        @for (kind, links, cursors, errors, names) in &kinds {
+        @for (kind, links, cursors, errors, names, held) in &kinds {
             section.kind id={ "kind-" (kind.as_str()) } {
                 h2 { (kind.as_str()) "s" }
                 p { strong.links { (links.iter().filter(|l| l.state == LinkState::Linked).count()) } " linked, "
@@ -430,6 +436,17 @@ pub(crate) async fn rep(
                         p { "Skipped in the last cycle (not errors): " @for (reason, n) in &k.skipped { span.skip { (reason) " " (n) } " " } }
                     }
                     @if let Some(f) = &k.fatal { p.bad { "The last cycle stopped this kind: " (f) } }
+                }
+                @if !held.is_empty() {
+                    h3 { "Deletes held by Delete Safety" }
+                    table.held id={ "held-" (kind.as_str()) } { thead { tr { th { "Record" } th { "Would be deleted in" } th { "Since" } th { "Verdict" } } }
+                        tbody { @for h in held.iter() { tr {
+                            td.record { strong { (h.label) } br; small { span.id { (h.id) } }
+                                @if h.side == Side::Crm { br; a href={ (app.crm_url) "/" (h.id) } rel="noreferrer" target="_blank" { "open in the CRM" } } }
+                            td { (h.side.as_str()) } td { (at(Some(h.since))) }
+                            td { span class={ "badge " (match h.verdict { Verdict::Held => "st-deletes_held", Verdict::Approved => "st-error", Verdict::Discarded => "st-ok" }) } { (h.verdict.as_str()) } }
+                        } } }
+                    }
                 }
                 @let (skips, errs): (Vec<&ItemError>, Vec<&ItemError>) = errors.iter().partition(|e| is_skip(e));
                 @if errs.is_empty() { p { "No item errors." } }
@@ -763,17 +780,13 @@ struct Entry {
     scope: Option<&'static str>,
     links_removed: BTreeMap<String, u64>,
     outcome: String,
-    /// For a reset: the first cycle after it (when it is still in the rep's history), its
-    /// writes and errors.
-    verified_by: Option<Verified>,
-}
-
-#[derive(Serialize)]
-struct Verified {
-    cycle_started: Option<DateTime<Utc>>,
-    linked: u64,
-    writes: u64,
-    item_errors: u64,
+    /// For a reset: the result of the first complete cycle after it, as the store attached it
+    /// (`None`: no such cycle yet).
+    verification: Option<Verification>,
+    /// The same, in words: "verified: re-linked 12 contacts, 0 writes" / "attention: …".
+    verification_text: Option<String>,
+    /// For a reset: who undid it, and when.
+    undone: Option<Actor>,
 }
 
 async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
@@ -784,20 +797,7 @@ async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
         if resets.is_empty() {
             continue;
         }
-        let history = app.store.history(&rep.id, crmsync_core::port::HISTORY_KEPT).await.map_err(err)?;
-        let ats: Vec<DateTime<Utc>> = resets.iter().map(|r| r.at).collect();
-        for (i, r) in resets.into_iter().enumerate() {
-            // The first cycle that started after this reset and before the next one.
-            let next = ats.get(i + 1).copied();
-            let verified_by =
-                history.iter().rev().find(|c| c.started.is_some_and(|t| t > r.at && next.is_none_or(|n| t < n))).map(
-                    |c| Verified {
-                        cycle_started: c.started,
-                        linked: c.contacts.linked + c.events.linked,
-                        writes: c.writes(),
-                        item_errors: c.contacts.errors + c.events.errors,
-                    },
-                );
+        for r in resets {
             out.push(Entry {
                 at: r.at,
                 admin: r.admin_name,
@@ -805,8 +805,10 @@ async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
                 rep: Some(rep.name.clone()),
                 scope: Some(scope_name(r.scope)),
                 links_removed: r.links_removed,
-                outcome: "done".into(),
-                verified_by,
+                outcome: if r.undone.is_some() { "undone" } else { "done" }.into(),
+                verification_text: r.verification.as_ref().map(ToString::to_string),
+                verification: r.verification,
+                undone: r.undone,
             });
         }
     }
@@ -820,7 +822,9 @@ async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
             scope: r.scope.map(scope_name),
             links_removed: BTreeMap::new(),
             outcome: r.reason,
-            verified_by: None,
+            verification: None,
+            verification_text: None,
+            undone: None,
         });
     }
     out.sort_by_key(|e| std::cmp::Reverse(e.at));
@@ -886,13 +890,13 @@ pub(crate) async fn audit(
                     td { (e.scope.unwrap_or("—")) }
                     td { @if e.links_removed.is_empty() { "—" } @else { @for (k, n) in &e.links_removed { (n) " " (k) "s" br; } } }
                     td { @if e.outcome.starts_with("refused") { span.badge.st-error { "refused" } br; small { (e.outcome.strip_prefix("refused: ").unwrap_or(&e.outcome)) } } @else { span.badge.st-ok { (e.outcome) } }
-                        @if e.action == "reset" {
+                        @if e.action == "reset" && !e.outcome.starts_with("refused") {
                             br;
-                            @match &e.verified_by {
-                                Some(v) => small.verified { "next cycle " (when(v.cycle_started)) ": re-linked " (v.linked) ", "
-                                    (v.writes) " writes, " (v.item_errors) " item errors" },
-                                None => small { "no cycle since" },
+                            @match (&e.verification, &e.verification_text) {
+                                (Some(v), Some(t)) => small class=(if v.verified { "verified" } else { "attention" }) { (t) " (cycle of " (when(Some(v.at))) ")" },
+                                _ => small { "not verified yet: no complete cycle since" },
                             }
+                            @if let Some(u) = &e.undone { br; small.attention { "undone by " (u.admin_name) " " (at(Some(u.at))) } }
                         }
                     }
                 }
