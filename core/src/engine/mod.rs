@@ -476,7 +476,7 @@ impl Engine {
 }
 
 /// The kinds a rep syncs in some direction, in cycle order.
-fn synced_kinds(rep: &Rep) -> impl Iterator<Item = Kind> + '_ {
+pub fn synced_kinds(rep: &Rep) -> impl Iterator<Item = Kind> + '_ {
     Kind::ALL.into_iter().filter(|&k| {
         let d = rep.config.policy(k).direction;
         d.provider_to_crm() || d.crm_to_provider()

@@ -93,7 +93,7 @@ impl Pair {
     }
 
     /// A short human name for the pair: a contact's name or e-mail, an event's subject.
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         let item = self.provider.as_ref().or(self.crm.as_ref());
         let Some(item) = item else {
             return self.link.as_ref().map_or_else(String::new, |l| l.snapshot.get("email").unwrap_or(&l.key.0).into());
@@ -119,6 +119,11 @@ impl Plan {
     /// The reads' and matching's skips, by reason.
     pub fn skipped(&self) -> &BTreeMap<String, u64> {
         &self.ledger.report.skipped
+    }
+
+    /// The items that failed to read or match (their cycle records them and tries again).
+    pub fn item_errors(&self) -> &[crate::report::ItemErrorReport] {
+        &self.ledger.report.item_errors
     }
 }
 
