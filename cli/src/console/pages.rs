@@ -337,6 +337,9 @@ pub(crate) async fn rep(
                     @if !k.skipped.is_empty() {
                         p { "Skipped (not errors): " @for (reason, n) in &k.skipped { span.skip { (reason) " " (n) } " " } }
                     }
+                    @if !k.unrelated_attendees.is_empty() {
+                        p { "Attendees related to no CRM contact: " @for (a, n) in &k.unrelated_attendees { span.skip { (a) " (" (n) ")" } " " } }
+                    }
                 }
                 @let (skips, errs): (Vec<&ItemError>, Vec<&ItemError>) = errors.iter().partition(|e| is_skip(e));
                 @if errs.is_empty() { p { "No item errors." } }
