@@ -607,3 +607,47 @@ async fn relations_are_batched_and_capped_at_the_org_limit() {
         assert!(!e.attendees.contains(&"c54@x.io".to_owned()), "the last addresses are past the limit");
     }
 }
+
+/// All-day events are dates in Salesforce (`IsAllDayEvent`, `ActivityDate`, whole days): never
+/// shifted by a zone; timed events over midnight and over several days keep both instants and
+/// a consistent `DurationInMinutes`.
+#[tokio::test]
+async fn all_day_multi_day_and_over_midnight_events_round_trip() {
+    let (fake, crm, rep) = setup().await;
+    let c = coll(&crm, &rep, Kind::Event).await;
+    let day = (Utc::now() + Duration::days(10)).date_naive();
+    let t = day.and_hms_opt(23, 15, 0).unwrap().and_utc();
+    let events = [
+        Event {
+            start: EventTime::Date(day),
+            end: EventTime::Date(day + Duration::days(1)),
+            ..Event::new("One day", t, t)
+        },
+        Event {
+            start: EventTime::Date(day),
+            end: EventTime::Date(day + Duration::days(4)),
+            ..Event::new("Four days", t, t)
+        },
+        Event::new("Late call", t, t + Duration::minutes(90)),
+        Event::new("Workshop", t, t + Duration::days(3) + Duration::hours(2)),
+    ];
+    let items: Vec<NewItem> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| NewItem { sync_key: key(300 + i), record: Record::Event(e.clone()) })
+        .collect();
+    let made: Vec<_> = c.create_many(&items).await.unwrap().into_iter().map(Result::unwrap).collect();
+    let row = |i: usize| fake.record(&made[i].id).unwrap();
+    assert_eq!(
+        (row(0)["IsAllDayEvent"].clone(), row(0)["ActivityDate"].clone()),
+        (json!(true), json!(day.to_string()))
+    );
+    assert_eq!(row(1)["DurationInMinutes"], json!(4 * 1440));
+    assert_eq!(row(2)["DurationInMinutes"], json!(90));
+    assert_eq!(row(3)["DurationInMinutes"], json!(3 * 1440 + 120));
+    let read = upserts(&c.changes(None).await.unwrap());
+    assert_eq!(read.len(), 4);
+    for (m, e) in made.iter().zip(&events) {
+        assert_eq!(m.record.canon(), Record::Event(e.clone()).canon(), "{:?} reads back as written", e.subject);
+    }
+}

@@ -20,6 +20,7 @@ mod control;
 mod filter;
 mod routes;
 mod state;
+mod zones;
 
 use chrono::{DateTime, Duration, Utc};
 use crmsync_core::{Contact, Event, SyncKey};

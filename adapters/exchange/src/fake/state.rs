@@ -8,6 +8,7 @@ use crmsync_fake::Tokens;
 use serde_json::{Map, Value, json};
 
 use super::filter;
+use super::zones;
 
 /// Who an access token belongs to.
 #[derive(Clone, Debug, PartialEq)]
@@ -252,6 +253,7 @@ impl State {
     pub(crate) fn insert_event(&mut self, mailbox: &str, mut v: Value) -> String {
         let id = self.id("E");
         stamp_new(&mut v, &id, false);
+        zones::remember(&mut v);
         if v["iCalUId"].as_str().is_none() {
             v["iCalUId"] = json!(format!("040000008200E00074C5B7101A82E008{}", uuid::Uuid::new_v4().simple()));
         }
@@ -328,7 +330,9 @@ impl State {
                     o["iCalUId"] = json!(format!("{}{}", master["iCalUId"].as_str().unwrap_or(""), d.format("%Y%m%d")));
                     o["start"] = json!({ "dateTime": fmt_dt(o_start), "timeZone": master["start"]["timeZone"].as_str().unwrap_or("UTC") });
                     o["end"] = json!({ "dateTime": fmt_dt(o_start + dur), "timeZone": master["end"]["timeZone"].as_str().unwrap_or("UTC") });
-                    o["originalStart"] = json!(o_start.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true));
+                    let tz = zones::local(&master["start"]).map_or(crmsync_core::time::Tz::UTC, |(_, tz)| tz);
+                    o["originalStart"] =
+                        json!(crmsync_core::time::local_to_utc(o_start, tz).to_rfc3339_opts(SecondsFormat::Secs, true));
                     o["changeKey"] =
                         json!(format!("{}{}", master["changeKey"].as_str().unwrap_or(""), d.format("%m%d")));
                     if let Some(ex) = master["_exceptions"].get(&oid).and_then(Value::as_object) {
@@ -348,8 +352,8 @@ impl State {
 
     /// Every event instance (singles, occurrences, exceptions) overlapping `[start, end)`.
     pub(crate) fn calendar_view(mb: &Mailbox, start: DateTime<Utc>, end: DateTime<Utc>) -> BTreeMap<String, Value> {
-        let overlaps = |v: &Value| match (parse_dt(&v["start"]), parse_dt(&v["end"])) {
-            (Some(s), Some(e)) => s.and_utc() < end && e.and_utc() > start,
+        let overlaps = |v: &Value| match (zones::instant(&v["start"]), zones::instant(&v["end"])) {
+            (Some(s), Some(e)) => s < end && e > start,
             // Unparsable times: shown, so clients meet them (they cannot be placed, Graph would refuse them).
             _ => true,
         };
@@ -467,6 +471,9 @@ impl State {
         let Some(Value::Object(patch)) = r.body.clone() else {
             return error(400, "ErrorInvalidRequest", "The request body is not an object.");
         };
+        if event && let Err(e) = zones::check(&Value::Object(patch.clone())) {
+            return e;
+        }
         let mb = self.mailboxes.get_mut(mb_key).expect("checked");
         let current = if event { Self::event(mb, id) } else { mb.contacts.get(id).cloned() };
         let Some(current) = current else {
@@ -494,6 +501,7 @@ impl State {
             v.clone()
         } else if let Some(v) = mb.events.get_mut(id) {
             merge(v, &patch);
+            zones::remember(v);
             stamp(v);
             v.clone()
         } else {
@@ -673,6 +681,7 @@ pub(super) fn strip_expand(r: &Req) -> Req {
 /// unless `$expand`ed, `$select` applied.
 pub(super) fn render(v: &Value, r: &Req) -> Value {
     let mut out = v.clone();
+    zones::present(&mut out, r);
     let obj = out.as_object_mut().expect("stored items are objects");
     let props = obj.remove("singleValueExtendedProperties");
     obj.retain(|k, _| !k.starts_with('_'));

@@ -104,7 +104,31 @@ fn instant(t: &Value) -> Option<DateTime<Utc>> {
     if let Some(d) = t["date"].as_str() {
         return NaiveDate::parse_from_str(d, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc());
     }
-    t["dateTime"].as_str().and_then(parse_rfc3339)
+    let dt = t["dateTime"].as_str()?;
+    parse_rfc3339(dt).or_else(|| {
+        // No offset: a local time in the zone `timeZone` names (the API allows it).
+        let local = chrono::NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+        Some(crmsync_core::time::local_to_utc(local, crmsync_core::time::zone(t["timeZone"].as_str()?)?))
+    })
+}
+
+/// A written `EventDateTime` as the API stores and answers it: a local time without offset
+/// gains the offset of its zone; a zone the API does not know is refused.
+fn normalize_time(t: &mut Value, which: &str) -> Result<(), Reply> {
+    if let Some(name) = t["timeZone"].as_str()
+        && crmsync_core::time::zone(name).is_none()
+    {
+        return Err(bad("invalid", &format!("Invalid time zone definition for {which} time.")));
+    }
+    if t["dateTime"].as_str().is_some_and(|d| parse_rfc3339(d).is_none()) {
+        let Some(at) = instant(t) else {
+            return Err(bad("invalid", &format!("Invalid {which} time.")));
+        };
+        let tz =
+            crmsync_core::time::zone(t["timeZone"].as_str().unwrap_or("UTC")).unwrap_or(crmsync_core::time::Tz::UTC);
+        t["dateTime"] = json!(at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true));
+    }
+    Ok(())
 }
 
 fn bad(reason: &str, message: &str) -> Reply {
@@ -362,9 +386,10 @@ fn list(st: &mut State, user: &str, req: &Request) -> Reply {
 fn clean(data: &mut Map<String, Value>) -> Result<(), Reply> {
     data.retain(|k, v| WRITABLE.contains(&k.as_str()) && !v.is_null());
     for which in ["start", "end"] {
-        let Some(t) = data.get(which) else {
+        let Some(t) = data.get_mut(which) else {
             return Err(bad("required", &format!("Missing {which} time.")));
         };
+        normalize_time(t, which)?;
         let has_date = t["date"].is_string();
         let has_dt = t["dateTime"].is_string();
         if has_date == has_dt || instant(t).is_none() {
