@@ -399,6 +399,9 @@ impl State {
                 Some(v) => Resp::json(200, render(&v, r)),
                 None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
             },
+            ("GET", ["events", id, "instances"] | ["calendar", "events", id, "instances"]) => {
+                self.instances(&mb_key, id, r)
+            }
             ("PATCH", ["events", id] | ["calendar", "events", id]) => self.patch(&mb_key, id, true, r),
             ("DELETE", ["events", id] | ["calendar", "events", id]) => {
                 if self.delete_event(&mb_key, id) {

@@ -77,3 +77,75 @@ pub(super) fn present(v: &mut Value, r: &Req) {
         }
     }
 }
+
+/// A Graph `patternedRecurrence` as an RFC 5545 `RRULE` line: `daily`, `weekly` (`daysOfWeek`,
+/// `firstDayOfWeek`), `absoluteMonthly` (`dayOfMonth`), `relativeMonthly` (`daysOfWeek`,
+/// `index` first…fourth or last), `absoluteYearly` (`month`, `dayOfMonth`), `relativeYearly`;
+/// range `numbered` (COUNT), `endDate` (UNTIL, the whole day) or `noEnd`. `first` is the
+/// series' first date (weekly patterns default to its weekday).
+pub(super) fn rrule(rec: &Value, first: chrono::NaiveDate) -> Option<String> {
+    use chrono::Datelike;
+    let pat = &rec["pattern"];
+    let range = &rec["range"];
+    let day = |d: &str| -> Option<&'static str> {
+        Some(match d.to_ascii_lowercase().as_str() {
+            "monday" => "MO",
+            "tuesday" => "TU",
+            "wednesday" => "WE",
+            "thursday" => "TH",
+            "friday" => "FR",
+            "saturday" => "SA",
+            "sunday" => "SU",
+            _ => return None,
+        })
+    };
+    let days: Vec<&str> =
+        pat["daysOfWeek"].as_array().into_iter().flatten().filter_map(Value::as_str).filter_map(day).collect();
+    let ordinal = match pat["index"].as_str().unwrap_or("first") {
+        "second" => "2",
+        "third" => "3",
+        "fourth" => "4",
+        "last" => "-1",
+        _ => "1",
+    };
+    let relative = || days.iter().map(|d| format!("{ordinal}{d}")).collect::<Vec<_>>().join(",");
+    let mut parts = vec![];
+    match pat["type"].as_str()? {
+        "daily" => parts.push("FREQ=DAILY".to_owned()),
+        "weekly" => {
+            parts.push("FREQ=WEEKLY".to_owned());
+            let own = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"][first.weekday().num_days_from_monday() as usize];
+            let by = if days.is_empty() { vec![own] } else { days.clone() };
+            parts.push(format!("BYDAY={}", by.join(",")));
+            if let Some(w) = pat["firstDayOfWeek"].as_str().and_then(day) {
+                parts.push(format!("WKST={w}"));
+            }
+        }
+        "absoluteMonthly" => {
+            parts.push("FREQ=MONTHLY".to_owned());
+            parts.push(format!("BYMONTHDAY={}", pat["dayOfMonth"].as_u64().unwrap_or(u64::from(first.day()))));
+        }
+        "relativeMonthly" => {
+            parts.push("FREQ=MONTHLY".to_owned());
+            parts.push(format!("BYDAY={}", relative()));
+        }
+        "absoluteYearly" => {
+            parts.push("FREQ=YEARLY".to_owned());
+            parts.push(format!("BYMONTH={}", pat["month"].as_u64().unwrap_or(u64::from(first.month()))));
+            parts.push(format!("BYMONTHDAY={}", pat["dayOfMonth"].as_u64().unwrap_or(u64::from(first.day()))));
+        }
+        "relativeYearly" => {
+            parts.push("FREQ=YEARLY".to_owned());
+            parts.push(format!("BYMONTH={}", pat["month"].as_u64().unwrap_or(u64::from(first.month()))));
+            parts.push(format!("BYDAY={}", relative()));
+        }
+        _ => return None,
+    }
+    parts.push(format!("INTERVAL={}", pat["interval"].as_u64().unwrap_or(1).max(1)));
+    match range["type"].as_str() {
+        Some("numbered") => parts.push(format!("COUNT={}", range["numberOfOccurrences"].as_u64().unwrap_or(1))),
+        Some("endDate") => parts.push(format!("UNTIL={}", range["endDate"].as_str()?.replace('-', ""))),
+        _ => {}
+    }
+    Some(format!("RRULE:{}", parts.join(";")))
+}
