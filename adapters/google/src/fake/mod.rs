@@ -28,6 +28,7 @@ mod calendar;
 mod control;
 mod people;
 mod routes;
+mod series;
 mod state;
 
 use std::collections::BTreeMap;
