@@ -21,6 +21,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 mod process;
+mod radicale;
 pub mod registry;
 pub mod sandbox;
 pub mod scenario;

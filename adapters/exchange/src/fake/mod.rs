@@ -3,7 +3,7 @@
 //! Served by the `crmsync-fake` chassis, it speaks the Graph wire protocol the adapter (and any Graph client) uses: the token endpoint
 //! (`/{tenant}/oauth2/v2.0/token`, client credentials and refresh-token grants), `/me` and
 //! `/users/{id}` mailboxes, contact folders (list, `$filter`, create, child folders), contacts
-//! CRUD and folder delta, events CRUD, `calendarView` and `calendarView/delta` with window
+//! CRUD (a generated `displayName`) and folder delta, `$orderby` on lists, events CRUD, `calendarView` and `calendarView/delta` with window
 //! semantics, series expanded from their recurrence patterns (`instances`, `seriesMasterId`,
 //! `originalStart`), times kept in their Windows or IANA zones, `$batch` (≤ 20), single-value extended
 //! properties (`$expand` and `$filter` forms), etags that change on every write, paging that
@@ -19,6 +19,7 @@
 
 mod control;
 mod filter;
+mod orderby;
 mod routes;
 mod state;
 mod zones;
