@@ -87,7 +87,7 @@ async fn instances_and_their_exceptions_reach_their_own_crm_events() {
         record: rec,
     };
     c.update_many(&[up]).await.unwrap().remove(0).unwrap();
-    assert!(c.delete_many(&[fifth.id.clone()]).await.unwrap()[0].is_ok());
+    assert!(c.delete_many(std::slice::from_ref(&fifth.id)).await.unwrap()[0].is_ok());
     let before = starts();
     let r = engine.cycle(&rep).await.unwrap();
     assert_eq!(r.error, None, "{r:?}");
