@@ -15,6 +15,7 @@ pub mod port;
 pub mod report;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod time;
 
 pub use config::{
     ConflictPolicy, ConnectionMode, ContactConfig, ContactFilter, Criterion, CriterionOp, DeletePolicy, Direction,

@@ -447,6 +447,9 @@ pub(crate) async fn rep(
                             td { span class={ "badge " (match h.verdict { Verdict::Held => "st-deletes_held", Verdict::Approved => "st-error", Verdict::Discarded => "st-ok" }) } { (h.verdict.as_str()) } }
                         } } }
                     }
+                    @if !k.unrelated_attendees.is_empty() {
+                        p { "Attendees related to no CRM contact: " @for (a, n) in &k.unrelated_attendees { span.skip { (a) " (" (n) ")" } " " } }
+                    }
                 }
                 @let (skips, errs): (Vec<&ItemError>, Vec<&ItemError>) = errors.iter().partition(|e| is_skip(e));
                 @if errs.is_empty() { p { "No item errors." } }
