@@ -5,7 +5,9 @@
 //! cargo run --release -p crmsync-tests --example chaos -- --seed 4711          # replay one seed
 //! ```
 //! Options: `--from N` (first seed, default 0), `--parallel N` (default 4), `--postgres URL`
-//! (a fresh schema per seed instead of a SQLite file), `--ci` (the CI profile's seed size).
+//! (a fresh schema per seed instead of a SQLite file), `--ci` (the CI profile's seed size),
+//! `--time-limit SECS` (start no seed after that long: the report then says how many of the
+//! seeds ran).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -19,11 +21,19 @@ struct Args {
     report: Option<String>,
     backend: Backend,
     profile: Profile,
+    time_limit: Option<std::time::Duration>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a =
-        Args { from: 0, seeds: 100, parallel: 4, report: None, backend: Backend::Sqlite, profile: Profile::FULL };
+    let mut a = Args {
+        from: 0,
+        seeds: 100,
+        parallel: 4,
+        report: None,
+        backend: Backend::Sqlite,
+        profile: Profile::FULL,
+        time_limit: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -39,6 +49,7 @@ fn parse() -> Result<Args, String> {
             "--report" => a.report = Some(value()?),
             "--postgres" => a.backend = Backend::Postgres(value()?),
             "--ci" => a.profile = Profile::CI,
+            "--time-limit" => a.time_limit = Some(std::time::Duration::from_secs(number(value()?)?)),
             other => return Err(format!("unknown option {other} (see the example's doc comment)")),
         }
     }
@@ -51,7 +62,11 @@ fn report(a: &Args, s: &Summary) -> String {
         Backend::Sqlite => "SQLite",
         Backend::Postgres(_) => "PostgreSQL",
     };
-    let _ = writeln!(r, "## Run: seeds {}..{} on {backend}\n", a.from, a.from + a.seeds);
+    let profile = if a.profile.rounds == Profile::CI.rounds { "CI" } else { "full" };
+    let _ = writeln!(r, "## Run: seeds {}..{} on {backend}, {profile} profile\n", a.from, a.from + s.seeds);
+    if s.seeds < a.seeds {
+        let _ = writeln!(r, "Stopped at the time limit: {} of the {} seeds asked for ran.\n", s.seeds, a.seeds);
+    }
     let _ = writeln!(r, "| figure | value |\n|---|---|");
     let (t, faults) = (&s.totals, s.totals.faults.values().sum::<u64>());
     for (k, v) in [
@@ -88,20 +103,26 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut done = 0u64;
-    let s = run_seeds(a.from..a.from + a.seeds, a.backend.clone(), a.profile, a.parallel, |o| {
-        done += 1;
-        if !o.violations.is_empty() {
-            eprintln!("seed {} FAILED — replay: {}", o.seed, o.replay());
-            for v in o.violations.iter().take(5) {
-                eprintln!("  {v}");
+    // Chunks of seeds, so a time limit can stop between them; progress on stderr.
+    let started = std::time::Instant::now();
+    let mut s = Summary::default();
+    let (mut next, end) = (a.from, a.from + a.seeds);
+    while next < end && a.time_limit.is_none_or(|t| started.elapsed() < t) {
+        let chunk = next..end.min(next + 100);
+        next = chunk.end;
+        let part = run_seeds(chunk, a.backend.clone(), a.profile, a.parallel, |o| {
+            if !o.violations.is_empty() {
+                eprintln!("seed {} FAILED — replay: {}", o.seed, o.replay());
+                for v in o.violations.iter().take(5) {
+                    eprintln!("  {v}");
+                }
             }
-        }
-        if done % 100 == 0 {
-            eprintln!("{done} seeds done");
-        }
-    })
-    .await;
+        })
+        .await;
+        s.merge(part);
+        eprintln!("{} seeds done, {} failed, {:.0} s", s.seeds, s.failed.len(), started.elapsed().as_secs_f64());
+    }
+    s.wall = started.elapsed();
     println!("{}", s.line());
     if !s.failed.is_empty() {
         println!("{}", s.failures());

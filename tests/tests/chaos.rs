@@ -1,7 +1,9 @@
 //! The chaos harness in CI: many small seeds on SQLite and on PostgreSQL (see docs/chaos.md).
 //!
 //! `CHAOS_SEEDS` / `CHAOS_PG_SEEDS` set how many seeds run (200 / 50); `CHAOS_SEED=N` runs that
-//! one seed only (on both backends), to replay a failure. The long run, with bigger seeds and a
+//! one seed only (on both backends), to replay a failure; `CHAOS_PARALLEL` how many seeds of a
+//! backend run at once (8: a seed mostly waits on loopback HTTP and the store, so more seeds
+//! than cores keep the cores busy). The long run, with bigger seeds and a
 //! written report: `cargo run --release -p crmsync-tests --example chaos -- --help`.
 
 use crmsync_tests::chaos::{Backend, Profile, Summary, run_seeds};
@@ -15,6 +17,10 @@ fn seeds(count_var: &str, default: u64) -> std::ops::Range<u64> {
         Some(s) => s..s + 1,
         None => 0..env_u64(count_var).unwrap_or(default),
     }
+}
+
+fn parallel() -> usize {
+    env_u64("CHAOS_PARALLEL").map_or(8, |n| n.clamp(1, 64) as usize)
 }
 
 fn verdict(backend: &str, s: &Summary) {
@@ -33,7 +39,7 @@ fn verdict(backend: &str, s: &Summary) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_sqlite() {
-    let s = run_seeds(seeds("CHAOS_SEEDS", 200), Backend::Sqlite, Profile::CI, 4, |_| {}).await;
+    let s = run_seeds(seeds("CHAOS_SEEDS", 200), Backend::Sqlite, Profile::CI, parallel(), |_| {}).await;
     verdict("sqlite", &s);
 }
 
@@ -51,6 +57,6 @@ async fn chaos_postgres() {
     let range = seeds("CHAOS_PG_SEEDS", 50);
     let range =
         if std::env::var("CHAOS_SEED").is_ok() { range } else { 1_000_000 + range.start..1_000_000 + range.end };
-    let s = run_seeds(range, Backend::Postgres(url), Profile::CI, 4, |_| {}).await;
+    let s = run_seeds(range, Backend::Postgres(url), Profile::CI, parallel(), |_| {}).await;
     verdict("postgres", &s);
 }

@@ -621,7 +621,7 @@ async fn two_syncs_at_once_and_a_worker_beside_a_sync_never_duplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_worker_cleanly_and_releases_its_leases() {
+async fn sigterm_and_sigint_stop_the_worker_cleanly_and_release_its_leases() {
     let sb = start_sandbox_with(BIG);
     // `connect` tries a grant before storing it: a wrong one is refused and nothing is stored.
     let o = sb
@@ -647,10 +647,29 @@ async fn sigterm_stops_the_worker_cleanly_and_releases_its_leases() {
     assert_eq!(code, 0, "SIGTERM ends the worker with 0: {err}");
     assert!(err.contains("crmsync worker w-term:") && err.contains("cycles"), "{err}");
     // Its leases are released: a sync of each rep runs at once (a held lease would exit 3).
-    for rep in ["erin", "gus"] {
-        let o = sb.run(&["sync", "--rep", rep, "--json"]);
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let leases_free = || {
+        for rep in ["erin", "gus"] {
+            let o = sb.run(&["sync", "--rep", rep, "--json"]);
+            assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    };
+    leases_free();
+
+    // Ctrl-C (SIGINT) does the same, also after the worker has slept through an idle period:
+    // three reports are the two reps' cycles and one after the one-second pause.
+    let mut worker = sb.spawn(&["worker", "--json", "--id", "w-int", "--interval", "1", "--grace", "60"]);
+    let mut out = BufReader::new(worker.stdout.take().unwrap());
+    for n in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.contains("\"rep\""), "report {n}: {line}");
     }
+    let pid = worker.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let (code, _, err) = finish(worker);
+    assert_eq!(code, 0, "SIGINT ends the worker with 0: {err}");
+    assert!(err.contains("crmsync worker w-int:"), "{err}");
+    leases_free();
     assert_eq!(duplicates(&sb).await, Vec::<String>::new());
 }
 

@@ -9,7 +9,8 @@
 //! Incremental reads are org-wide (a record that left a rep's scope must be seen to be reported
 //! as removed), so the reps of one connector share them: one [`Feed`] per kind holds the last
 //! org-wide change read, and each rep takes its own rows from it. A rep reading again (its next
-//! cycle), a mark older than the feed's, or a feed older than [`FEED_MAX_AGE`] queries anew;
+//! cycle, or after a full read of its own), a mark older than the feed's, or a feed older than
+//! [`FEED_MAX_AGE`] queries anew;
 //! the CRM requests of a round of reps grow with the changes, not with reps × org size.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -248,6 +249,11 @@ impl SfCollection {
     async fn full_read(&self) -> Result<Changes> {
         let q = self.soql(&self.scope_where(), "", " ORDER BY Id");
         let res = self.client.query(self.ctr(), &q, false).await?;
+        // The kind's shared change read, if any, is older than this read: it has nothing this
+        // rep has not seen, and taking it next cycle would skip what changed in between.
+        if let Some(f) = self.feeds[usize::from(self.kind == Kind::Event)].lock().await.as_mut() {
+            f.served.insert(self.owner.clone());
+        }
         let now = res.date.unwrap_or_else(Utc::now);
         let mut out = Changes { full: true, ..Default::default() };
         let mut max_ms = None;

@@ -187,6 +187,27 @@ async fn a_round_of_reps_shares_one_change_read_per_kind() {
     }
 }
 
+/// A rep whose last read was a full one (a first cycle, a reset, a cycle after a crash) never
+/// takes the shared change read made before it: that read predates what the rep has seen, and
+/// taking it would skip the rep's changes made since (a cycle that reports success must carry
+/// every edit made before it began).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_change_read_older_than_a_reps_full_read_is_not_taken() {
+    let (fake, crm, _) = setup().await;
+    let (a, b) = (rep(&fake.add_user("Rep A", &[])), rep(&fake.add_user("Rep B", &[])));
+    fake.insert_contact(&a.crm_user_id, json!({"LastName": "A0"}));
+    let b0 = fake.insert_contact(&b.crm_user_id, json!({"LastName": "B0"}));
+    let (ca, cb) = (coll(&crm, &a, Kind::Contact).await, coll(&crm, &b, Kind::Contact).await);
+    let a_full = ca.changes(None).await.unwrap();
+    // A's incremental read is the shared change read of the round.
+    ca.changes(a_full.cursor.as_deref()).await.unwrap();
+    // B reads everything (after a reset, say), then the rep edits in the CRM.
+    let b_full = cb.changes(None).await.unwrap();
+    fake.edit_contact(&b0, json!({"Title": "Edited after B's full read"})).unwrap();
+    let ch = cb.changes(b_full.cursor.as_deref()).await.unwrap();
+    assert_eq!(upserts(&ch), vec![b0], "B's next read sees the edit made after its full read");
+}
+
 #[tokio::test]
 async fn a_batch_over_200_is_split_and_one_invalid_record_fails_alone() {
     let (fake, crm, rep) = setup().await;

@@ -256,6 +256,7 @@ async fn open_sqlite(opts: SqliteConnectOptions, o: &StoreOptions) -> Result<Sql
     let pool = SqlitePoolOptions::new()
         .max_connections(max)
         .acquire_timeout(o.connect_timeout)
+        .after_release(|conn, _| Box::pin(async move { Ok(out_of_transaction(conn).await) }))
         .connect_with(opts)
         .await
         .map_err(|e| unusable("cannot open", e))?;
@@ -265,6 +266,18 @@ async fn open_sqlite(opts: SqliteConnectOptions, o: &StoreOptions) -> Result<Sql
         migrate(&pool).await?;
     }
     Ok(pool)
+}
+
+/// Whether a connection given back to the pool is out of any transaction, so it may be pooled.
+///
+/// When SQLite refuses a write (disk full, an I/O error) it may roll the whole transaction back
+/// by itself; the `ROLLBACK` the dropped transaction then sends fails ("no transaction is
+/// active") and sqlx keeps counting the connection as inside one, so every later `BEGIN` on it
+/// would fail with "attempted to call begin_with at non-zero transaction depth". Such a
+/// connection is closed instead (the pool opens a fresh one).
+async fn out_of_transaction(conn: &mut SqliteConnection) -> bool {
+    // The ping is queued behind that `ROLLBACK`: once it answers, the depth is settled.
+    conn.ping().await.is_ok() && !conn.is_in_transaction()
 }
 
 /// Whether the tables found make this a crmsync store we may use (or an empty database).
@@ -562,6 +575,72 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://db/crm?password=hunter2"), "postgres://db/crm");
         assert!(!redact_url("postgres://bob:hunter2@db:notaport/crm").contains("hunter2"));
+    }
+
+    /// SQLite refusing a statement for a full file (here the file may not grow: `max_page_count`)
+    /// fails that batch only, writing none of it: the next transaction on the same pooled
+    /// connection runs. (A refusal at `COMMIT`, which SQLite answers by rolling the transaction
+    /// back, is the next test.)
+    #[tokio::test]
+    async fn a_write_refused_for_a_full_disk_leaves_the_store_usable() {
+        use crmsync_core::testkit::store::sample_link;
+        use crmsync_core::{Kind, Leases, LinkBatch, LinkState, SyncState};
+        let dir = std::env::temp_dir().join(format!("crmsync-sql-full-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("crmsync.db");
+        let now = chrono::Utc::now();
+        let lease = Duration::from_secs(60);
+        let rep = "005FULL";
+        let store = SqlStore::connect(&path.display().to_string()).await.expect("open");
+        store.status(rep).await.expect("rep row");
+        store.acquire_lease("w", rep, lease, now).await.expect("schedule row");
+        store.close().await;
+
+        // The same file, one connection, which may not grow the file by a single page
+        // (SQLite raises a smaller maximum to the current page count).
+        let opts = SqliteConnectOptions::new().filename(&path).pragma("max_page_count", "1");
+        let options = StoreOptions { max_connections: 1, ..Default::default() };
+        let pool = open_sqlite(opts, &options).await.expect("reopen");
+        let store = SqlStore { name: "full".into(), backend: Backend::Sqlite(pool) };
+        let upsert = (0..2000).map(|i| sample_link(rep, Kind::Contact, i, LinkState::Linked)).collect();
+        let batch = LinkBatch { upsert, ..Default::default() };
+        let refused = store.commit(rep, 0, Kind::Contact, &batch).await.expect_err("the file is full");
+        assert!(refused.to_string().contains("full"), "{refused}");
+        assert!(store.links(rep, Kind::Contact).await.expect("links").is_empty(), "the refused batch wrote nothing");
+        // Writes that need no new page still work, on the connection that saw the refusal.
+        for _ in 0..3 {
+            let taken = store.acquire_lease("w", rep, lease, now).await;
+            assert_eq!(taken.expect("a transaction after the refused one"), crmsync_core::Acquire::Acquired);
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A transaction SQLite ended by itself (what a disk full at `COMMIT` does: SQLite rolls it
+    /// back) leaves sqlx counting the connection as inside it; the pool must not hand that
+    /// connection out again, or every later transaction on it fails with "attempted to call
+    /// begin_with at non-zero transaction depth".
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolled_back_by_itself_does_not_poison_the_pool() {
+        use crmsync_core::{Acquire, Leases};
+        let dir = std::env::temp_dir().join(format!("crmsync-sql-ended-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("crmsync.db");
+        let options = StoreOptions { max_connections: 1, ..Default::default() };
+        let store = SqlStore::connect_with(&path.display().to_string(), options).await.expect("open");
+        let Backend::Sqlite(pool) = &store.backend else { unreachable!("a SQLite store") };
+        for _ in 0..2 {
+            let mut tx = ops::sqlite::begin(pool).await.expect("begin");
+            // SQLite ends the transaction behind sqlx's back; the dropped transaction's own
+            // ROLLBACK then fails ("no transaction is active").
+            sqlx::raw_sql("ROLLBACK").execute(&mut *tx).await.expect("rolled back by SQLite");
+            drop(tx);
+            let now = chrono::Utc::now();
+            let taken = store.acquire_lease("w", "005ENDED", Duration::from_secs(60), now).await;
+            assert_eq!(taken.expect("the next transaction on the pool"), Acquire::Acquired);
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

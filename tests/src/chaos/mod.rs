@@ -309,10 +309,23 @@ impl World {
             Ok(Ok(l)) => {
                 trace(|| {
                     let detail = match &l {
-                        Leased::Ran(r) => format!(
-                            " (contacts: {} conflicts, skipped {:?}, errors {:?})",
-                            r.contacts.conflicts, r.contacts.skipped, r.contacts.item_errors
-                        ),
+                        Leased::Ran(r) => {
+                            let c = &r.contacts;
+                            format!(
+                                " (contacts: created crm/provider {}/{}, updated {}/{}, deleted {}/{}, linked {}, \
+                                 {} conflicts, skipped {:?}, errors {:?})",
+                                c.created_in_crm,
+                                c.created_in_provider,
+                                c.updated_in_crm,
+                                c.updated_in_provider,
+                                c.deleted_in_crm,
+                                c.deleted_in_provider,
+                                c.linked,
+                                c.conflicts,
+                                c.skipped,
+                                c.item_errors
+                            )
+                        }
                         _ => String::new(),
                     };
                     format!("cycle {holder} {}: {}{detail}", rep.name, describe(&Some(l.clone())))
@@ -387,6 +400,10 @@ impl World {
         let (a, b) = tokio::join!(a, b);
         let mut clean = false;
         for r in [a, b] {
+            trace(|| match &r {
+                Ok(Ok(l)) => format!("concurrent cycle of {}: {}", rep.name, describe(&Some(l.clone()))),
+                _ => format!("concurrent cycle of {}: failed or panicked", rep.name),
+            });
             match r {
                 Ok(Ok(Leased::Busy(_))) => self.out.busy += 1,
                 Ok(Ok(l)) => clean |= ok(&Some(l)),

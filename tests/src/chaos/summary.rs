@@ -20,6 +20,14 @@ pub struct Summary {
 impl Summary {
     fn add(&mut self, o: Outcome) {
         self.seeds += 1;
+        self.tally(&o);
+        if !o.violations.is_empty() {
+            self.failed.push(o);
+        }
+    }
+
+    /// Add `o`'s counters and faults to the totals.
+    fn tally(&mut self, o: &Outcome) {
         let t = &mut self.totals;
         for (k, n) in &o.faults {
             *t.faults.entry(k.clone()).or_default() += n;
@@ -31,9 +39,15 @@ impl Summary {
         t.resets += o.resets;
         t.edits += o.edits;
         t.hostile += o.hostile;
-        if !o.violations.is_empty() {
-            self.failed.push(o);
-        }
+    }
+
+    /// Add up another run (of other seeds) into this one.
+    pub fn merge(&mut self, other: Summary) {
+        self.seeds += other.seeds;
+        self.tally(&other.totals);
+        self.failed.extend(other.failed);
+        self.failed.sort_by_key(|o| o.seed);
+        self.wall += other.wall;
     }
 
     /// Every failing seed: its replay command and what it violated.
