@@ -436,6 +436,9 @@ pub(crate) async fn rep(
                         p { "Skipped in the last cycle (not errors): " @for (reason, n) in &k.skipped { span.skip { (reason) " " (n) } " " } }
                     }
                     @if let Some(f) = &k.fatal { p.bad { "The last cycle stopped this kind: " (f) } }
+                    @if !k.unrelated_attendees.is_empty() {
+                        p { "Attendees related to no CRM contact: " @for (a, n) in &k.unrelated_attendees { span.skip { (a) " (" (n) ")" } " " } }
+                    }
                 }
                 @if !held.is_empty() {
                     h3 { "Deletes held by Delete Safety" }
@@ -446,9 +449,6 @@ pub(crate) async fn rep(
                             td { (h.side.as_str()) } td { (at(Some(h.since))) }
                             td { span class={ "badge " (match h.verdict { Verdict::Held => "st-deletes_held", Verdict::Approved => "st-error", Verdict::Discarded => "st-ok" }) } { (h.verdict.as_str()) } }
                         } } }
-                    }
-                    @if !k.unrelated_attendees.is_empty() {
-                        p { "Attendees related to no CRM contact: " @for (a, n) in &k.unrelated_attendees { span.skip { (a) " (" (n) ")" } " " } }
                     }
                 }
                 @let (skips, errs): (Vec<&ItemError>, Vec<&ItemError>) = errors.iter().partition(|e| is_skip(e));
