@@ -32,6 +32,10 @@ use crate::soql::{self, quote};
 
 /// Largest sObject Collections request.
 pub const MAX_BATCH: usize = 200;
+
+/// Records per query page the org sends: the REST API's default and most (crmsync asks for no
+/// other).
+pub const QUERY_PAGE: usize = 2000;
 /// Longest SOQL text (URL-encoded) one request carries; the URI limit is 16,384 bytes.
 const MAX_QUERY_LEN: usize = 12_000;
 /// How far back Salesforce keeps deleted records (recycle bin / `queryAll`).

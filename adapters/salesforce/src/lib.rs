@@ -26,6 +26,7 @@ use crmsync_http::Counter;
 use serde_json::Value;
 
 pub use client::{ApiUsage, parse_error};
+pub use collection::{MAX_BATCH, QUERY_PAGE};
 pub use config::{Config, RetryConfig};
 
 use client::Client;
