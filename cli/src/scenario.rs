@@ -153,6 +153,7 @@ fn seed_exchange_rep(
     owner: &str,
     mailbox: &str,
     base: &str,
+    tag: &str,
     size: Size,
     day: &impl Fn(i64, u32) -> DateTime<Utc>,
 ) -> Vec<Contact> {
@@ -163,7 +164,7 @@ fn seed_exchange_rep(
     g.ensure_folder(mailbox, folder);
     let mut people = vec![];
     for i in 0..matched {
-        let c = person(i, &format!("{base}-customers.example"), "Match");
+        let c = person(i, &format!("{base}-customers.example"), &format!("{tag}Match"));
         // Same person on both sides, written differently: links, never duplicates.
         let mut crm_copy = c.clone();
         crm_copy.emails = vec![c.emails[0].to_uppercase()];
@@ -173,10 +174,13 @@ fn seed_exchange_rep(
         people.push(c);
     }
     for i in 0..new_provider {
-        g.insert_contact(mailbox, Some(folder), person(i, &format!("{base}-new.example"), "Newmail"));
+        g.insert_contact(mailbox, Some(folder), person(i, &format!("{base}-new.example"), &format!("{tag}Newmail")));
     }
     for i in 0..new_crm {
-        sf.insert_contact_record(owner, &strip_company(&person(i, &format!("{base}-crm.example"), "Newcrm")));
+        sf.insert_contact_record(
+            owner,
+            &strip_company(&person(i, &format!("{base}-crm.example"), &format!("{tag}Newcrm"))),
+        );
     }
     for i in 0..size.events {
         let who = people.get(i % people.len().max(1));
@@ -195,6 +199,7 @@ fn seed_google_rep(
     owner: &str,
     user: &str,
     base: &str,
+    tag: &str,
     size: Size,
     day: &impl Fn(i64, u32) -> DateTime<Utc>,
 ) -> (Vec<Contact>, String) {
@@ -203,16 +208,19 @@ fn seed_google_rep(
     go.add_user(user);
     let mut people = vec![];
     for i in 0..matched {
-        let c = person(i, &format!("{base}-customers.example"), "Gmatch");
+        let c = person(i, &format!("{base}-customers.example"), &format!("{tag}Gmatch"));
         sf.insert_contact_record(owner, &strip_company(&c));
         go.insert_contact(user, true, &c);
         people.push(c);
     }
     for i in 0..new_provider {
-        go.insert_contact(user, true, &person(i, &format!("{base}-new.example"), "Gnew"));
+        go.insert_contact(user, true, &person(i, &format!("{base}-new.example"), &format!("{tag}Gnew")));
     }
     for i in 0..new_crm {
-        sf.insert_contact_record(owner, &strip_company(&person(i, &format!("{base}-crm.example"), "Gcrm")));
+        sf.insert_contact_record(
+            owner,
+            &strip_company(&person(i, &format!("{base}-crm.example"), &format!("{tag}Gcrm"))),
+        );
     }
     let mut first = String::new();
     for i in 0..size.events {
@@ -247,7 +255,7 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
     // --- Exchange rep: contacts in the Salesforce_Sync folder, around it, and in the CRM.
     let g = &f.graph;
     let folder = "Salesforce_Sync";
-    let erin_people = seed_exchange_rep(f, &erin, EXCHANGE_MAILBOX, "contoso", size, &day);
+    let erin_people = seed_exchange_rep(f, &erin, EXCHANGE_MAILBOX, "contoso", "", size, &day);
     // Outside the folder: one plain, one carrying the folder's name as a category (ignored).
     g.insert_contact(EXCHANGE_MAILBOX, None, person(0, "contoso-private.example", "Friend"));
     let mut tagged = person(1, "contoso-private.example", "Tagged");
@@ -263,7 +271,7 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
     // one rep only, the Google rep keeps its special events and nothing else).
     let go = &f.google;
     let gus_size = if reps >= 2 { size } else { Size { contacts: 0, events: 0, ..size } };
-    let (gus_people, google_edit_target) = seed_google_rep(f, &gus, GOOGLE_USER, "fabrikam", gus_size, &day);
+    let (gus_people, google_edit_target) = seed_google_rep(f, &gus, GOOGLE_USER, "fabrikam", "", gus_size, &day);
     go.insert_contact(GOOGLE_USER, false, &person(0, "fabrikam-private.example", "Gfriend"));
     let google_grant = go.add_refresh_token(GOOGLE_USER);
 
@@ -303,12 +311,12 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
             if k % 2 == 1 {
                 let (name, mailbox) = (format!("Rep {k} Exchange"), format!("rep{k}@contoso.example"));
                 let owner = sf.add_user(&name, &[]);
-                seed_exchange_rep(f, &owner, &mailbox, &format!("r{k}-contoso"), size, &day);
+                seed_exchange_rep(f, &owner, &mailbox, &format!("r{k}-contoso"), &format!("R{k}"), size, &day);
                 rep(owner, name, "exchange", mailbox, ConnectionMode::AdminManaged)
             } else {
                 let (name, user) = (format!("Rep {k} Google"), format!("rep{k}@fabrikam.example"));
                 let owner = sf.add_user(&name, &[]);
-                seed_google_rep(f, &owner, &user, &format!("r{k}-fabrikam"), size, &day);
+                seed_google_rep(f, &owner, &user, &format!("r{k}-fabrikam"), &format!("R{k}"), size, &day);
                 rep(owner, name, "google", user, ConnectionMode::AdminManaged)
             }
         })
