@@ -88,16 +88,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return dry_run(&wired.engine, &reps, None, args.json).await;
     }
-    let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal()).then(|| {
-        let pb = indicatif::ProgressBar::new(reps.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} reps  {msg}")
-                .expect("a valid template")
-                .progress_chars("=> "),
-        );
-        pb.enable_steady_tick(std::time::Duration::from_millis(120));
-        pb
-    });
+    let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal())
+        .then(|| crate::table::progress(reps.len(), "sync"));
     let shutdown = Shutdown::listen();
     let terms =
         LeaseTerms { holder: holder("sync"), length: Duration::from_secs(args.lease), wait: args.wait, next_in: None };

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hasher};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -143,9 +144,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let reps = sc.reps();
     engine.reconnect(&sc.google_rep, SecretString::from(sc.google_grant.clone())).await?;
 
+    // Progress on a terminal (the report itself goes to stdout at the end); in the logs otherwise.
+    let bar = !args.json && std::io::stdout().is_terminal();
     let mut inv = Invariants::default();
     let mut cycles = vec![];
-    cycles.push(cycle(&engine, &fakes, &reps, "initial").await?);
+    cycles.push(cycle(&engine, &fakes, &reps, bar, "initial").await?);
 
     // Reset Sync: refused for the admin without Manage Sync, then both reps.
     let before = prints(&fakes, &sc);
@@ -156,7 +159,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     inv.records_changed_by_reset = diff(&before, &after);
 
     // Resync: the Exchange rep re-links with zero writes; the Google rep waits for reconnection.
-    let c = cycle(&engine, &fakes, &reps, "after_reset").await?;
+    let c = cycle(&engine, &fakes, &reps, bar, "after_reset").await?;
     let after_resync = prints(&fakes, &sc);
     inv.unexpected_writes_after_reset = diff(&after, &after_resync) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
@@ -171,7 +174,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     engine.reconnect(&sc.google_rep, SecretString::from(grant)).await?;
     drop((before, after));
     let before_reconnect = prints(&fakes, &sc);
-    let c = cycle(&engine, &fakes, &reps, "after_reconnect").await?;
+    let c = cycle(&engine, &fakes, &reps, bar, "after_reconnect").await?;
     let after_reconnect = prints(&fakes, &sc);
     // Exactly one record may change: the CRM copy of the edited event.
     let changed = diff(&before_reconnect, &after_reconnect);
@@ -181,7 +184,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     inv.lost_edits = u64::from(!crm_has_event(&fakes, &subject, start, start + Duration::minutes(minutes)));
     cycles.push(c);
 
-    let c = cycle(&engine, &fakes, &reps, "quiet").await?;
+    let c = cycle(&engine, &fakes, &reps, bar, "quiet").await?;
     drop((after_resync, before_reconnect));
     inv.writes_in_quiet_cycle = diff(&after_reconnect, &prints(&fakes, &sc)) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
@@ -212,11 +215,20 @@ fn endpoint_counts(f: &Fakes) -> BTreeMap<String, u64> {
     out
 }
 
-async fn cycle(engine: &Engine, fakes: &Fakes, reps: &[Rep], name: &'static str) -> anyhow::Result<Cycle> {
+async fn cycle(engine: &Engine, fakes: &Fakes, reps: &[Rep], bar: bool, name: &'static str) -> anyhow::Result<Cycle> {
     let before = endpoint_counts(fakes);
     let mut rows = vec![];
-    for rep in reps {
+    let bar = bar.then(|| crate::table::progress(reps.len(), &format!("cycle {name}")));
+    for (i, rep) in reps.iter().enumerate() {
+        if let Some(pb) = &bar {
+            pb.set_message(rep.name.clone());
+        }
+        let started = std::time::Instant::now();
         let r: CycleReport = engine.cycle(rep).await.with_context(|| format!("cycle {name} for {}", rep.name))?;
+        tracing::info!(cycle = name, rep = %rep.name, done = i + 1, of = reps.len(), seconds = started.elapsed().as_secs_f64(), writes = r.writes(), "rep synced");
+        if let Some(pb) = &bar {
+            pb.inc(1);
+        }
         rows.push(RepRow {
             rep: rep.name.clone(),
             provider: rep.provider.clone(),
@@ -233,6 +245,9 @@ async fn cycle(engine: &Engine, fakes: &Fakes, reps: &[Rep], name: &'static str)
         .filter(|(n, _)| *n > 0)
         .map(|(n, k)| (k, n))
         .collect();
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
     Ok(Cycle { name, reps: rows, endpoints })
 }
 
