@@ -90,6 +90,7 @@ impl Crm for SalesforceCrm {
             client: self.client.clone(),
             kind,
             owner: rep.crm_user_id.clone(),
+            rep: rep.id.clone(),
             scope,
             window: access.window,
             requests: Counter::new(),
