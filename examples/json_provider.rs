@@ -234,7 +234,9 @@ mod tests {
             let _ = std::fs::remove_file(&path);
             Arc::new(JsonFile { path, requests: 0.into() })
         }
-        async fn expire_cursors(&self, _: Kind) {}
+        async fn expire_cursors(&self, _: Kind) -> Result<(), String> {
+            Err("the JSON file has no cursors".into())
+        }
         fn invalid_record(&self, _: Kind) -> Record {
             Record::Contact(Contact { emails: vec!["not an address".into()], ..Default::default() })
         }

@@ -141,6 +141,14 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         for (rep, r) in synced.iter().zip(&reports) {
             print!("{}", table::cycle(r));
+            if r.state == RepState::DeletesHeld {
+                println!(
+                    "  a mass delete is held (Delete Safety): crmsync deletes --rep {:?} --config {} lists it; \
+                     approve or discard it with --as ADMIN",
+                    rep.name,
+                    loaded.path.display()
+                );
+            }
             if r.state == RepState::NeedsReconnect {
                 println!(
                     "  the rep must reconnect: crmsync connect --rep {:?} --grant-env VAR --config {}",
@@ -211,12 +219,27 @@ impl From<Scope> for ResetScope {
 
 /// Options of `crmsync reset`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Bulk: --reps-file FILE (one rep name per line; blank lines and lines starting with # are \
+                        skipped) or --where state=STATE resets several reps; they are listed first and, on a \
+                        terminal, confirmed (--yes skips the question; without a terminal --yes is required). \
+                        The admin's permissions are checked once; every rep gets its own audit record.\n\n\
+                        --undo puts back exactly what the rep's last reset removed (links, cursors, item errors, \
+                        held deletes), as long as no sync cycle has started since.")]
 pub struct ResetArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// The rep to reset: partial, case-insensitive name among the configured reps.
-    #[arg(long, value_name = "NAME")]
-    pub rep: String,
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["reps_file", "where_"], conflicts_with_all = ["reps_file", "where_"])]
+    pub rep: Option<String>,
+    /// Reset every rep named in FILE (one name per line).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["where_", "undo"])]
+    pub reps_file: Option<PathBuf>,
+    /// Reset every configured rep whose status matches, e.g. `state=error`.
+    #[arg(long = "where", id = "where_", value_name = "state=STATE", conflicts_with = "undo")]
+    pub where_: Option<String>,
+    /// Reset the listed reps without asking (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
     /// The admin resetting (a CRM user's name, partial, case-insensitive); needs both
     /// `Manage Users` and `Manage Sync`.
     #[arg(long = "as", value_name = "ADMIN")]
@@ -229,34 +252,155 @@ pub struct ResetArgs {
     pub json: bool,
     /// Print what the first cycle after this reset would do (planned as if the scope's links
     /// and cursors were gone) and change nothing: no reset, no write anywhere.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "undo")]
     pub dry_run: bool,
+    /// Undo the rep's last reset (while no cycle has run since).
+    #[arg(long)]
+    pub undo: bool,
+}
+
+/// The reps a bulk reset names, in config order.
+fn bulk_reps(loaded: &Loaded, args: &ResetArgs, statuses: &[RepStatus]) -> anyhow::Result<Vec<Rep>> {
+    if let Some(file) = &args.reps_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("--reps-file {}", file.display()))?;
+        let mut out: Vec<Rep> = vec![];
+        for (n, line) in text.lines().enumerate() {
+            let name = line.trim();
+            if name.is_empty() || name.starts_with('#') {
+                continue;
+            }
+            let rep = loaded
+                .select(Some(name))
+                .map_err(|e| anyhow::anyhow!("--reps-file {} line {}: {e:#}", file.display(), n + 1))?
+                .remove(0);
+            if !out.iter().any(|r| r.id == rep.id) {
+                out.push(rep);
+            }
+        }
+        return Ok(out);
+    }
+    let cond = args.where_.as_deref().unwrap_or_default();
+    let state = cond.strip_prefix("state=").and_then(RepState::parse).ok_or_else(|| {
+        let states: Vec<&str> = RepState::ALL.iter().map(|s| s.as_str()).collect();
+        anyhow::anyhow!("--where {cond:?}: expected state=STATE, one of {}", states.join(", "))
+    })?;
+    let state_of = |rep: &Rep| statuses.iter().find(|s| s.rep == rep.id).map(|s| s.state).unwrap_or_default();
+    Ok(loaded.select(None)?.into_iter().filter(|r| state_of(r) == state).collect())
+}
+
+/// Whether the admin agreed to reset `n` reps: `--yes`, or "y" on a terminal.
+fn confirmed(n: usize, yes: bool) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "refusing to reset {n} reps without --yes (stdin is not a terminal to confirm on); nothing was changed"
+        );
+    }
+    eprint!("Reset Sync of these {n} reps? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.config.load()?;
-    let rep = loaded.select(Some(&args.rep))?.remove(0);
-    // Reset needs the CRM (permissions) and the store; its preview reads the provider too.
-    let wired = loaded.wire(if args.dry_run { std::slice::from_ref(&rep) } else { &[] }).await?;
-    let admin = wired.engine.find_user(&args.admin).await.map_err(|e| anyhow::anyhow!("--as: {}", e.message()))?;
-    if args.dry_run {
-        wired
-            .engine
-            .check_reset_permission(&admin)
-            .await
-            .map_err(|e| anyhow::anyhow!("reset of {} refused: {}", rep.name, e.message()))?;
-        return dry_run(&wired.engine, std::slice::from_ref(&rep), Some(args.scope.into()), args.json).await;
-    }
-    let outcome = wired
-        .engine
-        .reset(&admin, &rep, args.scope.into())
-        .await
-        .map_err(|e| anyhow::anyhow!("reset of {} refused: {}", rep.name, e.message()))?;
-    if args.json {
-        let out = serde_json::json!({ "reset": outcome.record, "rep": rep.name, "state": outcome.state.as_str() });
-        println!("{}", serde_json::to_string(&out)?);
+    let bulk = args.rep.is_none();
+    let reps = match &args.rep {
+        Some(name) => loaded.select(Some(name))?,
+        None => {
+            let store = loaded.open_store().await?;
+            let statuses = store.statuses().await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            bulk_reps(&loaded, &args, &statuses)?
+        }
+    };
+    if reps.is_empty() {
+        println!("no rep matches; nothing was changed");
         return Ok(ExitCode::SUCCESS);
     }
+    // Reset needs the CRM (permissions) and the store; its preview reads the provider too.
+    let wired = loaded.wire(if args.dry_run { &reps } else { &[] }).await?;
+    let admin = wired.engine.find_user(&args.admin).await.map_err(|e| anyhow::anyhow!("--as: {}", e.message()))?;
+    let names: Vec<&str> = reps.iter().map(|r| r.name.as_str()).collect();
+    let refused = |e: crmsync_core::Error| anyhow::anyhow!("reset of {} refused: {}", names.join(", "), e.message());
+    if args.dry_run {
+        wired.engine.check_reset_permission(&admin).await.map_err(refused)?;
+        return dry_run(&wired.engine, &reps, Some(args.scope.into()), args.json).await;
+    }
+    if args.undo {
+        let rep = &reps[0];
+        let record = wired
+            .engine
+            .undo_reset(&admin, rep)
+            .await
+            .map_err(|e| anyhow::anyhow!("undo of {}'s reset refused: {}", rep.name, e.message()))?;
+        let state = wired.store.status(&rep.id).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.state;
+        if args.json {
+            let out = serde_json::json!({ "undone": record, "rep": rep.name, "state": state.as_str() });
+            println!("{}", serde_json::to_string(&out)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let restored: Vec<String> = record.links_removed.iter().map(|(k, n)| format!("{n} {k} links")).collect();
+        println!(
+            "Undid the Reset Sync of {} from {} (by {}): restored {} and their cursors exactly",
+            rep.name,
+            record.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            record.admin_name,
+            if restored.is_empty() { "nothing".into() } else { restored.join(", ") }
+        );
+        println!("  state: {}", state.as_str());
+        if state == RepState::NeedsReconnect {
+            println!(
+                "  the reset revoked the rep's grant, which an undo cannot bring back: they must reconnect \
+                 (crmsync connect --rep {:?} --grant-env VAR)",
+                rep.name
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if bulk {
+        // The list goes with the question (stderr under --json, whose stdout is one object).
+        let mut list = format!("Reset Sync (scope {}) of {} reps:\n", scope_name(args.scope.into()), reps.len());
+        for r in &reps {
+            list.push_str(&format!("  {} ({}, {})\n", r.name, r.provider, r.mailbox));
+        }
+        if args.json {
+            eprint!("{list}")
+        } else {
+            print!("{list}")
+        }
+        if !confirmed(reps.len(), args.yes)? {
+            println!("not confirmed; nothing was changed");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let outcomes = wired.engine.reset_many(&admin, &reps, args.scope.into()).await.map_err(refused)?;
+    let mut failed = 0;
+    let mut json = vec![];
+    for (rep, outcome) in reps.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                failed += 1;
+                eprintln!("crmsync: reset of {} failed: {}", rep.name, e.message());
+                continue;
+            }
+        };
+        if args.json {
+            json.push(serde_json::json!({ "reset": outcome.record, "rep": rep.name, "state": outcome.state.as_str() }));
+        } else {
+            print_reset(rep, &outcome);
+        }
+    }
+    if args.json {
+        let out = if bulk { serde_json::json!({ "resets": json }) } else { json.pop().unwrap_or_default() };
+        println!("{}", serde_json::to_string(&out)?);
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_reset(rep: &Rep, outcome: &crmsync_core::ResetOutcome) {
     let r = &outcome.record;
     let removed: Vec<String> = r.links_removed.iter().map(|(k, n)| format!("{n} {k} links")).collect();
     println!(
@@ -270,7 +414,7 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
         "  removed: {} (connections only; no contact or event was changed)",
         if removed.is_empty() { "nothing".into() } else { removed.join(", ") }
     );
-    println!("  state: {}", outcome.state.as_str());
+    println!("  state: {} (unverified until the next complete cycle; `--undo` until then)", outcome.state.as_str());
     match rep.connection {
         ConnectionMode::AdminManaged => {
             println!("  the next `crmsync sync` re-reads and re-links everything (no writes where both sides agree)")
@@ -280,7 +424,16 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
             rep.name
         ),
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Where a reset stands: undone, verified (or needing attention), or still unverified.
+pub(crate) fn reset_outcome(r: &ResetRecord) -> String {
+    match (&r.undone, &r.verification) {
+        (Some(u), _) => format!("undone by {} at {}", u.admin_name, when(Some(u.at))),
+        (None, Some(v)) => v.to_string(),
+        (None, None) if r.undoable => "unverified: no cycle has run since (crmsync reset --undo can restore it)".into(),
+        (None, None) => "unverified: no complete cycle since".into(),
+    }
 }
 
 pub(crate) fn scope_name(s: ResetScope) -> &'static str {
@@ -377,6 +530,27 @@ pub(crate) struct RepView {
     pub(crate) last_cycle: Option<CycleReport>,
     pub(crate) item_errors: Vec<ItemError>,
     pub(crate) last_reset: Option<ResetRecord>,
+    /// Deletes Delete Safety holds, per kind (`crmsync deletes` lists them).
+    pub(crate) held_deletes: Held,
+}
+
+/// Held deletes per kind and side whose record they would delete.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Held {
+    pub(crate) contacts: HeldSides,
+    pub(crate) events: HeldSides,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct HeldSides {
+    pub(crate) crm: u64,
+    pub(crate) provider: u64,
+}
+
+impl Held {
+    pub(crate) fn total(&self) -> u64 {
+        self.contacts.crm + self.contacts.provider + self.events.crm + self.events.provider
+    }
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -423,9 +597,14 @@ pub(crate) async fn views(
 async fn view(store: &dyn crmsync_core::Store, rep: &Rep, st: RepStatus, n: usize) -> crmsync_core::Result<RepView> {
     let mut links = [0u64; 2];
     let mut errors = vec![];
+    let mut held = Held::default();
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         links[i] = store.links(&rep.id, kind).await?.iter().filter(|l| l.state == LinkState::Linked).count() as u64;
         errors.extend(store.item_errors(&rep.id, kind).await?);
+        let sides = if kind == Kind::Contact { &mut held.contacts } else { &mut held.events };
+        for h in store.held(&rep.id, kind).await? {
+            *if h.side == crmsync_core::Side::Crm { &mut sides.crm } else { &mut sides.provider } += 1;
+        }
     }
     errors.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
     errors.truncate(n);
@@ -442,6 +621,7 @@ async fn view(store: &dyn crmsync_core::Store, rep: &Rep, st: RepStatus, n: usiz
         last_cycle: st.last_report,
         item_errors: errors,
         last_reset: st.last_reset,
+        held_deletes: held,
     })
 }
 
@@ -469,8 +649,18 @@ fn status_table(v: &RepView) -> String {
                 scope_name(r.scope),
                 if removed.is_empty() { "nothing".into() } else { removed.join(", ") }
             );
+            let _ = writeln!(out, "    {}", reset_outcome(r));
         }
         None => out.push_str("  last reset: never\n"),
+    }
+    if v.held_deletes.total() > 0 {
+        let h = &v.held_deletes;
+        let _ = writeln!(
+            out,
+            "  deletes held: contacts {} in CRM / {} in mailbox, events {} in CRM / {} in mailbox \
+             (crmsync deletes --rep {:?}: list, approve, discard)",
+            h.contacts.crm, h.contacts.provider, h.events.crm, h.events.provider, v.rep
+        );
     }
     match &v.last_cycle {
         Some(c) => {

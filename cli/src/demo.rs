@@ -1,8 +1,9 @@
 //! `crmsync demo`: the whole story on the embedded fakes (the README's "What the demo shows").
 //!
-//! initial sync → a refused Reset Sync → resets of an admin-managed and a user-managed rep →
-//! resync (zero writes) → the user-managed rep edits an event while disconnected, reconnects →
-//! resync (exactly that edit reaches the CRM) → a quiet cycle (nothing written). The invariants
+//! initial sync → a reset preview (dry run) → a refused Reset Sync → resets of an admin-managed
+//! and a user-managed rep → resync (zero writes, the reset verified) → the user-managed rep edits
+//! an event while disconnected, reconnects → resync (exactly that edit reaches the CRM) → a quiet
+//! cycle (nothing written) → Delete Safety (a mass removal held, then discarded). The invariants
 //! are computed from the fakes' own state, not from the engine's counters.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,7 +20,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::scenario::{Fakes, GOOGLE_USER, MAX_REPS, Scenario, Size, seed};
+use crate::scenario::{EXCHANGE_MAILBOX, Fakes, GOOGLE_USER, MAX_REPS, Scenario, Size, seed};
 
 /// Options of `crmsync demo`.
 #[derive(Debug, clap::Args)]
@@ -78,6 +79,9 @@ struct Invariants {
     unexpected_writes_after_reset: u64,
     lost_edits: u64,
     writes_in_quiet_cycle: u64,
+    /// Records changed on either side by the cycle that held the deletes, beyond nothing, and
+    /// held deletes that were not restored by the discard.
+    deletes_not_held: u64,
 }
 
 impl Invariants {
@@ -87,14 +91,32 @@ impl Invariants {
             + self.unexpected_writes_after_reset
             + self.lost_edits
             + self.writes_in_quiet_cycle
+            + self.deletes_not_held
             == 0
     }
+}
+
+/// Reset Sync beyond the reset: its preview, its verification, and Delete Safety.
+#[derive(Debug, Default, Serialize)]
+struct Safety {
+    /// What `reset --dry-run` of the Exchange rep said the first cycle after it would do.
+    reset_preview: BTreeMap<String, u64>,
+    /// The Exchange rep's reset as the first cycle after it verified it.
+    verification: String,
+    /// The Exchange rep takes half of its linked contacts out of the folder (delete policy
+    /// `propagate`, a threshold of one delete for the demo): held, then discarded.
+    removed: u64,
+    held: u64,
+    state_while_held: String,
+    /// Contacts restored to the folder by the discard.
+    restored: u64,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     cycles: Vec<Cycle>,
     resets: Vec<ResetRow>,
+    safety: Safety,
     invariants: Invariants,
     /// Records per side after the story (what the fakes hold, every rep together).
     records: BTreeMap<&'static str, usize>,
@@ -150,7 +172,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut cycles = vec![];
     cycles.push(cycle(&engine, &fakes, &reps, bar, "initial").await?);
 
-    // Reset Sync: refused for the admin without Manage Sync, then both reps.
+    // Reset Sync: a preview first (writes nothing), refused for the admin without Manage
+    // Sync, then both reps.
+    let mut safety = Safety::default();
+    for plan in engine.dry_run(&sc.exchange_rep, Some(ResetScope::All)).await? {
+        for (effect, n) in plan.counts() {
+            *safety.reset_preview.entry(format!("{}: {effect}", plan.kind.as_str())).or_default() += n;
+        }
+    }
     let before = prints(&fakes, &sc);
     let mut resets = vec![reset(&engine, &sc.half_admin, &sc.exchange_rep).await?];
     resets.push(reset(&engine, &sc.admin, &sc.exchange_rep).await?);
@@ -163,6 +192,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let after_resync = prints(&fakes, &sc);
     inv.unexpected_writes_after_reset = diff(&after, &after_resync) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
+    let status = engine.store().status(&sc.exchange_rep.id).await?;
+    safety.verification = status.last_reset.and_then(|r| r.verification).map(|v| v.to_string()).unwrap_or_default();
 
     // While disconnected the Google rep moves, renames and shortens a meeting, then reconnects.
     let (subject, start, minutes) =
@@ -188,16 +219,51 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     drop((after_resync, before_reconnect));
     inv.writes_in_quiet_cycle = diff(&after_reconnect, &prints(&fakes, &sc)) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
+    inv.deletes_not_held = delete_safety(&engine, &fakes, &sc, &mut safety).await?;
     inv.duplicates = duplicates(&fakes, &sc);
 
     let records = record_counts(&fakes, &sc);
-    let report = Report { cycles, resets, invariants: inv, records, store: db.display().to_string() };
+    let report = Report { cycles, resets, safety, invariants: inv, records, store: db.display().to_string() };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
     }
     Ok(if report.invariants.all_zero() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Delete Safety on the Exchange rep: half of its linked contacts leave the folder under
+/// `delete = "propagate"` with a threshold of one delete; the cycle holds the deletes (and
+/// changes nothing), an admin discards them, the next cycle brings the contacts back to the
+/// folder. Returns the invariant's count (0 when it held).
+async fn delete_safety(engine: &Engine, fakes: &Fakes, sc: &Scenario, out: &mut Safety) -> anyhow::Result<u64> {
+    let mut rep = sc.exchange_rep.clone();
+    rep.config.contacts.delete = crmsync_core::DeletePolicy::Propagate;
+    rep.config.contacts.hold_deletes.count = Some(1);
+    let links = engine.store().links(&rep.id, crmsync_core::Kind::Contact).await?;
+    let linked: Vec<_> = links.iter().filter(|l| l.state == crmsync_core::LinkState::Linked).collect();
+    let folder = |f: &Fakes| {
+        let id = f.graph.folder_id(EXCHANGE_MAILBOX, &rep.config.contacts.folder);
+        let mut n = 0;
+        f.graph.each_record(EXCHANGE_MAILBOX, |r| {
+            n += u64::from(id.is_some() && r["parentFolderId"].as_str() == id.as_deref())
+        });
+        n
+    };
+    let in_folder = folder(fakes);
+    for l in linked.iter().take(linked.len().div_ceil(2)) {
+        out.removed += u64::from(fakes.graph.move_contact(EXCHANGE_MAILBOX, &l.provider_id, None));
+    }
+    let before = prints(fakes, sc);
+    let held = engine.cycle(&rep).await?;
+    out.held = held.contacts.held_deletes_in_crm;
+    out.state_while_held = held.state.as_str().to_owned();
+    let admin = engine.find_user(&sc.admin).await?;
+    engine.judge_held(&admin, &rep, crmsync_core::Verdict::Discarded).await?;
+    let after_held = prints(fakes, sc);
+    let restored = engine.cycle(&rep).await?;
+    out.restored = restored.contacts.created_in_provider;
+    Ok(diff(&before, &after_held) + out.removed.abs_diff(out.held) + in_folder.abs_diff(folder(fakes)))
 }
 
 fn writes(r: &RepRow) -> u64 {
@@ -467,9 +533,19 @@ fn print_report(r: &Report) {
         }
     }
     println!("== resets");
+    let preview: Vec<String> = r.safety.reset_preview.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("  preview (reset --dry-run, nothing written): {}", preview.join(", "));
     for x in &r.resets {
         println!("  {} resets {}: {} — {}", x.admin, x.rep, if x.allowed { "allowed" } else { "REFUSED" }, x.reason);
     }
+    println!("  the first cycle after the reset: {}", r.safety.verification);
+    let s = &r.safety;
+    println!("== delete safety");
+    println!(
+        "  {} linked contacts leave the folder (propagate, threshold 1): {} deletes held, rep {}, CRM untouched; \
+         discarded: {} contacts back in the folder",
+        s.removed, s.held, s.state_while_held, s.restored
+    );
     let i = &r.invariants;
     println!("== invariants (from the fakes' state)");
     println!("  duplicates                     {}", i.duplicates);
@@ -477,6 +553,7 @@ fn print_report(r: &Report) {
     println!("  unexpected writes after reset  {}", i.unexpected_writes_after_reset);
     println!("  lost edits                     {}", i.lost_edits);
     println!("  writes in quiet cycle          {}", i.writes_in_quiet_cycle);
+    println!("  deletes not held               {}", i.deletes_not_held);
     println!("{}", if i.all_zero() { "OK: every invariant holds" } else { "FAILED: an invariant does not hold" });
     println!(
         "Next: `crmsync sandbox` serves these fakes and the admin console on http://127.0.0.1:8650 (sign in as Alex Admin)"

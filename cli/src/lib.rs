@@ -21,8 +21,11 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod explain;
 mod fleet;
+pub mod held;
 mod process;
+mod radicale;
 pub mod registry;
 pub mod sandbox;
 pub mod scenario;
@@ -102,6 +105,10 @@ enum Command {
     Reset(commands::ResetArgs),
     /// Show each rep's state, links, last cycle, recent item errors and last reset.
     Status(commands::StatusArgs),
+    /// Why a rep's contact or event is (not) in sync: linked, skipped, item error, suppressed or not seen.
+    Explain(explain::ExplainArgs),
+    /// Delete Safety: list a rep's held deletes, approve or discard them.
+    Deletes(held::DeletesArgs),
     /// Store a user-managed rep's OAuth grant (refresh token) so their sync resumes.
     Connect(commands::ConnectArgs),
     /// Cycle every rep on a schedule, sharing the reps with other workers through store leases.
@@ -148,6 +155,8 @@ async fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Command::Reset(args) => commands::reset(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Connect(args) => commands::connect(args).await,
+        Command::Deletes(args) => held::run(args).await,
+        Command::Explain(args) => explain::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Serve(args) => console::run(args).await,
         Command::Bench(args) => bench::run(args).await,

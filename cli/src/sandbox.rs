@@ -92,6 +92,10 @@ pub struct SandboxArgs {
     /// and starts empty).
     #[arg(long, value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+    /// Also start this Radicale executable (a CardDAV/CalDAV server) on P+3 (or a free loopback
+    /// port) with a temporary storage folder, and add a DAV rep (with --seed scenario).
+    #[arg(long, value_name = "PATH")]
+    pub radicale: Option<PathBuf>,
 }
 
 /// Environment variable names the sandbox config uses.
@@ -101,6 +105,7 @@ pub const ENV_GOOGLE_SECRET: &str = "CRMSYNC_SANDBOX_GOOGLE_SECRET";
 pub const ENV_GOOGLE_GRANT: &str = "CRMSYNC_SANDBOX_GOOGLE_GRANT";
 /// The Google service account's private key (PEM), when an admin-managed Google rep is configured.
 pub const ENV_GOOGLE_KEY: &str = "CRMSYNC_SANDBOX_GOOGLE_KEY";
+pub const ENV_DAV_PASSWORD: &str = "CRMSYNC_SANDBOX_DAV_PASSWORD";
 
 #[derive(Debug, Serialize)]
 struct RepOut {
@@ -143,6 +148,15 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let radicale = match (&args.radicale, &scenario) {
+        (None, _) => None,
+        (Some(exe), Some(_)) => {
+            let server = crate::radicale::start(exe, args.port_base.checked_add(3).unwrap_or(0)).await?;
+            let rep = crate::radicale::seed(&server, &fakes).await?;
+            Some((server, rep))
+        }
+        (Some(_), None) => anyhow::bail!("--radicale adds a rep to the standard scenario: it needs --seed scenario"),
+    };
     for fake in [&*fakes.salesforce, &*fakes.graph, &*fakes.google] {
         fake.save_seed();
     }
@@ -154,7 +168,9 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         };
         per_service(&fakes, &text, "--faults", |fake, part| fake.inject_json(part).map(drop))?;
     }
-    let reps: Vec<Rep> = scenario.iter().flat_map(Scenario::reps).collect();
+    let mut reps: Vec<Rep> = scenario.iter().flat_map(Scenario::reps).collect();
+    reps.extend(radicale.iter().map(|(_, rep)| rep.clone()));
+    let dav_url = radicale.as_ref().map(|(server, _)| server.url.as_str());
 
     let sf = fakes.salesforce.config();
     let graph = fakes.graph.config();
@@ -171,10 +187,16 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     if service_account(&reps) {
         env.insert(ENV_GOOGLE_KEY.into(), json!(secret(&google.private_key)));
     }
+    if radicale.is_some() {
+        env.insert(ENV_DAV_PASSWORD.into(), json!(crate::radicale::DAV_PASSWORD));
+    }
 
     let config_path = args.config_out.as_ref().map(|p| absolute(p));
     let db_name = format!("crmsync-sandbox-{}.db", args.port_base);
-    let config_text = config_toml(&fakes, &reps, &db_name);
+    let mut config_text = config_toml(&fakes, &reps, &db_name);
+    if let Some(url) = dav_url {
+        config_text.push_str(&crate::radicale::config_section(url, ENV_DAV_PASSWORD));
+    }
     if let Some(p) = &config_path {
         let dir = p.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("--config-out: cannot create {}", dir.display()))?;
@@ -187,6 +209,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let cfg = config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "crmsync.toml".into());
     let console = start_console(
         &fakes,
+        dav_url,
         config_path.clone().unwrap_or_else(|| absolute(Path::new(&cfg))),
         &config_text,
         args.port_base,
@@ -240,6 +263,13 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             "client_secret": secret(&google.client_secret),
             "service_account_email": google.service_account_email,
         },
+        "dav": radicale.as_ref().map(|(server, rep)| json!({
+            "url": server.url,
+            "server": server.version,
+            "user": rep.mailbox,
+            "password": crate::radicale::DAV_PASSWORD,
+            "rep": rep.name,
+        })),
         "console": { "url": console.url.as_str(), "sign_in_as": scenario.as_ref().map(|s| s.admin.clone()) },
         "admins": scenario.as_ref().map(|s: &Scenario| json!({ "allowed": s.admin, "refused": s.half_admin })),
         "reps": reps.iter().map(RepOut::from).collect::<Vec<_>>(),
@@ -263,6 +293,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
 
     wait_for_stop().await;
     console.stop().await;
+    drop(radicale);
     if !args.json {
         println!("sandbox stopped");
     }
@@ -332,6 +363,7 @@ impl SandboxConsole {
 
 async fn start_console(
     fakes: &Fakes,
+    dav_url: Option<&str>,
     path: PathBuf,
     config_text: &str,
     port_base: u16,
@@ -343,6 +375,11 @@ async fn start_console(
     let mut engine = crmsync_core::Engine::new(fakes.crm().map_err(err)?, store);
     for p in fakes.providers().map_err(err)? {
         engine = engine.with_provider(p);
+    }
+    if let Some(url) = dav_url {
+        let mut config = crmsync_dav::DavConfig::new(url);
+        config.password = Some(crate::radicale::DAV_PASSWORD.to_owned().into());
+        engine = engine.with_provider(std::sync::Arc::new(crmsync_dav::DavProvider::new(config).map_err(err)?));
     }
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
@@ -511,6 +548,17 @@ fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&P
             }
             if reps.len() > SHOWN_REPS {
                 let _ = writeln!(t, "… and {} more reps (all in the config and in --json)", reps.len() - SHOWN_REPS);
+            }
+            if let Some(dav) = out["dav"].as_object() {
+                let _ = writeln!(
+                    t,
+                    "Rep {:<14} dav mailbox {}, admin-managed, on Radicale {} at {} (password {})",
+                    s(&dav["rep"]),
+                    s(&dav["user"]),
+                    s(&dav["server"]),
+                    s(&dav["url"]),
+                    s(&dav["password"])
+                );
             }
             let _ = writeln!(t, "Admins: {} (may Reset Sync), {} (lacks Manage Sync)", sc.admin, sc.half_admin);
             let _ = writeln!(t, "{}'s grant (refresh token): {}", sc.google_rep.name, sc.google_grant);

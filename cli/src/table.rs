@@ -20,6 +20,14 @@ pub fn counters(c: &KindReport, e: &KindReport) -> String {
         ("conflicts".into(), c.conflicts, e.conflicts),
         ("item errors".into(), c.errors, e.errors),
     ];
+    for (label, cv, ev) in [
+        ("deletes held in CRM", c.held_deletes_in_crm, e.held_deletes_in_crm),
+        ("deletes held in mailbox", c.held_deletes_in_provider, e.held_deletes_in_provider),
+    ] {
+        if cv + ev > 0 {
+            rows.push((label.into(), cv, ev));
+        }
+    }
     let reasons: BTreeSet<&String> = c.skipped.keys().chain(e.skipped.keys()).collect();
     for r in reasons {
         rows.push((

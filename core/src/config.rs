@@ -124,6 +124,8 @@ pub struct ContactConfig {
     pub folder: String,
     /// Google contact group name.
     pub group: String,
+    /// Delete Safety: how many deletes one cycle may make before they are held.
+    pub hold_deletes: HoldDeletes,
 }
 
 impl Default for ContactConfig {
@@ -135,6 +137,7 @@ impl Default for ContactConfig {
             delete: DeletePolicy::Unlink,
             folder: "Salesforce_Sync".into(),
             group: "Salesforce Sync".into(),
+            hold_deletes: HoldDeletes::default(),
         }
     }
 }
@@ -152,6 +155,8 @@ pub struct EventConfig {
     pub no_sync_marker: String,
     #[serde(skip)]
     pub filters: Vec<Box<dyn EventFilter>>,
+    /// Delete Safety: how many deletes one cycle may make before they are held.
+    pub hold_deletes: HoldDeletes,
 }
 
 impl Default for EventConfig {
@@ -165,7 +170,46 @@ impl Default for EventConfig {
             exclude_private: true,
             no_sync_marker: "Don't Sync".into(),
             filters: vec![],
+            hold_deletes: HoldDeletes::default(),
         }
+    }
+}
+
+/// Delete Safety thresholds of one kind: a cycle whose planned deletes on one side exceed
+/// `count`, or `percent` % of the kind's links (once they are at least
+/// [`HoldDeletes::PERCENT_FLOOR`]), holds those deletes until an admin approves or discards them.
+/// Unset: the kind's default (contacts 250 or 25 %, events 50 or 10 %); `0` disables a threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HoldDeletes {
+    pub count: Option<u64>,
+    pub percent: Option<u64>,
+}
+
+impl HoldDeletes {
+    /// Fewer deletes than this are never held by the percentage alone (two deletes out of
+    /// five links are a rep tidying up, not a mass delete).
+    pub const PERCENT_FLOOR: u64 = 10;
+    /// The largest `count` accepted.
+    pub const MAX_COUNT: u64 = 1_000_000;
+
+    /// (count, percent) in force for `kind`.
+    pub fn limits(&self, kind: Kind) -> (u64, u64) {
+        let (count, percent) = match kind {
+            Kind::Contact => (250, 25),
+            Kind::Event => (50, 10),
+        };
+        (self.count.unwrap_or(count), self.percent.unwrap_or(percent))
+    }
+
+    /// Whether `deletes` on one side of a kind with `links` links must be held. Pure.
+    pub fn exceeded(&self, kind: Kind, deletes: u64, links: u64) -> bool {
+        let (count, percent) = self.limits(kind);
+        let by_count = count > 0 && deletes > count;
+        let by_share = percent > 0
+            && deletes >= Self::PERCENT_FLOOR
+            && u128::from(deletes) * 100 > u128::from(percent) * u128::from(links);
+        by_count || by_share
     }
 }
 
@@ -200,6 +244,13 @@ impl SyncConfig {
             },
         }
     }
+    /// The Delete Safety thresholds of one kind (see [`HoldDeletes::limits`]).
+    pub fn hold_deletes(&self, kind: Kind) -> HoldDeletes {
+        match kind {
+            Kind::Contact => self.contacts.hold_deletes,
+            Kind::Event => self.events.hold_deletes,
+        }
+    }
     /// The event window around `now` (saturating: never panics, whatever the numbers).
     pub fn window(&self, now: DateTime<Utc>) -> Window {
         Window { start: shift(now, self.events.days_back, false), end: shift(now, self.events.days_ahead, true) }
@@ -212,6 +263,19 @@ impl SyncConfig {
             if !(0..=MAX_WINDOW_DAYS).contains(&days) {
                 return Err(crate::error::Error::invalid_config(format!(
                     "{key} = {days} is out of range (0 to {MAX_WINDOW_DAYS} days)"
+                )));
+            }
+        }
+        for (kind, h) in [("contacts", self.contacts.hold_deletes), ("events", self.events.hold_deletes)] {
+            if let Some(p) = h.percent.filter(|p| *p > 100) {
+                return Err(crate::error::Error::invalid_config(format!(
+                    "{kind}.hold_deletes.percent = {p} is out of range (0 to 100; 0 disables it)"
+                )));
+            }
+            if let Some(c) = h.count.filter(|c| *c > HoldDeletes::MAX_COUNT) {
+                return Err(crate::error::Error::invalid_config(format!(
+                    "{kind}.hold_deletes.count = {c} is out of range (0 to {}; 0 disables it)",
+                    HoldDeletes::MAX_COUNT
                 )));
             }
         }
@@ -299,5 +363,26 @@ mod range_tests {
         let mut c = SyncConfig::default();
         (c.events.days_back, c.events.days_ahead) = (0, MAX_WINDOW_DAYS);
         c.validate().expect("the ends of the range are valid");
+    }
+
+    #[test]
+    fn hold_thresholds_count_share_floor_and_zero() {
+        let (h, c) = (HoldDeletes::default(), Kind::Contact);
+        assert!(h.exceeded(c, 300, 1000), "over both");
+        assert!(!h.exceeded(c, 250, 1000), "at the count and the share: not over");
+        assert!(h.exceeded(c, 251, 100_000), "over the count alone");
+        assert!(h.exceeded(c, 30, 100), "over the share alone");
+        assert!(!h.exceeded(c, 9, 10), "under the floor the share never holds");
+        assert!(h.exceeded(Kind::Event, 51, 100_000) && !h.exceeded(Kind::Event, 50, 1000), "events: 50 or 10 %");
+        let off = HoldDeletes { count: Some(0), percent: Some(0) };
+        assert!(!off.exceeded(c, u64::MAX, 1), "0 disables both");
+        let share = HoldDeletes { count: Some(0), percent: None };
+        assert!(!share.exceeded(c, 300, 100_000) && share.exceeded(c, 300, 1000), "the share alone");
+        let mut c = SyncConfig::default();
+        c.events.hold_deletes.percent = Some(101);
+        assert!(c.validate().unwrap_err().message().contains("events.hold_deletes.percent = 101 is out of range"));
+        let mut c = SyncConfig::default();
+        c.contacts.hold_deletes.count = Some(HoldDeletes::MAX_COUNT + 1);
+        assert!(c.validate().unwrap_err().message().contains("contacts.hold_deletes.count"));
     }
 }

@@ -541,6 +541,9 @@ struct StoreInner {
     cursors: BTreeMap<(String, Kind), Cursors>,
     errors: BTreeMap<(String, Kind, Side, String), ItemError>,
     resets: Vec<ResetRecord>,
+    held: BTreeMap<(String, Kind, SyncKey), HeldDelete>,
+    /// What each rep's last reset removed, while it can be undone.
+    undo: BTreeMap<String, ResetUndo>,
     /// Every link key ever upserted per rep, with the number of upserts (tests inspect it).
     link_writes: u64,
 }
@@ -579,6 +582,19 @@ fn check_epoch(inner: &mut StoreInner, rep: &str, epoch: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Change the reset of `rep` at `epoch` (its audit record and, when it is the last, the status
+/// copy) with `f`; `f` says whether it changed anything. Returns what `f` said.
+fn edit_reset(g: &mut StoreInner, rep: &str, epoch: u64, f: impl Fn(&mut ResetRecord) -> bool) -> bool {
+    let mut changed = false;
+    if let Some(r) = g.resets.iter_mut().find(|r| r.rep == rep && r.epoch == epoch) {
+        changed = f(r);
+    }
+    if let Some(r) = row(g, rep).status.last_reset.as_mut().filter(|r| r.epoch == epoch) {
+        changed = f(r) || changed;
+    }
+    changed
 }
 
 #[async_trait]
@@ -656,6 +672,12 @@ impl SyncState for MemStore {
         if let Some(c) = &batch.cursors {
             g.cursors.insert((rep.to_owned(), kind), c.clone());
         }
+        for h in &batch.hold {
+            g.held.insert((rep.to_owned(), kind, h.key.clone()), h.clone());
+        }
+        for k in &batch.release {
+            g.held.remove(&(rep.to_owned(), kind, k.clone()));
+        }
         Ok(())
     }
 
@@ -663,18 +685,32 @@ impl SyncState for MemStore {
         let mut g = self.lock();
         let rep = record.rep.clone();
         let mut removed = BTreeMap::new();
+        let mut undo = ResetUndo { state: row(&mut g, &rep).status.state, ..Default::default() };
         for &kind in record.scope.kinds() {
-            let before = g.links.len();
-            g.links.retain(|(r, k, _), l| !(r == &rep && *k == kind && l.state != LinkState::Suppressed));
-            removed.insert(kind.as_str().to_owned(), (before - g.links.len()) as u64);
-            g.cursors.remove(&(rep.clone(), kind));
-            g.errors.retain(|(r, k, _, _), _| !(r == &rep && *k == kind));
+            let of = |r: &String, k: &Kind| r == &rep && *k == kind;
+            let gone: Vec<_> = g
+                .links
+                .iter()
+                .filter(|((r, k, _), l)| of(r, k) && l.state != LinkState::Suppressed)
+                .map(|(key, _)| key.clone())
+                .collect();
+            removed.insert(kind.as_str().to_owned(), gone.len() as u64);
+            undo.links.extend(gone.iter().filter_map(|key| g.links.remove(key)));
+            if let Some(c) = g.cursors.remove(&(rep.clone(), kind)) {
+                undo.cursors.push((kind, c));
+            }
+            let errors: Vec<_> = g.errors.keys().filter(|(r, k, _, _)| of(r, k)).cloned().collect();
+            undo.item_errors.extend(errors.iter().filter_map(|key| g.errors.remove(key)));
+            let held: Vec<_> = g.held.keys().filter(|(r, k, _)| of(r, k)).cloned().collect();
+            undo.held.extend(held.iter().filter_map(|key| g.held.remove(key)));
         }
-        let mut rec = record.clone();
-        rec.links_removed = removed.clone();
+        g.undo.insert(rep.clone(), undo);
+        let epoch = row(&mut g, &rep).status.epoch + 1;
+        let rec = ResetRecord { links_removed: removed.clone(), epoch, undoable: true, ..record.clone() };
+        g.resets.iter_mut().filter(|r| r.rep == rep).for_each(|r| r.undoable = false);
         g.resets.push(rec.clone());
         let r = row(&mut g, &rep);
-        r.status.epoch += 1;
+        r.status.epoch = epoch;
         r.status.state = state;
         r.status.last_reset = Some(rec);
         if drop_grant {
@@ -685,6 +721,73 @@ impl SyncState for MemStore {
 
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>> {
         Ok(self.lock().resets.iter().filter(|r| r.rep == rep).cloned().collect())
+    }
+
+    async fn seal_reset(&self, rep: &str, epoch: u64) -> Result<()> {
+        let mut g = self.lock();
+        if edit_reset(&mut g, rep, epoch, |r| std::mem::replace(&mut r.undoable, false)) {
+            g.undo.remove(rep);
+        }
+        Ok(())
+    }
+
+    async fn verify_reset(&self, rep: &str, epoch: u64, verification: &Verification) -> Result<()> {
+        edit_reset(&mut self.lock(), rep, epoch, |r| {
+            r.verification.get_or_insert_with(|| verification.clone());
+            true
+        });
+        Ok(())
+    }
+
+    async fn undo_reset(&self, rep: &str, by: &Actor) -> Result<ResetRecord> {
+        let mut g = self.lock();
+        let last = row(&mut g, rep).status.last_reset.clone();
+        let last = undo_refusal(rep, last.as_ref())?;
+        let undo = g.undo.remove(rep).ok_or_else(|| Error::store(format!("rep {rep}: the undo data is missing")))?;
+        for l in undo.links {
+            g.links.insert((rep.to_owned(), l.kind, l.key.clone()), l);
+        }
+        for (kind, c) in undo.cursors {
+            g.cursors.insert((rep.to_owned(), kind), c);
+        }
+        for e in undo.item_errors {
+            g.errors.insert((rep.to_owned(), e.kind, e.side, e.id.clone()), e);
+        }
+        for h in undo.held {
+            g.held.insert((rep.to_owned(), h.kind, h.key.clone()), h);
+        }
+        edit_reset(&mut g, rep, last.epoch, |r| {
+            r.undoable = false;
+            r.undone = Some(by.clone());
+            true
+        });
+        let r = row(&mut g, rep);
+        r.status.epoch += 1;
+        r.status.state = undo.state;
+        Ok(r.status.last_reset.clone().expect("checked above"))
+    }
+
+    async fn held(&self, rep: &str, kind: Kind) -> Result<Vec<HeldDelete>> {
+        let g = self.lock();
+        let mut out: Vec<HeldDelete> =
+            g.held.iter().filter(|((r, k, _), _)| r == rep && *k == kind).map(|(_, h)| h.clone()).collect();
+        out.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
+        Ok(out)
+    }
+
+    async fn judge_held(&self, rep: &str, verdict: Verdict) -> Result<u64> {
+        let mut g = self.lock();
+        let mut kinds = BTreeSet::new();
+        for ((r, kind, _), h) in g.held.iter_mut().filter(|((r, _, _), h)| r == rep && h.verdict == Verdict::Held) {
+            let _ = r;
+            h.verdict = verdict;
+            kinds.insert(*kind);
+        }
+        let n = g.held.iter().filter(|((r, k, _), h)| r == rep && kinds.contains(k) && h.verdict == verdict).count();
+        for kind in kinds {
+            g.cursors.remove(&(rep.to_owned(), kind));
+        }
+        Ok(n as u64)
     }
 
     async fn grant(&self, rep: &str) -> Result<Option<SecretString>> {

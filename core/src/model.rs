@@ -586,6 +586,9 @@ pub enum RepState {
     ResetPending,
     NeedsReconnect,
     Disabled,
+    /// The last cycle held a mass delete (Delete Safety): everything else synced, the held
+    /// deletes wait for an admin to approve or discard them (`crmsync deletes`).
+    DeletesHeld,
 }
 
 impl RepState {
@@ -597,12 +600,21 @@ impl RepState {
             RepState::ResetPending => "reset_pending",
             RepState::NeedsReconnect => "needs_reconnect",
             RepState::Disabled => "disabled",
+            RepState::DeletesHeld => "deletes_held",
         }
     }
+    /// Every state, in the order status pages list them.
+    pub const ALL: [RepState; 7] = [
+        Self::Ok,
+        Self::Syncing,
+        Self::Error,
+        Self::ResetPending,
+        Self::NeedsReconnect,
+        Self::Disabled,
+        Self::DeletesHeld,
+    ];
     pub fn parse(s: &str) -> Option<RepState> {
-        [Self::Ok, Self::Syncing, Self::Error, Self::ResetPending, Self::NeedsReconnect, Self::Disabled]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 

@@ -313,6 +313,54 @@ pub struct LinkBatch {
     pub clear_errors: Vec<(Side, String)>,
     /// When set, replaces the cursors of the kind.
     pub cursors: Option<Cursors>,
+    /// Deletes to hold in quarantine (Delete Safety), replacing any held under the same key.
+    pub hold: Vec<HeldDelete>,
+    /// Keys of held deletes to drop from quarantine (applied, discarded, or the item came back).
+    pub release: Vec<SyncKey>,
+}
+
+/// What an admin decided about a rep's held deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Waiting for an admin; each cycle keeps it held.
+    Held,
+    /// The next cycle applies the delete.
+    Approved,
+    /// The next cycle restores the removed record from its partner (where the kind's direction
+    /// allows copying that way), or else unlinks the pair; nothing is deleted.
+    Discarded,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Held => "held",
+            Verdict::Approved => "approved",
+            Verdict::Discarded => "discarded",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Verdict> {
+        [Verdict::Held, Verdict::Approved, Verdict::Discarded].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A delete Delete Safety holds: the link stays as it is, and the record on `side` is deleted
+/// only once an admin approves. Kept in the store, so it survives restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDelete {
+    pub kind: Kind,
+    /// The key of the link whose other side is gone.
+    pub key: SyncKey,
+    /// The side whose record the delete would remove.
+    pub side: Side,
+    /// That record's id.
+    pub id: String,
+    /// A name for people: the contact's name or e-mail, the event's subject.
+    pub label: String,
+    /// When a cycle first held it.
+    pub since: DateTime<Utc>,
+    pub verdict: Verdict,
 }
 
 /// The longest free text a store keeps (an item error's reason, a rep's last error), in
@@ -345,7 +393,9 @@ impl LinkBatch {
                 [&l.key.0, &l.provider_id, &l.crm_id, &l.provider_version, &l.crm_version].into_iter().all(|s| same(s))
             }) && self.errors.iter().all(|e| same(&e.id) && matches!(storable_text(&e.reason), Cow::Borrowed(_)))
                 && self.clear_errors.iter().all(|(_, id)| same(id))
-                && self.cursors.iter().all(|c| [&c.provider, &c.crm].into_iter().flatten().all(|s| same(s)));
+                && self.cursors.iter().all(|c| [&c.provider, &c.crm].into_iter().flatten().all(|s| same(s)))
+                && self.hold.iter().all(|h| same(&h.key.0) && same(&h.id) && same(&h.label))
+                && self.release.iter().all(|k| same(&k.0));
         if clean {
             return Cow::Borrowed(self);
         }
@@ -364,6 +414,10 @@ impl LinkBatch {
         if let Some(c) = &mut b.cursors {
             [&mut c.provider, &mut c.crm].into_iter().flatten().for_each(fix);
         }
+        for h in &mut b.hold {
+            [&mut h.key.0, &mut h.id, &mut h.label].into_iter().for_each(fix);
+        }
+        b.release.iter_mut().for_each(|k| fix(&mut k.0));
         Cow::Owned(b)
     }
 
@@ -373,6 +427,8 @@ impl LinkBatch {
             && self.errors.is_empty()
             && self.clear_errors.is_empty()
             && self.cursors.is_none()
+            && self.hold.is_empty()
+            && self.release.is_empty()
     }
 }
 
@@ -405,6 +461,148 @@ pub struct ResetRecord {
     pub at: DateTime<Utc>,
     /// Links removed by the reset, per kind name.
     pub links_removed: BTreeMap<String, u64>,
+    /// The rep's epoch after the reset (set by the store).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Whether `crmsync reset --undo` can still restore what the reset removed: until the
+    /// first cycle after it starts (set by the store).
+    #[serde(default)]
+    pub undoable: bool,
+    /// The result of the first complete cycle after the reset; `None`: unverified.
+    #[serde(default)]
+    pub verification: Option<Verification>,
+    /// Who undid the reset, and when.
+    #[serde(default)]
+    pub undone: Option<Actor>,
+}
+
+impl ResetRecord {
+    /// The record of a reset about to happen (the store fills in what it removed and the epoch).
+    pub fn new(rep: &str, admin_id: &str, admin_name: &str, scope: ResetScope, at: DateTime<Utc>) -> Self {
+        ResetRecord {
+            rep: rep.to_owned(),
+            admin_id: admin_id.to_owned(),
+            admin_name: admin_name.to_owned(),
+            scope,
+            at,
+            links_removed: BTreeMap::new(),
+            epoch: 0,
+            undoable: false,
+            verification: None,
+            undone: None,
+        }
+    }
+}
+
+/// An admin's action in the audit: who and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub admin_id: String,
+    pub admin_name: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What the first complete cycle after a reset did: `verified` when it re-linked without a
+/// write or an item error (a reset of a healthy rep), `attention` otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    pub at: DateTime<Utc>,
+    pub verified: bool,
+    /// Links made by matching, per kind name.
+    pub relinked: BTreeMap<String, u64>,
+    pub creates: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub item_errors: u64,
+    /// Deletes Delete Safety held.
+    #[serde(default)]
+    pub held_deletes: u64,
+}
+
+impl Verification {
+    /// The verification of a reset from the report of the first complete cycle after it.
+    pub fn of(report: &CycleReport, scope: ResetScope) -> Verification {
+        let kinds = scope.kinds();
+        let ks: Vec<&crate::report::KindReport> =
+            kinds.iter().map(|k| if *k == Kind::Contact { &report.contacts } else { &report.events }).collect();
+        let sum = |f: fn(&crate::report::KindReport) -> u64| ks.iter().map(|k| f(k)).sum::<u64>();
+        let creates = sum(|k| k.created_in_crm + k.created_in_provider);
+        let updates = sum(|k| k.updated_in_crm + k.updated_in_provider);
+        let deletes = sum(|k| k.deleted_in_crm + k.deleted_in_provider);
+        let item_errors = sum(|k| k.errors);
+        let held_deletes = sum(|k| k.held_deletes_in_crm + k.held_deletes_in_provider);
+        Verification {
+            at: report.finished.or(report.started).unwrap_or_default(),
+            verified: creates + updates + deletes + item_errors + held_deletes == 0,
+            relinked: kinds.iter().zip(&ks).map(|(k, r)| (k.as_str().to_owned(), r.linked)).collect(),
+            creates,
+            updates,
+            deletes,
+            item_errors,
+            held_deletes,
+        }
+    }
+}
+
+impl std::fmt::Display for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+        if self.verified {
+            let linked: Vec<String> = self.relinked.iter().map(|(k, n)| plural(*n, k)).collect();
+            return write!(f, "verified: re-linked {}, 0 writes", linked.join(" and "));
+        }
+        let parts: Vec<String> = [
+            (self.creates, "create"),
+            (self.updates, "update"),
+            (self.deletes, "delete"),
+            (self.held_deletes, "held delete"),
+            (self.item_errors, "item error"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| plural(n, w))
+        .collect();
+        write!(f, "attention: {}", parts.join(", "))
+    }
+}
+
+/// Why the rep's last reset (`last`) cannot be undone, as every store refuses it; `Ok` with the
+/// record when it can.
+pub fn undo_refusal<'a>(rep: &str, last: Option<&'a ResetRecord>) -> Result<&'a ResetRecord> {
+    let Some(r) = last else {
+        return Err(crate::Error::not_found(format!("rep {rep} was never reset: there is nothing to undo")));
+    };
+    let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if let Some(u) = &r.undone {
+        let when = u.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        return Err(crate::Error::new(
+            crate::ErrorKind::Conflict,
+            format!("the reset of {at} was already undone by {} at {when}; nothing was changed", u.admin_name),
+        ));
+    }
+    if !r.undoable {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Conflict,
+            format!(
+                "a sync cycle has run since the reset of {at} and rebuilt the links from both sides, so the \
+                 removed links are gone for good; nothing was changed (the rep is synced as it is; reset again \
+                 to start over)"
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+/// What a reset removed, kept by the store until the first cycle after it starts, so that
+/// `reset --undo` can put it back exactly.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResetUndo {
+    pub links: Vec<Link>,
+    pub cursors: Vec<(Kind, Cursors)>,
+    pub item_errors: Vec<ItemError>,
+    pub held: Vec<HeldDelete>,
+    /// The rep's state before the reset.
+    pub state: RepState,
 }
 
 /// Per-rep status as the store keeps it.
@@ -467,6 +665,24 @@ pub trait SyncState: Send + Sync + std::fmt::Debug {
     async fn reset(&self, record: &ResetRecord, state: RepState, drop_grant: bool) -> Result<BTreeMap<String, u64>>;
     /// Every reset ever recorded for the rep, oldest first.
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>>;
+    /// The first cycle after the reset at `epoch` started: what the reset removed is dropped,
+    /// the reset can no longer be undone. Nothing happens when it already could not.
+    async fn seal_reset(&self, rep: &str, epoch: u64) -> Result<()>;
+    /// Attach the result of the first complete cycle after it to the reset at `epoch` (kept
+    /// once: a later call changes nothing).
+    async fn verify_reset(&self, rep: &str, epoch: u64, verification: &Verification) -> Result<()>;
+    /// Undo the rep's last reset in one transaction: put back exactly the links, cursors, item
+    /// errors and held deletes it removed and the state before it, bump the epoch, and record
+    /// `by` on the reset. Refused with `Conflict` naming why when the last reset was undone
+    /// already or a cycle started since; `NotFound` when the rep was never reset. Returns the
+    /// reset record as it is now.
+    async fn undo_reset(&self, rep: &str, by: &Actor) -> Result<ResetRecord>;
+
+    /// The rep's held deletes of one kind (Delete Safety), oldest first.
+    async fn held(&self, rep: &str, kind: Kind) -> Result<Vec<HeldDelete>>;
+    /// Give every still `Held` delete of the rep `verdict`, and clear the cursors of their
+    /// kinds (the next cycle reads in full and acts on the verdict). Returns how many changed.
+    async fn judge_held(&self, rep: &str, verdict: Verdict) -> Result<u64>;
 
     /// The rep's stored OAuth grant (user-managed connections).
     async fn grant(&self, rep: &str) -> Result<Option<SecretString>>;

@@ -25,6 +25,10 @@ pub struct KindReport {
     pub suppressed: u64,
     /// Links the rep holds after the cycle.
     pub links_total: u64,
+    /// Deletes Delete Safety holds after the cycle (in quarantine, waiting for an admin), per
+    /// side whose record they would delete.
+    pub held_deletes_in_crm: u64,
+    pub held_deletes_in_provider: u64,
     /// Items left out, by reason (`outside_scope`, `outside_filter`, `outside_window`, `private`,
     /// `no_sync_marker`, `category_not_folder`, `suppressed`, `matches_linked_record`,
     /// `ambiguous_match` (another record of the same side with the same match took it),

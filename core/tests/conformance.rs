@@ -39,8 +39,9 @@ impl Harness for Mem {
         };
         Arc::new(MemCollection::new(self.state.clone(), Scope::Tag(tag), caps))
     }
-    async fn expire_cursors(&self, _kind: Kind) {
+    async fn expire_cursors(&self, _kind: Kind) -> Result<(), String> {
         self.state.lock().unwrap().expire_cursors();
+        Ok(())
     }
     fn invalid_record(&self, kind: Kind) -> Record {
         match kind {

@@ -621,3 +621,47 @@ async fn a_modification_wins_over_a_deletion() {
     assert!(links.iter().any(|l| l.provider_id == again && l.crm_id == cid), "{links:?}");
     assert_eq!(w.engine.cycle(&w.rep).await.unwrap().writes(), 0);
 }
+
+/// A CRM that counts permission look-ups.
+#[derive(Debug)]
+struct CountingCrm {
+    inner: Arc<MemCrm>,
+    asked: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Crm for CountingCrm {
+    async fn collection(&self, rep: &Rep, kind: Kind, access: &Access) -> Result<Arc<dyn Collection>> {
+        self.inner.collection(rep, kind, access).await
+    }
+    async fn find_users(&self, name: &str) -> Result<Vec<CrmUser>> {
+        self.inner.find_users(name).await
+    }
+    async fn permissions(&self, user_id: &str) -> Result<Vec<String>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.permissions(user_id).await
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_reset_checks_the_permissions_once_and_records_one_reset_per_rep() {
+    let w = world(ConnectionMode::AdminManaged);
+    let crm = Arc::new(CountingCrm { inner: w.crm.clone(), asked: Default::default() });
+    let engine = Engine::new(crm.clone(), w.store.clone()).with_provider(w.provider.clone()).with_clock(now());
+    let reps: Vec<Rep> =
+        (0..3).map(|i| Rep { id: format!("{}-{i}", w.rep.id), name: format!("Rep {i}"), ..w.rep.clone() }).collect();
+    let asked = || crm.asked.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = engine.reset_many(&w.half_admin, &reps, ResetScope::All).await.unwrap_err();
+    assert_eq!((refused.kind(), asked()), (ErrorKind::PermissionDenied, 1), "{refused}");
+    for r in &reps {
+        assert!(w.store.resets(&r.id).await.unwrap().is_empty(), "a refused bulk reset changes nothing");
+    }
+    let out = engine.reset_many(&w.admin, &reps, ResetScope::All).await.unwrap();
+    assert_eq!(asked(), 2, "one permission check for the three resets");
+    assert!(out.iter().all(|o| o.as_ref().is_ok_and(|o| o.state == RepState::ResetPending)), "{out:?}");
+    for r in &reps {
+        let audit = w.store.resets(&r.id).await.unwrap();
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        assert_eq!((audit[0].admin_name.as_str(), audit[0].undoable), ("Ada Admin", true));
+    }
+}

@@ -77,23 +77,34 @@ class Sandbox:
         return json.loads(r.stdout) if "--json" in args else r.stdout
 
 
-@pytest.fixture(scope="session")
-def sandbox():
-    workdir, ca = WORKDIR, CA
+def start_sandbox(workdir, *args, tls=True):
+    """Start `crmsync sandbox --json` on free ports with its config in `workdir`: the process and
+    its printed description. With `tls` it serves HTTPS and writes its CA to the suite's CA file,
+    which every client trusts (so one TLS sandbox at a time)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tls_args = ["--tls", "--ca-out", str(CA)] if tls else []
     proc = subprocess.Popen(
-        [BIN, "sandbox", "--tls", "--json", "--port-base", str(free_port_base()), "--ca-out", str(ca),
-         "--config-out", str(workdir / "crmsync.toml"), "--contacts", "4", "--events", "2"],
+        [BIN, "sandbox", "--json", *tls_args, "--port-base", str(free_port_base()),
+         "--config-out", str(workdir / "crmsync.toml"), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
         proc.kill()
         raise RuntimeError(f"crmsync sandbox did not start: {proc.stderr.read()}")
-    info = json.loads(line)
-    sb = Sandbox(info, workdir, str(ca))
-    sb.crmsync("connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT")
-    yield sb
+    return proc, Sandbox(json.loads(line), workdir, str(CA))
+
+
+def stop_sandbox(proc):
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    proc, sb = start_sandbox(WORKDIR, "--contacts", "4", "--events", "2")
+    sb.crmsync("connect", "--rep", "gus", "--grant-env", "CRMSYNC_SANDBOX_GOOGLE_GRANT")
+    yield sb
+    stop_sandbox(proc)
 
 
 @pytest.fixture(autouse=True)

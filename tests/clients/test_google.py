@@ -108,3 +108,48 @@ def test_a_503_is_retried_by_the_client(fresh):
     assert "connections" in resp
     statuses = [r["status"] for r in fresh.requests_log("google", endpoint="people.connections.list")]
     assert statuses == [503, 200], f"GET people/me/connections: statuses {statuses}, expected a retried 503"
+    faults = fresh.control("google", "GET", "faults", expect=200)
+    assert (faults["faults"], faults["fired"]) == ([], 1), f"GET /_crmsync/faults: {faults}"
+
+
+def test_calendar_update_calendar_list_and_list_filters(fresh):
+    _, cal = services(fresh)
+    start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(days=2)
+    times = {"start": {"dateTime": start.isoformat()}, "end": {"dateTime": (start + datetime.timedelta(hours=1)).isoformat()}}
+    ev = cal.events().insert(calendarId="primary", body={"summary": "Zebra workshop", "location": "Hall 9", **times}).execute()
+    upd = cal.events().update(calendarId="primary", eventId=ev["id"], body={"summary": "Zebra summit", **times}).execute()
+    assert upd["summary"] == "Zebra summit" and "location" not in upd, f"PUT events/{ev['id']} (full replace): {upd}"
+    with pytest.raises(HttpError) as e:
+        cal.events().update(calendarId="primary", eventId=ev["id"], body={"summary": "no times"}).execute()
+    assert e.value.resp.status == 400, f"PUT without start/end: {e.value.resp.status}"
+
+    entries = cal.calendarList().list().execute()["items"]
+    assert [c.get("primary") for c in entries] == [True], f"GET users/me/calendarList: {entries}"
+    primary = cal.calendars().get(calendarId="primary").execute()
+    assert primary["id"] == entries[0]["id"] and primary["kind"] == "calendar#calendar", f"GET calendars/primary: {primary}"
+
+    found = cal.events().list(calendarId="primary", q="zebra summit").execute()["items"]
+    assert [i["id"] for i in found] == [ev["id"]], f"GET events?q=: {found}"
+    listed = cal.events().list(calendarId="primary").execute()
+    since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=2)).isoformat()
+    cal.events().delete(calendarId="primary", eventId=ev["id"]).execute()
+    changed = cal.events().list(calendarId="primary", updatedMin=since).execute()["items"]
+    assert {(i["id"], i["status"]) for i in changed} >= {(ev["id"], "cancelled")}, f"GET events?updatedMin=: {changed}"
+    with pytest.raises(HttpError) as e:
+        cal.events().list(calendarId="primary", syncToken=listed["nextSyncToken"], updatedMin=since).execute()
+    assert e.value.resp.status == 400, f"GET events?syncToken&updatedMin: {e.value.resp.status}"
+
+
+def test_people_me_search_contacts_and_sort_order(fresh):
+    people, _ = services(fresh)
+    me = people.people().get(resourceName="people/me", personFields="names,emailAddresses").execute()
+    gmail = next(r for r in fresh.info["reps"] if r["provider"] == "google")["mailbox"]
+    assert me["emailAddresses"][0]["value"] == gmail, f"GET people/me: {me}"
+    people.people().createContact(body={"names": [{"givenName": "Aaron", "familyName": "Zwicky"}]},
+                                  personFields="names").execute()
+    assert people.people().searchContacts(query="", readMask="names").execute() == {}, "the warm-up answers empty"
+    hits = people.people().searchContacts(query="aaron zw", readMask="names").execute().get("results", [])
+    assert [h["person"]["names"][0]["familyName"] for h in hits] == ["Zwicky"], f"GET people:searchContacts: {hits}"
+    firsts = [p["names"][0]["givenName"] for p in connections(people, sortOrder="FIRST_NAME_ASCENDING")[0]
+              if p.get("names") and p["names"][0].get("givenName")]
+    assert firsts[0] == "Aaron" and firsts == sorted(firsts, key=str.lower), f"sortOrder=FIRST_NAME_ASCENDING: {firsts}"

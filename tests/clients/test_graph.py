@@ -77,6 +77,8 @@ def test_a_429_is_retried_by_the_sdk_retry_handler(fresh):
     assert any(f.display_name == "Salesforce_Sync" for f in folders.value), "GET contactFolders"
     statuses = [r["status"] for r in fresh.requests_log("graph", endpoint="contactFolders")]
     assert statuses == [429, 200], f"GET contactFolders: statuses {statuses}, expected a retried 429"
+    faults = fresh.control("graph", "GET", "faults", expect=200)
+    assert (faults["faults"], faults["fired"]) == ([], 1), f"GET /_crmsync/faults: {faults}"
 
 
 def test_stale_etag_batch_and_delta_over_rest(fresh):
@@ -119,3 +121,21 @@ def test_a_user_by_principal_name_and_by_id(fresh):
     by_upn, by_id = asyncio.run(run())
     assert by_upn.user_principal_name == mailbox(fresh), f"GET users/{{upn}}: {by_upn.user_principal_name}"
     assert (by_id.id, by_id.mail) == (by_upn.id, mailbox(fresh)), "GET users/{id} names another user"
+
+
+def test_generated_display_name_and_orderby(fresh):
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from msgraph.generated.users.item.contacts.contacts_request_builder import ContactsRequestBuilder
+
+    async def run():
+        g = client(fresh).users.by_user_id(mailbox(fresh))
+        made = await g.contacts.post(Contact(given_name="Ola", surname="Zimmer"))
+        query = ContactsRequestBuilder.ContactsRequestBuilderGetQueryParameters(orderby=["displayName desc"], top=100)
+        listed = await g.contacts.get(request_configuration=RequestConfiguration(query_parameters=query))
+        return made, listed
+    made, listed = asyncio.run(run())
+    assert (made.display_name, made.file_as) == ("Ola Zimmer", ""), \
+        f"POST contacts from givenName + surname: displayName {made.display_name!r}, fileAs {made.file_as!r}"
+    names = [c.display_name for c in listed.value]
+    assert "Ola Zimmer" in names and names == sorted(names, key=str.lower, reverse=True), \
+        f"GET contacts?$orderby=displayName desc: {names}"

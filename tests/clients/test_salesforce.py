@@ -9,14 +9,15 @@ from simple_salesforce.exceptions import (SalesforceExpiredSession, SalesforceGe
                                           SalesforceMalformedRequest, SalesforceResourceNotFound)
 
 
-def sign_in(sb):
+def sign_in(sb, session=None):
     sf = sb.info["salesforce"]
     r = requests.post(sf["token_url"], data={"grant_type": "client_credentials", "client_id": sf["client_id"],
                                              "client_secret": sf["client_secret"]}, timeout=10)
     assert r.status_code == 200, f"POST {sf['token_url']}: {r.status_code} {r.text}"
     token = r.json()
     version = sf["rest_url"].rsplit("/v", 1)[1]
-    return Salesforce(instance_url=token["instance_url"], session_id=token["access_token"], version=version)
+    return Salesforce(instance_url=token["instance_url"], session_id=token["access_token"], version=version,
+                      session=session)
 
 
 def test_signs_in_over_https(fresh):
@@ -107,3 +108,55 @@ def test_global_and_object_describe(fresh):
     assert {"Contact", "Event", "User"} <= names, f"GET sobjects: {sorted(names)}"
     fields = {f["name"] for f in sf.Contact.describe()["fields"]}
     assert {"Id", "LastName", "Email"} <= fields, f"GET sobjects/Contact/describe: {sorted(fields)}"
+
+
+def test_object_info_aggregates_and_search(fresh):
+    sf = sign_in(fresh)
+    info = sf.Contact.metadata()
+    assert info["objectDescribe"]["name"] == "Contact", f"GET sobjects/Contact: {info}"
+    for i in range(3):
+        sf.Contact.create({"LastName": "Aggr", "FirstName": f"N{i}", "Email": f"aggr{i}@example.com"})
+    counted = sf.query("SELECT COUNT(Id) n FROM Contact WHERE LastName = 'Aggr'")
+    assert counted["records"] == [{"attributes": {"type": "AggregateResult"}, "n": 3}], f"GET query COUNT(Id): {counted}"
+    grouped = sf.query("SELECT LastName, COUNT(Id) FROM Contact WHERE LastName = 'Aggr' GROUP BY LastName")
+    assert grouped["records"] == [{"attributes": {"type": "AggregateResult"}, "LastName": "Aggr", "expr0": 3}], \
+        f"GET query GROUP BY: {grouped}"
+    found = sf.search("FIND {aggr1@example.com} IN EMAIL FIELDS RETURNING Contact(Email, LastName)")
+    assert [r["Email"] for r in found["searchRecords"]] == ["aggr1@example.com"], f"GET search: {found}"
+    quick = sf.quick_search("Aggr")
+    assert len(quick["searchRecords"]) == 3 and all(r["attributes"]["type"] == "Contact" for r in quick["searchRecords"])
+    with pytest.raises(SalesforceMalformedRequest):
+        sf.search("FIND aggr")
+
+
+def test_composite_references(fresh):
+    sf = sign_in(fresh)
+    v = f"/services/data/v{sf.sf_version}"
+    out = sf.restful("composite", method="POST", json={"allOrNone": True, "compositeRequest": [
+        {"method": "POST", "url": f"{v}/sobjects/Contact", "referenceId": "made", "body": {"LastName": "Refd"}},
+        {"method": "PATCH", "url": f"{v}/sobjects/Contact/@{{made.id}}", "referenceId": "titled",
+         "body": {"Title": "made @{made.id}"}},
+        {"method": "GET", "url": f"{v}/sobjects/Contact/@{{made.id}}", "referenceId": "got"}]})
+    results = {r["referenceId"]: r for r in out["compositeResponse"]}
+    made = results["made"]["body"]["id"]
+    assert results["titled"]["httpStatusCode"] == 204, f"POST composite: {out}"
+    assert results["got"]["body"]["Title"] == f"made {made}", f"POST composite: {out}"
+
+
+def test_a_429_is_retried_by_the_requests_session_retry(fresh):
+    """simple-salesforce sends through a requests session: a urllib3 Retry on it (honouring
+    Retry-After) turns the fault into one more request."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+    session = requests.Session()
+    session.mount("https://", HTTPAdapter(max_retries=Retry(total=3, status_forcelist=[429, 503],
+                                                            backoff_factor=0.1, allowed_methods=None)))
+    sf = sign_in(fresh, session=session)
+    fresh.control("salesforce", "POST", "faults",
+                  {"fault": {"kind": "too_many_requests", "retry_after_ms": 1000}, "endpoint": "query"}, expect=201)
+    assert sf.query("SELECT Id FROM Contact LIMIT 1")["done"]
+    log = fresh.requests_log("salesforce", endpoint="query")
+    assert [r["status"] for r in log] == [429, 200], f"GET query: {[r['status'] for r in log]}, expected a retried 429"
+    assert log[0]["fault"]["kind"] == "too_many_requests"
+    faults = fresh.control("salesforce", "GET", "faults", expect=200)
+    assert (faults["faults"], faults["fired"]) == ([], 1), f"GET /_crmsync/faults: {faults}"

@@ -829,3 +829,108 @@ async fn sync_dry_run_writes_nothing_and_plans_what_the_next_cycle_does() {
     assert_eq!(writes(after), 0, "{after}");
     assert_eq!(after["contacts"]["links_total"], report["contacts"]["links_total"], "{after}");
 }
+
+/// The Radicale executable (`CRMSYNC_RADICALE`), or `None` after a loud line; required in CI.
+fn radicale() -> Option<String> {
+    if let Ok(exe) = std::env::var("CRMSYNC_RADICALE") {
+        return Some(exe);
+    }
+    assert!(
+        std::env::var("CRMSYNC_REQUIRE_RADICALE").as_deref() != Ok("1"),
+        "CRMSYNC_REQUIRE_RADICALE=1 but CRMSYNC_RADICALE is unset"
+    );
+    crmsync_core::testkit::say(
+        "e2e dav: SKIPPED — set CRMSYNC_RADICALE to Radicale's executable (bash .ci/run installs it)",
+    );
+    None
+}
+
+/// The DAV rep's address book on Radicale, as one text (Radicale answers a GET of a collection
+/// with every vCard in it).
+async fn address_book(http: &Client, dav: &Value) -> String {
+    let url = format!("{}{}/salesforce-sync/", dav["url"].as_str().unwrap(), dav["user"].as_str().unwrap());
+    let r = http.get(&url).basic_auth(dav["user"].as_str().unwrap(), dav["password"].as_str()).send().await.unwrap();
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dav_rep_syncs_with_a_real_radicale_edits_both_ways_and_resyncs_after_reset_with_no_writes() {
+    let Some(exe) = radicale() else { return };
+    let sb = start_sandbox_with(&["--radicale", &exe]);
+    let dav = sb.info["dav"].clone();
+    crmsync_core::testkit::say(&format!(
+        "e2e dav: Radicale {} at {}",
+        dav["server"].as_str().unwrap(),
+        dav["url"].as_str().unwrap()
+    ));
+    assert!(sb.ok(&["status"]).contains("Dana Dav"), "the sandbox's config names the DAV rep");
+    let sync = || {
+        let out: Value = serde_json::from_str(&sb.ok(&["sync", "--rep", "Dana Dav", "--json"])).expect("sync --json");
+        out["reports"][0].clone()
+    };
+    let http = Client::new();
+    let sf = Salesforce::login(&http, &sb.info).await;
+    let user = sb.info["reps"].as_array().unwrap().iter().find(|r| r["provider"] == "dav").unwrap()["crm_user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let soql = format!("SELECT Id, Email, Title FROM Contact WHERE OwnerId = '{user}'");
+    let crm_contacts = || sf.query(&soql);
+
+    // Initial sync: Maya is on both sides (linked by e-mail), Olga only on the server, Noor only
+    // in the CRM; the server's meeting reaches the CRM.
+    let first = sync();
+    let c = &first["contacts"];
+    assert_eq!(
+        (c["linked"].as_u64(), c["created_in_crm"].as_u64(), c["created_in_provider"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{first}"
+    );
+    assert_eq!(first["events"]["created_in_crm"], 1, "{first}");
+    let emails: Vec<String> = crm_contacts().await.iter().map(|c| c["Email"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(emails.len(), 3, "{emails:?}");
+    assert!(emails.contains(&"olga.oakes@dav.example".to_owned()), "{emails:?}");
+    assert!(address_book(&http, &dav).await.contains("noor.nash@dav.example"), "the CRM contact reached Radicale");
+    let kickoff =
+        sf.query(&format!("SELECT Id FROM Event WHERE OwnerId = '{user}' AND Subject = 'Kickoff with Maya'")).await;
+    assert_eq!(kickoff.len(), 1);
+
+    // An edit on the server (as an address book app would PUT it) and one in the CRM.
+    let maya = format!("{}{}/salesforce-sync/maya.vcf", dav["url"].as_str().unwrap(), dav["user"].as_str().unwrap());
+    let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:maya\r\nN:Moss;Maya;;;\r\nFN:Maya Moss\r\n\
+                EMAIL;TYPE=INTERNET:maya.moss@dav.example\r\nTITLE:Head of Buying\r\nEND:VCARD\r\n";
+    let put = http
+        .put(&maya)
+        .basic_auth("dana", dav["password"].as_str())
+        .header("Content-Type", "text/vcard")
+        .body(card)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let noor = crm_contacts().await.into_iter().find(|c| c["Email"] == "noor.nash@dav.example").unwrap();
+    sf.patch("Contact", noor["Id"].as_str().unwrap(), json!({ "Title": "Chief Negotiator" })).await;
+    let second = sync();
+    assert_eq!(
+        (second["contacts"]["updated_in_crm"].as_u64(), second["contacts"]["updated_in_provider"].as_u64()),
+        (Some(1), Some(1)),
+        "{second}"
+    );
+    let titles: BTreeMap<String, Value> = crm_contacts()
+        .await
+        .into_iter()
+        .map(|c| (c["Email"].as_str().unwrap().to_owned(), c["Title"].clone()))
+        .collect();
+    assert_eq!(titles["maya.moss@dav.example"], "Head of Buying", "the server's edit reached the CRM");
+    assert!(address_book(&http, &dav).await.contains("Chief Negotiator"), "the CRM's edit reached Radicale");
+
+    // Reset Sync, then a resync that links everything again and writes nothing.
+    sb.ok(&["reset", "--rep", "Dana Dav", "--as", "Alex Admin"]);
+    let after = sync();
+    assert_eq!(writes(&after), 0, "the resync after a reset writes nothing: {after}");
+    assert_eq!(after["contacts"]["linked"], 3, "{after}");
+    assert_eq!(after["events"]["linked"], 1, "{after}");
+    assert_eq!(crm_contacts().await.len(), 3, "no duplicate in the CRM");
+    assert_eq!(address_book(&http, &dav).await.matches("BEGIN:VCARD").count(), 3, "no duplicate on the server");
+}

@@ -219,6 +219,18 @@ impl Session {
         format!("{}{}", self.graph.config.graph_url.trim_end_matches('/'), self.rel(path, query))
     }
 
+    /// Whether `link` (a stored cursor) is a delta link of the configured service: an absolute
+    /// URL on the same scheme, host and port as `graph_url`, ending in `/delta`. Anything else
+    /// (a corrupted store, another service's cursor) is never sent, so the token cannot leak to
+    /// another host.
+    pub(crate) fn is_own_delta_link(&self, link: &str) -> bool {
+        let origin = |u: &url::Url| (u.scheme().to_owned(), u.host_str().map(str::to_owned), u.port_or_known_default());
+        match (url::Url::parse(link), url::Url::parse(&self.graph.config.graph_url)) {
+            (Ok(l), Ok(base)) => origin(&l) == origin(&base) && l.path().ends_with("/delta"),
+            _ => false,
+        }
+    }
+
     /// A new access token for this session's principal.
     pub(crate) async fn fetch_token(&self) -> Result<(SecretString, Option<Duration>)> {
         let cfg = &self.graph.config;

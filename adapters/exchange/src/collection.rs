@@ -2,9 +2,9 @@
 //! Reading differs per kind: the provider hands each collection its kind's [`Reader`]
 //! ([`crate::contacts`], [`crate::events`]), so this file does not depend on them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use crmsync_core::model::{CONTACT_FIELDS, EVENT_FIELDS, check_batch};
@@ -44,6 +44,10 @@ pub struct GraphCollection {
     pub(crate) raw: Mutex<HashMap<String, Value>>,
     /// Set once the service refused `$expand` on contact delta.
     pub(crate) no_delta_expand: AtomicBool,
+    /// Set once a full read of the whole scope carried every sync key into `raw` (the contacts
+    /// folder; never the calendar window, as a stamped event may lie outside it): creates then
+    /// need no look-up of their keys.
+    pub(crate) scanned: AtomicBool,
 }
 
 impl std::fmt::Debug for GraphCollection {
@@ -75,13 +79,36 @@ pub(crate) fn sync_key_clause(k: &SyncKey) -> String {
 
 impl GraphCollection {
     pub(crate) fn new(kind: Kind, reader: &'static dyn Reader, session: Session, scope: Scope) -> Self {
-        Self { kind, reader, session, scope, raw: Mutex::new(HashMap::new()), no_delta_expand: AtomicBool::new(false) }
+        Self {
+            kind,
+            reader,
+            session,
+            scope,
+            raw: Mutex::new(HashMap::new()),
+            no_delta_expand: AtomicBool::new(false),
+            scanned: AtomicBool::new(false),
+        }
+    }
+
+    /// Keep the last-read JSON of an item. Replies that cannot carry the sync key (POST and
+    /// PATCH replies, `calendarView/delta`) keep the one `key` names or the one known before.
+    pub(crate) fn remember_keyed(&self, v: &Value, key: Option<&SyncKey>) {
+        let Some(id) = v["id"].as_str() else { return };
+        let mut raw = self.raw.lock().expect("raw cache");
+        let mut v = v.clone();
+        if v.get("singleValueExtendedProperties").is_none() {
+            let known = key
+                .map(mapping::sync_key_entry)
+                .or_else(|| raw.get(id).and_then(|old| old.get("singleValueExtendedProperties")).cloned());
+            if let Some(p) = known {
+                v["singleValueExtendedProperties"] = p;
+            }
+        }
+        raw.insert(id.to_owned(), v);
     }
 
     pub(crate) fn remember(&self, v: &Value) {
-        if let Some(id) = v["id"].as_str() {
-            self.raw.lock().expect("raw cache").insert(id.to_owned(), v.clone());
-        }
+        self.remember_keyed(v, None);
     }
 
     fn cached(&self, id: &str) -> Option<Value> {
@@ -172,15 +199,33 @@ impl GraphCollection {
         Ok(out)
     }
 
-    /// Items in scope matching a `$filter` clause list (OR-ed in chunks).
+    /// Items in scope matching a `$filter` clause list: OR-ed in chunks, the chunks sent
+    /// together through `$batch` (one request per 20 chunks), further pages followed.
     async fn query(&self, clauses: &[String]) -> Result<Vec<Value>> {
-        let mut out: BTreeMap<String, Value> = BTreeMap::new();
         let expand = expand_sync_key();
         let prefer = self.prefer();
-        for chunk in clauses.chunks(FIND_CHUNK) {
-            let filter = chunk.join(" or ");
-            let url = self.session.url(&self.list_path(), &[("$filter", &filter), ("$expand", &expand)]);
-            for v in self.session.get_all(&url, &Self::prefer_refs(&prefer)).await? {
+        // The page size and the kind's preferences, besides the immutable ids of every request.
+        let headers = vec![("Prefer".to_owned(), format!("IdType=\"ImmutableId\", {}", prefer.join(", ")))];
+        let reqs: Vec<SubRequest> = clauses
+            .chunks(FIND_CHUNK)
+            .map(|chunk| SubRequest {
+                method: "GET",
+                url: self.session.rel(&self.list_path(), &[("$filter", &chunk.join(" or ")), ("$expand", &expand)]),
+                headers: headers.clone(),
+                body: None,
+            })
+            .collect();
+        let mut out: BTreeMap<String, Value> = BTreeMap::new();
+        for page in self.session.batch(&reqs).await? {
+            let mut page = page?;
+            let mut values = match page["value"].take() {
+                Value::Array(v) => v,
+                _ => return Err(Error::unexpected("graph: a $filter reply has no `value` array")),
+            };
+            if let Some(next) = page["@odata.nextLink"].as_str() {
+                values.extend(self.session.get_all(next, &Self::prefer_refs(&prefer)).await?);
+            }
+            for v in values {
                 if let Some(id) = v["id"].as_str() {
                     out.insert(id.to_owned(), v);
                 }
@@ -212,7 +257,7 @@ impl GraphCollection {
             .zip(res)
             .map(|(&i, r)| {
                 r.and_then(|v| {
-                    self.remember(&v);
+                    self.remember_keyed(&v, Some(&items[i].sync_key));
                     self.item(&v, Some(&items[i].sync_key))
                 })
             })
@@ -232,6 +277,29 @@ impl GraphCollection {
                 })
             })
             .collect())
+    }
+
+    /// The records already stamped with these keys in scope, by key: those this handle knows,
+    /// then, unless a full read showed every key of the scope, the others looked up.
+    async fn stamped(&self, keys: &[&SyncKey]) -> Result<HashMap<SyncKey, Result<Item>>> {
+        let wanted: HashSet<&SyncKey> = keys.iter().copied().collect();
+        let known: Vec<(SyncKey, Value)> = self
+            .raw
+            .lock()
+            .expect("raw cache")
+            .values()
+            .filter_map(|v| mapping::sync_key_of(v).filter(|k| wanted.contains(k)).map(|k| (k, v.clone())))
+            .collect();
+        let mut out: HashMap<SyncKey, Result<Item>> =
+            known.into_iter().map(|(k, v)| (k.clone(), self.item(&v, Some(&k)))).collect();
+        let missing: Vec<&SyncKey> = keys.iter().copied().filter(|k| !out.contains_key(*k)).collect();
+        if !missing.is_empty() && !self.scanned.load(Ordering::Relaxed) {
+            for (k, v) in self.by_keys(&missing).await? {
+                self.remember(&v);
+                out.insert(k.clone(), self.item(&v, Some(&k)));
+            }
+        }
+        Ok(out)
     }
 
     /// Items stamped with these sync keys, by key.
@@ -262,7 +330,18 @@ impl Collection for GraphCollection {
     }
 
     async fn changes(&self, cursor: Option<&str>) -> Result<Changes> {
-        self.reader.changes(self, cursor).await.map_err(|e| e.context(format!("exchange {}s", self.kind.as_str())))
+        let ch = self
+            .reader
+            .changes(self, cursor)
+            .await
+            .map_err(|e| e.context(format!("exchange {}s", self.kind.as_str())))?;
+        let mut raw = self.raw.lock().expect("raw cache");
+        for c in &ch.items {
+            if let Change::Removed(id) = c {
+                raw.remove(id);
+            }
+        }
+        Ok(ch)
     }
 
     async fn get_many(&self, ids: &[String]) -> Result<Vec<Item>> {
@@ -288,8 +367,12 @@ impl Collection for GraphCollection {
                     Some(format!("emailAddresses/any(a:a/address eq {})", odata_str(e)))
                 }
                 (MatchKey::ICalUid(u), Kind::Event) => Some(format!("iCalUId eq {}", odata_str(u))),
-                // Name + phone and subject + start have no Graph filter that fits; the engine
-                // matches those among the items of a full read.
+                // Phone numbers are stored as typed, so only the name is filtered here.
+                (MatchKey::NamePhone { name, .. }, Kind::Contact) => Some(name_clause(name)),
+                // `start/dateTime` is a zone-less string; the start is checked below.
+                (MatchKey::SubjectStart { subject, .. }, Kind::Event) => {
+                    Some(format!("subject eq {}", odata_str(subject)))
+                }
                 _ => None,
             })
             .collect();
@@ -299,8 +382,10 @@ impl Collection for GraphCollection {
                 continue;
             }
             self.remember(&v);
-            if let Ok(item) = self.item(&v, None) {
-                out.push(Found { item, in_scope: true });
+            // The filters are wider than the keys (names, subjects): keep exact matches only.
+            match self.item(&v, None) {
+                Ok(item) if keys.iter().any(|k| k.matches(&item)) => out.push(Found { item, in_scope: true }),
+                _ => {}
             }
         }
         Ok(out)
@@ -331,9 +416,18 @@ impl Collection for GraphCollection {
                 send.push(i);
             }
         }
-        // Graph creates are not idempotent. The engine searched for every key before asking
-        // (port contract), so the batch goes out right away; when its reply is lost, the keys
+        // Graph creates are not idempotent: a key already stamped in scope returns its record
+        // instead of a second one. The rest goes out; when that batch's reply is lost, its keys
         // are looked up and only what did not land is sent again.
+        let keys: Vec<&SyncKey> = send.iter().map(|&i| &items[i].sync_key).collect();
+        let mut stamped = self.stamped(&keys).await?;
+        send.retain(|&i| match stamped.remove(&items[i].sync_key) {
+            Some(r) => {
+                results[i] = Some(r);
+                false
+            }
+            None => true,
+        });
         let pick = |which: Vec<usize>| which.into_iter().map(|k| send[k]).collect::<Vec<_>>();
         let created = create_reconciled(
             send.len(),
@@ -383,12 +477,7 @@ impl Collection for GraphCollection {
             let key = self.cached(&items[i].id).and_then(|c| mapping::sync_key_of(&c));
             results[i] = Some(r.and_then(|v| {
                 let it = self.item(&v, key.as_ref())?;
-                // The PATCH reply has no extended properties: keep the known key in the cache.
-                let mut keep = v.clone();
-                if let Some(k) = &key {
-                    keep["singleValueExtendedProperties"] = mapping::sync_key_entry(k);
-                }
-                self.remember(&keep);
+                self.remember_keyed(&v, key.as_ref());
                 Ok(it)
             }));
         }
@@ -426,6 +515,22 @@ impl Collection for GraphCollection {
     fn requests(&self) -> u64 {
         self.session.requests()
     }
+}
+
+/// A `$filter` clause for contacts whose name is `name` (normalized "given family"): the display
+/// name, or any split of its words into given name and surname.
+fn name_clause(name: &str) -> String {
+    let words: Vec<&str> = name.split(' ').collect();
+    let mut any = vec![format!("displayName eq {}", odata_str(name))];
+    for k in 0..=words.len() {
+        let (given, family) = (words[..k].join(" "), words[k..].join(" "));
+        any.push(match (given.is_empty(), family.is_empty()) {
+            (true, _) => format!("surname eq {}", odata_str(&family)),
+            (_, true) => format!("givenName eq {}", odata_str(&given)),
+            _ => format!("(givenName eq {} and surname eq {})", odata_str(&given), odata_str(&family)),
+        });
+    }
+    format!("({})", any.join(" or "))
 }
 
 /// Collapse repeated entries of one delta round (last wins, first position kept).

@@ -39,6 +39,9 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
     let plain = s.url(&format!("/contactFolders/{folder}/contacts/delta"), &[]);
     let expand = !c.no_delta_expand.load(Ordering::Relaxed);
     let first = match cursor {
+        Some(u) if !s.is_own_delta_link(u) => {
+            return Err(Error::new(ErrorKind::CursorExpired, "the cursor is not a delta link of this service"));
+        }
         Some(u) => u.to_owned(),
         None if expand => {
             s.url(&format!("/contactFolders/{folder}/contacts/delta"), &[("$expand", &expand_sync_key())])
@@ -81,6 +84,10 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
                 }
             }
         }
+    }
+    if cursor.is_none() && expand && !c.no_delta_expand.load(Ordering::Relaxed) {
+        // This handle has now seen every sync key stamped in the folder.
+        c.scanned.store(true, Ordering::Relaxed);
     }
     Ok(Changes { full: cursor.is_none(), items: dedup(items), skipped, failures, cursor: Some(delta) })
 }

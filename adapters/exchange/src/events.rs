@@ -22,7 +22,10 @@ pub(crate) async fn changes(c: &GraphCollection, cursor: Option<&str>) -> Result
     let prefix = format!("{}|{}|", iso(w.start), iso(w.end));
     let next = match cursor {
         Some(cur) => match cur.strip_prefix(&prefix) {
-            Some(link) => link.to_owned(),
+            Some(link) if s.is_own_delta_link(link) => link.to_owned(),
+            Some(_) => {
+                return Err(Error::new(ErrorKind::CursorExpired, "the cursor is not a delta link of this service"));
+            }
             None => return Err(Error::new(ErrorKind::CursorExpired, "the event window moved since the last read")),
         },
         None => s.url("/calendarView/delta", &[("startDateTime", &iso(w.start)), ("endDateTime", &iso(w.end))]),

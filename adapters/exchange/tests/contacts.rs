@@ -263,6 +263,8 @@ async fn request_counts_meet_the_floor() {
     let mb = "ida@contoso.com";
     let c = env.admin(mb, Kind::Contact).await;
     let n = 45;
+    // A full read (the engine's first step) shows every key in the folder: creates need no look-up.
+    c.changes(None).await.expect("full");
     env.fake.reset_counts();
     let items: Vec<NewItem> =
         (0..n).map(|i| NewItem { sync_key: key(100 + i), record: person(100 + i).into() }).collect();
@@ -284,6 +286,16 @@ async fn request_counts_meet_the_floor() {
         assert_eq!(got.len(), chunk.len());
     }
     assert_eq!(env.fake.count("$batch"), n.div_ceil(20) as u64, "get_many: one $batch per 20 ids");
+    // A handle that has not read the folder looks the keys up first: one $batch more per batch.
+    let other = env.admin(mb, Kind::Contact).await;
+    env.fake.reset_counts();
+    let more: Vec<NewItem> =
+        (0..3).map(|i| NewItem { sync_key: key(200 + i), record: person(200 + i).into() }).collect();
+    let again = [more, vec![items[0].clone()]].concat();
+    let res = other.create_many(&again).await.expect("create");
+    assert_eq!(env.fake.count("$batch"), 2, "one look-up, one create");
+    assert_eq!(res[3].as_ref().expect("found").sync_key.as_ref(), Some(&items[0].sync_key));
+    assert_eq!(env.fake.count_by_sync_key(mb, items[0].sync_key.as_str()), 1, "the known key was not created again");
 }
 
 #[tokio::test]
@@ -326,4 +338,15 @@ async fn a_service_refusing_expand_on_delta_is_read_without_it() {
     let again = c.find(&[crmsync_core::MatchKey::SyncKey(k.clone())]).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].item.id, made.id);
+}
+
+#[tokio::test]
+async fn a_cursor_on_another_host_is_expired_and_never_sent() {
+    let env = common::env(10).await;
+    let c = env.admin("kim@contoso.com", Kind::Contact).await;
+    let before = c.requests();
+    let foreign = "https://elsewhere.example/v1.0/users/kim/contactFolders/f/contacts/delta?$deltatoken=t";
+    let err = c.changes(Some(foreign)).await.expect_err("a foreign cursor");
+    assert_eq!(err.kind(), ErrorKind::CursorExpired, "{err}");
+    assert_eq!(c.requests(), before, "nothing was sent (the token never leaves for another host)");
 }

@@ -327,3 +327,85 @@ async fn the_fake_starts_on_a_given_listener() {
     assert_eq!(fake.count("token"), 1);
     assert_eq!(fake.count("contactFolders"), 1);
 }
+
+/// `$orderby` on contact and event lists, a user by id or principal name, and the display
+/// name Exchange generates for a contact created from its name parts.
+#[tokio::test]
+async fn orderby_users_and_generated_contact_names() {
+    let fake = FakeGraph::start().await;
+    fake.add_mailbox("adele@contoso.com");
+    let http = Client::new();
+    let tok = token(&http, &fake).await;
+    let g = |p: &str| format!("{}/v1.0/users/adele@contoso.com{p}", fake.uri());
+    let send = |rb: reqwest::RequestBuilder| {
+        let rb = rb.bearer_auth(&tok);
+        async move {
+            let r = rb.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // A contact made of given name and surname is shown as "Given Surname"; fileAs stays empty.
+    let (s, pavel) = send(http.post(g("/contacts")).json(&json!({"givenName": "Pavel", "surname": "Bansky"}))).await;
+    assert_eq!(s, 201, "{pavel}");
+    assert_eq!((pavel["displayName"].as_str(), pavel["fileAs"].as_str()), (Some("Pavel Bansky"), Some("")));
+    let (_, named) =
+        send(http.post(g("/contacts")).json(&json!({"givenName": "Ann", "surname": "Zed", "displayName": "Annie"})))
+            .await;
+    assert_eq!(named["displayName"], "Annie", "a given displayName is kept");
+    let (_, _) = send(http.post(g("/contacts")).json(&json!({"givenName": "Cy", "surname": "Moss"}))).await;
+    // Renaming without a displayName regenerates it; with one keeps it.
+    let (_, v) =
+        send(http.patch(g(&format!("/contacts/{}", pavel["id"].as_str().unwrap()))).json(&json!({"surname": "Novak"})))
+            .await;
+    assert_eq!(v["displayName"], "Pavel Novak");
+    let (_, v) = send(
+        http.patch(g(&format!("/contacts/{}", named["id"].as_str().unwrap())))
+            .json(&json!({"surname": "Young", "displayName": "Annie"})),
+    )
+    .await;
+    assert_eq!(v["displayName"], "Annie");
+
+    let names = |v: &Value| -> Vec<String> {
+        v["value"].as_array().unwrap().iter().map(|c| c["displayName"].as_str().unwrap().to_owned()).collect()
+    };
+    let (s, v) = send(http.get(g("/contacts")).query(&[("$orderby", "displayName")])).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(names(&v), ["Annie", "Cy Moss", "Pavel Novak"]);
+    let (_, v) = send(http.get(g("/contacts")).query(&[("$orderby", "surname desc")])).await;
+    assert_eq!(names(&v), ["Annie", "Pavel Novak", "Cy Moss"]);
+    let (s, v) = send(http.get(g("/contacts")).query(&[("$orderby", "shoeSize")])).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("BadRequest")), "{v}");
+
+    for (subject, day) in [("Late", 9), ("Early", 2), ("Middle", 5)] {
+        let t = |h: u32| format!("2030-01-{day:02}T{h:02}:00:00");
+        let (s, v) = send(http.post(g("/events")).json(&json!({"subject": subject,
+            "start": {"dateTime": t(10), "timeZone": "UTC"}, "end": {"dateTime": t(11), "timeZone": "UTC"}})))
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let subjects = |v: &Value| -> Vec<String> {
+        v["value"].as_array().unwrap().iter().map(|c| c["subject"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, v) = send(http.get(g("/events")).query(&[("$orderby", "start/dateTime")])).await;
+    assert_eq!(subjects(&v), ["Early", "Middle", "Late"]);
+    let (_, v) = send(http.get(g("/calendarView")).query(&[
+        ("startDateTime", "2030-01-01T00:00:00Z"),
+        ("endDateTime", "2030-02-01T00:00:00Z"),
+        ("$orderby", "start/dateTime desc"),
+    ]))
+    .await;
+    assert_eq!(subjects(&v), ["Late", "Middle", "Early"]);
+    let (s, _) = send(http.get(g("/events")).query(&[("$orderby", "surname")])).await;
+    assert_eq!(s, 400, "an event has no surname");
+
+    // A user by principal name and by its id.
+    let (s, by_upn) = send(http.get(g(""))).await;
+    assert_eq!((s, by_upn["userPrincipalName"].as_str()), (200, Some("adele@contoso.com")));
+    let id = by_upn["id"].as_str().unwrap();
+    let (s, by_id) = send(http.get(format!("{}/v1.0/users/{id}", fake.uri()))).await;
+    assert_eq!((s, by_id["mail"].as_str()), (200, Some("adele@contoso.com")));
+    let (s, v) = send(http.get(format!("{}/v1.0/users/nobody@contoso.com", fake.uri()))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("ErrorInvalidUser")));
+}

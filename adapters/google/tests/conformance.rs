@@ -30,8 +30,9 @@ impl Harness for H {
         }
         self.provider.collection(&rep, kind, &access).await.expect("collection")
     }
-    async fn expire_cursors(&self, _kind: Kind) {
+    async fn expire_cursors(&self, _kind: Kind) -> Result<(), String> {
         self.fake.expire_cursors();
+        Ok(())
     }
     fn invalid_record(&self, kind: Kind) -> Record {
         match kind {

@@ -353,3 +353,174 @@ async fn people_single_contact_endpoints() {
     assert_eq!(h.get(&format!("/v1/{rn}?personFields=names")).await.0, StatusCode::NOT_FOUND);
     assert_eq!(fake.count_contacts_with_email("solo@example.com", "sol@x.example"), 0);
 }
+
+/// Calendar beyond events CRUD: `events.update` (PUT replaces), the calendar list, the primary
+/// calendar, and `q` / `updatedMin` with their sync-token restriction.
+#[tokio::test]
+async fn calendar_update_calendar_list_and_list_filters() {
+    let fake = FakeGoogle::start().await;
+    fake.add_user("cal@example.com");
+    let h = login(&fake, "cal@example.com").await;
+    let at = |d: i64| (Utc::now() + Duration::days(d)).format("%Y-%m-%dT10:00:00Z").to_string();
+    let ev = |summary: &str, d: i64| {
+        json!({"summary": summary, "location": "Room 4", "description": "agenda",
+        "start": {"dateTime": at(d)}, "end": {"dateTime": at(d + 1)},
+        "attendees": [{"email": "bo@example.com", "displayName": "Bo Li"}]})
+    };
+    let events = "/calendar/v3/calendars/primary/events";
+    let (_, a) = h.post(events, ev("Quarterly review", 1)).await;
+    let (_, b) = h.post(events, ev("Planning", 2)).await;
+    let id = a["id"].as_str().unwrap();
+
+    // PUT replaces the whole event: what the body leaves out is gone; start/end are required.
+    let (s, v) = h
+        .send(
+            reqwest::Method::PUT,
+            &format!("{events}/{id}"),
+            Some(json!({"summary": "Replaced",
+            "start": {"dateTime": at(3)}, "end": {"dateTime": at(4)}})),
+            Some(a["etag"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["summary"], "Replaced");
+    assert!(v.get("location").is_none() && v.get("attendees").is_none(), "PUT keeps no old fields: {v}");
+    assert_ne!(v["etag"], a["etag"]);
+    let (s, _) = h
+        .send(
+            reqwest::Method::PUT,
+            &format!("{events}/{id}"),
+            Some(json!({"summary": "x",
+            "start": {"dateTime": at(3)}, "end": {"dateTime": at(4)}})),
+            Some(a["etag"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    let (s, v) = h.send(reqwest::Method::PUT, &format!("{events}/{id}"), Some(json!({"summary": "x"})), None).await;
+    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("required")));
+    let (s, _) = h.send(reqwest::Method::PUT, &format!("{events}/nosuchevent"), Some(ev("x", 1)), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The calendar list and the primary calendar.
+    let (s, v) = h.get("/calendar/v3/users/me/calendarList").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["kind"], "calendar#calendarList");
+    assert_eq!(
+        (v["items"][0]["id"].as_str(), v["items"][0]["primary"].as_bool()),
+        (Some("cal@example.com"), Some(true))
+    );
+    assert_eq!(v["items"][0]["accessRole"], "owner");
+    let sync = v["nextSyncToken"].as_str().unwrap();
+    let (_, v) = h.get(&format!("/calendar/v3/users/me/calendarList?syncToken={sync}")).await;
+    assert_eq!(v["items"], json!([]));
+    let (s, v) = h.get("/calendar/v3/calendars/primary").await;
+    assert_eq!(
+        (s, v["kind"].as_str(), v["id"].as_str()),
+        (StatusCode::OK, Some("calendar#calendar"), Some("cal@example.com"))
+    );
+    let (s, _) = h.get("/calendar/v3/calendars/other@example.com").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, v) = h.get("/calendar/v3/users/me/calendarList/primary").await;
+    assert_eq!(v["id"], "cal@example.com");
+
+    // q: free text over summary, description, location, attendees and organizer.
+    let summaries = |v: &Value| -> Vec<String> {
+        v["items"].as_array().unwrap().iter().map(|e| e["summary"].as_str().unwrap_or("").to_owned()).collect()
+    };
+    let (_, v) = h.get(&format!("{events}?q=planning")).await;
+    assert_eq!(summaries(&v), ["Planning"]);
+    let (_, v) = h.get(&format!("{events}?q=bo%40example.com")).await;
+    assert_eq!(summaries(&v), ["Planning"], "the replaced event lost its attendee");
+    let (_, v) = h.get(&format!("{events}?q=nothing+here")).await;
+    assert_eq!(summaries(&v), Vec::<String>::new());
+
+    // updatedMin: what changed since, deletions included whatever showDeleted says.
+    let (_, all) = h.get(events).await;
+    let sync = all["nextSyncToken"].as_str().unwrap().to_owned();
+    let since = (Utc::now() - Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (s, _) = h.send(reqwest::Method::DELETE, &format!("{events}/{}", b["id"].as_str().unwrap()), None, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = h.get(&format!("{events}?updatedMin={}", since.replace('+', "%2B"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let statuses: Vec<&str> = v["items"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert!(statuses.contains(&"cancelled"), "updatedMin lists the deletion: {v}");
+    let (_, v) = h.get(&format!("{events}?updatedMin=2030-01-01T00:00:00Z")).await;
+    assert_eq!(v["items"], json!([]));
+    let old = (Utc::now() - Duration::days(60)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (s, v) = h.get(&format!("{events}?updatedMin={}", old.replace('+', "%2B"))).await;
+    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (StatusCode::GONE, Some("updatedMinTooLongAgo")));
+    for extra in ["q=planning", "updatedMin=2030-01-01T00:00:00Z"] {
+        let (s, v) = h.get(&format!("{events}?syncToken={sync}&{extra}")).await;
+        assert_eq!(
+            (s, v["error"]["errors"][0]["reason"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("syncTokenWithRequestRestrictions")),
+            "{extra}"
+        );
+    }
+}
+
+/// People beyond the contact list: the user's own profile, search with its warm-up, and the
+/// sort orders of connections.list.
+#[tokio::test]
+async fn people_me_search_contacts_and_sort_order() {
+    let fake = FakeGoogle::start().await;
+    fake.add_user("p@example.com");
+    let h = login(&fake, "p@example.com").await;
+    for (g, f, e) in
+        [("Zoe", "Adams", "zoe@example.com"), ("Al", "Young", "al@example.org"), ("Mia", "Ng", "mia@example.com")]
+    {
+        fake.insert_contact_json(
+            "p@example.com",
+            &[],
+            json!({"names": [{"givenName": g, "familyName": f}],
+            "emailAddresses": [{"value": e}]}),
+        );
+    }
+
+    let (s, v) = h.get("/v1/people/me?personFields=names,emailAddresses,metadata").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["resourceName"].as_str().unwrap().starts_with("people/1"), "{v}");
+    assert_eq!(v["emailAddresses"][0]["value"], "p@example.com");
+    assert_eq!(v["metadata"]["sources"][0]["type"], "PROFILE");
+    let (s, _) = h.get("/v1/people/me").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Search answers from a cache the empty-query warm-up fills.
+    let (s, v) = h.get("/v1/people:searchContacts?query=zoe&readMask=names").await;
+    assert_eq!((s, &v), (StatusCode::OK, &json!({})), "no results before the warm-up");
+    let (s, v) = h.get("/v1/people:searchContacts?query=&readMask=names").await;
+    assert_eq!((s, &v), (StatusCode::OK, &json!({})));
+    let (_, v) = h.get("/v1/people:searchContacts?query=zoe%20ad&readMask=names,emailAddresses").await;
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["results"][0]["person"]["emailAddresses"][0]["value"], "zoe@example.com");
+    let (_, v) = h.get("/v1/people:searchContacts?query=example.com&readMask=names").await;
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(2), "{v}");
+    let (_, v) = h.get("/v1/people:searchContacts?query=oe&readMask=names").await;
+    assert_eq!(v, json!({}), "prefix phrases only");
+    fake.insert_contact_json("p@example.com", &[], json!({"names": [{"givenName": "Zed", "familyName": "Late"}]}));
+    let (_, v) = h.get("/v1/people:searchContacts?query=zed&readMask=names").await;
+    assert_eq!(v, json!({}), "a contact added after the warm-up is not found yet");
+    let (s, v) = h.get("/v1/people:searchContacts?query=zoe").await;
+    assert_eq!((s, v["error"]["status"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")));
+
+    let order = |sort: &str| {
+        let path = format!("/v1/people/me/connections?personFields=names&sortOrder={sort}");
+        let h = &h;
+        async move {
+            let (s, v) = h.get(&path).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["names"][0]["givenName"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(order("FIRST_NAME_ASCENDING").await, ["Al", "Mia", "Zed", "Zoe"]);
+    assert_eq!(order("LAST_NAME_ASCENDING").await, ["Zoe", "Zed", "Mia", "Al"]);
+    assert_eq!(order("LAST_MODIFIED_ASCENDING").await, ["Zoe", "Al", "Mia", "Zed"]);
+    assert_eq!(order("LAST_MODIFIED_DESCENDING").await, ["Zed", "Mia", "Al", "Zoe"]);
+    let (s, v) = h.get("/v1/people/me/connections?personFields=names&sortOrder=BY_MOOD").await;
+    assert_eq!((s, v["error"]["status"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")));
+}

@@ -29,8 +29,9 @@ impl Harness for SfHarness {
         let user = self.fake.add_user(&format!("Kit Rep{n}"), &[]);
         self.crm.collection(&common::rep(&user), kind, &common::access()).await.expect("collection")
     }
-    async fn expire_cursors(&self, _kind: Kind) {
+    async fn expire_cursors(&self, _kind: Kind) -> Result<(), String> {
         self.fake.expire_cursors();
+        Ok(())
     }
     fn invalid_record(&self, kind: Kind) -> Record {
         match kind {

@@ -337,3 +337,92 @@ async fn start_on_a_fixed_listener_and_garbage_answers_are_clear_errors() {
     assert_eq!(err.kind(), crmsync_core::ErrorKind::Unexpected);
     assert!(err.message().contains("not JSON"), "{err}");
 }
+
+/// What official SDKs use beyond records: object metadata, aggregate SOQL, SOSL and composite
+/// references, in the service's documented shapes.
+#[tokio::test]
+async fn metadata_aggregates_search_and_composite_references() {
+    let fake = FakeSalesforce::start().await;
+    let ann = fake.add_user("Ann Rep", &[]);
+    let bob = fake.add_user("Bob Rep", &[]);
+    for (owner, last, email) in
+        [(&ann, "Li", "bo.li@example.com"), (&ann, "Ng", "cy.ng@example.com"), (&bob, "Li", "di.li@example.org")]
+    {
+        fake.insert_contact(owner, json!({"LastName": last, "FirstName": "X", "Email": email}));
+    }
+    let api = Api::login(&fake).await;
+
+    // sObject basic information: the object's describe entry and its recent items.
+    let (s, _, info) = api.send(Method::GET, "/sobjects/Contact", None).await;
+    assert_eq!(s, 200, "{info}");
+    assert_eq!(info["objectDescribe"]["name"], "Contact");
+    assert_eq!(info["objectDescribe"]["urls"]["describe"], "/services/data/v62.0/sobjects/Contact/describe");
+    assert!(info["recentItems"].is_array());
+
+    // Aggregates: one AggregateResult per group, exprN for unnamed aggregates, aliases kept.
+    let (s, v) = api.query("SELECT COUNT(Id) FROM Contact").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["totalSize"], 1);
+    assert_eq!(v["records"], json!([{"attributes": {"type": "AggregateResult"}, "expr0": 3}]));
+    let (_, v) = api
+        .query("SELECT LastName, COUNT(Id) n, COUNT_DISTINCT(OwnerId) FROM Contact GROUP BY LastName ORDER BY LastName")
+        .await;
+    assert_eq!(
+        v["records"],
+        json!([{"attributes": {"type": "AggregateResult"}, "LastName": "Li", "n": 2, "expr0": 2},
+               {"attributes": {"type": "AggregateResult"}, "LastName": "Ng", "n": 1, "expr0": 1}]),
+        "{v}"
+    );
+    let (s, v) = api.query("SELECT LastName, COUNT(Id) FROM Contact").await;
+    assert_eq!((s, v[0]["errorCode"].as_str()), (400, Some("MALFORMED_QUERY")), "{v}");
+    let (_, v) = api.query("SELECT COUNT() FROM Contact WHERE LastName = 'Li'").await;
+    assert_eq!((v["totalSize"].as_u64(), v["records"].as_array().map(Vec::len)), (Some(2), Some(0)));
+
+    // SOSL: searchRecords of the objects named in RETURNING, with their fields.
+    let search = |q: &str| {
+        let req = api.http.get(format!("{}/search/", api.base)).query(&[("q", q)]).bearer_auth(&api.token);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = search("FIND {li} IN NAME FIELDS RETURNING Contact(LastName, Email ORDER BY Email)").await;
+    assert_eq!(s, 200, "{v}");
+    let emails: Vec<&str> =
+        v["searchRecords"].as_array().unwrap().iter().map(|r| r["Email"].as_str().unwrap()).collect();
+    assert_eq!(emails, ["bo.li@example.com", "di.li@example.org"]);
+    assert_eq!(v["searchRecords"][0]["attributes"]["type"], "Contact");
+    let (_, v) = search("FIND {example.org} IN EMAIL FIELDS RETURNING Contact").await;
+    assert_eq!(v["searchRecords"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["searchRecords"][0]["Id"].is_string());
+    let (_, v) = search("FIND {Ann*} RETURNING User(Name)").await;
+    assert_eq!(v["searchRecords"][0]["Name"], "Ann Rep", "{v}");
+    let (_, v) = search("FIND {nobody} RETURNING Contact").await;
+    assert_eq!(v, json!({"searchRecords": []}));
+    let (s, v) = search("FIND li").await;
+    assert_eq!((s, v[0]["errorCode"].as_str()), (400, Some("MALFORMED_SEARCH")), "{v}");
+
+    // Composite: a later subrequest uses an earlier one's result.
+    let (s, _, v) = api
+        .send(
+            Method::POST,
+            "/composite",
+            Some(json!({"compositeRequest": [
+                {"method": "POST", "url": "/services/data/v62.0/sobjects/Contact", "referenceId": "made", "body": {"LastName": "Ref"}},
+                {"method": "GET", "url": "/services/data/v62.0/sobjects/Contact/@{made.id}", "referenceId": "got"},
+                {"method": "GET", "url": "/services/data/v62.0/query?q=SELECT+Id+FROM+Contact+WHERE+LastName='Ref'", "referenceId": "found"},
+                {"method": "PATCH", "url": "/services/data/v62.0/sobjects/Contact/@{found.records[0].Id}", "referenceId": "edit",
+                 "body": {"Title": "@{got.LastName} title"}},
+                {"method": "GET", "url": "/services/data/v62.0/sobjects/Contact/@{nothing.id}", "referenceId": "bad"}]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let results = v["compositeResponse"].as_array().unwrap();
+    assert_eq!(results[1]["body"]["LastName"], "Ref", "{v}");
+    assert_eq!(results[3]["httpStatusCode"], 204, "{v}");
+    assert_eq!(results[4]["httpStatusCode"], 400);
+    assert_eq!(results[4]["body"][0]["errorCode"], "PROCESSING_HALTED");
+    let id = results[0]["body"]["id"].as_str().unwrap();
+    let (_, _, got) = api.send(Method::GET, &format!("/sobjects/Contact/{id}"), None).await;
+    assert_eq!(got["Title"], "Ref title");
+}

@@ -35,8 +35,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmsync_core::report::CycleReport;
 use crmsync_core::{
-    Acquire, Cursors, Error, ItemError, Kind, LeaseHolder, Leases, Link, LinkBatch, RepState, RepStatus, ResetRecord,
-    Result, SyncState,
+    Acquire, Actor, Cursors, Error, HeldDelete, ItemError, Kind, LeaseHolder, Leases, Link, LinkBatch, RepState,
+    RepStatus, ResetRecord, Result, SyncState, Verdict, Verification,
 };
 use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -44,7 +44,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, SqliteConnection, SqlitePool};
 
 /// The newest schema version this build knows (`crmsync_meta.schema_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The embedded migrations (one schema for SQLite and PostgreSQL).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -52,7 +52,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The tables this crate creates; finding one of them in a PostgreSQL schema without
 /// `crmsync_meta` means the schema belongs to something else. (`_sqlx_migrations` alone is
 /// checked for rows: another worker may be migrating the same schema right now.)
-const OUR_TABLES: &[&str] = &["crmsync_meta", "reps", "links", "cursors", "item_errors", "runs", "resets", "schedule"];
+const OUR_TABLES: &[&str] = &[
+    "crmsync_meta",
+    "reps",
+    "links",
+    "cursors",
+    "item_errors",
+    "runs",
+    "resets",
+    "schedule",
+    "reset_undo",
+    "held_deletes",
+];
 
 /// How to open a store. [`SqlStore::connect`] uses the defaults.
 #[derive(Clone, Debug)]
@@ -459,6 +470,26 @@ impl SyncState for SqlStore {
 
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>> {
         dispatch!(self, resets(rep))
+    }
+
+    async fn seal_reset(&self, rep: &str, epoch: u64) -> Result<()> {
+        dispatch!(self, seal_reset(rep, epoch))
+    }
+
+    async fn verify_reset(&self, rep: &str, epoch: u64, verification: &Verification) -> Result<()> {
+        dispatch!(self, verify_reset(rep, epoch, verification))
+    }
+
+    async fn undo_reset(&self, rep: &str, by: &Actor) -> Result<ResetRecord> {
+        dispatch!(self, undo_reset(rep, by))
+    }
+
+    async fn held(&self, rep: &str, kind: Kind) -> Result<Vec<HeldDelete>> {
+        dispatch!(self, held(rep, kind))
+    }
+
+    async fn judge_held(&self, rep: &str, verdict: Verdict) -> Result<u64> {
+        dispatch!(self, judge_held(rep, verdict))
     }
 
     async fn grant(&self, rep: &str) -> Result<Option<SecretString>> {

@@ -309,9 +309,10 @@ macro_rules! ops {
             use chrono::{DateTime, Utc};
             use crmsync_core::report::CycleReport;
             use crmsync_core::port::storable_text;
+            use crmsync_core::port::undo_refusal;
             use crmsync_core::{
-                Cursors, Error, ErrorKind, ItemError, Kind, Link, LinkBatch, RepState, RepStatus, ResetRecord, Result,
-                SyncKey,
+                Actor, Cursors, Error, ErrorKind, HeldDelete, ItemError, Kind, Link, LinkBatch, RepState, RepStatus,
+                ResetRecord, ResetUndo, Result, SyncKey, Verdict, Verification,
             };
             use secrecy::{ExposeSecret, SecretString};
             use sqlx::Row;
@@ -502,13 +503,17 @@ macro_rules! ops {
             }
 
             pub(crate) async fn links(pool: &Pool, rep: &str, kind: Kind) -> Result<Vec<Link>> {
+                links_in(pool, rep, kind).await
+            }
+
+            async fn links_in<'c, E: sqlx::Executor<'c, Database = Db>>(ex: E, rep: &str, kind: Kind) -> Result<Vec<Link>> {
                 let rows = sqlx::query(
                     "SELECT sync_key, provider_id, crm_id, provider_version, crm_version, hash, snapshot, state, pending \
                      FROM links WHERE rep = $1 AND kind = $2",
                 )
                 .bind(rep)
                 .bind(kind_of(kind))
-                .fetch_all(pool)
+                .fetch_all(ex)
                 .await
                 .map_err(db)?;
                 let mut out = Vec::with_capacity(rows.len());
@@ -534,10 +539,14 @@ macro_rules! ops {
             }
 
             pub(crate) async fn cursors(pool: &Pool, rep: &str, kind: Kind) -> Result<Cursors> {
+                cursors_in(pool, rep, kind).await
+            }
+
+            async fn cursors_in<'c, E: sqlx::Executor<'c, Database = Db>>(ex: E, rep: &str, kind: Kind) -> Result<Cursors> {
                 let row = sqlx::query("SELECT provider_cursor, crm_cursor FROM cursors WHERE rep = $1 AND kind = $2")
                     .bind(rep)
                     .bind(kind_of(kind))
-                    .fetch_optional(pool)
+                    .fetch_optional(ex)
                     .await
                     .map_err(db)?;
                 match row {
@@ -550,13 +559,21 @@ macro_rules! ops {
             }
 
             pub(crate) async fn item_errors(pool: &Pool, rep: &str, kind: Kind) -> Result<Vec<ItemError>> {
+                item_errors_in(pool, rep, kind).await
+            }
+
+            async fn item_errors_in<'c, E: sqlx::Executor<'c, Database = Db>>(
+                ex: E,
+                rep: &str,
+                kind: Kind,
+            ) -> Result<Vec<ItemError>> {
                 let rows = sqlx::query(
                     "SELECT side, item_id, reason, attempts, first_seen, last_seen FROM item_errors \
                      WHERE rep = $1 AND kind = $2",
                 )
                 .bind(rep)
                 .bind(kind_of(kind))
-                .fetch_all(pool)
+                .fetch_all(ex)
                 .await
                 .map_err(db)?;
                 let mut out = Vec::with_capacity(rows.len());
@@ -607,12 +624,35 @@ macro_rules! ops {
                         .map_err(db)?;
                 }
                 for e in &batch.errors {
-                    sqlx::query(
-                        "INSERT INTO item_errors (rep, kind, side, item_id, reason, attempts, first_seen, last_seen) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rep, kind, side, item_id) DO UPDATE \
-                         SET reason = excluded.reason, attempts = item_errors.attempts + 1, \
-                         last_seen = excluded.last_seen",
-                    )
+                    put_item_error(&mut tx, rep, k, e, "item_errors.attempts + 1").await?;
+                }
+                if let Some(c) = &batch.cursors {
+                    put_cursors(&mut tx, rep, k, c, &now).await?;
+                }
+                for h in &batch.hold {
+                    put_held(&mut tx, rep, h).await?;
+                }
+                for key in &batch.release {
+                    sqlx::query("DELETE FROM held_deletes WHERE rep = $1 AND kind = $2 AND sync_key = $3")
+                        .bind(rep)
+                        .bind(k)
+                        .bind(key.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)
+            }
+
+            /// Record an item error; when one is there, `attempts` becomes the expression given
+            /// (counted up by commits, kept as saved by an undo).
+            async fn put_item_error(tx: &mut Tx, rep: &str, k: &str, e: &ItemError, attempts: &str) -> Result<()> {
+                let sql = format!(
+                    "INSERT INTO item_errors (rep, kind, side, item_id, reason, attempts, first_seen, last_seen) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rep, kind, side, item_id) DO UPDATE \
+                     SET reason = excluded.reason, attempts = {attempts}, last_seen = excluded.last_seen"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(rep)
                     .bind(k)
                     .bind(e.side.as_str())
@@ -621,27 +661,204 @@ macro_rules! ops {
                     .bind(i64::from(e.attempts))
                     .bind(ts(e.first_seen))
                     .bind(ts(e.last_seen))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(db)?;
+                Ok(())
+            }
+
+            async fn put_cursors(tx: &mut Tx, rep: &str, k: &str, c: &Cursors, now: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO cursors (rep, kind, provider_cursor, crm_cursor, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rep, kind) DO UPDATE SET \
+                     provider_cursor = excluded.provider_cursor, crm_cursor = excluded.crm_cursor, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(rep)
+                .bind(k)
+                .bind(c.provider.clone())
+                .bind(c.crm.clone())
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
+            async fn put_held(tx: &mut Tx, rep: &str, h: &HeldDelete) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO held_deletes (rep, kind, sync_key, side, item_id, label, since, verdict) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rep, kind, sync_key) DO UPDATE SET \
+                     side = excluded.side, item_id = excluded.item_id, label = excluded.label, \
+                     since = excluded.since, verdict = excluded.verdict",
+                )
+                .bind(rep)
+                .bind(kind_of(h.kind))
+                .bind(h.key.as_str())
+                .bind(h.side.as_str())
+                .bind(&h.id)
+                .bind(&h.label)
+                .bind(ts(h.since))
+                .bind(h.verdict.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
+            pub(crate) async fn held(pool: &Pool, rep: &str, kind: Kind) -> Result<Vec<HeldDelete>> {
+                held_in(pool, rep, kind).await
+            }
+
+            async fn held_in<'c, E: sqlx::Executor<'c, Database = Db>>(ex: E, rep: &str, kind: Kind) -> Result<Vec<HeldDelete>> {
+                let rows = sqlx::query(
+                    "SELECT sync_key, side, item_id, label, since, verdict FROM held_deletes \
+                     WHERE rep = $1 AND kind = $2",
+                )
+                .bind(rep)
+                .bind(kind_of(kind))
+                .fetch_all(ex)
+                .await
+                .map_err(db)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let side: String = row.try_get("side").map_err(db)?;
+                    let since: String = row.try_get("since").map_err(db)?;
+                    let verdict: String = row.try_get("verdict").map_err(db)?;
+                    out.push(HeldDelete {
+                        kind,
+                        key: SyncKey(row.try_get("sync_key").map_err(db)?),
+                        side: parse_side(&side)?,
+                        id: row.try_get("item_id").map_err(db)?,
+                        label: row.try_get("label").map_err(db)?,
+                        since: parse_ts("held_deletes.since", &since)?,
+                        verdict: Verdict::parse(&verdict)
+                            .ok_or_else(|| Error::store(format!("corrupt verdict {verdict:?} in held_deletes")))?,
+                    });
                 }
-                if let Some(c) = &batch.cursors {
-                    sqlx::query(
-                        "INSERT INTO cursors (rep, kind, provider_cursor, crm_cursor, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rep, kind) DO UPDATE SET \
-                         provider_cursor = excluded.provider_cursor, crm_cursor = excluded.crm_cursor, \
-                         updated_at = excluded.updated_at",
-                    )
+                out.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
+                Ok(out)
+            }
+
+            pub(crate) async fn judge_held(pool: &Pool, rep: &str, verdict: Verdict) -> Result<u64> {
+                let mut tx = begin(pool).await?;
+                lock_rep(&mut tx, rep).await?;
+                let kinds: Vec<String> =
+                    sqlx::query_scalar("SELECT DISTINCT kind FROM held_deletes WHERE rep = $1 AND verdict = 'held'")
+                        .bind(rep)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                let n = sqlx::query("UPDATE held_deletes SET verdict = $2 WHERE rep = $1 AND verdict = 'held'")
                     .bind(rep)
-                    .bind(k)
-                    .bind(c.provider.clone())
-                    .bind(c.crm.clone())
-                    .bind(&now)
+                    .bind(verdict.as_str())
                     .execute(&mut *tx)
                     .await
+                    .map_err(db)?
+                    .rows_affected();
+                for k in &kinds {
+                    sqlx::query("DELETE FROM cursors WHERE rep = $1 AND kind = $2")
+                        .bind(rep)
+                        .bind(k)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)?;
+                Ok(n)
+            }
+
+            /// The rep's last reset as its status holds it (the row must be locked).
+            async fn last_reset(tx: &mut Tx, rep: &str) -> Result<Option<ResetRecord>> {
+                let json: Option<String> = sqlx::query_scalar("SELECT last_reset FROM reps WHERE rep = $1")
+                    .bind(rep)
+                    .fetch_one(&mut **tx)
+                    .await
                     .map_err(db)?;
+                json.map(|s| parse_json("reps.last_reset", &s)).transpose()
+            }
+
+            /// Write the reset record `r` back: its audit row and, when it is the rep's last
+            /// reset, the status copy.
+            async fn put_reset(tx: &mut Tx, r: &ResetRecord) -> Result<()> {
+                sqlx::query("UPDATE resets SET undoable = $3, verification = $4, undone = $5 WHERE rep = $1 AND epoch = $2")
+                    .bind(&r.rep)
+                    .bind(r.epoch as i64)
+                    .bind(i64::from(r.undoable))
+                    .bind(r.verification.as_ref().map(to_json).transpose()?)
+                    .bind(r.undone.as_ref().map(to_json).transpose()?)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                sqlx::query("UPDATE reps SET last_reset = $2 WHERE rep = $1")
+                    .bind(&r.rep)
+                    .bind(to_json(r)?)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                Ok(())
+            }
+
+            pub(crate) async fn seal_reset(pool: &Pool, rep: &str, epoch: u64) -> Result<()> {
+                let mut tx = begin(pool).await?;
+                lock_rep(&mut tx, rep).await?;
+                if let Some(mut r) = last_reset(&mut tx, rep).await?.filter(|r| r.epoch == epoch && r.undoable) {
+                    r.undoable = false;
+                    put_reset(&mut tx, &r).await?;
+                    sqlx::query("DELETE FROM reset_undo WHERE rep = $1").bind(rep).execute(&mut *tx).await.map_err(db)?;
                 }
                 tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn verify_reset(pool: &Pool, rep: &str, epoch: u64, v: &Verification) -> Result<()> {
+                let mut tx = begin(pool).await?;
+                lock_rep(&mut tx, rep).await?;
+                if let Some(mut r) = last_reset(&mut tx, rep).await?.filter(|r| r.epoch == epoch && r.verification.is_none()) {
+                    r.verification = Some(v.clone());
+                    put_reset(&mut tx, &r).await?;
+                }
+                tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn undo_reset(pool: &Pool, rep: &str, by: &Actor) -> Result<ResetRecord> {
+                let mut tx = begin(pool).await?;
+                lock_rep(&mut tx, rep).await?;
+                let last = last_reset(&mut tx, rep).await?;
+                let mut rec = undo_refusal(rep, last.as_ref())?.clone();
+                let saved: Option<String> = sqlx::query_scalar("SELECT saved FROM reset_undo WHERE rep = $1")
+                    .bind(rep)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let saved = saved.ok_or_else(|| Error::store(format!("rep {rep}: the undo data is missing")))?;
+                let undo: ResetUndo = parse_json("reset_undo.saved", &saved)?;
+                let now = ts(Utc::now());
+                for kind in Kind::ALL {
+                    let k = kind_of(kind);
+                    let links: Vec<&Link> = undo.links.iter().filter(|l| l.kind == kind).collect();
+                    $upsert(&mut tx, rep, k, &links, &now).await?;
+                }
+                for (kind, c) in &undo.cursors {
+                    put_cursors(&mut tx, rep, kind_of(*kind), c, &now).await?;
+                }
+                for e in &undo.item_errors {
+                    put_item_error(&mut tx, rep, kind_of(e.kind), e, "excluded.attempts").await?;
+                }
+                for h in &undo.held {
+                    put_held(&mut tx, rep, h).await?;
+                }
+                sqlx::query("DELETE FROM reset_undo WHERE rep = $1").bind(rep).execute(&mut *tx).await.map_err(db)?;
+                rec.undoable = false;
+                rec.undone = Some(by.clone());
+                put_reset(&mut tx, &rec).await?;
+                sqlx::query("UPDATE reps SET epoch = epoch + 1, state = $2 WHERE rep = $1")
+                    .bind(rep)
+                    .bind(undo.state.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                Ok(rec)
             }
 
             pub(crate) async fn reset(
@@ -656,6 +873,43 @@ macro_rules! ops {
                 let epoch: i64 = sqlx::query_scalar("UPDATE reps SET epoch = epoch + 1 WHERE rep = $1 RETURNING epoch")
                     .bind(rep)
                     .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let state_before: String = sqlx::query_scalar("SELECT state FROM reps WHERE rep = $1")
+                    .bind(rep)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let mut undo = ResetUndo { state: parse_state(&state_before)?, ..Default::default() };
+                for &kind in record.scope.kinds() {
+                    let links = links_in(&mut *tx, rep, kind).await?;
+                    undo.links.extend(links.into_iter().filter(|l| l.state != crmsync_core::LinkState::Suppressed));
+                    let c = cursors_in(&mut *tx, rep, kind).await?;
+                    if c != Cursors::default() {
+                        undo.cursors.push((kind, c));
+                    }
+                    undo.item_errors.extend(item_errors_in(&mut *tx, rep, kind).await?);
+                    undo.held.extend(held_in(&mut *tx, rep, kind).await?);
+                    sqlx::query("DELETE FROM held_deletes WHERE rep = $1 AND kind = $2")
+                        .bind(rep)
+                        .bind(kind_of(kind))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                sqlx::query(
+                    "INSERT INTO reset_undo (rep, epoch, saved) VALUES ($1, $2, $3) ON CONFLICT (rep) DO UPDATE \
+                     SET epoch = excluded.epoch, saved = excluded.saved",
+                )
+                .bind(rep)
+                .bind(epoch)
+                .bind(to_json(&undo)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                sqlx::query("UPDATE resets SET undoable = 0 WHERE rep = $1")
+                    .bind(rep)
+                    .execute(&mut *tx)
                     .await
                     .map_err(db)?;
                 let mut removed = BTreeMap::new();
@@ -673,11 +927,17 @@ macro_rules! ops {
                         sqlx::query(table).bind(rep).bind(k).execute(&mut *tx).await.map_err(db)?;
                     }
                 }
-                let mut rec = record.clone();
-                rec.links_removed = removed.clone();
+                let rec = ResetRecord {
+                    links_removed: removed.clone(),
+                    epoch: epoch as u64,
+                    undoable: true,
+                    verification: None,
+                    undone: None,
+                    ..record.clone()
+                };
                 sqlx::query(
-                    "INSERT INTO resets (rep, epoch, admin_id, admin_name, scope, at, links_removed) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO resets (rep, epoch, admin_id, admin_name, scope, at, links_removed, undoable) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1)",
                 )
                 .bind(rep)
                 .bind(epoch)
@@ -707,8 +967,8 @@ macro_rules! ops {
 
             pub(crate) async fn resets(pool: &Pool, rep: &str) -> Result<Vec<ResetRecord>> {
                 let rows = sqlx::query(
-                    "SELECT rep, admin_id, admin_name, scope, at, links_removed FROM resets \
-                     WHERE rep = $1 ORDER BY epoch",
+                    "SELECT rep, epoch, admin_id, admin_name, scope, at, links_removed, undoable, verification, undone \
+                     FROM resets WHERE rep = $1 ORDER BY epoch",
                 )
                 .bind(rep)
                 .fetch_all(pool)
@@ -719,6 +979,10 @@ macro_rules! ops {
                     let scope: String = row.try_get("scope").map_err(db)?;
                     let at: String = row.try_get("at").map_err(db)?;
                     let removed: String = row.try_get("links_removed").map_err(db)?;
+                    let epoch: i64 = row.try_get("epoch").map_err(db)?;
+                    let undoable: i64 = row.try_get("undoable").map_err(db)?;
+                    let verification: Option<String> = row.try_get("verification").map_err(db)?;
+                    let undone: Option<String> = row.try_get("undone").map_err(db)?;
                     out.push(ResetRecord {
                         rep: row.try_get("rep").map_err(db)?,
                         admin_id: row.try_get("admin_id").map_err(db)?,
@@ -726,6 +990,10 @@ macro_rules! ops {
                         scope: parse_scope(&scope)?,
                         at: parse_ts("resets.at", &at)?,
                         links_removed: parse_json("resets.links_removed", &removed)?,
+                        epoch: epoch as u64,
+                        undoable: undoable != 0,
+                        verification: verification.map(|v| parse_json("resets.verification", &v)).transpose()?,
+                        undone: undone.map(|v| parse_json("resets.undone", &v)).transpose()?,
                     });
                 }
                 Ok(out)

@@ -187,14 +187,7 @@ async fn reset_races_commits(cycle: Arc<SqlStore>, admin: Arc<SqlStore>) {
     while cycle.links(&rep, Kind::Contact).await.expect("links").len() < 5 {
         tokio::task::yield_now().await;
     }
-    let record = crmsync_core::ResetRecord {
-        rep: rep.clone(),
-        admin_id: "005A".into(),
-        admin_name: "Ada".into(),
-        scope: crmsync_core::ResetScope::All,
-        at: t(0),
-        links_removed: BTreeMap::new(),
-    };
+    let record = crmsync_core::ResetRecord::new(&rep, "005A", "Ada", crmsync_core::ResetScope::All, t(0));
     let removed = admin.reset(&record, crmsync_core::RepState::ResetPending, false).await.expect("reset");
     let (committed, kind) = writer.await.expect("writer");
     assert_eq!(kind, ErrorKind::Conflict, "the cycle's commits are refused after the reset");

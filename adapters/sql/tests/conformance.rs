@@ -85,3 +85,31 @@ async fn runs_are_recorded_with_their_counters() {
     .expect("runs row");
     assert_eq!(row, (5, 4, 1, 11, 12, 2, Some("boom".into())), "counters are summed over both kinds");
 }
+
+/// Delete Safety's quarantine and a reset's undo data are in the file: they survive a restart.
+#[tokio::test]
+async fn held_deletes_and_undo_survive_reopening() {
+    use crmsync_core::testkit::store::{held_delete, sample_link};
+    use crmsync_core::{Kind, LinkBatch, LinkState, RepState, ResetRecord, ResetScope};
+    let db = TempDb::new("held");
+    let store = SqlStore::connect(&db.url()).await.expect("connect");
+    let (k, rep) = (Kind::Contact, "rep-held");
+    let link = sample_link(rep, k, 1, LinkState::Linked);
+    let held = held_delete(k, &link.key, &link.crm_id, chrono::Utc::now());
+    let batch = LinkBatch { upsert: vec![link.clone()], hold: vec![held.clone()], ..Default::default() };
+    store.commit(rep, 0, k, &batch).await.expect("hold");
+    store.close().await;
+    let again = SqlStore::connect(&db.url()).await.expect("reopen");
+    let back = again.held(rep, k).await.expect("held");
+    assert_eq!(back.len(), 1, "the held delete survives a restart");
+    assert_eq!((&back[0].key, &back[0].label), (&held.key, &held.label));
+    let rec = ResetRecord::new(rep, "005A", "Ada", ResetScope::All, chrono::Utc::now());
+    again.reset(&rec, RepState::ResetPending, false).await.expect("reset");
+    again.close().await;
+    let third = SqlStore::connect(&db.url()).await.expect("reopen");
+    let by = crmsync_core::Actor { admin_id: "005A".into(), admin_name: "Ada".into(), at: chrono::Utc::now() };
+    third.undo_reset(rep, &by).await.expect("the undo data survives a restart");
+    assert_eq!(third.links(rep, k).await.expect("links"), vec![link]);
+    assert_eq!(third.held(rep, k).await.expect("held").len(), 1);
+    third.close().await;
+}

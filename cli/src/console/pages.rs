@@ -116,14 +116,7 @@ pub(crate) struct StatusQuery {
     state: String,
 }
 
-pub(crate) const STATES: [RepState; 6] = [
-    RepState::Ok,
-    RepState::Syncing,
-    RepState::Error,
-    RepState::ResetPending,
-    RepState::NeedsReconnect,
-    RepState::Disabled,
-];
+pub(crate) const STATES: [RepState; 7] = RepState::ALL;
 
 /// `GET /`: Sync Status.
 pub(crate) async fn status(

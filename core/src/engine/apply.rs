@@ -73,17 +73,18 @@ pub(crate) async fn apply(
     store: &dyn Store,
     plan: Plan,
 ) -> (KindReport, Result<()>) {
-    let Plan { pairs, cursors, mut ledger, epoch, settled, .. } = plan;
+    let Plan { pairs, cursors, mut ledger, epoch, settled, hold, release, .. } = plan;
     let sink = Sink { store, rep: &ctx.rep.id, epoch, kind: ctx.kind };
     let forget = (!settled.is_empty()).then(Cursors::default);
-    let settled = LinkBatch { upsert: settled, cursors: forget, ..Default::default() };
+    let settled = LinkBatch { upsert: settled, cursors: forget, hold, ..Default::default() };
     let result = match sink.commit(&mut ledger, settled).await {
         Ok(()) => run(ctx, colls, &sink, &pairs, &mut ledger).await,
         Err(e) => Err(e),
     };
     let result = match result {
         Ok(()) => {
-            let batch = LinkBatch { clear_errors: ledger.resolved(), cursors: Some(cursors), ..Default::default() };
+            let batch =
+                LinkBatch { clear_errors: ledger.resolved(), cursors: Some(cursors), release, ..Default::default() };
             sink.commit(&mut ledger, batch).await
         }
         Err(e) => Err(e),
@@ -219,7 +220,11 @@ fn ops(ctx: &Ctx<'_>, pair: &Pair) -> Vec<(Side, Op)> {
         }
         Decision::DeleteCrm => delete(Side::Crm),
         Decision::DeleteProvider => delete(Side::Provider),
-        Decision::Nothing | Decision::Suppress { .. } | Decision::DropLink | Decision::Relink { .. } => vec![],
+        Decision::Nothing
+        | Decision::Suppress { .. }
+        | Decision::DropLink
+        | Decision::Relink { .. }
+        | Decision::Hold { .. } => vec![],
     }
 }
 
@@ -252,7 +257,7 @@ fn finish(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, kr: &mut KindReport, batch:
         }
     };
     match &pair.action {
-        Decision::Nothing => {}
+        Decision::Nothing | Decision::Hold { .. } => {}
         Decision::CreateCrm | Decision::CreateProvider => {
             let src_side = if pair.action == Decision::CreateCrm { Side::Provider } else { Side::Crm };
             let made_side = src_side.other();

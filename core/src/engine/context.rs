@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{KindPolicy, Rep, Window};
+use crate::config::{HoldDeletes, KindPolicy, Rep, Window};
 use crate::model::{Canon, Event, Kind, Record, Side};
 
 /// The fixed facts of one kind of one rep in one cycle.
@@ -12,6 +12,8 @@ pub(crate) struct Ctx<'a> {
     pub rep: &'a Rep,
     pub kind: Kind,
     pub policy: KindPolicy,
+    /// Delete Safety thresholds.
+    pub hold: HoldDeletes,
     /// The canonical fields both sides store: the only ones compared and written.
     pub fields: Vec<&'static str>,
     pub window: Window,

@@ -81,6 +81,9 @@ pub enum Decision {
     Relink { survivor: Side },
     /// Both records are gone: drop the link.
     DropLink,
+    /// A delete of the record on `side` that Delete Safety holds (set by planning, never by
+    /// [`decide`]): nothing is written, the link stays, the store keeps it in quarantine.
+    Hold { side: Side },
 }
 
 /// The decision table. `base` is the link's snapshot (None = not linked).

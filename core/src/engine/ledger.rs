@@ -11,6 +11,8 @@ use crate::model::{Kind, Side};
 use crate::port::ItemError;
 use crate::report::{ItemErrorReport, KindReport};
 
+/// How the reason of a watched skip (see [`Ledger::skip_and_watch`]) starts in the store.
+pub(crate) const WATCHED: &str = "skipped: ";
 #[derive(Debug, Serialize)]
 pub(crate) struct Ledger {
     #[serde(skip)]
@@ -64,7 +66,7 @@ impl Ledger {
     /// cycle (by id, like an item error, but not counted as one): the match may go away.
     pub fn skip_and_watch(&mut self, side: Side, id: &str, reason: &'static str) {
         self.report.skip(reason);
-        self.watch(side, id, format!("skipped: {reason}"));
+        self.watch(side, id, format!("{WATCHED}{reason}"));
     }
 
     /// Put an item on the retry-by-id list of the store.

@@ -15,12 +15,14 @@
 mod apply;
 mod context;
 pub mod decide;
+pub mod explain;
 mod intent;
 mod lease;
 mod ledger;
 mod matching;
 mod plan;
 mod read;
+mod safety;
 
 pub use lease::{LeaseTerms, Leased};
 
@@ -36,10 +38,10 @@ use self::ledger::Ledger;
 pub use self::plan::{Pair, Plan};
 use crate::config::{ConnectionMode, READ_MARGIN_DAYS, Rep};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::Kind;
+use crate::model::{Kind, Side};
 use crate::port::{
-    Access, Collection, Crm, CrmUser, Cursors, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState, ResetRecord,
-    ResetScope, Store,
+    Access, Actor, Collection, Crm, CrmUser, Cursors, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState,
+    ResetRecord, ResetScope, Store, Verdict, Verification,
 };
 use crate::report::{CycleReport, KindReport, Requests};
 
@@ -130,6 +132,10 @@ impl Engine {
             },
         };
         let epoch = status.epoch;
+        if status.last_reset.as_ref().is_some_and(|r| r.undoable) {
+            // The first cycle after a reset: from here on it can no longer be undone.
+            self.store.seal_reset(&rep.id, epoch).await?;
+        }
         self.store.set_state(&rep.id, epoch, RepState::Syncing, None, None).await?;
         let provider = self.providers.get(&rep.provider).cloned();
         let access = Access { window: rep.config.window(started).widened(READ_MARGIN_DAYS), grant };
@@ -165,15 +171,30 @@ impl Engine {
         }
         report.finished = Some(self.now());
         report.error = (!errors.is_empty()).then(|| errors.join("; "));
+        self.fill_totals(rep, &mut report).await?;
+        let held = report.contacts.held_deletes_in_crm
+            + report.contacts.held_deletes_in_provider
+            + report.events.held_deletes_in_crm
+            + report.events.held_deletes_in_provider;
         report.state = match (revoked, errors.is_empty()) {
             (true, _) => RepState::NeedsReconnect,
+            (false, true) if held > 0 => RepState::DeletesHeld,
             (false, true) => RepState::Ok,
             (false, false) => RepState::Error,
         };
-        self.fill_totals(rep, &mut report).await?;
         match self.store.set_state(&rep.id, epoch, report.state, report.error.clone(), Some(&report)).await {
             Err(e) if e.kind() == ErrorKind::Conflict => report.error = Some(e.to_string()),
             other => other?,
+        }
+        if let Some(reset) = status
+            .last_reset
+            .as_ref()
+            .filter(|r| r.epoch == epoch && r.verification.is_none() && r.undone.is_none() && report.error.is_none())
+        {
+            // The first complete cycle after a reset verifies it.
+            let verification = Verification::of(&report, reset.scope);
+            info!(%verification, "reset verified");
+            self.store.verify_reset(&rep.id, epoch, &verification).await?;
         }
         info!(
             writes = report.writes(),
@@ -220,15 +241,16 @@ impl Engine {
         let (rep, kind) = (ctx.rep.id.as_str(), ctx.kind);
         let stored = async {
             if from_scratch {
-                return Ok((vec![], Cursors::default(), vec![]));
+                return Ok((vec![], Cursors::default(), vec![], vec![]));
             }
             Ok::<_, Error>((
                 self.store.links(rep, kind).await?,
                 self.store.cursors(rep, kind).await?,
                 self.store.item_errors(rep, kind).await?,
+                self.store.held(rep, kind).await?,
             ))
         };
-        let (links, cursors, old_errors) = stored.await.map_err(|e| (KindReport::default(), e))?;
+        let (links, cursors, old_errors, held) = stored.await.map_err(|e| (KindReport::default(), e))?;
         let mut ledger = Ledger::new(kind, ctx.now, &old_errors);
         let reads = match read::read(ctx, colls, &links, &cursors, &mut ledger).await {
             Ok(r) => r,
@@ -243,14 +265,15 @@ impl Engine {
             "read"
         );
         let intent::Settled { links, settled, stale } = intent::settle(links, &reads);
-        let linked = plan::linked(ctx, &links, &reads);
+        let linked = plan::linked(ctx, &links, &reads, &held);
         let claims = plan::claims(&links, &reads, &linked);
         let matches = match matching::match_unlinked(ctx, colls, &reads, claims, &mut ledger).await {
             Ok(m) => m,
             Err(e) => return Err((ledger.report, e)),
         };
         let cursors = Cursors { provider: reads.provider.cursor, crm: reads.crm.cursor };
-        let plan = plan::build(ctx, epoch, &links, linked, matches, cursors, ledger).with_settled(settled, stale);
+        let plan =
+            plan::build(ctx, epoch, &links, linked, matches, cursors, ledger, &held).with_settled(settled, stale);
         info!(pairs = plan.pairs.len(), effects = ?plan.counts(), "planned");
         Ok(plan)
     }
@@ -282,7 +305,8 @@ impl Engine {
         let fields =
             kind.fields().iter().copied().filter(|f| pcaps.fields.contains(f) && ccaps.fields.contains(f)).collect();
         let now = self.now();
-        Ctx { rep, kind, policy: rep.config.policy(kind), fields, window: rep.config.window(now), now }
+        let (policy, hold) = (rep.config.policy(kind), rep.config.hold_deletes(kind));
+        Ctx { rep, kind, policy, hold, fields, window: rep.config.window(now), now }
     }
 
     /// The provider and access of a rep outside a cycle (for [`Engine::plan`] and
@@ -348,9 +372,40 @@ impl Engine {
     async fn fill_totals(&self, rep: &Rep, report: &mut CycleReport) -> Result<()> {
         for kind in Kind::ALL {
             let n = self.store.links(&rep.id, kind).await?.iter().filter(|l| l.state == LinkState::Linked).count();
-            report.kind_mut(kind).links_total = n as u64;
+            let held = self.store.held(&rep.id, kind).await?;
+            let kr = report.kind_mut(kind);
+            kr.links_total = n as u64;
+            kr.held_deletes_in_crm = held.iter().filter(|h| h.side == Side::Crm).count() as u64;
+            kr.held_deletes_in_provider = held.iter().filter(|h| h.side == Side::Provider).count() as u64;
         }
         Ok(())
+    }
+
+    /// Undo the rep's last reset: `admin` needs Reset Sync's permissions; the store puts back
+    /// exactly what the reset removed (links, cursors, item errors, held deletes, the state
+    /// before it) while no cycle has started since, and records who undid it. A user-managed
+    /// rep whose grant the reset dropped stays `needs_reconnect`.
+    pub async fn undo_reset(&self, admin: &CrmUser, rep: &Rep) -> Result<ResetRecord> {
+        self.check_reset_permission(admin).await?;
+        let by = Actor { admin_id: admin.id.clone(), admin_name: admin.name.clone(), at: self.now() };
+        let record = self.store.undo_reset(&rep.id, &by).await?;
+        if rep.connection == ConnectionMode::UserManaged && self.store.grant(&rep.id).await?.is_none() {
+            let status = self.store.status(&rep.id).await?;
+            let msg = "no stored grant: the rep must connect their account".to_owned();
+            self.store.set_state(&rep.id, status.epoch, RepState::NeedsReconnect, Some(msg), None).await?;
+        }
+        info!(rep = %rep.id, admin = %admin.name, "reset undone");
+        Ok(record)
+    }
+
+    /// Approve or discard the rep's held deletes (Delete Safety); `admin` needs Reset Sync's
+    /// permissions. The next cycle reads in full and applies the verdict. Returns how many
+    /// held deletes were judged.
+    pub async fn judge_held(&self, admin: &CrmUser, rep: &Rep, verdict: Verdict) -> Result<u64> {
+        self.check_reset_permission(admin).await?;
+        let n = self.store.judge_held(&rep.id, verdict).await?;
+        info!(rep = %rep.id, admin = %admin.name, verdict = verdict.as_str(), n, "held deletes judged");
+        Ok(n)
     }
 
     /// Reset Sync: `admin` must hold both `Manage Users` and `Manage Sync`; then the
@@ -360,19 +415,35 @@ impl Engine {
     /// read or written.
     pub async fn reset(&self, admin: &CrmUser, rep: &Rep, scope: ResetScope) -> Result<ResetOutcome> {
         self.check_reset_permission(admin).await?;
+        self.reset_allowed(admin, rep, scope).await
+    }
+
+    /// Bulk Reset Sync: `admin`'s permissions are checked once (refused: nothing changes), then
+    /// each rep is reset as by [`Engine::reset`], each with its own audit record; one result per
+    /// rep, in order.
+    pub async fn reset_many(
+        &self,
+        admin: &CrmUser,
+        reps: &[Rep],
+        scope: ResetScope,
+    ) -> Result<Vec<Result<ResetOutcome>>> {
+        self.check_reset_permission(admin).await?;
+        let mut out = Vec::with_capacity(reps.len());
+        for rep in reps {
+            out.push(self.reset_allowed(admin, rep, scope).await);
+        }
+        Ok(out)
+    }
+
+    async fn reset_allowed(&self, admin: &CrmUser, rep: &Rep, scope: ResetScope) -> Result<ResetOutcome> {
         let (state, drop_grant) = match rep.connection {
             ConnectionMode::AdminManaged => (RepState::ResetPending, false),
             ConnectionMode::UserManaged => (RepState::NeedsReconnect, true),
         };
-        let mut record = ResetRecord {
-            rep: rep.id.clone(),
-            admin_id: admin.id.clone(),
-            admin_name: admin.name.clone(),
-            scope,
-            at: self.now(),
-            links_removed: BTreeMap::new(),
-        };
+        let mut record = ResetRecord::new(&rep.id, &admin.id, &admin.name, scope, self.now());
         record.links_removed = self.store.reset(&record, state, drop_grant).await?;
+        // As the store recorded it (epoch, undoable).
+        let record = self.store.status(&rep.id).await?.last_reset.unwrap_or(record);
         info!(rep = %rep.id, admin = %admin.name, ?scope, removed = ?record.links_removed, "reset sync");
         Ok(ResetOutcome { record, state })
     }

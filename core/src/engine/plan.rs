@@ -12,8 +12,9 @@ use super::decide::{Decision, State, decide};
 use super::ledger::Ledger;
 use super::matching::{Claims, Match};
 use super::read::SideRead;
+use super::safety;
 use crate::model::{Kind, Side, SyncKey, full_name};
-use crate::port::{Cursors, Item, Link, LinkState};
+use crate::port::{Cursors, HeldDelete, Item, Link, LinkState};
 
 /// What one kind's sync will do, before it does it: printable (`Display`, serde) and
 /// executable ([`crate::Engine::apply`]).
@@ -31,6 +32,12 @@ pub struct Plan {
     /// Create records of a dead cycle turned into links (see `intent`): stored first.
     #[serde(skip)]
     pub(crate) settled: Vec<Link>,
+    /// Deletes Delete Safety holds from this plan on (new in quarantine): stored first.
+    #[serde(skip)]
+    pub(crate) hold: Vec<HeldDelete>,
+    /// Held deletes to drop from quarantine once the plan is applied.
+    #[serde(skip)]
+    pub(crate) release: Vec<SyncKey>,
 }
 
 /// One pair to act on: a link, a match, or a lone item, and what to do with it.
@@ -80,11 +87,13 @@ impl Pair {
             }
             Decision::DropLink => vec!["unlink"],
             Decision::Relink { .. } => vec!["unlink", "match again"],
+            Decision::Hold { side: Side::Crm } => vec!["hold delete in crm"],
+            Decision::Hold { side: Side::Provider } => vec!["hold delete in provider"],
         }
     }
 
     /// A short human name for the pair: a contact's name or e-mail, an event's subject.
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let item = self.provider.as_ref().or(self.crm.as_ref());
         let Some(item) = item else {
             return self.link.as_ref().map_or_else(String::new, |l| l.snapshot.get("email").unwrap_or(&l.key.0).into());
@@ -166,9 +175,11 @@ fn side_state(ctx: &Ctx<'_>, sr: &SideRead, id: &str, link: &Link) -> State {
 }
 
 /// The linked pairs (suppressions come back through matching). A pair one of whose items
-/// failed to read is left alone this cycle.
-pub(crate) fn linked(ctx: &Ctx<'_>, links: &[Link], reads: &Sides<SideRead>) -> Vec<Pair> {
+/// failed to read is left alone this cycle. A pair with a held delete whose gone record an
+/// incremental read does not mention is still gone (it was seen gone when it was held).
+pub(crate) fn linked(ctx: &Ctx<'_>, links: &[Link], reads: &Sides<SideRead>, held: &[HeldDelete]) -> Vec<Pair> {
     let (p, c) = (&reads.provider, &reads.crm);
+    let held: BTreeMap<&SyncKey, Side> = held.iter().map(|h| (&h.key, h.side.other())).collect();
     let mut out = vec![];
     for link in links.iter().filter(|l| l.state == LinkState::Linked) {
         let (pid, cid) = (&link.provider_id, &link.crm_id);
@@ -195,8 +206,12 @@ pub(crate) fn linked(ctx: &Ctx<'_>, links: &[Link], reads: &Sides<SideRead>) -> 
                 continue;
             }
         }
-        let ps = side_state(ctx, p, pid, &link);
-        let cs = side_state(ctx, c, cid, &link);
+        let still_gone = |side: Side, sr: &SideRead, id: &str, st: State| match st {
+            State::Same if held.get(&link.key) == Some(&side) && !sr.knows(id) => State::Gone,
+            st => st,
+        };
+        let ps = still_gone(Side::Provider, p, pid, side_state(ctx, p, pid, &link));
+        let cs = still_gone(Side::Crm, c, cid, side_state(ctx, c, cid, &link));
         let action = decide(Some(&link.snapshot), &ps, &cs, &ctx.policy);
         let (pi, ci) = (p.items.get(pid).cloned(), c.items.get(cid).cloned());
         out.push(Pair::new(link, pi, ci, action));
@@ -257,7 +272,9 @@ pub(crate) fn claims(links: &[Link], reads: &Sides<SideRead>, linked: &[Pair]) -
     cl
 }
 
-/// The whole plan: the linked pairs, then what matching found, each decided.
+/// The whole plan: the linked pairs, then what matching found, each decided; last, Delete
+/// Safety over the deletes (against the quarantine `held` and the kind's link count).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     ctx: &Ctx<'_>,
     epoch: u64,
@@ -266,6 +283,7 @@ pub(crate) fn build(
     matches: Vec<Match>,
     cursors: Cursors,
     mut ledger: Ledger,
+    held: &[HeldDelete],
 ) -> Plan {
     let rep = ctx.rep.id.as_str();
     for m in matches {
@@ -311,7 +329,9 @@ pub(crate) fn build(
             }
         }
     }
-    Plan { kind: ctx.kind, epoch, pairs, cursors, ledger, settled: vec![] }
+    let linked = links.iter().filter(|l| l.state == LinkState::Linked).count() as u64;
+    let safety::Guarded { hold, release } = safety::guard(ctx, &mut pairs, held, linked);
+    Plan { kind: ctx.kind, epoch, pairs, cursors, ledger, settled: vec![], hold, release }
 }
 
 impl Plan {

@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::error::ErrorKind;
 use crate::model::{Canon, Kind, Side, SyncKey};
 use crate::port::{
-    Acquire, Cursors, ItemError, LeaseHolder, Link, LinkBatch, LinkState, MAX_STORED_TEXT, Pending, RepState,
-    ResetRecord, ResetScope, Store, Written,
+    Acquire, Actor, Cursors, HeldDelete, ItemError, LeaseHolder, Link, LinkBatch, LinkState, MAX_STORED_TEXT, Pending,
+    RepState, ResetRecord, ResetScope, Store, Verdict, Verification, Written,
 };
 use crate::report::CycleReport;
 
@@ -27,6 +27,9 @@ pub async fn check_store(store: &dyn Store) {
     item_errors(store).await;
     stale_epoch_writes_nothing(store).await;
     reset_semantics(store).await;
+    undo_restores_exactly(store).await;
+    verification_is_kept_once(store).await;
+    held_deletes(store).await;
     grants(store).await;
     leasing(store).await;
     lease_expiry(store).await;
@@ -69,13 +72,19 @@ fn error_at(kind: Kind, side: Side, id: &str, reason: &str, at: DateTime<Utc>) -
 }
 
 fn record(rep: &str, scope: ResetScope, at: DateTime<Utc>) -> ResetRecord {
-    ResetRecord {
-        rep: rep.to_owned(),
-        admin_id: "005ADMIN".to_owned(),
-        admin_name: "Ada Admin".to_owned(),
-        scope,
-        at,
-        links_removed: BTreeMap::new(),
+    ResetRecord::new(rep, "005ADMIN", "Ada Admin", scope, at)
+}
+
+/// A held delete of the CRM record `id` under link `key`.
+pub fn held_delete(kind: Kind, key: &SyncKey, id: &str, since: DateTime<Utc>) -> HeldDelete {
+    HeldDelete {
+        kind,
+        key: key.clone(),
+        side: Side::Crm,
+        id: id.to_owned(),
+        label: format!("Zoë \"{id}\" ; DROP TABLE held_deletes; --"),
+        since,
+        verdict: Verdict::Held,
     }
 }
 
@@ -292,11 +301,14 @@ pub async fn stale_epoch_writes_nothing(store: &dyn Store) {
         errors: vec![error_at(k, Side::Crm, "x", "boom", t(60))],
         clear_errors: vec![],
         cursors: Some(Cursors { provider: Some("p".into()), crm: Some("c".into()) }),
+        hold: vec![held_delete(k, &l1.key, "x", t(60))],
+        release: vec![],
     };
     must_conflict("commit with the pre-reset epoch", store.commit(&rep, 0, k, &stale).await).await;
     assert!(store.links(&rep, k).await.expect("links").is_empty(), "a refused commit writes no link");
     assert_eq!(store.cursors(&rep, k).await.expect("cursors"), Cursors::default(), "… no cursor");
     assert!(store.item_errors(&rep, k).await.expect("errors").is_empty(), "… no item error");
+    assert!(store.held(&rep, k).await.expect("held").is_empty(), "… no held delete");
     must_conflict("set_state with the pre-reset epoch", store.set_state(&rep, 0, RepState::Ok, None, None).await).await;
     assert_eq!(store.status(&rep).await.expect("status").state, RepState::ResetPending);
 
@@ -342,7 +354,7 @@ pub async fn reset_semantics(store: &dyn Store) {
     let st = store.status(&rep).await.expect("status");
     assert_eq!(st.epoch, 1);
     assert_eq!(st.state, RepState::ResetPending);
-    let want = ResetRecord { links_removed: removed.clone(), ..rec.clone() };
+    let want = ResetRecord { links_removed: removed.clone(), epoch: 1, undoable: true, ..rec.clone() };
     assert_eq!(st.last_reset.as_ref(), Some(&want), "the reset is recorded with its counts");
     assert_eq!(store.resets(&rep).await.expect("resets"), vec![want.clone()], "the audit trail has the reset");
     assert_eq!(
@@ -362,14 +374,163 @@ pub async fn reset_semantics(store: &dyn Store) {
     let st = store.status(&rep).await.expect("status");
     assert_eq!((st.epoch, st.state), (2, RepState::NeedsReconnect));
     assert!(store.grant(&rep).await.expect("grant").is_none(), "drop_grant removes the stored grant");
-    let want2 = ResetRecord { links_removed: removed2, ..rec2 };
-    assert_eq!(store.resets(&rep).await.expect("resets"), vec![want, want2], "resets are kept oldest first");
+    let want2 = ResetRecord { links_removed: removed2, epoch: 2, undoable: true, ..rec2 };
+    let want = ResetRecord { undoable: false, ..want };
+    assert_eq!(
+        store.resets(&rep).await.expect("resets"),
+        vec![want, want2],
+        "resets are kept oldest first; only the last can be undone"
+    );
 
     // A reset of a rep the store has never seen creates it.
     let fresh = unique_rep("reset-fresh");
     let removed = store.reset(&record(&fresh, ResetScope::Events, t(300)), RepState::Ok, false).await.expect("reset");
     assert_eq!(removed, BTreeMap::from([("event".to_owned(), 0)]));
     assert_eq!(store.status(&fresh).await.expect("status").epoch, 1);
+}
+
+/// Everything a rep holds of every kind: links, cursors, item errors, held deletes.
+async fn everything(store: &dyn Store, rep: &str) -> Vec<(Vec<Link>, Cursors, Vec<ItemError>, Vec<HeldDelete>)> {
+    let mut out = vec![];
+    for k in Kind::ALL {
+        out.push((
+            store.links(rep, k).await.expect("links"),
+            store.cursors(rep, k).await.expect("cursors"),
+            store.item_errors(rep, k).await.expect("errors"),
+            store.held(rep, k).await.expect("held"),
+        ));
+    }
+    out
+}
+
+/// `undo_reset` puts back exactly what the last reset removed and the state before it, bumps
+/// the epoch and records who undid it; it is refused (nothing changed) when there is no reset,
+/// when it was undone already, and once a cycle sealed the reset.
+pub async fn undo_restores_exactly(store: &dyn Store) {
+    let rep = unique_rep("undo");
+    let by = Actor { admin_id: "005ADMIN".into(), admin_name: "Ada Admin".into(), at: t(500) };
+    match store.undo_reset(&rep, &by).await {
+        Err(e) if e.kind() == ErrorKind::NotFound => assert!(e.message().contains("never reset"), "{e}"),
+        other => panic!("undo without a reset: expected NotFound, got {other:?}"),
+    }
+    for k in Kind::ALL {
+        let mut linked = sample_link(&rep, k, 1, LinkState::Linked);
+        linked.pending = Some(Pending {
+            snapshot: linked.snapshot.clone(),
+            targets: vec![Side::Crm],
+            written: BTreeMap::new(),
+            first_sight: true,
+        });
+        let batch = LinkBatch {
+            upsert: vec![
+                linked.clone(),
+                sample_link(&rep, k, 2, LinkState::Linked),
+                sample_link(&rep, k, 3, LinkState::Suppressed),
+            ],
+            errors: vec![error_at(k, Side::Provider, "bad", "invalid_item", t(1))],
+            cursors: Some(Cursors { provider: Some(format!("{k:?}-p")), crm: None }),
+            hold: vec![held_delete(k, &linked.key, "crm-1", t(2))],
+            ..Default::default()
+        };
+        store.commit(&rep, 0, k, &batch).await.expect("seed");
+    }
+    store.set_state(&rep, 0, RepState::Error, Some("boom".into()), None).await.expect("state");
+    let before = everything(store, &rep).await;
+    store.reset(&record(&rep, ResetScope::All, t(100)), RepState::ResetPending, false).await.expect("reset");
+    assert_ne!(everything(store, &rep).await, before, "the reset removed something");
+    let rec = store.undo_reset(&rep, &by).await.expect("undo");
+    assert_eq!((rec.undone.as_ref(), rec.undoable), (Some(&by), false), "the undo is recorded on the reset");
+    assert_eq!(everything(store, &rep).await, before, "undo restores links, cursors, errors and held deletes exactly");
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!((st.epoch, st.state), (2, RepState::Error), "undo bumps the epoch and restores the state");
+    assert_eq!(st.last_reset.as_ref(), Some(&rec));
+    assert_eq!(store.resets(&rep).await.expect("resets").last(), Some(&rec), "the audit shows the undo");
+    must_conflict(
+        "a commit from before the undo",
+        store
+            .commit(&rep, 1, Kind::Contact, &LinkBatch { cursors: Some(Cursors::default()), ..Default::default() })
+            .await,
+    )
+    .await;
+    match store.undo_reset(&rep, &by).await {
+        Err(e) if e.kind() == ErrorKind::Conflict => {
+            assert!(e.message().contains("already undone by Ada Admin"), "{e}")
+        }
+        other => panic!("a second undo: expected Conflict, got {other:?}"),
+    }
+    // A reset the first cycle sealed cannot be undone.
+    store.reset(&record(&rep, ResetScope::Contacts, t(600)), RepState::ResetPending, false).await.expect("reset");
+    store.seal_reset(&rep, 3).await.expect("seal");
+    store.seal_reset(&rep, 3).await.expect("sealing twice changes nothing");
+    let sealed = everything(store, &rep).await;
+    match store.undo_reset(&rep, &by).await {
+        Err(e) if e.kind() == ErrorKind::Conflict => assert!(e.message().contains("cycle has run since"), "{e}"),
+        other => panic!("undo after a cycle: expected Conflict, got {other:?}"),
+    }
+    assert_eq!(everything(store, &rep).await, sealed, "a refused undo changes nothing");
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!((st.epoch, st.last_reset.map(|r| r.undoable)), (3, Some(false)));
+}
+
+/// `verify_reset` attaches the first verification to the reset of that epoch, once.
+pub async fn verification_is_kept_once(store: &dyn Store) {
+    let rep = unique_rep("verify");
+    store.reset(&record(&rep, ResetScope::All, t(100)), RepState::ResetPending, false).await.expect("reset");
+    let v = Verification {
+        at: t(120),
+        verified: true,
+        relinked: BTreeMap::from([("contact".into(), 412), ("event".into(), 97)]),
+        creates: 0,
+        updates: 0,
+        deletes: 0,
+        item_errors: 0,
+        held_deletes: 0,
+    };
+    assert_eq!(v.to_string(), "verified: re-linked 412 contacts and 97 events, 0 writes");
+    store.verify_reset(&rep, 7, &v).await.expect("verify another epoch");
+    assert_eq!(store.status(&rep).await.expect("status").last_reset.and_then(|r| r.verification), None);
+    store.verify_reset(&rep, 1, &v).await.expect("verify");
+    let later = Verification { verified: false, creates: 3, item_errors: 1, ..v.clone() };
+    assert_eq!(later.to_string(), "attention: 3 creates, 1 item error");
+    store.verify_reset(&rep, 1, &later).await.expect("verify again");
+    let st = store.status(&rep).await.expect("status");
+    assert_eq!(st.last_reset.and_then(|r| r.verification), Some(v.clone()), "the first verification stays");
+    assert_eq!(store.resets(&rep).await.expect("resets")[0].verification, Some(v), "the audit has it too");
+}
+
+/// Held deletes are kept per rep and kind (upserted by key, released by key, refused with a
+/// stale epoch), and judged at once; judging clears the cursors of their kinds only; a reset
+/// removes the held deletes of its scope.
+pub async fn held_deletes(store: &dyn Store) {
+    let rep = unique_rep("held");
+    let (c, e) = (Kind::Contact, Kind::Event);
+    let links: Vec<Link> = (0..3).map(|i| sample_link(&rep, c, i, LinkState::Linked)).collect();
+    let hold: Vec<HeldDelete> =
+        links.iter().enumerate().map(|(i, l)| held_delete(c, &l.key, &l.crm_id, t(10 - i as i64))).collect();
+    let cursors = Cursors { provider: Some("p".into()), crm: Some("c".into()) };
+    let batch =
+        LinkBatch { upsert: links.clone(), hold: hold.clone(), cursors: Some(cursors.clone()), ..Default::default() };
+    store.commit(&rep, 0, c, &batch).await.expect("hold");
+    let ev = sample_link(&rep, e, 9, LinkState::Linked);
+    let ev_batch = LinkBatch { upsert: vec![ev.clone()], cursors: Some(cursors.clone()), ..Default::default() };
+    store.commit(&rep, 0, e, &ev_batch).await.expect("events");
+    let mut want = hold.clone();
+    want.reverse();
+    assert_eq!(store.held(&rep, c).await.expect("held"), want, "held deletes, oldest first, text intact");
+    assert!(store.held(&rep, e).await.expect("held").is_empty(), "per kind");
+    store
+        .commit(&rep, 0, c, &LinkBatch { release: vec![links[0].key.clone()], ..Default::default() })
+        .await
+        .expect("release");
+    assert_eq!(store.held(&rep, c).await.expect("held").len(), 2, "released by key");
+    assert_eq!(store.judge_held(&rep, Verdict::Approved).await.expect("approve"), 2);
+    let held = store.held(&rep, c).await.expect("held");
+    assert!(held.iter().all(|h| h.verdict == Verdict::Approved), "{held:?}");
+    assert_eq!(store.cursors(&rep, c).await.expect("cursors"), Cursors::default(), "the judged kind reads in full");
+    assert_eq!(store.cursors(&rep, e).await.expect("cursors"), cursors, "the other kind keeps its cursors");
+    assert_eq!(store.judge_held(&rep, Verdict::Discarded).await.expect("discard"), 0, "judged deletes stay judged");
+    store.reset(&record(&rep, ResetScope::Contacts, t(50)), RepState::ResetPending, false).await.expect("reset");
+    assert!(store.held(&rep, c).await.expect("held").is_empty(), "a reset removes its scope's held deletes");
 }
 
 /// Grants are stored, replaced and removed per rep, and never shown by `Debug`.

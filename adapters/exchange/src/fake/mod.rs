@@ -3,7 +3,7 @@
 //! Served by the `crmsync-fake` chassis, it speaks the Graph wire protocol the adapter (and any Graph client) uses: the token endpoint
 //! (`/{tenant}/oauth2/v2.0/token`, client credentials and refresh-token grants), `/me` and
 //! `/users/{id}` mailboxes, contact folders (list, `$filter`, create, child folders), contacts
-//! CRUD and folder delta, events CRUD, `calendarView` and `calendarView/delta` with window
+//! CRUD (a generated `displayName`) and folder delta, `$orderby` on lists, events CRUD, `calendarView` and `calendarView/delta` with window
 //! semantics and weekly/daily series expansion, `$batch` (≤ 20), single-value extended
 //! properties (`$expand` and `$filter` forms), etags that change on every write, paging that
 //! honours `Prefer: odata.maxpagesize` (default 10) and the Graph error envelope.
@@ -18,6 +18,7 @@
 
 mod control;
 mod filter;
+mod orderby;
 mod routes;
 mod state;
 

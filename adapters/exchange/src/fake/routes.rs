@@ -348,7 +348,10 @@ impl State {
             ("GET", ["calendarView"]) => match window(r) {
                 Ok((s, e)) => {
                     let items: Vec<Value> = Self::calendar_view(&self.mailboxes[&mb_key], s, e).into_values().collect();
-                    list(items, r)
+                    match super::orderby::ordered(items, r, "event") {
+                        Ok(items) => list(items, r),
+                        Err(e) => e,
+                    }
                 }
                 Err(resp) => resp,
             },

@@ -244,6 +244,7 @@ impl State {
         };
         let id = self.id("C");
         stamp_new(&mut v, &id, true);
+        super::orderby::name_new_contact(&mut v);
         v["parentFolderId"] = json!(folder);
         self.add_mailbox(mailbox).contacts.insert(id.clone(), v);
         id
@@ -457,6 +458,7 @@ impl State {
         }
         let id = self.id("C");
         stamp_new(&mut v, &id, true);
+        super::orderby::name_new_contact(&mut v);
         v["parentFolderId"] = json!(folder);
         let mb = self.mailboxes.get_mut(mb_key).expect("checked");
         mb.contacts.insert(id.clone(), v);
@@ -490,6 +492,7 @@ impl State {
         let out = if !event {
             let v = mb.contacts.get_mut(id).expect("present");
             merge(v, &patch);
+            super::orderby::rename_after_patch(v, &patch);
             stamp(v);
             v.clone()
         } else if let Some(v) = mb.events.get_mut(id) {
@@ -708,6 +711,14 @@ pub(super) fn render(v: &Value, r: &Req) -> Value {
 }
 
 pub(super) fn filtered(items: Vec<Value>, r: &Req) -> Result<Vec<Value>, Resp> {
+    let entity = if r.path.contains("/events") || r.path.contains("/calendarView") {
+        "event"
+    } else if r.path.trim_end_matches('/').ends_with("/contacts") {
+        "contact"
+    } else {
+        "contactFolder"
+    };
+    let items = super::orderby::ordered(items, r, entity)?;
     let Some(f) = r.q("$filter") else { return Ok(items) };
     let e = filter::parse(f)
         .map_err(|m| error(400, "ErrorInvalidUrlQueryFilter", &format!("Invalid filter clause: {m}")))?;

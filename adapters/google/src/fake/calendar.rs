@@ -6,6 +6,7 @@ use crmsync_fake::Reply;
 use serde_json::{Map, Value, json};
 use wiremock::Request;
 
+use super::calendars;
 use super::routes::{calendar_error, now, parse_rfc3339, q1, query};
 use super::state::{State, User};
 
@@ -207,7 +208,7 @@ fn expand(u: &str, e: &EventRec) -> Vec<Value> {
         .collect()
 }
 
-fn calendar_ok(path_cal: &str, user: &str) -> bool {
+pub(crate) fn calendar_ok(path_cal: &str, user: &str) -> bool {
     path_cal == "primary" || path_cal.replace("%40", "@").eq_ignore_ascii_case(user)
 }
 
@@ -223,7 +224,13 @@ pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &
         ("GET", ["calendars", _, "events"]) => list(st, user, req),
         ("POST", ["calendars", _, "events"]) => insert(st, user, req),
         ("GET", ["calendars", _, "events", id]) => get(st, user, id),
-        ("PATCH", ["calendars", _, "events", id]) => patch(st, user, id, req),
+        ("PATCH", ["calendars", _, "events", id]) => patch(st, user, id, req, false),
+        ("PUT", ["calendars", _, "events", id]) => patch(st, user, id, req, true),
+        ("GET", ["calendars", cal]) => calendars::calendar_get(user, cal),
+        ("GET", ["users", "me", "calendarList"]) => {
+            calendars::calendar_list(user, q1(&query(req), "syncToken"), st.cursor_epoch)
+        }
+        ("GET", ["users", "me", "calendarList", cal]) => calendars::calendar_list_entry(user, cal),
         ("DELETE", ["calendars", _, "events", id]) => delete(st, user, id, req),
         _ => not_found(),
     }
@@ -300,7 +307,13 @@ fn list(st: &mut State, user: &str, req: &Request) -> Reply {
             return bad("timeRangeEmpty", "The specified time range is empty.");
         }
     }
-    let show_deleted = since.is_some() || q1(&q, "showDeleted") == Some("true");
+    let updated_min = match calendars::updated_min(q1(&q, "updatedMin"), now()) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let text = q1(&q, "q").filter(|t| !t.trim().is_empty());
+    // Incremental (a sync token or `updatedMin`) lists deletions whatever `showDeleted` says.
+    let show_deleted = since.is_some() || updated_min.is_some() || q1(&q, "showDeleted") == Some("true");
     let props: Vec<(String, String)> = q
         .get("privateExtendedProperty")
         .into_iter()
@@ -315,6 +328,9 @@ fn list(st: &mut State, user: &str, req: &Request) -> Reply {
             Some(s) if e.seq <= s || e.seq > snapshot => continue,
             None if e.deleted && !show_deleted => continue,
             _ => {}
+        }
+        if updated_min.is_some_and(|m| e.updated < m) {
+            continue;
         }
         let expanded = if single { expand(user, e) } else { vec![render(user, e)] };
         for v in expanded {
@@ -337,6 +353,9 @@ fn list(st: &mut State, user: &str, req: &Request) -> Reply {
                 continue;
             }
             if ical.as_ref().is_some_and(|i| v["iCalUID"].as_str() != Some(i.as_str())) {
+                continue;
+            }
+            if text.is_some_and(|t| !cancelled && !calendars::matches_text(&v, t)) {
                 continue;
             }
             items.push(v);
@@ -474,7 +493,9 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn patch(st: &mut State, user: &str, id: &str, req: &Request) -> Reply {
+/// `events.patch` (a merge patch) or, with `replace`, `events.update` (the body is the whole
+/// new event: what it leaves out is cleared; `start` and `end` are required).
+fn patch(st: &mut State, user: &str, id: &str, req: &Request, replace: bool) -> Reply {
     let Ok(body) = req.body_json::<Value>() else { return bad("parseError", "Parse Error") };
     let cond = if_match(req);
     let u = st.user(user).expect("checked");
@@ -491,10 +512,13 @@ fn patch(st: &mut State, user: &str, id: &str, req: &Request) -> Reply {
     if cond.as_deref().is_some_and(|c| c != e.etag && c != "*") {
         return precondition_failed();
     }
-    let mut data = Value::Object(e.data.clone());
+    let mut data = Value::Object(if replace { Map::new() } else { e.data.clone() });
     let mut body = body;
     if let Some(o) = body.as_object_mut() {
         o.remove("id");
+    }
+    if replace && !body.is_object() {
+        return bad("parseError", "Parse Error");
     }
     merge(&mut data, &body);
     let Value::Object(mut data) = data else { unreachable!("merged into an object") };

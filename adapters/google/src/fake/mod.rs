@@ -6,12 +6,13 @@
 //!   the user; the signature is not verified) and `refresh_token` grants.
 //! - People: `GET|POST /v1/contactGroups`, `GET /v1/contactGroups/{id}` (`maxMembers`),
 //!   `POST /v1/contactGroups/{id}/members:modify`, `GET /v1/people/me/connections` (paging,
-//!   `requestSyncToken`, `syncToken`), `GET /v1/people/{id}`, `GET /v1/people:batchGet` (≤ 200),
-//!   `POST /v1/people:batchCreateContacts` (≤ 200), `…:batchUpdateContacts` (≤ 200),
-//!   `…:batchDeleteContacts` (≤ 500).
-//! - Calendar: `/calendar/v3/calendars/primary/events` list (window, `singleEvents`, page and
-//!   sync tokens, 410), insert (client ids, 409), and `/{eventId}` get / patch (`If-Match`, 412) /
-//!   delete.
+//!   `requestSyncToken`, `syncToken`, `sortOrder`), `GET /v1/people/me`, `GET /v1/people/{id}`,
+//!   `GET /v1/people:batchGet` (≤ 200), `GET /v1/people:searchContacts` (with its warm-up),
+//!   `createContact` / `updateContact` / `deleteContact`, `POST /v1/people:batchCreateContacts`
+//!   (≤ 200), `…:batchUpdateContacts` (≤ 200), `…:batchDeleteContacts` (≤ 500).
+//! - Calendar: `/calendar/v3/calendars/primary/events` list (window, `singleEvents`, `q`,
+//!   `updatedMin`, page and sync tokens, 410), insert (client ids, 409), and `/{eventId}` get /
+//!   patch / update (`If-Match`, 412) / delete; `calendars/primary`; `users/me/calendarList`.
 //!
 //! Errors use Google's envelopes: People `{"error":{"code","message","status","details"}}`,
 //! Calendar `{"error":{"errors":[{"domain","reason","message"}],"code","message"}}`.
@@ -25,8 +26,10 @@
 //! expired sync tokens (People 400 `EXPIRED_SYNC_TOKEN`, Calendar 410 `fullSyncRequired`).
 
 mod calendar;
+mod calendars;
 mod control;
 mod people;
+mod people_search;
 mod routes;
 mod state;
 

@@ -8,6 +8,7 @@ use crmsync_fake::Reply;
 use serde_json::{Map, Value, json};
 use wiremock::Request;
 
+use super::people_search;
 use super::routes::{mask, now, people_error, q1, query};
 use super::state::{State, User};
 
@@ -39,7 +40,7 @@ const WRITABLE: &[&str] = &[
     "userDefined",
 ];
 /// Valid `personFields` / `readMask` paths.
-const READABLE: &[&str] = &[
+pub(crate) const READABLE: &[&str] = &[
     "addresses",
     "ageRanges",
     "biographies",
@@ -127,7 +128,7 @@ fn ok(v: Value) -> Reply {
 }
 
 /// Render a stored person with the requested fields, as the API returns it.
-fn render(p: &PersonRec, fields: &BTreeSet<String>) -> Value {
+pub(crate) fn render(p: &PersonRec, fields: &BTreeSet<String>) -> Value {
     let rn = format!("people/{}", p.id);
     let src = json!({"type": "CONTACT", "id": p.id});
     if p.deleted {
@@ -251,6 +252,11 @@ pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &
             get_group(st, user, &id, &q)
         }
         ("GET", "/v1/people/me/connections") => connections(st, user, &q),
+        ("GET", "/v1/people/me") => match person_fields(q1(&q, "personFields")) {
+            Ok(fields) => people_search::me(user, &fields),
+            Err(()) => invalid("personFields mask is required. Please specify one or more valid paths."),
+        },
+        ("GET", "/v1/people:searchContacts") => people_search::search(st, user, &q),
         ("GET", "/v1/people:batchGet") => batch_get(st, user, &q),
         ("POST", "/v1/people:batchCreateContacts") => batch_create(st, user, req),
         ("POST", "/v1/people:batchUpdateContacts") => batch_update(st, user, req),
@@ -491,7 +497,7 @@ fn connections(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) ->
     };
     let epoch = st.cursor_epoch;
     let u = user_or_404(st, user).expect("checked");
-    let all: Vec<&PersonRec> = u
+    let mut all: Vec<&PersonRec> = u
         .persons
         .values()
         .filter(|p| match since {
@@ -499,6 +505,9 @@ fn connections(st: &mut State, user: &str, q: &BTreeMap<String, Vec<String>>) ->
             Some(s) => p.seq > s && p.seq <= snapshot,
         })
         .collect();
+    if let Err(r) = people_search::sort(&mut all, q1(q, "sortOrder")) {
+        return r;
+    }
     let page: Vec<Value> = all.iter().skip(offset).take(page_size).map(|p| render(p, &fields)).collect();
     let mut v = json!({"totalItems": all.len(), "totalPeople": all.len()});
     if !page.is_empty() {

@@ -134,13 +134,17 @@ fn endpoint_name(method: &str, path: &str) -> (Api, String) {
     }
     if let Some(rest) = path.strip_prefix("/calendar/v3/") {
         let segs: Vec<&str> = rest.split('/').collect();
-        let name = match (method, segs.len()) {
-            ("GET", 3) => "calendar.events.list",
-            ("POST", 3) => "calendar.events.insert",
-            ("GET", 4) => "calendar.events.get",
-            ("PATCH", 4) => "calendar.events.patch",
-            ("PUT", 4) => "calendar.events.update",
-            ("DELETE", 4) => "calendar.events.delete",
+        let name = match (method, segs.as_slice()) {
+            ("GET", ["calendars", _, "events"]) => "calendar.events.list",
+            ("POST", ["calendars", _, "events"]) => "calendar.events.insert",
+            ("GET", ["calendars", _, "events", _]) => "calendar.events.get",
+            ("PATCH", ["calendars", _, "events", _]) => "calendar.events.patch",
+            ("PUT", ["calendars", _, "events", _]) => "calendar.events.update",
+            ("DELETE", ["calendars", _, "events", _]) => "calendar.events.delete",
+            ("GET", ["calendars", _, "events", _, "instances"]) => "calendar.events.instances",
+            ("GET", ["calendars", _]) => "calendar.calendars.get",
+            ("GET", ["users", "me", "calendarList"]) => "calendar.calendarList.list",
+            ("GET", ["users", "me", "calendarList", _]) => "calendar.calendarList.get",
             _ => "calendar.other",
         };
         return (Api::Calendar, name.into());
@@ -152,9 +156,13 @@ fn endpoint_name(method: &str, path: &str) -> (Api, String) {
         ("GET", p) if p.starts_with("/v1/contactGroups/") => "people.contactGroups.get",
         ("GET", "/v1/people/me/connections") => "people.connections.list",
         ("GET", "/v1/people:batchGet") => "people.getBatchGet",
+        ("GET", "/v1/people:searchContacts") => "people.searchContacts",
         ("POST", "/v1/people:batchCreateContacts") => "people.batchCreateContacts",
         ("POST", "/v1/people:batchUpdateContacts") => "people.batchUpdateContacts",
         ("POST", "/v1/people:batchDeleteContacts") => "people.batchDeleteContacts",
+        ("POST", "/v1/people:createContact") => "people.createContact",
+        ("PATCH", p) if p.ends_with(":updateContact") => "people.updateContact",
+        ("DELETE", p) if p.ends_with(":deleteContact") => "people.deleteContact",
         ("GET", p) if p.starts_with("/v1/people/") => "people.get",
         _ => "people.other",
     };

@@ -12,6 +12,8 @@ pub(crate) struct User {
     pub(crate) persons: BTreeMap<String, people::PersonRec>,
     pub(crate) groups: BTreeMap<String, people::GroupRec>,
     pub(crate) events: BTreeMap<String, calendar::EventRec>,
+    /// What `people:searchContacts` searches: each contact's texts at the last warm-up.
+    pub(crate) search_cache: BTreeMap<String, Vec<String>>,
 }
 
 /// The whole fake's state.

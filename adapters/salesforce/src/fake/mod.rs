@@ -3,11 +3,12 @@
 //! [`FakeSalesforce`] serves the REST API paths and JSON shapes of a real org from an
 //! in-memory store: the OAuth endpoints (a login page for the authorization-code flow with PKCE,
 //! `userinfo`; tokens by code, refresh token or client credentials),
-//! `query` / `queryAll` with a SOQL subset and paging at 2,000 through `nextRecordsUrl`,
-//! sObject rows (create, get, update with `If-Unmodified-Since`, delete, upsert by external
-//! id), sObject Collections (create, update, upsert, delete; ≤ 200 records, `allOrNone`),
-//! `/composite` (≤ 25 subrequests), `updated` / `deleted`, `limits`, `describe` and the
-//! versions list. It keeps server-side 18-character ids, `CreatedDate` / `LastModifiedDate` /
+//! `query` / `queryAll` with a SOQL subset (aggregates and `GROUP BY` included) and paging at
+//! 2,000 through `nextRecordsUrl`, SOSL `search`, sObject rows (create, get, update with
+//! `If-Unmodified-Since`, delete, upsert by external id), sObject Collections (create, update,
+//! upsert, delete; ≤ 200 records, `allOrNone`), `/composite` (≤ 25 subrequests, `@{ref}`
+//! references), `updated` / `deleted`, `limits`, global describe, basic information and
+//! `describe` of each object, and the versions list. It keeps server-side 18-character ids, `CreatedDate` / `LastModifiedDate` /
 //! `SystemModstamp` (strictly increasing, millisecond precision), validates fields (required
 //! `LastName`, lengths, e-mail format, restricted picklists, lookups, unique external ids) with
 //! Salesforce's error bodies and meters the daily API allocation (`Sforce-Limit-Info`).
@@ -16,7 +17,7 @@
 //! `query_more`, `queryAll`, `composite`, `collections_create`, `collections_upsert`,
 //! `collections_update`, `collections_delete`, `collections_retrieve`, `sobject_create`,
 //! `sobject_get`, `sobject_update`, `sobject_delete`, `upsert`, `updated`, `deleted`, `limits`,
-//! `describe`, `versions`, `authorize`, `userinfo`; composite subrequests as `composite/<endpoint>`), keeps a bounded
+//! `describe`, `describe_global`, `sobject_info`, `search`, `versions`, `authorize`, `userinfo`; composite subrequests as `composite/<endpoint>`), keeps a bounded
 //! request log and injects [`Fault`]s: 429 `REQUEST_LIMIT_EXCEEDED` with `Retry-After`, 403
 //! `REQUEST_LIMIT_EXCEEDED` (concurrent-request limit), 503 as a load balancer's HTML page,
 //! 500 `UNKNOWN_EXCEPTION`, 401 `INVALID_SESSION_ID`, dropped connections, lost replies,
@@ -24,10 +25,12 @@
 //! window.
 
 mod authorize;
+mod composite_ref;
 mod control;
 mod routes;
 mod schema;
 mod soql;
+mod sosl;
 mod state;
 
 use chrono::{DateTime, Utc};

@@ -231,6 +231,10 @@ fn route(
             collections_delete(st, &q("ids").unwrap_or_default(), q("allOrNone").as_deref() == Some("true"))
         }
         ("GET", ["sobjects"]) => global_describe(version),
+        ("GET", ["search"]) => match super::sosl::search(&*st, &q("q").unwrap_or_default(), st.now(), version) {
+            Ok(v) => ok(200, v),
+            Err(e) => error(400, e.code, e.message),
+        },
         (_, ["sobjects", ty, rest @ ..]) => {
             let Some(obj) = object(ty) else {
                 return (
@@ -252,6 +256,7 @@ fn route(
                     Ok(_) => error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object"),
                     Err(r) => r,
                 },
+                ("GET", []) => ok(200, json!({"objectDescribe": describe_entry(obj, version), "recentItems": []})),
                 ("GET", ["describe"]) => describe(obj),
                 ("GET", [kind @ ("updated" | "deleted")]) => replication(st, obj, kind, q("start"), q("end")),
                 ("GET", [id]) => match st.find(obj, id) {
@@ -383,7 +388,9 @@ fn label_of(method: &str, segs: &[&str]) -> String {
         ("GET", ["composite", "sobjects", _]) => "collections_retrieve",
         ("DELETE", ["composite", "sobjects"]) => "collections_delete",
         ("GET", ["sobjects"]) => "describe_global",
+        ("GET", ["search"]) => "search",
         ("POST", ["sobjects", _]) => "sobject_create",
+        ("GET", ["sobjects", _]) => "sobject_info",
         ("GET", ["sobjects", _, "describe"]) => "describe",
         ("GET", ["sobjects", _, "updated"]) => "updated",
         ("GET", ["sobjects", _, "deleted"]) => "deleted",
@@ -517,17 +524,17 @@ impl State {
 
 /// `GET /sobjects`: every object the org serves, with its URLs.
 fn global_describe(version: &str) -> Reply {
-    let sobjects: Vec<Value> = super::schema::OBJECTS
-        .iter()
-        .map(|o| {
-            let base = format!("/services/data/v{version}/sobjects/{}", o.name);
-            json!({"name": o.name, "label": o.name, "keyPrefix": o.prefix, "custom": false,
-                   "createable": true, "updateable": true, "deletable": true, "queryable": true,
-                   "retrieveable": true, "searchable": false, "replicateable": true,
-                   "urls": {"sobject": base, "describe": format!("{base}/describe"), "rowTemplate": format!("{base}/{{ID}}")}})
-        })
-        .collect();
+    let sobjects: Vec<Value> = super::schema::OBJECTS.iter().map(|o| describe_entry(o, version)).collect();
     ok(200, json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects}))
+}
+
+/// An object as global describe lists it (and sObject basic information's `objectDescribe`).
+fn describe_entry(o: &super::schema::ObjDef, version: &str) -> Value {
+    let base = format!("/services/data/v{version}/sobjects/{}", o.name);
+    json!({"name": o.name, "label": o.name, "labelPlural": format!("{}s", o.name), "keyPrefix": o.prefix,
+           "custom": false, "createable": true, "updateable": true, "deletable": true, "queryable": true,
+           "retrieveable": true, "searchable": true, "replicateable": true,
+           "urls": {"sobject": base, "describe": format!("{base}/describe"), "rowTemplate": format!("{base}/{{ID}}")}})
 }
 
 fn describe(obj: &super::schema::ObjDef) -> Reply {
@@ -765,6 +772,8 @@ fn composite(st: &mut State, ch: &mut Chassis, body: &Value, header: Header) -> 
     let backup = all_or_none.then(|| st.data.clone());
     let mut out = vec![];
     let mut halted = false;
+    // The bodies of the subrequests done so far, by reference id, for `@{ref.path}`.
+    let mut done = Map::new();
     for s in subs {
         let reference = s.get("referenceId").cloned().unwrap_or(Value::Null);
         if halted {
@@ -773,7 +782,20 @@ fn composite(st: &mut State, ch: &mut Chassis, body: &Value, header: Header) -> 
             continue;
         }
         let method = s.get("method").and_then(Value::as_str).unwrap_or("GET").to_uppercase();
-        let url = s.get("url").and_then(Value::as_str).unwrap_or("");
+        let resolved = super::composite_ref::substitute(
+            &json!({"url": s.get("url").cloned().unwrap_or(json!("")), "body": s.get("body").cloned()}),
+            &done,
+        );
+        let resolved = match resolved {
+            Ok(v) => v,
+            Err(expr) => {
+                out.push(json!({"body": [{"errorCode": "PROCESSING_HALTED", "message": super::composite_ref::unresolved(&expr)}],
+                                "httpHeaders": {}, "httpStatusCode": 400, "referenceId": reference}));
+                halted |= all_or_none;
+                continue;
+            }
+        };
+        let url = resolved["url"].as_str().unwrap_or("");
         let parsed = url::Url::parse(&format!("http://composite.invalid{url}"));
         let Ok(parsed) = parsed else {
             out.push(json!({"body": [{"errorCode": "INVALID_URL", "message": "invalid url"}], "httpHeaders": {}, "httpStatusCode": 400, "referenceId": reference}));
@@ -781,7 +803,10 @@ fn composite(st: &mut State, ch: &mut Chassis, body: &Value, header: Header) -> 
         };
         let query: Vec<(String, String)> =
             parsed.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        let sub_body = s.get("body").map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+        let sub_body = match &resolved["body"] {
+            Value::Null => vec![],
+            b => serde_json::to_vec(b).expect("json"),
+        };
         let sub_headers: Map<String, Value> =
             s.get("httpHeaders").and_then(Value::as_object).cloned().unwrap_or_default();
         let sub_header = |name: &str| {
@@ -794,6 +819,9 @@ fn composite(st: &mut State, ch: &mut Chassis, body: &Value, header: Header) -> 
         ch.count(&format!("composite/{}", endpoint_of(&method, parsed.path())));
         let (reply, _) = route(st, ch, &method, parsed.path(), &query, &sub_header, &sub_body, false);
         let ok = reply.status < 400;
+        if let Some(r) = reference.as_str().filter(|_| ok) {
+            done.insert(r.to_owned(), reply.json_body());
+        }
         out.push(json!({"body": reply.json_body(), "httpHeaders": {}, "httpStatusCode": reply.status, "referenceId": reference}));
         if !ok && all_or_none {
             halted = true;

@@ -160,11 +160,32 @@ pub enum Cond {
     Like(String, String),
 }
 
+/// An aggregate function of the select list (`COUNT(Id)`, `MAX(CreatedDate) latest`).
+#[derive(Clone, Debug)]
+pub struct Agg {
+    pub func: AggFn,
+    pub field: String,
+    pub alias: Option<String>,
+}
+
+/// The aggregate functions the fake evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggFn {
+    Count,
+    CountDistinct,
+    Min,
+    Max,
+}
+
 /// A parsed query.
 #[derive(Clone, Debug)]
 pub struct Query {
     /// Field paths, or `None` for `COUNT()`.
     pub select: Option<Vec<String>>,
+    /// Aggregate functions of the select list (then the rows are `AggregateResult`s).
+    pub aggs: Vec<Agg>,
+    /// `GROUP BY` field paths.
+    pub group_by: Vec<String>,
     pub from: String,
     pub cond: Option<Cond>,
     pub order: Vec<(String, bool, bool)>,
@@ -228,20 +249,26 @@ impl Parser {
 
     fn query(&mut self) -> Result<Query, QErr> {
         self.expect_kw("SELECT")?;
-        let select = if self.is_kw("COUNT") && self.toks.get(self.pos + 1) == Some(&Tok::Sym('(')) {
-            self.pos += 2;
-            self.expect_sym(')')?;
-            None
-        } else {
-            let mut fields = vec![self.ident()?];
-            while self.eat_sym(',') {
-                fields.push(self.ident()?);
-            }
-            Some(fields)
-        };
+        let (select, aggs) = self.select_list()?;
         self.expect_kw("FROM")?;
         let from = self.ident()?;
+        self.tail(select, aggs, from)
+    }
+
+    /// What follows `FROM obj`: `WHERE`, `GROUP BY`, `ORDER BY`, `LIMIT`, `OFFSET`.
+    fn tail(&mut self, select: Option<Vec<String>>, aggs: Vec<Agg>, from: String) -> Result<Query, QErr> {
         let cond = if self.eat_kw("WHERE") { Some(self.or()?) } else { None };
+        let mut group_by = vec![];
+        if self.eat_kw("GROUP") {
+            self.expect_kw("BY")?;
+            group_by.push(self.ident()?);
+            while self.eat_sym(',') {
+                group_by.push(self.ident()?);
+            }
+            if select.is_none() {
+                return Err(malformed("COUNT() cannot be used with GROUP BY: use COUNT(Id)"));
+            }
+        }
         let mut order = vec![];
         if self.eat_kw("ORDER") {
             self.expect_kw("BY")?;
@@ -279,7 +306,53 @@ impl Parser {
                 break;
             }
         }
-        Ok(Query { select, from, cond, order, limit, offset })
+        Ok(Query { select, aggs, group_by, from, cond, order, limit, offset })
+    }
+
+    /// The select list: `COUNT()` alone (`None`), or fields and aggregate functions.
+    fn select_list(&mut self) -> Result<(Option<Vec<String>>, Vec<Agg>), QErr> {
+        if self.is_kw("COUNT")
+            && self.toks.get(self.pos + 1) == Some(&Tok::Sym('('))
+            && self.toks.get(self.pos + 2) == Some(&Tok::Sym(')'))
+        {
+            self.pos += 3;
+            return Ok((None, vec![]));
+        }
+        let (mut fields, mut aggs) = (vec![], vec![]);
+        loop {
+            let func = match self.peek() {
+                Some(Tok::Ident(s)) if self.toks.get(self.pos + 1) == Some(&Tok::Sym('(')) => {
+                    match s.to_ascii_uppercase().as_str() {
+                        "COUNT" => Some(AggFn::Count),
+                        "COUNT_DISTINCT" => Some(AggFn::CountDistinct),
+                        "MIN" => Some(AggFn::Min),
+                        "MAX" => Some(AggFn::Max),
+                        _ => return Err(malformed(format!("unknown function {s}"))),
+                    }
+                }
+                _ => None,
+            };
+            match func {
+                Some(func) => {
+                    self.pos += 2;
+                    let field = self.ident()?;
+                    self.expect_sym(')')?;
+                    let alias = match self.peek() {
+                        Some(Tok::Ident(a)) if !is_reserved(a) => {
+                            let a = a.clone();
+                            self.pos += 1;
+                            Some(a)
+                        }
+                        _ => None,
+                    };
+                    aggs.push(Agg { func, field, alias });
+                }
+                None => fields.push(self.ident()?),
+            }
+            if !self.eat_sym(',') {
+                return Ok((Some(fields), aggs));
+            }
+        }
     }
 
     fn count(&mut self) -> Result<usize, QErr> {
@@ -408,8 +481,8 @@ fn tok_text(t: &Tok) -> String {
 
 fn is_reserved(s: &str) -> bool {
     [
-        "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "ORDER", "BY", "LIMIT", "OFFSET", "NULL", "TRUE",
-        "FALSE",
+        "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "GROUP", "ORDER", "BY", "LIMIT", "OFFSET", "NULL",
+        "TRUE", "FALSE",
     ]
     .iter()
     .any(|k| k.eq_ignore_ascii_case(s))
@@ -424,6 +497,21 @@ pub fn parse(text: &str, now: DateTime<Utc>) -> Result<Query, QErr> {
     let q = p.query()?;
     if p.pos < p.toks.len() {
         return Err(p.unexpected("expecting end of query"));
+    }
+    Ok(q)
+}
+
+/// One object of a SOSL `RETURNING` clause, `Contact(Id, Name WHERE … ORDER BY … LIMIT n)`:
+/// the part in parentheses (`inner`, maybe empty: then `Id`) parsed as the query it stands for.
+pub fn parse_returning(from: &str, inner: &str, now: DateTime<Utc>) -> Result<Query, QErr> {
+    let mut p = Parser { toks: lex(inner)?, pos: 0, now };
+    let (select, aggs) = if p.toks.is_empty() { (Some(vec!["Id".to_owned()]), vec![]) } else { p.select_list()? };
+    if select.is_none() || !aggs.is_empty() {
+        return Err(QErr { code: "MALFORMED_SEARCH", message: "RETURNING takes field names".into() });
+    }
+    let q = p.tail(select, aggs, from.to_owned())?;
+    if p.pos < p.toks.len() {
+        return Err(p.unexpected("expecting ')'"));
     }
     Ok(q)
 }
@@ -839,12 +927,79 @@ pub fn execute(db: &dyn Db, q: &Query, all: bool, now: DateTime<Utc>, api: &str,
     }
     let skip = q.offset.unwrap_or(0);
     let take = q.limit.unwrap_or(usize::MAX).min(cap);
+    if !q.aggs.is_empty() || !q.group_by.is_empty() {
+        let out: Vec<Value> = aggregate(db, obj, q, &rows)?.into_iter().skip(skip).take(take).collect();
+        return Ok(Executed { total: out.len(), rows: out, count_only: false });
+    }
     let rows: Vec<&Rec> = rows.into_iter().skip(skip).take(take).collect();
     let Some(select) = select else {
         return Ok(Executed { total: rows.len(), rows: vec![], count_only: true });
     };
     let out: Vec<Value> = rows.iter().map(|r| row_json(db, obj, r, &select, api)).collect();
     Ok(Executed { total: out.len(), rows: out, count_only: false })
+}
+
+/// The `AggregateResult` rows of an aggregate query over the matching `rows` (already in the
+/// query's order): one per group in first-seen order, or one for all rows without `GROUP BY`.
+/// Grouped fields keep their field name; aggregates their alias or `expr0`, `expr1`, ….
+fn aggregate(db: &dyn Db, obj: &'static ObjDef, q: &Query, rows: &[&Rec]) -> Result<Vec<Value>, QErr> {
+    let grouped = |f: &str| q.group_by.iter().any(|g| g.eq_ignore_ascii_case(f));
+    if let Some(f) = q.select.iter().flatten().find(|f| !grouped(f)) {
+        return Err(malformed(format!("Field must be grouped or aggregated: {f}")));
+    }
+    if let Some((f, ..)) = q.order.iter().find(|(f, ..)| !grouped(f)) {
+        return Err(malformed(format!("Ordered field must be grouped or aggregated: {f}")));
+    }
+    let keys: Vec<Path> = q.group_by.iter().map(|f| resolve(obj, f)).collect::<Result<_, _>>()?;
+    let aggs: Vec<(&Agg, Path)> =
+        q.aggs.iter().map(|a| Ok((a, resolve(obj, &a.field)?))).collect::<Result<_, QErr>>()?;
+    let fold_val = |v: &Val| v.to_json().to_string().to_lowercase();
+    let mut groups: Vec<(Vec<Val>, Vec<&Rec>)> = vec![];
+    let mut index: std::collections::HashMap<Vec<String>, usize> = std::collections::HashMap::new();
+    for r in rows {
+        let vals: Vec<Val> = keys.iter().map(|p| value(db, obj, r, p)).collect();
+        let folded: Vec<String> = vals.iter().map(fold_val).collect();
+        let at = *index.entry(folded).or_insert_with(|| {
+            groups.push((vals, vec![]));
+            groups.len() - 1
+        });
+        groups[at].1.push(r);
+    }
+    if keys.is_empty() && groups.is_empty() {
+        groups.push((vec![], vec![]));
+    }
+    let out = groups
+        .into_iter()
+        .map(|(vals, members)| {
+            let mut m = Map::new();
+            m.insert("attributes".into(), json!({"type": "AggregateResult"}));
+            for ((g, p), v) in q.group_by.iter().zip(&keys).zip(&vals) {
+                if q.select.iter().flatten().any(|f| f.eq_ignore_ascii_case(g)) {
+                    m.insert(p.def().name.to_owned(), v.to_json());
+                }
+            }
+            let mut unnamed = 0;
+            for (a, p) in &aggs {
+                let present: Vec<Val> =
+                    members.iter().map(|r| value(db, obj, r, p)).filter(|v| !matches!(v, Val::Null)).collect();
+                let result = match a.func {
+                    AggFn::Count => json!(present.len()),
+                    AggFn::CountDistinct => {
+                        json!(present.iter().map(fold_val).collect::<std::collections::HashSet<_>>().len())
+                    }
+                    AggFn::Min => present.iter().min_by(|x, y| order_vals(x, y)).map_or(Value::Null, Val::to_json),
+                    AggFn::Max => present.iter().max_by(|x, y| order_vals(x, y)).map_or(Value::Null, Val::to_json),
+                };
+                let name = a.alias.clone().unwrap_or_else(|| {
+                    unnamed += 1;
+                    format!("expr{}", unnamed - 1)
+                });
+                m.insert(name, result);
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Ok(out)
 }
 
 /// `{"type": …, "url": …}` of a record.
