@@ -71,6 +71,10 @@ pub fn cycle(r: &CycleReport) -> String {
             let _ = writeln!(out, "  {kind} error: {} item {}: {}", e.side, e.id, e.reason);
         }
     }
+    if !r.events.unrelated_attendees.is_empty() {
+        let list: Vec<String> = r.events.unrelated_attendees.iter().map(|(a, n)| format!("{a} ({n})")).collect();
+        let _ = writeln!(out, "  attendees related to no CRM contact (events): {}", list.join(", "));
+    }
     if let Some(e) = &r.error {
         let _ = writeln!(out, "  error: {e}");
     }

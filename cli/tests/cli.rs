@@ -310,6 +310,13 @@ fn demo_keeps_its_store_and_refuses_an_old_one() {
     let db = db.to_str().unwrap();
     let first = crmsync(&["demo", "--db", db], &[]);
     assert!(first.status.success(), "{}", text(&first.stderr));
+    // It ends by pointing at the admin console (the sandbox serves it) and whom to sign in as.
+    let out = text(&first.stdout);
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("crmsync sandbox") && last.contains("http://127.0.0.1:8650") && last.contains("Alex Admin"),
+        "{last}"
+    );
     assert!(std::path::Path::new(db).exists(), "the store file is kept");
     let line = error_line(&crmsync(&["demo", "--db", db], &[]));
     assert!(line.contains("needs a new store file") && line.contains("demo.db"), "{line}");

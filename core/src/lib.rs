@@ -15,19 +15,20 @@ pub mod port;
 pub mod report;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod time;
 
 pub use config::{
     ConflictPolicy, ConnectionMode, ContactConfig, ContactFilter, Criterion, CriterionOp, DeletePolicy, Direction,
     EventConfig, EventFilter, HoldDeletes, Rep, SyncConfig, Window,
 };
-pub use engine::{Engine, LeaseTerms, Leased, Pair, Plan, ResetOutcome};
+pub use engine::{Engine, LeaseTerms, Leased, Pair, Plan, ResetOutcome, synced_kinds};
 pub use error::{Error, ErrorKind, Result, Retry};
 pub use model::{Canon, Contact, Event, EventTime, Kind, PostalAddress, Record, Side, SyncKey};
 pub use port::{
     Access, Acquire, Actor, Capabilities, Change, Changes, Collection, Crm, CrmUser, Cursors, Found, HeldDelete, Item,
     ItemError, ItemFailure, LeaseHolder, Leases, Link, LinkBatch, LinkState, MANAGE_SYNC, MANAGE_USERS, MatchKey,
-    NewItem, Provider, RepState, RepStatus, ResetRecord, ResetScope, ResetUndo, Skip, Store, SyncState, Update,
-    Verdict, Verification,
+    NewItem, Provider, Refusal, RepState, RepStatus, ResetRecord, ResetScope, ResetUndo, Skip, Store, SyncState,
+    Update, Verdict, Verification,
 };
 pub use report::{CycleReport, KindReport, Requests};
 /// Secrets (OAuth grants) as the ports take them.

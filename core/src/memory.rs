@@ -532,6 +532,10 @@ struct RepRow {
     grant: Option<SecretString>,
     due: Option<DateTime<Utc>>,
     lease: Option<(String, DateTime<Utc>)>,
+    /// "Sync now" asked since the lease was taken.
+    asked: Option<DateTime<Utc>>,
+    /// The last [`HISTORY_KEPT`] reports, oldest first.
+    history: std::collections::VecDeque<CycleReport>,
 }
 
 #[derive(Debug, Default)]
@@ -541,6 +545,7 @@ struct StoreInner {
     cursors: BTreeMap<(String, Kind), Cursors>,
     errors: BTreeMap<(String, Kind, Side, String), ItemError>,
     resets: Vec<ResetRecord>,
+    refusals: Vec<Refusal>,
     held: BTreeMap<(String, Kind, SyncKey), HeldDelete>,
     /// What each rep's last reset removed, while it can be undone.
     undo: BTreeMap<String, ResetUndo>,
@@ -617,13 +622,18 @@ impl SyncState for MemStore {
     ) -> Result<()> {
         let mut g = self.lock();
         check_epoch(&mut g, rep, epoch)?;
-        let st = &mut row(&mut g, rep).status;
+        let row = row(&mut g, rep);
+        let st = &mut row.status;
         st.state = state;
         st.last_error = error.map(|e| storable_text(&e).into_owned());
         if let Some(r) = report {
             st.last_report = Some(r.clone());
             if r.error.is_none() {
                 st.last_success = r.finished;
+            }
+            row.history.push_back(r.clone());
+            while row.history.len() > HISTORY_KEPT {
+                row.history.pop_front();
             }
         }
         Ok(())
@@ -721,6 +731,26 @@ impl SyncState for MemStore {
 
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>> {
         Ok(self.lock().resets.iter().filter(|r| r.rep == rep).cloned().collect())
+    }
+
+    async fn history(&self, rep: &str, n: usize) -> Result<Vec<CycleReport>> {
+        Ok(self.lock().reps.get(rep).map(|r| r.history.iter().rev().take(n).cloned().collect()).unwrap_or_default())
+    }
+
+    async fn refuse(&self, refusal: &Refusal) -> Result<()> {
+        let mut r = refusal.clone();
+        for s in [&mut r.admin_id, &mut r.admin_name, &mut r.action, &mut r.reason] {
+            *s = storable_text(s).into_owned();
+        }
+        r.rep = r.rep.map(|s| storable_text(&s).into_owned());
+        self.lock().refusals.push(r);
+        Ok(())
+    }
+
+    async fn refusals(&self) -> Result<Vec<Refusal>> {
+        let mut all = self.lock().refusals.clone();
+        all.sort_by_key(|r| r.at);
+        Ok(all)
     }
 
     async fn seal_reset(&self, rep: &str, epoch: u64) -> Result<()> {
@@ -821,6 +851,7 @@ impl Leases for MemStore {
             let free = r.lease.as_ref().is_none_or(|(_, exp)| *exp <= now);
             if due && free {
                 r.lease = Some((worker.to_owned(), until));
+                r.asked = None;
                 out.push(rep.clone());
             }
         }
@@ -839,6 +870,7 @@ impl Leases for MemStore {
         }
         r.due.get_or_insert(now);
         r.lease = Some((holder.to_owned(), until));
+        r.asked = None;
         Ok(Acquire::Acquired)
     }
 
@@ -846,6 +878,18 @@ impl Leases for MemStore {
         let g = self.lock();
         let held = g.reps.get(rep).and_then(|r| r.lease.as_ref()).filter(|(_, until)| *until > now);
         Ok(held.map(|(holder, until)| LeaseHolder { holder: holder.clone(), until: *until }))
+    }
+
+    async fn due(&self, rep: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.lock().reps.get(rep).and_then(|r| r.due))
+    }
+
+    async fn sync_now(&self, rep: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut g = self.lock();
+        let r = row(&mut g, rep);
+        r.due = Some(r.due.map_or(now, |d| d.min(now)));
+        r.asked = Some(now);
+        Ok(())
     }
 
     async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {
@@ -867,7 +911,9 @@ impl Leases for MemStore {
         match &r.lease {
             Some((w, _)) if w == worker => {
                 r.lease = None;
-                if next_due.is_some() {
+                if let Some(asked) = r.asked.take() {
+                    r.due = Some(asked);
+                } else if next_due.is_some() {
                     r.due = next_due;
                 }
                 Ok(())

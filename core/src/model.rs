@@ -207,7 +207,27 @@ pub const CONTACT_FIELDS: &[&str] = &[
     "notes",
 ];
 
-pub const EVENT_FIELDS: &[&str] = &["subject", "start", "end", "location", "description", "private"];
+pub const EVENT_FIELDS: &[&str] = &["subject", "start", "end", "location", "description", "private", "attendees"];
+
+/// Fields only the provider originates: the CRM derives its value from the provider's (the
+/// Salesforce Event is related to the contacts among the attendees). The engine writes them
+/// provider → CRM only and never takes the CRM's value for a change: a CRM can hold less than
+/// the provider (attendees that are no contact), and a meeting's invitees are the mailbox's
+/// to change, never the CRM's.
+pub const PROVIDER_OWNED: &[&str] = &["attendees"];
+
+/// The canonical form of an attendee list: the normalized addresses, sorted, deduplicated,
+/// one per line.
+fn attendees_canon(raw: &str) -> Option<String> {
+    let mut v: Vec<String> = split_attendees(raw).filter_map(normalize_email).collect();
+    v.sort();
+    v.dedup();
+    (!v.is_empty()).then(|| v.join("\n"))
+}
+
+fn split_attendees(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(['\n', ',']).map(str::trim).filter(|a| !a.is_empty())
+}
 
 /// Normalized value of each canonical field that has a value (absent = empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +348,7 @@ impl Record {
                 "location" => e.location.clone(),
                 "description" => e.description.clone(),
                 "private" => Some(e.private.to_string()),
+                "attendees" => (!e.attendees.is_empty()).then(|| e.attendees.join("\n")),
                 _ => None,
             },
         }
@@ -374,6 +395,10 @@ impl Record {
                 "location" => e.location = value,
                 "description" => e.description = value,
                 "private" => e.private = value.as_deref() == Some("true"),
+                "attendees" => {
+                    e.attendees =
+                        value.as_deref().map(|v| split_attendees(v).map(str::to_owned).collect()).unwrap_or_default()
+                }
                 "start" | "end" => {
                     if let Some(t) = value.as_deref().and_then(EventTime::parse_canon) {
                         if field == "start" { e.start = t } else { e.end = t }
@@ -392,6 +417,7 @@ impl Record {
             let norm = match f {
                 "email" => normalize_email(&raw),
                 "phone" | "mobile" => normalize_phone(&raw),
+                "attendees" => attendees_canon(&raw),
                 _ => normalize_text(&raw),
             };
             if let Some(v) = norm {

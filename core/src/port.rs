@@ -605,6 +605,24 @@ pub struct ResetUndo {
     pub state: RepState,
 }
 
+/// An action the console refused (the admin lacked a permission): who tried what on whom.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub at: DateTime<Utc>,
+    pub admin_id: String,
+    pub admin_name: String,
+    /// `sign in`, `reset`, `sync now`, …
+    pub action: String,
+    /// The rep's id, when the action was about one.
+    pub rep: Option<String>,
+    /// The scope of a refused Reset Sync.
+    pub scope: Option<ResetScope>,
+    pub reason: String,
+}
+
+/// Cycle reports a store keeps per rep ([`SyncState::history`]); older ones are dropped.
+pub const HISTORY_KEPT: usize = 50;
+
 /// Per-rep status as the store keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RepStatus {
@@ -665,6 +683,15 @@ pub trait SyncState: Send + Sync + std::fmt::Debug {
     async fn reset(&self, record: &ResetRecord, state: RepState, drop_grant: bool) -> Result<BTreeMap<String, u64>>;
     /// Every reset ever recorded for the rep, oldest first.
     async fn resets(&self, rep: &str) -> Result<Vec<ResetRecord>>;
+    /// The rep's last `n` cycle reports (every `set_state` with a report), newest first; the
+    /// store keeps the last [`HISTORY_KEPT`].
+    async fn history(&self, rep: &str, n: usize) -> Result<Vec<CycleReport>>;
+
+    /// Record a refused action (texts as [`storable_text`] keeps them).
+    async fn refuse(&self, refusal: &Refusal) -> Result<()>;
+    /// Every refusal recorded, oldest first.
+    async fn refusals(&self) -> Result<Vec<Refusal>>;
+
     /// The first cycle after the reset at `epoch` started: what the reset removed is dropped,
     /// the reset can no longer be undone. Nothing happens when it already could not.
     async fn seal_reset(&self, rep: &str, epoch: u64) -> Result<()>;
@@ -704,6 +731,12 @@ pub trait Leases: Send + Sync + std::fmt::Debug {
     async fn acquire_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<Acquire>;
     /// Who holds the rep's lease at `now` (`None`: free or expired).
     async fn lease(&self, rep: &str, now: DateTime<Utc>) -> Result<Option<LeaseHolder>>;
+    /// When the rep is due next (`None`: unknown to the scheduler).
+    async fn due(&self, rep: &str) -> Result<Option<DateTime<Utc>>>;
+    /// "Sync now": make the rep due at `now` at the latest (known to the scheduler or not),
+    /// taken like any due rep under its lease. Asked while a cycle holds the lease, the next
+    /// cycle follows at once: that lease's `release` keeps the rep due at `now`.
+    async fn sync_now(&self, rep: &str, now: DateTime<Utc>) -> Result<()>;
     /// Extend a lease the holder still holds; `Conflict` when it lost it.
     async fn renew_lease(&self, holder: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()>;
     /// Give a rep back, due again at `next_due` (`None` keeps its due time); `Conflict` when the

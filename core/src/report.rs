@@ -46,6 +46,10 @@ pub struct KindReport {
     pub full_read_crm: bool,
     /// A collection-level failure that stopped this kind (nothing after it was applied).
     pub fatal: Option<String>,
+    /// Attendee addresses of events written to the CRM this cycle that the CRM did not relate
+    /// the event to (no contact with that address, or past the CRM's limit of related
+    /// contacts), with the number of events each was left off.
+    pub unrelated_attendees: BTreeMap<String, u64>,
 }
 
 impl KindReport {

@@ -1,7 +1,7 @@
 //! Graph contact / event JSON ⇄ the crmsync model.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use crmsync_core::{Contact, Event, EventTime, Item, PostalAddress, Record, SyncKey};
+use crmsync_core::{Contact, Event, EventTime, Item, PostalAddress, Record, SyncKey, time};
 use serde_json::{Map, Value, json};
 
 /// The MAPI named property the sync key is stamped in (a `singleValueExtendedProperty`).
@@ -159,11 +159,8 @@ pub fn contact_patch(c: &Contact, raw: Option<&Value>, fields: &[String]) -> Val
     Value::Object(m)
 }
 
-const UTC_NAMES: &[&str] = &["utc", "etc/utc", "etc/gmt", "z", "coordinated universal time", "tzone://microsoft/utc"];
-
 fn parse_time(v: &Value, all_day: bool, what: &str) -> Result<EventTime, String> {
     let dt = v["dateTime"].as_str().ok_or_else(|| format!("event has no {what} time"))?;
-    let tz = v["timeZone"].as_str().unwrap_or("UTC");
     if let Ok(t) = DateTime::parse_from_rfc3339(dt) {
         return Ok(if all_day { EventTime::Date(t.date_naive()) } else { EventTime::At(t.with_timezone(&Utc)) });
     }
@@ -173,10 +170,12 @@ fn parse_time(v: &Value, all_day: bool, what: &str) -> Result<EventTime, String>
         // All-day events are midnight to midnight in one zone: the dates are what count.
         return Ok(EventTime::Date(naive.date()));
     }
-    if !UTC_NAMES.contains(&tz.to_ascii_lowercase().as_str()) {
-        return Err(format!("unknown time zone {tz:?} for the {what} time (expected UTC)"));
-    }
-    Ok(EventTime::At(naive.and_utc()))
+    // A time without a zone is in the zone the read asked for (`Prefer: outlook.timezone`: UTC).
+    let name = v["timeZone"].as_str().unwrap_or("UTC");
+    let tz = time::zone(name).ok_or_else(|| {
+        format!("unknown time zone {name:?} for the {what} time (neither a Windows nor an IANA name)")
+    })?;
+    Ok(EventTime::At(time::local_to_utc(naive, tz)))
 }
 
 /// A Graph `event` (an instance, read with `Prefer: outlook.timezone="UTC"`) as a crmsync event.
@@ -225,12 +224,17 @@ fn strip_html(h: &str) -> String {
     out.replace("&nbsp;", " ").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
-fn time_json(t: &EventTime) -> Value {
-    let dt = match t {
-        EventTime::At(t) => t.naive_utc(),
-        EventTime::Date(d) => d.and_hms_opt(0, 0, 0).expect("midnight"),
+/// A `dateTimeTimeZone`: in the event's own zone when it has one Graph knows (so an edit from
+/// the CRM keeps the meeting in its organizer's zone), else UTC. All-day events are midnight
+/// of their dates, never shifted.
+fn time_json(t: &EventTime, zone: Option<&str>) -> Value {
+    let tz = zone.and_then(|z| time::zone(z).map(|tz| (z, tz)));
+    let (dt, name) = match (t, tz) {
+        (EventTime::At(t), Some((z, tz))) => (time::utc_to_local(*t, tz), z),
+        (EventTime::At(t), None) => (t.naive_utc(), "UTC"),
+        (EventTime::Date(d), z) => (d.and_hms_opt(0, 0, 0).expect("midnight"), z.map_or("UTC", |(z, _)| z)),
     };
-    json!({ "dateTime": graph_datetime(dt), "timeZone": "UTC" })
+    json!({ "dateTime": graph_datetime(dt), "timeZone": name })
 }
 
 /// Graph's `dateTimeTimeZone.dateTime` form: seven fractional digits, no offset.
@@ -245,8 +249,8 @@ fn event_props(field: &str, e: &Event, out: &mut Map<String, Value>) {
             out.insert("subject".into(), json!(e.subject.clone().unwrap_or_default()));
         }
         "start" | "end" => {
-            out.insert("start".into(), time_json(&e.start));
-            out.insert("end".into(), time_json(&e.end));
+            out.insert("start".into(), time_json(&e.start, e.time_zone.as_deref()));
+            out.insert("end".into(), time_json(&e.end, e.time_zone.as_deref()));
             out.insert("isAllDay".into(), json!(e.all_day()));
         }
         "location" => {
@@ -355,5 +359,51 @@ mod tests {
         assert!(event_from_graph(&missing).unwrap_err().contains("no start"));
         let round = event_from_graph(&event_create(&e, &SyncKey("k".into()))).unwrap();
         assert_eq!(Record::Event(round).canon(), Record::Event(e).canon());
+    }
+
+    #[test]
+    fn windows_zones_give_the_right_instant_and_writes_keep_the_zone() {
+        let v = json!({"subject":"S","originalStartTimeZone":"Pacific Standard Time",
+            "start":{"dateTime":"2026-03-10T09:00:00.0000000","timeZone":"Pacific Standard Time"},
+            "end":{"dateTime":"2026-03-10T23:30:00.0000000","timeZone":"Pacific Standard Time"}});
+        let e = event_from_graph(&v).unwrap();
+        assert_eq!(e.start, EventTime::At("2026-03-10T16:00:00Z".parse().unwrap()), "PDT is UTC-7");
+        assert_eq!(e.end, EventTime::At("2026-03-11T06:30:00Z".parse().unwrap()), "past midnight UTC");
+        assert_eq!(e.time_zone.as_deref(), Some("Pacific Standard Time"));
+        // Written back in the organizer's zone, same instant.
+        let body = event_patch(&e, &["start".into()]);
+        assert_eq!(
+            body["start"],
+            json!({"dateTime": "2026-03-10T09:00:00.0000000", "timeZone": "Pacific Standard Time"})
+        );
+        // IANA names work too; a time without a zone is the zone the read asked for (UTC).
+        let v = json!({"start":{"dateTime":"2026-01-10T09:00:00","timeZone":"Europe/Berlin"},"end":{"dateTime":"2026-01-10T10:00:00"}});
+        let e = event_from_graph(&v).unwrap();
+        assert_eq!(e.start, EventTime::At("2026-01-10T08:00:00Z".parse().unwrap()));
+        assert_eq!(e.end, EventTime::At("2026-01-10T10:00:00Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn all_day_events_stay_on_their_dates_in_every_zone() {
+        for tz in [
+            "Hawaiian Standard Time",
+            "Tokyo Standard Time",
+            "Line Islands Standard Time",
+            "UTC",
+            "Dateline Standard Time",
+        ] {
+            let v = json!({"isAllDay":true,"originalStartTimeZone":tz,
+                "start":{"dateTime":"2026-03-08T00:00:00.0000000","timeZone":tz},
+                "end":{"dateTime":"2026-03-10T00:00:00.0000000","timeZone":tz}});
+            let e = event_from_graph(&v).unwrap();
+            assert_eq!(
+                (e.start, e.end),
+                (EventTime::Date(date("2026-03-08").unwrap()), EventTime::Date(date("2026-03-10").unwrap())),
+                "{tz}"
+            );
+            let body = event_patch(&e, &["start".into()]);
+            assert_eq!(body["start"]["dateTime"], "2026-03-08T00:00:00.0000000", "{tz}: written as the same date");
+            assert_eq!(body["isAllDay"], true);
+        }
     }
 }

@@ -231,3 +231,61 @@ async fn an_edited_occurrence_becomes_an_exception_of_its_series() {
     let all = c.changes(inc.cursor.as_deref()).await.expect("incremental");
     assert_eq!(upserted(&all).len(), 3);
 }
+
+/// The first date from tomorrow on whose noon in `tz` has `offset_hours` from UTC.
+fn date_with_offset(tz: chrono_tz::Tz, offset_hours: i32) -> chrono::NaiveDate {
+    use chrono::{Offset, TimeZone};
+    (1..400)
+        .map(|d| (Utc::now() + Duration::days(d)).date_naive())
+        .find(|d| {
+            let noon = d.and_hms_opt(12, 0, 0).unwrap();
+            tz.from_local_datetime(&noon).single().unwrap().offset().fix().local_minus_utc() == offset_hours * 3600
+        })
+        .expect("both offsets occur within a year")
+}
+
+/// Graph keeps an event in the Windows zone it was written in; the adapter reads it (asking
+/// for UTC) at the right instant in standard and in daylight time, keeps the zone, and writes
+/// it back in that zone. The fake refuses a zone Graph does not know, as Graph does.
+#[tokio::test]
+async fn a_pacific_standard_time_event_lands_at_the_right_instant() {
+    use crmsync_exchange::mapping::graph_datetime;
+    let env = common::env(10).await;
+    let mb = "pia@contoso.com";
+    let c = env.admin(mb, Kind::Event).await;
+    let la = chrono_tz::America::Los_Angeles;
+    let (winter, summer) = (date_with_offset(la, -8), date_with_offset(la, -7));
+    let nine = |d: chrono::NaiveDate| d.and_hms_opt(9, 0, 0).unwrap();
+    let mut ids = vec![];
+    for d in [winter, summer] {
+        let body = json!({"subject": format!("Standup {d}"),
+            "start": {"dateTime": graph_datetime(nine(d)), "timeZone": "Pacific Standard Time"},
+            "end": {"dateTime": graph_datetime(nine(d) + Duration::minutes(30)), "timeZone": "Pacific Standard Time"}});
+        ids.push(env.fake.insert_event(mb, body));
+    }
+    let full = c.changes(None).await.unwrap();
+    let by_id = |id: &str| upserted(&full).into_iter().find(|i| i.id == id).cloned().expect("read");
+    let (w, s) = (by_id(&ids[0]), by_id(&ids[1]));
+    assert_eq!(ev(&w).start, EventTime::At((nine(winter) + Duration::hours(8)).and_utc()), "PST is UTC-8");
+    assert_eq!(ev(&s).start, EventTime::At((nine(summer) + Duration::hours(7)).and_utc()), "PDT is UTC-7");
+    assert_eq!(ev(&s).time_zone.as_deref(), Some("Pacific Standard Time"));
+
+    // Moved by an hour from the CRM: written in Pacific time, read back at the new instant.
+    let mut moved = s.record.clone();
+    let new_start = (nine(summer) + Duration::hours(8)).and_utc();
+    moved.set_field("start", Some(new_start.to_rfc3339()));
+    moved.set_field("end", Some((new_start + Duration::minutes(30)).to_rfc3339()));
+    let up = crmsync_core::Update {
+        id: s.id.clone(),
+        version: s.version.clone(),
+        fields: vec!["start".into(), "end".into()],
+        record: moved,
+    };
+    let done = c.update_many(&[up]).await.unwrap().remove(0).unwrap();
+    assert_eq!(ev(&done).start, EventTime::At(new_start));
+    let stored = env.fake.events(mb).into_iter().find(|e| e["id"] == json!(s.id)).unwrap();
+    assert_eq!(
+        stored["start"],
+        json!({"dateTime": graph_datetime(nine(summer) + Duration::hours(1)), "timeZone": "Pacific Standard Time"})
+    );
+}

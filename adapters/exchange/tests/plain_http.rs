@@ -328,6 +328,66 @@ async fn the_fake_starts_on_a_given_listener() {
     assert_eq!(fake.count("contactFolders"), 1);
 }
 
+/// Events written as Microsoft's docs show them: `start` / `end` as `{dateTime, timeZone}` with
+/// a Windows zone name and no offset. Read back as written (with `originalStartTimeZone`), or
+/// in the zone `Prefer: outlook.timezone` asks for; an unknown zone is refused.
+#[tokio::test]
+async fn events_in_windows_time_zones() {
+    let fake = FakeGraph::start().await;
+    fake.add_mailbox("pat@contoso.com");
+    let http = Client::new();
+    let tok = token(&http, &fake).await;
+    let g = |p: &str| format!("{}/v1.0/users/pat@contoso.com{p}", fake.uri());
+    let r = http
+        .post(g("/events"))
+        .bearer_auth(&tok)
+        .json(&json!({"subject": "Board",
+            "start": {"dateTime": "2026-07-01T09:00:00", "timeZone": "Pacific Standard Time"},
+            "end": {"dateTime": "2026-07-01T10:00:00", "timeZone": "Pacific Standard Time"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let made: Value = r.json().await.unwrap();
+    assert_eq!(made["originalStartTimeZone"], "Pacific Standard Time");
+    assert_eq!(made["start"]["timeZone"], "Pacific Standard Time");
+    let id = made["id"].as_str().unwrap();
+    let utc: Value = http
+        .get(g(&format!("/events/{id}")))
+        .bearer_auth(&tok)
+        .header("Prefer", "outlook.timezone=\"UTC\"")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(utc["start"], json!({"dateTime": "2026-07-01T16:00:00.0000000", "timeZone": "UTC"}));
+    let tokyo: Value = http
+        .get(g(&format!("/events/{id}")))
+        .bearer_auth(&tok)
+        .header("Prefer", "outlook.timezone=\"Tokyo Standard Time\"")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tokyo["end"]["dateTime"], "2026-07-02T02:00:00.0000000");
+    let r = http
+        .post(g("/events"))
+        .bearer_auth(&tok)
+        .json(&json!({"subject": "x",
+            "start": {"dateTime": "2026-03-01T10:00:00", "timeZone": "Mars Standard Time"},
+            "end": {"dateTime": "2026-03-01T11:00:00", "timeZone": "Mars Standard Time"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "TimeZoneNotSupportedException");
+}
+
 /// `$orderby` on contact and event lists, a user by id or principal name, and the display
 /// name Exchange generates for a contact created from its name parts.
 #[tokio::test]

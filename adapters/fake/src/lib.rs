@@ -19,6 +19,7 @@ mod chassis;
 mod control;
 mod fault;
 mod log;
+pub mod recurrence;
 mod server;
 mod token;
 

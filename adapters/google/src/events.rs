@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use crmsync_core::model::EVENT_FIELDS;
 use crmsync_core::{
     Capabilities, Change, Changes, Collection, Error, ErrorKind, Event, EventTime, Found, Item, ItemFailure, MatchKey,
-    NewItem, Record, Result, SyncKey, Update, Window,
+    NewItem, Record, Result, SyncKey, Update, Window, time,
 };
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -67,10 +67,17 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn time_json(t: &EventTime) -> Value {
-    match t {
-        EventTime::At(t) => json!({"dateTime": rfc3339(*t), "date": null}),
-        EventTime::Date(d) => json!({"date": d.format("%Y-%m-%d").to_string(), "dateTime": null}),
+/// An `EventDateTime`: in the event's own zone when it has one (the local time and the IANA
+/// name, no offset, as the API allows), so a change from the CRM keeps the event in its zone;
+/// else the instant in UTC. All-day events are their dates.
+fn time_json(t: &EventTime, zone: Option<&str>) -> Value {
+    match (t, zone.and_then(time::zone)) {
+        (EventTime::At(t), Some(tz)) => json!({
+            "dateTime": time::utc_to_local(*t, tz).format("%Y-%m-%dT%H:%M:%S").to_string(),
+            "timeZone": tz.name(), "date": null,
+        }),
+        (EventTime::At(t), None) => json!({"dateTime": rfc3339(*t), "date": null}),
+        (EventTime::Date(d), _) => json!({"date": d.format("%Y-%m-%d").to_string(), "dateTime": null}),
     }
 }
 
@@ -81,9 +88,17 @@ fn parse_time(v: &Value, which: &str) -> Result<EventTime> {
             .map_err(|_| Error::invalid_item(format!("unparsable {which}.date {d:?}")));
     }
     if let Some(t) = v["dateTime"].as_str() {
-        return DateTime::parse_from_rfc3339(t)
-            .map(|t| EventTime::At(t.with_timezone(&Utc)))
-            .map_err(|_| Error::invalid_item(format!("unparsable {which}.dateTime {t:?}")));
+        if let Ok(t) = DateTime::parse_from_rfc3339(t) {
+            return Ok(EventTime::At(t.with_timezone(&Utc)));
+        }
+        // A local time in the event's zone (the API answers with an offset, but allows this).
+        let local = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+            .map_err(|_| Error::invalid_item(format!("unparsable {which}.dateTime {t:?}")))?;
+        let name = v["timeZone"].as_str().unwrap_or_default();
+        let tz = time::zone(name).ok_or_else(|| {
+            Error::invalid_item(format!("{which}.dateTime {t:?} has no offset and no known time zone ({name:?})"))
+        })?;
+        return Ok(EventTime::At(time::local_to_utc(local, tz)));
     }
     Err(Error::invalid_item(format!("event has no {which}")))
 }
@@ -156,10 +171,10 @@ fn patch_field(body: &mut Map<String, Value>, field: &str, ev: &Event) {
             body.insert("description".into(), opt(&ev.description));
         }
         "start" => {
-            body.insert("start".into(), time_json(&ev.start));
+            body.insert("start".into(), time_json(&ev.start, ev.time_zone.as_deref()));
         }
         "end" => {
-            body.insert("end".into(), time_json(&ev.end));
+            body.insert("end".into(), time_json(&ev.end, ev.time_zone.as_deref()));
         }
         "private" => {
             body.insert("visibility".into(), json!(if ev.private { "private" } else { "default" }));

@@ -287,3 +287,66 @@ async fn calendar_throttling_and_outages_are_retried() {
     let err = c.changes(None).await.unwrap_err();
     assert!(err.message().contains("truncated or non-JSON"), "{err}");
 }
+
+/// The first date from tomorrow on whose noon `tz` is `offset_hours` from UTC.
+fn date_with_offset(tz: chrono_tz::Tz, offset_hours: i32) -> chrono::NaiveDate {
+    use chrono::{Offset, TimeZone};
+    (1..400)
+        .map(|d| (Utc::now() + Duration::days(d)).date_naive())
+        .find(|d| {
+            let noon = d.and_hms_opt(12, 0, 0).unwrap();
+            tz.from_local_datetime(&noon).single().unwrap().offset().fix().local_minus_utc() == offset_hours * 3600
+        })
+        .expect("both offsets occur within a year")
+}
+
+/// The API takes a local `dateTime` without offset plus an IANA `timeZone`, and answers with
+/// the zone's offset; the adapter reads the right instant in standard and daylight time, keeps
+/// the zone, writes changes back as local time in it, and all-day events keep their dates.
+#[tokio::test]
+async fn local_times_with_a_time_zone_are_the_right_instants() {
+    let (fake, p, rep) = common::setup(100).await;
+    let mb = &rep.mailbox;
+    let ny = chrono_tz::America::New_York;
+    let (winter, summer) = (date_with_offset(ny, -5), date_with_offset(ny, -4));
+    let local = |d: chrono::NaiveDate, h: u32| d.and_hms_opt(h, 0, 0).unwrap().format("%Y-%m-%dT%H:%M:%S").to_string();
+    for (name, d) in [("Winter", winter), ("Summer", summer)] {
+        fake.insert_event_json(
+            mb,
+            json!({"summary": name, "start": {"dateTime": local(d, 23), "timeZone": "America/New_York"},
+                   "end": {"dateTime": local(d + Duration::days(1), 1), "timeZone": "America/New_York"}}),
+        );
+    }
+    let day = winter + Duration::days(2);
+    fake.insert_event_json(
+        mb,
+        json!({"summary": "Offsite", "start": {"date": day.to_string()}, "end": {"date": (day + Duration::days(3)).to_string()}}),
+    );
+    let stored = fake.events(mb);
+    let w = stored.iter().find(|e| e["summary"] == "Winter").unwrap();
+    assert_eq!(w["start"]["dateTime"], format!("{}-05:00", local(winter, 23)), "answered with the offset");
+    let c = p.events(&rep, &common::access(&rep)).unwrap();
+    let items = upserts(&c.changes(None).await.unwrap());
+    let get = |s: &str| by_subject(&items, s)[0].clone();
+    let (wi, su, off) = (get("Winter"), get("Summer"), get("Offsite"));
+    let start = |i: &Item| i.record.as_event().unwrap().start;
+    let end = |i: &Item| i.record.as_event().unwrap().end;
+    assert_eq!(start(&wi), EventTime::At((winter.and_hms_opt(23, 0, 0).unwrap() + Duration::hours(5)).and_utc()));
+    assert_eq!(start(&su), EventTime::At((summer.and_hms_opt(23, 0, 0).unwrap() + Duration::hours(4)).and_utc()));
+    assert_eq!(
+        end(&su),
+        EventTime::At((summer.and_hms_opt(23, 0, 0).unwrap() + Duration::hours(6)).and_utc()),
+        "over midnight"
+    );
+    assert_eq!(su.record.as_event().unwrap().time_zone.as_deref(), Some("America/New_York"));
+    assert_eq!((start(&off), end(&off)), (EventTime::Date(day), EventTime::Date(day + Duration::days(3))));
+    // A move from the CRM is written as New York local time.
+    let mut moved = su.record.clone();
+    let t = (summer.and_hms_opt(22, 0, 0).unwrap() + Duration::hours(4)).and_utc();
+    moved.set_field("start", Some(t.to_rfc3339()));
+    let up = Update { id: su.id.clone(), version: su.version.clone(), fields: vec!["start".into()], record: moved };
+    let done = c.update_many(&[up]).await.unwrap().remove(0).unwrap();
+    assert_eq!(start(&done), EventTime::At(t));
+    let s = fake.events(mb).into_iter().find(|e| e["summary"] == "Summer").unwrap();
+    assert_eq!(s["start"], json!({"dateTime": format!("{}-04:00", local(summer, 22)), "timeZone": "America/New_York"}));
+}

@@ -354,6 +354,68 @@ async fn people_single_contact_endpoints() {
     assert_eq!(fake.count_contacts_with_email("solo@example.com", "sol@x.example"), 0);
 }
 
+/// Recurring events as the Calendar API documents them: `recurrence` with RRULE (BYDAY with an
+/// ordinal, UNTIL), EXDATE and RDATE, expanded in the series' `timeZone`; instances carry
+/// `recurringEventId` and `originalStartTime`; changing or deleting one instance makes an
+/// exception that keeps its id; `events.instances` lists them all.
+#[tokio::test]
+async fn recurring_events_instances_and_exceptions() {
+    let fake = FakeGoogle::start().await;
+    let user = "rae@example.com";
+    fake.add_user(user);
+    let api = login(&fake, user).await;
+    let next_year = Utc::now().date_naive().format("%Y").to_string().parse::<i32>().unwrap() + 1;
+    let ev = "/calendar/v3/calendars/primary/events";
+    // The first Monday of every month in New York, 09:00, from January to June; the February
+    // one left out, an extra on a date of its own.
+    let (s, master) = api
+        .post(
+            ev,
+            json!({"summary": "Monthly", "start": {"dateTime": format!("{next_year}-01-05T09:00:00"), "timeZone": "America/New_York"},
+                "end": {"dateTime": format!("{next_year}-01-05T10:00:00"), "timeZone": "America/New_York"},
+                "recurrence": [format!("RRULE:FREQ=MONTHLY;BYDAY=1MO;UNTIL={next_year}0630T235959Z"),
+                    format!("EXDATE;TZID=America/New_York:{next_year}0202T090000"),
+                    format!("RDATE;TZID=America/New_York:{next_year}0320T090000")]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{master}");
+    let id = master["id"].as_str().unwrap().to_owned();
+    let (s, list) = api.get(&format!("{ev}/{id}/instances")).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 6, "Jan, Mar, Mar 20, Apr, May, Jun: {list}");
+    let ny = chrono_tz::America::New_York;
+    for i in &items {
+        assert_eq!(i["recurringEventId"], json!(id));
+        assert_eq!(i["originalStartTime"], i["start"]);
+        let t = chrono::DateTime::parse_from_rfc3339(i["start"]["dateTime"].as_str().unwrap()).unwrap();
+        assert_eq!(t.with_timezone(&ny).format("%H:%M").to_string(), "09:00", "local time kept across DST");
+    }
+    // Move the April instance; cancel the May one.
+    let april = items.iter().find(|i| i["start"]["dateTime"].as_str().unwrap().contains("-04-")).unwrap();
+    let aid = april["id"].as_str().unwrap();
+    let (s, moved) = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("{ev}/{aid}"),
+            Some(json!({"summary": "Monthly (moved)", "start": {"dateTime": format!("{next_year}-04-07T15:00:00Z")},
+                "end": {"dateTime": format!("{next_year}-04-07T16:00:00Z")}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{moved}");
+    assert_eq!((moved["id"].as_str(), &moved["originalStartTime"]), (Some(aid), &april["originalStartTime"]));
+    let may = items.iter().find(|i| i["start"]["dateTime"].as_str().unwrap().contains("-05-")).unwrap();
+    let (s, _) = api.send(reqwest::Method::DELETE, &format!("{ev}/{}", may["id"].as_str().unwrap()), None, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, list) = api.get(&format!("{ev}/{id}/instances")).await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5, "the cancelled one is gone: {list}");
+    assert!(items.iter().any(|i| i["id"] == aid && i["summary"] == "Monthly (moved)"));
+    let (_, list) = api.get(&format!("{ev}/{id}/instances?showDeleted=true")).await;
+    assert!(list["items"].as_array().unwrap().iter().any(|i| i["status"] == "cancelled" && i["id"] == may["id"]));
+}
+
 /// Calendar beyond events CRUD: `events.update` (PUT replaces), the calendar list, the primary
 /// calendar, and `q` / `updatedMin` with their sync-token restriction.
 #[tokio::test]

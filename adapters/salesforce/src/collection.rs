@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use crmsync_core::model::check_batch;
 use crmsync_core::{
     Capabilities, Change, Changes, Collection, ContactFilter, Criterion, CriterionOp, Error, ErrorKind, Found, Item,
-    ItemFailure, Kind, MatchKey, NewItem, Result, Update, Window,
+    ItemFailure, Kind, MatchKey, NewItem, Record, Result, Update, Window,
 };
 use crmsync_http::Counter;
 use reqwest::Method;
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Client, kind_for_code};
 use crate::mapping::{self, CONTACT_FIELDS, contact_field, item_from_row, select_list, sobject};
+use crate::relations::{RelOp, related};
 use crate::soql::{self, quote};
 
 /// Largest sObject Collections request.
@@ -40,6 +41,10 @@ pub const QUERY_PAGE: usize = 2000;
 const MAX_QUERY_LEN: usize = 12_000;
 /// How far back Salesforce keeps deleted records (recycle bin / `queryAll`).
 const DELETED_WINDOW_DAYS: i64 = 15;
+
+/// An update's relations: (position in the batch, event id, the contacts to relate, primary
+/// first, the `WhoId` before the write).
+type RelPlan = (usize, String, Vec<(String, String)>, Option<String>);
 
 /// Which contacts a rep's collection holds.
 #[derive(Clone, Debug)]
@@ -228,7 +233,7 @@ impl SfCollection {
     }
 
     /// Split quoted literals into `IN` lists that keep each query under the length limit.
-    fn chunks(&self, base_len: usize, quoted: Vec<String>) -> Vec<Vec<String>> {
+    pub(crate) fn chunks(&self, base_len: usize, quoted: Vec<String>) -> Vec<Vec<String>> {
         let mut out: Vec<Vec<String>> = vec![];
         let mut cur = vec![];
         let mut len = base_len;
@@ -454,6 +459,59 @@ impl SfCollection {
             .collect())
     }
 
+    /// After the events of an update batch were written (with their new `WhoId`): create the
+    /// relations to the attendees' contacts that are missing, delete those to contacts that are
+    /// no attendee, and report each event's related attendees on its returned item.
+    async fn rewrite_relations(
+        &self,
+        out: &mut [Option<Result<Item>>],
+        plans: Vec<RelPlan>,
+        existing: &[crate::relations::Relation],
+    ) -> Result<()> {
+        let mut ops = vec![];
+        let mut owners: Vec<Option<(usize, String)>> = vec![];
+        let mut related_to: HashMap<usize, Vec<String>> = HashMap::new();
+        for (i, event, rel, old_who) in plans {
+            if !matches!(out[i], Some(Ok(_))) {
+                continue;
+            }
+            let pre: Vec<_> = existing.iter().filter(|r| same_id(&r.event, &event)).collect();
+            let wanted = |c: &str| rel.iter().any(|(_, id)| same_id(id, c));
+            for r in pre.iter().filter(|r| !wanted(&r.contact)) {
+                ops.push(RelOp::Delete(r.id.clone()));
+                owners.push(None);
+            }
+            let entry = related_to.entry(i).or_default();
+            let moved = rel.first().is_none_or(|(_, c)| old_who.as_deref().is_none_or(|w| !same_id(w, c)));
+            for (n, (email, contact)) in rel.iter().enumerate() {
+                // A new primary is related by the org when `WhoId` moves to it; the contact it
+                // replaces may lose its relation then (created again: a duplicate is harmless).
+                let moved_here = n == 0 && moved;
+                let was_who = moved && old_who.as_deref().is_some_and(|w| same_id(w, contact));
+                if moved_here || (!was_who && pre.iter().any(|r| same_id(&r.contact, contact))) {
+                    entry.push(email.clone());
+                } else {
+                    ops.push(RelOp::Create { event: event.clone(), contact: contact.clone() });
+                    owners.push(Some((i, email.clone())));
+                }
+            }
+        }
+        let results = if ops.is_empty() { vec![] } else { self.write_relations(&ops).await? };
+        for (owner, res) in owners.into_iter().zip(results) {
+            match (owner, res) {
+                (Some((i, email)), Ok(())) => related_to.entry(i).or_default().push(email),
+                (_, Err(e)) => tracing::warn!("salesforce: an event relation was not written: {e}"),
+                (None, Ok(())) => {}
+            }
+        }
+        for (i, emails) in related_to {
+            if let Some(Ok(Item { record: Record::Event(ev), .. })) = out[i].as_mut() {
+                ev.attendees = emails;
+            }
+        }
+        Ok(())
+    }
+
     fn items_by_id(&self, rows: &[Value]) -> HashMap<String, Result<Item>> {
         rows.iter()
             .filter_map(|row| {
@@ -463,10 +521,9 @@ impl SfCollection {
             .collect()
     }
 
-    /// Contact ids (the rep's contacts) for the first attendee e-mail of each event: one query.
-    async fn who_ids(&self, items: &[&NewItem]) -> Result<HashMap<String, String>> {
-        let mut emails: BTreeSet<String> =
-            items.iter().filter_map(|it| it.record.emails().into_iter().next()).collect();
+    /// Contact ids (the rep's contacts) for the attendee e-mails of a batch of events: one query.
+    async fn contact_ids<'a>(&self, records: impl Iterator<Item = &'a Record>) -> Result<HashMap<String, String>> {
+        let mut emails: BTreeSet<String> = records.flat_map(|r| r.emails()).collect();
         let mut out = HashMap::new();
         // What a recent full read of the rep's contacts already knows costs no query.
         if let Some((at, known)) = self.directory.lock().expect("directory poisoned").get(&self.owner)
@@ -504,7 +561,7 @@ fn failure(row: &Value, e: String) -> ItemFailure {
 }
 
 /// A failed SaveResult → error with Salesforce's own message.
-fn record_error(r: &Value) -> Error {
+pub(crate) fn record_error(r: &Value) -> Error {
     let first = r.get("errors").and_then(Value::as_array).and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
     let code =
         first.get("statusCode").or_else(|| first.get("errorCode")).and_then(Value::as_str).unwrap_or("UNKNOWN_ERROR");
@@ -644,20 +701,23 @@ impl Collection for SfCollection {
         if send.is_empty() {
             return Ok(out.into_iter().map(|r| r.expect("decided")).collect());
         }
-        let who = match self.kind {
-            Kind::Event => self.who_ids(&send.iter().map(|(_, it)| *it).collect::<Vec<_>>()).await?,
+        let contacts = match self.kind {
+            Kind::Event => self.contact_ids(send.iter().map(|(_, it)| &it.record)).await?,
             Kind::Contact => HashMap::new(),
         };
+        let rels: Vec<Vec<(String, String)>> =
+            send.iter().map(|(_, it)| related(&it.record.emails(), &contacts)).collect();
         let ty = sobject(self.kind);
         let records: Vec<Value> = send
             .iter()
-            .map(|(_, it)| {
+            .zip(&rels)
+            .map(|((_, it), rel)| {
                 let mut m = mapping::fields_json(&it.record, None, true);
                 m.insert("attributes".into(), json!({"type": ty}));
                 m.insert(self.key_field().to_owned(), json!(it.sync_key.as_str()));
                 m.insert("OwnerId".into(), json!(self.owner));
-                if let Some(w) = it.record.emails().first().and_then(|e| who.get(e)) {
-                    m.insert("WhoId".into(), json!(w));
+                if let Some((_, who)) = rel.first() {
+                    m.insert("WhoId".into(), json!(who));
                 }
                 Value::Object(m)
             })
@@ -668,12 +728,40 @@ impl Collection for SfCollection {
         let (status, body, rows) =
             self.composite("PATCH", url, json!({"allOrNone": false, "records": records}), read).await?;
         let mut by_id = self.items_by_id(&rows);
-        for ((i, _), res) in send.iter().zip(self.save_results(status, &body, send.len())?) {
-            out[*i] = Some(res.and_then(|id| {
+        let mut made = vec![];
+        for (((i, _), res), rel) in send.iter().zip(self.save_results(status, &body, send.len())?).zip(rels) {
+            let res = res.and_then(|id| {
                 by_id
                     .remove(&id)
                     .unwrap_or_else(|| Err(Error::unexpected(format!("salesforce: written record {id} not read back"))))
-            }));
+            });
+            if let Ok(item) = &res {
+                made.push((*i, item.id.clone(), rel));
+            }
+            out[*i] = Some(res);
+        }
+        // The contacts after the primary: EventRelation rows, batched.
+        let mut ops = vec![];
+        let mut owners = vec![];
+        for (i, event, rel) in &made {
+            for (email, contact) in rel.iter().skip(1) {
+                ops.push(RelOp::Create { event: event.clone(), contact: contact.clone() });
+                owners.push((*i, email.clone()));
+            }
+        }
+        let results = if ops.is_empty() { vec![] } else { self.write_relations(&ops).await? };
+        let mut related_to: HashMap<usize, Vec<String>> =
+            made.iter().map(|(i, _, rel)| (*i, rel.iter().take(1).map(|(e, _)| e.clone()).collect())).collect();
+        for ((i, email), res) in owners.into_iter().zip(results) {
+            match res {
+                Ok(()) => related_to.entry(i).or_default().push(email),
+                Err(e) => tracing::warn!("salesforce: event not related to the contact of {email}: {e}"),
+            }
+        }
+        for (i, emails) in related_to {
+            if let Some(Ok(Item { record: Record::Event(ev), .. })) = out[i].as_mut() {
+                ev.attendees = emails;
+            }
         }
         Ok(out.into_iter().map(|r| r.expect("decided")).collect())
     }
@@ -698,6 +786,16 @@ impl Collection for SfCollection {
         let mut out: Vec<Option<Result<Item>>> = vec![];
         let mut send: Vec<(usize, Value)> = vec![];
         let ty = sobject(self.kind);
+        // Updates that write the attendees rewrite the event's contact relations.
+        let relating: Vec<&Update> =
+            items.iter().filter(|u| self.kind == Kind::Event && u.fields.iter().any(|f| f == "attendees")).collect();
+        let (contacts, existing) = if relating.is_empty() {
+            (HashMap::new(), vec![])
+        } else {
+            let ids: Vec<String> = relating.iter().map(|u| u.id.clone()).collect();
+            (self.contact_ids(relating.iter().map(|u| &u.record)).await?, self.relations(&ids).await?)
+        };
+        let mut rel_plans: Vec<RelPlan> = vec![];
         for (i, u) in items.iter().enumerate() {
             let cur = current.get(&u.id).filter(|(row, item)| self.in_scope(row, item));
             let Some((_, item)) = cur else {
@@ -720,6 +818,12 @@ impl Collection for SfCollection {
             let mut m = mapping::fields_json(&merged, Some(&u.fields), false);
             m.insert("attributes".into(), json!({"type": ty}));
             m.insert("id".into(), json!(u.id));
+            if relating.iter().any(|r| r.id == u.id) {
+                let rel = related(&merged.emails(), &contacts);
+                let who = cur.and_then(|(row, _)| row.get("WhoId")).and_then(Value::as_str).map(str::to_owned);
+                m.insert("WhoId".into(), rel.first().map_or(Value::Null, |(_, c)| json!(c)));
+                rel_plans.push((i, u.id.clone(), rel, who));
+            }
             send.push((i, Value::Object(m)));
             out.push(None);
         }
@@ -738,6 +842,7 @@ impl Collection for SfCollection {
                     })
                 }));
             }
+            self.rewrite_relations(&mut out, rel_plans, &existing).await?;
         }
         Ok(out.into_iter().map(|r| r.expect("decided")).collect())
     }

@@ -13,6 +13,7 @@ mod client;
 mod collection;
 pub mod config;
 pub mod mapping;
+mod relations;
 pub mod soql;
 
 #[cfg(feature = "fake")]
@@ -28,6 +29,7 @@ use serde_json::Value;
 pub use client::{ApiUsage, parse_error};
 pub use collection::{MAX_BATCH, QUERY_PAGE};
 pub use config::{Config, RetryConfig};
+pub use relations::MAX_RELATED;
 
 use client::Client;
 use collection::{Scope, SfCollection};

@@ -570,3 +570,84 @@ async fn criteria_values_are_escaped_in_the_scope_query() {
     let c = coll(&crm, &rep, Kind::Contact).await;
     assert_eq!(upserts(&c.changes(None).await.unwrap()).len(), 2, "the odd value is a plain literal");
 }
+
+/// Shared Activities at the org's limit, batched: 20 events with 55 contact attendees each are
+/// related to 50 contacts each (primary `WhoId` + 49 `EventRelation` rows), written in
+/// Collections requests inside `/composite` calls, not one request per relation; the returned
+/// items name the attendees they were related to.
+#[tokio::test]
+async fn relations_are_batched_and_capped_at_the_org_limit() {
+    let (fake, crm, rep) = setup().await;
+    for i in 0..55 {
+        fake.insert_contact(&rep.crm_user_id, json!({"LastName": format!("C{i}"), "Email": format!("c{i:02}@x.io")}));
+    }
+    let c = coll(&crm, &rep, Kind::Event).await;
+    let start = Utc::now() + Duration::days(3);
+    let start = start - Duration::nanoseconds(start.timestamp_subsec_nanos() as i64);
+    let attendees: Vec<String> = (0..55).map(|i| format!("c{i:02}@x.io")).collect();
+    let items: Vec<NewItem> = (0..20)
+        .map(|i| NewItem {
+            sync_key: key(100 + i),
+            record: Record::Event(Event {
+                attendees: attendees.clone(),
+                ..Event::new(&format!("M{i}"), start, start + Duration::hours(1))
+            }),
+        })
+        .collect();
+    fake.reset_counts();
+    let made: Vec<_> = c.create_many(&items).await.unwrap().into_iter().map(Result::unwrap).collect();
+    // 980 relations = 5 Collections subrequests of ≤ 200, one /composite call; plus the
+    // event write's /composite and the contact look-up.
+    assert_eq!(fake.count("composite"), 2, "{:?}", fake.counts());
+    assert_eq!(fake.count("query"), 1);
+    for m in &made {
+        assert_eq!(fake.related_emails(&m.id).len(), crmsync_salesforce::MAX_RELATED);
+        let Record::Event(e) = &m.record else { panic!() };
+        assert_eq!(e.attendees.len(), 50, "the item names the 50 related attendees");
+        assert!(!e.attendees.contains(&"c54@x.io".to_owned()), "the last addresses are past the limit");
+    }
+}
+
+/// All-day events are dates in Salesforce (`IsAllDayEvent`, `ActivityDate`, whole days): never
+/// shifted by a zone; timed events over midnight and over several days keep both instants and
+/// a consistent `DurationInMinutes`.
+#[tokio::test]
+async fn all_day_multi_day_and_over_midnight_events_round_trip() {
+    let (fake, crm, rep) = setup().await;
+    let c = coll(&crm, &rep, Kind::Event).await;
+    let day = (Utc::now() + Duration::days(10)).date_naive();
+    let t = day.and_hms_opt(23, 15, 0).unwrap().and_utc();
+    let events = [
+        Event {
+            start: EventTime::Date(day),
+            end: EventTime::Date(day + Duration::days(1)),
+            ..Event::new("One day", t, t)
+        },
+        Event {
+            start: EventTime::Date(day),
+            end: EventTime::Date(day + Duration::days(4)),
+            ..Event::new("Four days", t, t)
+        },
+        Event::new("Late call", t, t + Duration::minutes(90)),
+        Event::new("Workshop", t, t + Duration::days(3) + Duration::hours(2)),
+    ];
+    let items: Vec<NewItem> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| NewItem { sync_key: key(300 + i), record: Record::Event(e.clone()) })
+        .collect();
+    let made: Vec<_> = c.create_many(&items).await.unwrap().into_iter().map(Result::unwrap).collect();
+    let row = |i: usize| fake.record(&made[i].id).unwrap();
+    assert_eq!(
+        (row(0)["IsAllDayEvent"].clone(), row(0)["ActivityDate"].clone()),
+        (json!(true), json!(day.to_string()))
+    );
+    assert_eq!(row(1)["DurationInMinutes"], json!(4 * 1440));
+    assert_eq!(row(2)["DurationInMinutes"], json!(90));
+    assert_eq!(row(3)["DurationInMinutes"], json!(3 * 1440 + 120));
+    let read = upserts(&c.changes(None).await.unwrap());
+    assert_eq!(read.len(), 4);
+    for (m, e) in made.iter().zip(&events) {
+        assert_eq!(m.record.canon(), Record::Event(e.clone()).canon(), "{:?} reads back as written", e.subject);
+    }
+}

@@ -120,3 +120,97 @@ async fn sync_reset_and_resync_against_the_fake_org() {
     assert_eq!(fake.contacts(), contacts_before);
     assert_eq!(fake.events().len(), 1);
 }
+
+/// Shared Activities: a meeting with three contact attendees and one stranger becomes one CRM
+/// Event related to the three (the primary `WhoId` the address that sorts first); the stranger
+/// is reported; removing an attendee removes one relation; a reset re-syncs with no write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_relates_to_every_contact_among_its_attendees() {
+    let fake = FakeSalesforce::start().await;
+    let rep_id = fake.add_user("Riley Rep", &[]);
+    let admin_id = fake.add_user("Ada Admin", &[MANAGE_USERS, MANAGE_SYNC]);
+    let crm = Arc::new(SalesforceCrm::new(fake.config()).unwrap());
+    let provider = Arc::new(MemProvider::new("mem"));
+    let store = Arc::new(MemStore::default());
+    let engine = Engine::new(crm.clone(), store.clone()).with_provider(provider.clone());
+    let mut config = SyncConfig::default();
+    config.contacts.direction = Direction::Off;
+    let rep = Rep {
+        id: rep_id.clone(),
+        name: "Riley Rep".into(),
+        crm_user_id: rep_id.clone(),
+        provider: "mem".into(),
+        mailbox: "riley@example.com".into(),
+        connection: ConnectionMode::AdminManaged,
+        config,
+    };
+    let ids: Vec<String> = ["bea", "ann", "cal"]
+        .iter()
+        .map(|n| fake.insert_contact(&rep_id, json!({"LastName": n, "Email": format!("{n}@acme.com")})))
+        .collect();
+    let (bea, ann) = (&ids[0], &ids[1]);
+    let mb = provider.mailbox(&rep.mailbox);
+    let start = Utc::now() + Duration::days(2);
+    let start = start - Duration::nanoseconds(start.timestamp_subsec_nanos() as i64);
+    let meeting = Event {
+        attendees: vec!["Cal@acme.com".into(), "bea@acme.com".into(), "stranger@else.io".into(), "ann@acme.com".into()],
+        ..Event::new("Quarterly review", start, start + Duration::hours(1))
+    };
+    let pid = mb.events.lock().unwrap().insert(meeting.into(), &["calendar"], None);
+
+    let r = engine.cycle(&rep).await.unwrap();
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(r.events.created_in_crm, 1);
+    let events = fake.events();
+    assert_eq!(events.len(), 1, "one CRM Event for the meeting");
+    let ev = events[0]["Id"].as_str().unwrap().to_owned();
+    assert_eq!(events[0]["WhoId"], json!(ann), "the primary is the contact whose address sorts first");
+    assert_eq!(fake.related_emails(&ev), ["ann@acme.com", "bea@acme.com", "cal@acme.com"]);
+    assert_eq!(fake.relations(&ev).len(), 3);
+    assert_eq!(
+        r.events.unrelated_attendees.iter().map(|(a, n)| (a.as_str(), *n)).collect::<Vec<_>>(),
+        [("stranger@else.io", 1)],
+        "the attendee that is no contact is reported, not dropped silently"
+    );
+
+    // A quiet cycle writes nothing (the CRM holding fewer attendees than the mailbox is no change).
+    fake.reset_counts();
+    let r = engine.cycle(&rep).await.unwrap();
+    assert_eq!((r.events.writes(), fake.count("composite")), (0, 0), "{r:?}");
+
+    // The primary leaves the meeting: one relation fewer, the next address becomes the WhoId.
+    mb.events.lock().unwrap().edit(&pid, |rec| {
+        if let Record::Event(e) = rec {
+            e.attendees.retain(|a| a != "ann@acme.com");
+        }
+    });
+    let r = engine.cycle(&rep).await.unwrap();
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(r.events.updated_in_crm, 1, "{r:?}");
+    assert_eq!(fake.related_emails(&ev), ["bea@acme.com", "cal@acme.com"]);
+    assert_eq!(fake.relations(&ev).len(), 2, "removing one attendee removed one relation");
+    assert_eq!(fake.record(&ev).unwrap()["WhoId"], json!(bea));
+    assert_eq!(fake.events().len(), 1);
+
+    // A new contact attendee is related; the stranger is reported again with the write.
+    mb.events.lock().unwrap().edit(&pid, |rec| {
+        if let Record::Event(e) = rec {
+            e.attendees.push("ann@acme.com".into());
+        }
+    });
+    let r = engine.cycle(&rep).await.unwrap();
+    assert_eq!(fake.related_emails(&ev), ["ann@acme.com", "bea@acme.com", "cal@acme.com"]);
+    assert_eq!(fake.record(&ev).unwrap()["WhoId"], json!(ann));
+    assert_eq!(r.events.unrelated_attendees.get("stranger@else.io"), Some(&1));
+
+    // Reset Sync: everything is read again and matched; nothing is written.
+    let admin = CrmUser { id: admin_id, name: "Ada Admin".into(), email: None };
+    engine.reset(&admin, &rep, ResetScope::All).await.unwrap();
+    let writes = mb.events.lock().unwrap().writes;
+    fake.reset_counts();
+    let r = engine.cycle(&rep).await.unwrap();
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!((r.events.writes(), r.events.linked), (0, 1), "{r:?}");
+    assert_eq!((fake.count("composite"), mb.events.lock().unwrap().writes), (0, writes));
+    assert_eq!(fake.related_emails(&ev).len(), 3);
+}

@@ -338,6 +338,68 @@ async fn start_on_a_fixed_listener_and_garbage_answers_are_clear_errors() {
     assert!(err.message().contains("not JSON"), "{err}");
 }
 
+/// Shared Activities as the object reference describes `EventRelation`: related contacts are
+/// `IsParent` rows, a What (an Account) is `IsWhat`, the `WhoId` is one of the relations and is
+/// handed on when its relation is deleted, and an Event relates to at most 50 contacts.
+#[tokio::test]
+async fn event_relations_follow_shared_activities() {
+    use reqwest::Method;
+    let fake = FakeSalesforce::start().await;
+    let owner = fake.add_user("Riley Rep", &[]);
+    let api = Api::login(&fake).await;
+    let contacts: Vec<String> = (0..52)
+        .map(|i| fake.insert_contact(&owner, json!({"LastName": format!("C{i}"), "Email": format!("c{i}@x.io")})))
+        .collect();
+    let account = {
+        let (st, _, b) = api.send(Method::POST, "/sobjects/Account", Some(json!({"Name": "Acme"}))).await;
+        assert_eq!(st, 201, "{b}");
+        b["id"].as_str().unwrap().to_owned()
+    };
+    let (st, _, b) = api
+        .send(
+            Method::POST,
+            "/sobjects/Event",
+            Some(json!({"Subject": "S", "StartDateTime": "2026-03-01T10:00:00Z", "EndDateTime": "2026-03-01T11:00:00Z", "WhoId": contacts[0], "WhatId": account})),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let ev = b["id"].as_str().unwrap().to_owned();
+    let rel = |c: &str| json!({"attributes": {"type": "EventRelation"}, "EventId": ev, "RelationId": c, "IsParent": true, "IsInvitee": false});
+    // 48 more contacts in one Collections request, then a What row.
+    let records: Vec<Value> = contacts[1..49].iter().map(|c| rel(c)).collect();
+    let (st, _, b) =
+        api.send(Method::POST, "/composite/sobjects", Some(json!({"allOrNone": false, "records": records}))).await;
+    assert_eq!(st, 200);
+    assert!(b.as_array().unwrap().iter().all(|r| r["success"] == true), "{b}");
+    let (_, q) = api.query(&format!("SELECT Id, RelationId, IsParent, IsWhat, IsInvitee FROM EventRelation WHERE EventId = '{ev}' AND IsParent = true AND IsWhat = false")).await;
+    assert_eq!(q["totalSize"], 49, "the WhoId is a relation too: {q}");
+    let (_, q) =
+        api.query(&format!("SELECT RelationId FROM EventRelation WHERE EventId = '{ev}' AND IsWhat = true")).await;
+    assert_eq!(q["records"][0]["RelationId"], json!(account), "the What is an IsWhat relation");
+    // The 50th contact is fine, the 51st is refused in Salesforce's per-record error shape;
+    // a relation that exists is a duplicate.
+    let records = vec![rel(&contacts[49]), rel(&contacts[50]), rel(&contacts[1])];
+    let (_, _, b) =
+        api.send(Method::POST, "/composite/sobjects", Some(json!({"allOrNone": false, "records": records}))).await;
+    assert_eq!(b[0]["success"], true, "{b}");
+    assert_eq!(b[1]["success"], false);
+    assert_eq!(b[1]["errors"][0]["statusCode"], "LIMIT_EXCEEDED", "{b}");
+    assert_eq!(b[1]["errors"][0]["fields"], json!(["RelationId"]));
+    assert_eq!(b[2]["errors"][0]["statusCode"], "DUPLICATE_VALUE", "{b}");
+    // Deleting the WhoId's relation promotes the oldest other contact.
+    let (_, q) = api
+        .query(&format!("SELECT Id FROM EventRelation WHERE EventId = '{ev}' AND RelationId = '{}'", contacts[0]))
+        .await;
+    let who_rel = q["records"][0]["Id"].as_str().unwrap().to_owned();
+    let (st, _, _) = api.send(Method::DELETE, &format!("/sobjects/EventRelation/{who_rel}"), None).await;
+    assert_eq!(st, 204);
+    assert_eq!(fake.record(&ev).unwrap()["WhoId"], json!(contacts[1]));
+    // Deleting the Event deletes its relations.
+    let (st, _, _) = api.send(Method::DELETE, &format!("/sobjects/Event/{ev}"), None).await;
+    assert_eq!(st, 204);
+    assert!(fake.relations(&ev).is_empty());
+}
+
 /// What official SDKs use beyond records: object metadata, aggregate SOQL, SOSL and composite
 /// references, in the service's documented shapes.
 #[tokio::test]

@@ -35,8 +35,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmsync_core::report::CycleReport;
 use crmsync_core::{
-    Acquire, Actor, Cursors, Error, HeldDelete, ItemError, Kind, LeaseHolder, Leases, Link, LinkBatch, RepState,
-    RepStatus, ResetRecord, Result, SyncState, Verdict, Verification,
+    Acquire, Actor, Cursors, Error, HeldDelete, ItemError, Kind, LeaseHolder, Leases, Link, LinkBatch, Refusal,
+    RepState, RepStatus, ResetRecord, Result, SyncState, Verdict, Verification,
 };
 use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -63,6 +63,7 @@ const OUR_TABLES: &[&str] = &[
     "schedule",
     "reset_undo",
     "held_deletes",
+    "refusals",
 ];
 
 /// How to open a store. [`SqlStore::connect`] uses the defaults.
@@ -472,6 +473,18 @@ impl SyncState for SqlStore {
         dispatch!(self, resets(rep))
     }
 
+    async fn history(&self, rep: &str, n: usize) -> Result<Vec<CycleReport>> {
+        dispatch!(self, history(rep, n))
+    }
+
+    async fn refuse(&self, refusal: &Refusal) -> Result<()> {
+        dispatch!(self, refuse(refusal))
+    }
+
+    async fn refusals(&self) -> Result<Vec<Refusal>> {
+        dispatch!(self, refusals())
+    }
+
     async fn seal_reset(&self, rep: &str, epoch: u64) -> Result<()> {
         dispatch!(self, seal_reset(rep, epoch))
     }
@@ -517,6 +530,14 @@ impl Leases for SqlStore {
 
     async fn lease(&self, rep: &str, now: DateTime<Utc>) -> Result<Option<LeaseHolder>> {
         dispatch!(self, lease(rep, now))
+    }
+
+    async fn due(&self, rep: &str) -> Result<Option<DateTime<Utc>>> {
+        dispatch!(self, due(rep))
+    }
+
+    async fn sync_now(&self, rep: &str, now: DateTime<Utc>) -> Result<()> {
+        dispatch!(self, sync_now(rep, now))
     }
 
     async fn renew_lease(&self, worker: &str, rep: &str, lease: Duration, now: DateTime<Utc>) -> Result<()> {

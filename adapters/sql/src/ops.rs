@@ -308,11 +308,10 @@ macro_rules! ops {
 
             use chrono::{DateTime, Utc};
             use crmsync_core::report::CycleReport;
-            use crmsync_core::port::storable_text;
-            use crmsync_core::port::undo_refusal;
+            use crmsync_core::port::{HISTORY_KEPT, storable_text, undo_refusal};
             use crmsync_core::{
-                Actor, Cursors, Error, ErrorKind, HeldDelete, ItemError, Kind, Link, LinkBatch, RepState, RepStatus,
-                ResetRecord, ResetUndo, Result, SyncKey, Verdict, Verification,
+                Actor, Cursors, Error, ErrorKind, HeldDelete, ItemError, Kind, Link, LinkBatch, Refusal, RepState,
+                RepStatus, ResetRecord, ResetUndo, Result, SyncKey, Verdict, Verification,
             };
             use secrecy::{ExposeSecret, SecretString};
             use sqlx::Row;
@@ -489,8 +488,70 @@ macro_rules! ops {
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
+                    sqlx::query("DELETE FROM runs WHERE rep = $1 AND seq <= $2")
+                        .bind(rep)
+                        .bind(seq - HISTORY_KEPT as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
                 }
                 tx.commit().await.map_err(db)
+            }
+
+            pub(crate) async fn history(pool: &Pool, rep: &str, n: usize) -> Result<Vec<CycleReport>> {
+                let rows: Vec<String> =
+                    sqlx::query_scalar("SELECT report FROM runs WHERE rep = $1 ORDER BY seq DESC LIMIT $2")
+                        .bind(rep)
+                        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                        .fetch_all(pool)
+                        .await
+                        .map_err(db)?;
+                rows.iter().map(|s| parse_json("runs.report", s)).collect()
+            }
+
+            pub(crate) async fn refuse(pool: &Pool, r: &Refusal) -> Result<()> {
+                let text = |s: &str| storable_text(s).into_owned();
+                sqlx::query(
+                    "INSERT INTO refusals (id, at, at_ns, admin_id, admin_name, action, rep, scope, reason) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(ts(r.at))
+                .bind(ns(r.at)?)
+                .bind(text(&r.admin_id))
+                .bind(text(&r.admin_name))
+                .bind(text(&r.action))
+                .bind(r.rep.as_deref().map(text))
+                .bind(r.scope.map(scope_str))
+                .bind(text(&r.reason))
+                .execute(pool)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
+            pub(crate) async fn refusals(pool: &Pool) -> Result<Vec<Refusal>> {
+                let rows = sqlx::query(
+                    "SELECT at, admin_id, admin_name, action, rep, scope, reason FROM refusals ORDER BY at_ns, id",
+                )
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let at: String = row.try_get("at").map_err(db)?;
+                    let scope: Option<String> = row.try_get("scope").map_err(db)?;
+                    out.push(Refusal {
+                        at: parse_ts("refusals.at", &at)?,
+                        admin_id: row.try_get("admin_id").map_err(db)?,
+                        admin_name: row.try_get("admin_name").map_err(db)?,
+                        action: row.try_get("action").map_err(db)?,
+                        rep: row.try_get("rep").map_err(db)?,
+                        scope: scope.as_deref().map(parse_scope).transpose()?,
+                        reason: row.try_get("reason").map_err(db)?,
+                    });
+                }
+                Ok(out)
             }
 
             pub(crate) async fn runs(pool: &Pool, rep: &str) -> Result<Vec<CycleReport>> {
@@ -1059,7 +1120,7 @@ macro_rules! ops {
                 }
                 let mut tx = begin(pool).await?;
                 let mut reps: Vec<String> = sqlx::query_scalar(concat!(
-                    "UPDATE schedule SET lease_worker = $1, lease_until_ns = $2 WHERE rep IN (",
+                    "UPDATE schedule SET lease_worker = $1, lease_until_ns = $2, asked_ns = NULL WHERE rep IN (",
                     "SELECT rep FROM schedule WHERE due_ns <= $3 ",
                     "AND (lease_until_ns IS NULL OR lease_until_ns <= $3) ",
                     "ORDER BY due_ns, rep LIMIT $4",
@@ -1091,7 +1152,7 @@ macro_rules! ops {
                 ensure_scheduled(&mut tx, rep, now).await?;
                 // Taken when free, expired or already the holder's; no row: somebody else holds it.
                 let taken = sqlx::query(
-                    "UPDATE schedule SET lease_worker = $2, lease_until_ns = $3 WHERE rep = $1 \
+                    "UPDATE schedule SET lease_worker = $2, lease_until_ns = $3, asked_ns = NULL WHERE rep = $1 \
                      AND (lease_worker IS NULL OR lease_worker = $2 OR lease_until_ns IS NULL OR lease_until_ns <= $4)",
                 );
                 let taken = taken.bind(rep).bind(holder_name).bind(until).bind(now);
@@ -1128,6 +1189,31 @@ macro_rules! ops {
                 Ok(row.map(|(w, u)| holder(w, u)))
             }
 
+            pub(crate) async fn due(pool: &Pool, rep: &str) -> Result<Option<DateTime<Utc>>> {
+                let due: Option<i64> = sqlx::query_scalar("SELECT due_ns FROM schedule WHERE rep = $1")
+                    .bind(rep)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db)?;
+                Ok(due.map(DateTime::from_timestamp_nanos))
+            }
+
+            pub(crate) async fn sync_now(pool: &Pool, rep: &str, now: DateTime<Utc>) -> Result<()> {
+                let now = ns(now)?;
+                let mut tx = begin(pool).await?;
+                ensure_scheduled(&mut tx, rep, now).await?;
+                sqlx::query(
+                    "UPDATE schedule SET asked_ns = $2, due_ns = CASE WHEN due_ns < $2 THEN due_ns ELSE $2 END \
+                     WHERE rep = $1",
+                )
+                .bind(rep)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+
             pub(crate) async fn renew_lease(
                 pool: &Pool,
                 worker: &str,
@@ -1161,8 +1247,8 @@ macro_rules! ops {
                 next_due: Option<DateTime<Utc>>,
             ) -> Result<()> {
                 let n = sqlx::query(
-                    "UPDATE schedule SET lease_worker = NULL, lease_until_ns = NULL, due_ns = COALESCE($3, due_ns) \
-                     WHERE rep = $1 AND lease_worker = $2",
+                    "UPDATE schedule SET lease_worker = NULL, lease_until_ns = NULL, \
+                     due_ns = COALESCE(asked_ns, $3, due_ns), asked_ns = NULL WHERE rep = $1 AND lease_worker = $2",
                 )
                 .bind(rep)
                 .bind(worker)

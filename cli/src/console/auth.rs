@@ -9,14 +9,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{DateTime, Utc};
-use crmsync_core::{CrmUser, MANAGE_SYNC, MANAGE_USERS};
+use chrono::Utc;
+use crmsync_core::{CrmUser, MANAGE_SYNC, MANAGE_USERS, Refusal, ResetScope};
 use governor::{Quota, RateLimiter};
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -222,7 +222,7 @@ pub(crate) async fn callback(
         Ok(u) => u,
         Err(e) => return fail(StatusCode::FORBIDDEN, format!("{e:#}")),
     };
-    if let Err(r) = allowed(&app, &user, "sign in", None).await {
+    if let Err(r) = allowed(&app, &user, "sign in", None, None).await {
         return *r;
     }
     // A new session id at sign-in (no fixation), with its own CSRF token.
@@ -337,37 +337,16 @@ impl FromRequestParts<Arc<App>> for Reader {
     }
 }
 
-/// One audited decision: a reset, or an action refused.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct Attempt {
-    pub(crate) at: DateTime<Utc>,
-    pub(crate) admin_id: String,
-    pub(crate) admin_name: String,
-    pub(crate) action: String,
-    pub(crate) rep: Option<String>,
-    pub(crate) outcome: String,
-}
-
-/// What this process refused (resets are in the store; refusals are kept here and logged).
-#[derive(Debug, Default)]
-pub struct Audit(Mutex<Vec<Attempt>>);
-
-impl Audit {
-    pub(crate) fn record(&self, a: Attempt) {
-        tracing::warn!(admin = %a.admin_name, action = %a.action, rep = ?a.rep, outcome = %a.outcome, "refused");
-        metrics::counter!("crmsync_console_refused_total", "action" => a.action.clone()).increment(1);
-        if let Ok(mut v) = self.0.lock() {
-            v.push(a);
-        }
-    }
-    pub(crate) fn refused(&self) -> Vec<Attempt> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
 /// The live check: `user` holds both `Manage Users` and `Manage Sync` in the CRM now. A refusal
-/// is audited and answered with a page saying what is missing.
-pub(crate) async fn allowed(app: &App, user: &CrmUser, action: &str, rep: Option<&str>) -> Result<(), Box<Response>> {
+/// is logged, counted, recorded in the store (the audit) and answered with a page saying what
+/// is missing. `rep` is the rep's id; `scope`, a reset's.
+pub(crate) async fn allowed(
+    app: &App,
+    user: &CrmUser,
+    action: &str,
+    rep: Option<&str>,
+    scope: Option<ResetScope>,
+) -> Result<(), Box<Response>> {
     let held =
         app.engine.crm().permissions(&user.id).await.map_err(|e| {
             Box::new(super::pages::message(StatusCode::BAD_GATEWAY, "The CRM did not answer", e.message()))
@@ -377,14 +356,26 @@ pub(crate) async fn allowed(app: &App, user: &CrmUser, action: &str, rep: Option
         return Ok(());
     }
     let outcome = format!("refused: {} lacks {}", user.name, missing.join(" and "));
-    app.audit.record(Attempt {
+    tracing::warn!(admin = %user.name, action, rep = ?rep, outcome = %outcome, "refused");
+    metrics::counter!("crmsync_console_refused_total", "action" => action.to_owned()).increment(1);
+    let refusal = Refusal {
         at: Utc::now(),
         admin_id: user.id.clone(),
         admin_name: user.name.clone(),
         action: action.to_owned(),
         rep: rep.map(str::to_owned),
-        outcome: outcome.clone(),
-    });
+        scope,
+        reason: outcome.clone(),
+    };
+    if let Err(e) = app.store.refuse(&refusal).await {
+        // The refusal stands either way; the admin learns the audit missed it.
+        tracing::error!(error = e.message(), "refusal not recorded in the store");
+        return Err(Box::new(super::pages::message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Refused",
+            &format!("{outcome}. (The store did not record this refusal: {})", e.message()),
+        )));
+    }
     Err(Box::new(super::pages::message(
         StatusCode::FORBIDDEN,
         "Refused",

@@ -72,7 +72,6 @@ pub(crate) struct App {
     pub(crate) reps: Vec<Rep>,
     pub(crate) oauth: auth::OAuth,
     pub(crate) api_token: Option<SecretString>,
-    pub(crate) audit: auth::Audit,
     pub(crate) limiter: auth::Limiter,
     pub(crate) seen: metrics::Seen,
     /// Base URL of the CRM's records (`<instance>/<id>` opens one).
@@ -176,7 +175,6 @@ impl Console {
             loaded,
             oauth,
             api_token: options.api_token,
-            audit: auth::Audit::default(),
             limiter: auth::limiter(),
             seen: metrics::Seen::default(),
             allowed_hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -232,6 +230,7 @@ fn router(app: Arc<App>, tls: bool, session_minutes: u32) -> axum::Router {
         .route("/audit", get(pages::audit))
         .route("/api/status", get(pages::api_status))
         .route("/api/audit", get(pages::api_audit))
+        .route("/api/reps/{id}/reset-preview", get(pages::api_reset_preview))
         .route("/signin", get(auth::signin))
         .route("/auth/callback", get(auth::callback))
         .route("/signout", post(auth::signout))
@@ -284,6 +283,8 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     }
     let route = if path.starts_with("/reps/") {
         "/reps/*"
+    } else if path.starts_with("/api/reps/") {
+        "/api/reps/*"
     } else if path.starts_with("/static/") {
         "/static/*"
     } else {

@@ -8,20 +8,21 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use crmsync_core::config::READ_MARGIN_DAYS;
 use crmsync_core::port::Access;
 use crmsync_core::{
-    ConnectionMode, CrmUser, Cursors, ItemError, Kind, KindReport, Link, LinkState, Record, Rep, RepState, ResetRecord,
-    ResetScope, Side,
+    Actor, ConnectionMode, CrmUser, Cursors, HeldDelete, ItemError, Kind, KindReport, Link, LinkState, Record, Rep,
+    RepState, ResetRecord, ResetScope, Side, Verdict, Verification,
 };
 use maud::{DOCTYPE, Markup, html};
 use serde::{Deserialize, Serialize};
 
 use super::App;
-use super::auth::{self, Admin, Attempt, SignedIn};
+use super::auth::{self, Admin, SignedIn};
 use crate::commands::{RepView, scope_name, views};
 use crate::table::when;
+use crmsync_core::synced_kinds;
 
 fn layout(title: &str, admin: Option<&Admin>, body: Markup) -> Markup {
     html! {
@@ -90,22 +91,61 @@ fn find<'a>(app: &'a App, id: &str) -> Result<&'a Rep, Box<Response>> {
         .ok_or_else(|| Box::new(message(StatusCode::NOT_FOUND, "No such rep", "No configured rep has this id.")))
 }
 
-/// A rep's row on Sync Status, with its lease holder.
+/// A rep's row on Sync Status, with its place in the worker schedule.
 #[derive(Serialize)]
 struct Row {
     #[serde(flatten)]
     view: RepView,
+    #[serde(flatten)]
+    schedule: Schedule,
+}
+
+/// Where a rep stands in the worker schedule the store keeps.
+#[derive(Serialize)]
+struct Schedule {
+    /// Who runs a cycle of the rep now (its lease), and until when.
     lease_holder: Option<crmsync_core::LeaseHolder>,
+    /// When a worker takes the rep next (`None`: no worker has scheduled it yet).
+    next_due: Option<DateTime<Utc>>,
+}
+
+async fn schedule(app: &App, rep: &str) -> crmsync_core::Result<Schedule> {
+    Ok(Schedule { lease_holder: app.store.lease(rep, Utc::now()).await?, next_due: app.store.due(rep).await? })
 }
 
 async fn rows(app: &App) -> anyhow::Result<Vec<Row>> {
-    let now = Utc::now();
     let mut out = vec![];
     for view in views(&app.loaded, &*app.store, &app.reps, 10).await? {
-        let lease_holder = app.store.lease(&view.id, now).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-        out.push(Row { view, lease_holder });
+        let schedule = schedule(app, &view.id).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        out.push(Row { view, schedule });
     }
     Ok(out)
+}
+
+/// `t` as the console shows it: the time, and how long ago or ahead it is.
+fn at(t: Option<DateTime<Utc>>) -> Markup {
+    let Some(t) = t else { return html! { "never" } };
+    let secs = (Utc::now() - t).num_seconds();
+    let (n, unit) = match secs.unsigned_abs() {
+        s if s < 120 => (s, "s"),
+        s if s < 7200 => (s / 60, "min"),
+        s if s < 172_800 => (s / 3600, "h"),
+        s => (s / 86_400, "days"),
+    };
+    let rel = if secs >= 0 { format!("{n} {unit} ago") } else { format!("in {n} {unit}") };
+    html! { time datetime=(when(Some(t))) title=(when(Some(t))) { (rel) } }
+}
+
+/// The next cycle of a rep, as Sync Status and the rep page show it.
+fn next_cycle(s: &Schedule) -> Markup {
+    html! {
+        @match (&s.lease_holder, s.next_due) {
+            (Some(h), _) => { span.running { "running now" } br; small { (h.holder) ", lease until " (when(Some(h.until))) } },
+            (None, Some(d)) if d <= Utc::now() => { "due now" br; small { "the next worker round takes it" } },
+            (None, Some(d)) => { "due " (at(Some(d))) },
+            (None, None) => { "not scheduled" br; small { "no worker has taken this rep yet" } },
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -128,10 +168,9 @@ pub(crate) async fn status(
         Ok(r) => r,
         Err(e) => return internal(format!("{e:#}")),
     };
-    let mut counts: BTreeMap<&str, usize> = STATES.iter().map(|s| (s.as_str(), 0)).collect();
-    for r in &rows {
-        *counts.entry(r.view.state.as_str()).or_default() += 1;
-    }
+    // In the order of STATES: ok first, then what needs a look.
+    let counts: Vec<(&str, usize)> =
+        STATES.iter().map(|s| (s.as_str(), rows.iter().filter(|r| r.view.state == *s).count())).collect();
     let needle = q.q.trim().to_lowercase();
     let shown = |r: &Row| {
         (needle.is_empty() || r.view.rep.to_lowercase().contains(&needle))
@@ -156,7 +195,7 @@ pub(crate) async fn status(
             thead { tr {
                 th data-sort="text" { "Rep" } th data-sort="text" { "State" } th data-sort="text" { "Connection" }
                 th data-sort="text" { "Last successful cycle" } th data-sort="num" { "Links" }
-                th data-sort="num" { "Last cycle writes" } th data-sort="num" { "Item errors" } th data-sort="text" { "Running now" }
+                th data-sort="num" { "Last cycle writes" } th data-sort="num" { "Item errors" } th data-sort="text" { "Next cycle" }
             } }
             tbody {
                 @for r in &rows {
@@ -165,11 +204,11 @@ pub(crate) async fn status(
                         td { a href={ "/reps/" (v.id) } { (v.rep) } br; small { (v.provider) " · " (v.mailbox) } }
                         td { (badge(v.state)) }
                         td { (connection(v.connection)) }
-                        td { (when(v.last_success)) }
+                        td data-value=(when(v.last_success)) { (at(v.last_success)) }
                         td data-value=(v.links.contacts + v.links.events) { (v.links.contacts) " contacts, " (v.links.events) " events" }
                         td { (v.last_cycle.as_ref().map_or(0, |c| c.writes())) }
                         td { (v.item_errors.iter().filter(|e| !is_skip(e)).count()) }
-                        td { @match &r.lease_holder { Some(h) => { (h.holder) br; small { "until " (when(Some(h.until))) } }, None => { "—" } } }
+                        td.next data-value=(r.schedule.next_due.map_or(String::new(), |d| when(Some(d)))) { (next_cycle(&r.schedule)) }
                     }
                 }
             }
@@ -263,6 +302,44 @@ async fn stored(app: &App, rep: &str, kind: Kind) -> Result<(Vec<Link>, Cursors,
     ))
 }
 
+/// Cycles shown on a rep page.
+const HISTORY_SHOWN: usize = 10;
+
+/// When the kind's cursors were stored: the end of the last cycle since the rep's last reset
+/// (of this kind) that synced the kind to the end (a kind that fails keeps its old cursors).
+fn cursors_stored(
+    history: &[crmsync_core::CycleReport],
+    kind: Kind,
+    reset: Option<&ResetRecord>,
+) -> Option<DateTime<Utc>> {
+    let since = reset.filter(|r| r.scope.kinds().contains(&kind)).map(|r| r.at);
+    history
+        .iter()
+        .filter(|c| c.started.is_some_and(|t| since.is_none_or(|s| t > s)))
+        .find(|c| kind_report(c, kind).fatal.is_none())
+        .and_then(|c| c.finished)
+}
+
+/// A cycle's duration: milliseconds under a second, else seconds.
+fn took(d: chrono::Duration) -> String {
+    match d.num_milliseconds() {
+        ms if ms < 1000 => format!("{ms} ms"),
+        ms => format!("{:.1} s", ms as f64 / 1000.0),
+    }
+}
+
+/// One cycle's counts of one kind, short.
+fn counts_line(k: &KindReport) -> String {
+    format!(
+        "{} linked, {} created, {} updated, {} deleted, {} errors",
+        k.linked,
+        k.created_in_crm + k.created_in_provider,
+        k.updated_in_crm + k.updated_in_provider,
+        k.deleted_in_crm + k.deleted_in_provider,
+        k.errors
+    )
+}
+
 /// `GET /reps/{id}`: one rep.
 pub(crate) async fn rep(
     State(app): State<Arc<App>>,
@@ -274,8 +351,12 @@ pub(crate) async fn rep(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    let st = match app.store.status(&rep.id).await {
-        Ok(s) => s,
+    let (st, history, sched) = match tokio::try_join!(
+        app.store.status(&rep.id),
+        app.store.history(&rep.id, crmsync_core::port::HISTORY_KEPT),
+        schedule(&app, &rep.id)
+    ) {
+        Ok(x) => x,
         Err(e) => return internal(e.message()),
     };
     let mut kinds = vec![];
@@ -285,11 +366,18 @@ pub(crate) async fn rep(
             Err(r) => return *r,
         };
         let names = error_names(&app, rep, kind, &errors).await;
-        kinds.push((kind, links, cursors, errors, names));
+        let held: Vec<HeldDelete> = match app.store.held(&rep.id, kind).await {
+            Ok(h) => h,
+            Err(e) => return internal(e.message()),
+        };
+        kinds.push((kind, links, cursors, errors, names, held));
     }
     let notice = match n.notice.as_str() {
         "reset" => Some("Reset Sync done: links and cursors removed, no record changed. The next cycle re-links."),
-        "sync" => Some("Queued: the rep is due now; the next worker cycle takes them (under their lease)."),
+        "sync" if sched.lease_holder.is_some() => Some(
+            "Queued: a cycle of this rep runs now; the next one follows right after it (under the same lease rules).",
+        ),
+        "sync" => Some("Queued: the rep is due now; the next worker round takes them (under their lease)."),
         _ => None,
     };
     let body = html! {
@@ -302,10 +390,23 @@ pub(crate) async fn rep(
                     (rep.provider) " again and hand the new grant to " code { "crmsync connect --rep \"" (rep.name) "\" --grant-env VAR" }
                     "; their sync resumes at the next cycle." }
             }
-            p { "Last successful cycle: " (when(st.last_success)) }
-            @match &st.last_reset {
-                Some(r) => p { "Last reset: " (when(Some(r.at))) " by " (r.admin_name) " (" (scope_name(r.scope)) ")" },
-                None => p { "Last reset: never" },
+            @if st.state == RepState::DeletesHeld {
+                p.guidance #held-guidance { "Delete Safety held deletes of this rep (listed below); everything else synced. Review them, then "
+                    code { "crmsync deletes --rep \"" (rep.name) "\" approve --as \"" (admin.name) "\"" } " applies them, or "
+                    code { "… discard --as …" } " keeps the records." }
+            }
+            dl.facts {
+                dt { "Last successful cycle" } dd #last-success { (at(st.last_success)) }
+                dt { "Next cycle" } dd #next-cycle { (next_cycle(&sched)) }
+                dt { "Last reset" }
+                dd { @match &st.last_reset {
+                    Some(r) => {
+                        (at(Some(r.at))) " by " (r.admin_name) " (" (scope_name(r.scope)) ")"
+                        @if let Some(v) = &r.verification { br; small class=(if v.verified { "verified" } else { "attention" }) { (v.to_string()) } }
+                        @if let Some(u) = &r.undone { br; small.attention { "undone by " (u.admin_name) " " (at(Some(u.at))) } }
+                    },
+                    None => "never",
+                } }
             }
             div.actions {
                 form method="post" action={ "/reps/" (rep.id) "/sync" } {
@@ -315,20 +416,39 @@ pub(crate) async fn rep(
                 a.button #reset href={ "/reps/" (rep.id) "/reset" } { "Reset Sync…" }
             }
         }
-        @for (kind, links, cursors, errors, names) in &kinds {
-            section.kind {
-                h2 { (kind.as_str()) }
-                p { (links.iter().filter(|l| l.state == LinkState::Linked).count()) " linked, "
-                    (links.iter().filter(|l| l.state == LinkState::Suppressed).count()) " kept out of sync by the rep · cursors: "
-                    (if cursors.provider.is_some() || cursors.crm.is_some() { "stored (the next read is incremental)" } else { "none (the next read is full)" }) }
-                @if let Some(c) = &st.last_report {
+        @for (kind, links, cursors, errors, names, held) in &kinds {
+            section.kind id={ "kind-" (kind.as_str()) } {
+                h2 { (kind.as_str()) "s" }
+                p { strong.links { (links.iter().filter(|l| l.state == LinkState::Linked).count()) } " linked, "
+                    (links.iter().filter(|l| l.state == LinkState::Suppressed).count()) " kept out of sync by the rep" }
+                p.cursors { "Cursors: "
+                    @if cursors.provider.is_none() && cursors.crm.is_none() {
+                        "none — the next read is full"
+                    } @else {
+                        "stored " @match cursors_stored(&history, *kind, st.last_reset.as_ref()) {
+                            Some(t) => { (at(Some(t))) },
+                            None => "(by a cycle older than the cycles the store keeps)",
+                        } " — the next read is incremental"
+                    } }
+                @if let Some(c) = history.first() {
                     @let k = kind_report(c, *kind);
-                    p { "Last cycle " (when(c.started)) ": " (k.linked) " linked, "
-                        (k.created_in_crm + k.created_in_provider) " created, " (k.updated_in_crm + k.updated_in_provider) " updated, "
-                        (k.deleted_in_crm + k.deleted_in_provider) " deleted, " (k.errors) " item errors; requests: CRM "
-                        (c.requests.crm) ", mailbox " (c.requests.provider) }
                     @if !k.skipped.is_empty() {
-                        p { "Skipped (not errors): " @for (reason, n) in &k.skipped { span.skip { (reason) " " (n) } " " } }
+                        p { "Skipped in the last cycle (not errors): " @for (reason, n) in &k.skipped { span.skip { (reason) " " (n) } " " } }
+                    }
+                    @if let Some(f) = &k.fatal { p.bad { "The last cycle stopped this kind: " (f) } }
+                }
+                @if !held.is_empty() {
+                    h3 { "Deletes held by Delete Safety" }
+                    table.held id={ "held-" (kind.as_str()) } { thead { tr { th { "Record" } th { "Would be deleted in" } th { "Since" } th { "Verdict" } } }
+                        tbody { @for h in held.iter() { tr {
+                            td.record { strong { (h.label) } br; small { span.id { (h.id) } }
+                                @if h.side == Side::Crm { br; a href={ (app.crm_url) "/" (h.id) } rel="noreferrer" target="_blank" { "open in the CRM" } } }
+                            td { (h.side.as_str()) } td { (at(Some(h.since))) }
+                            td { span class={ "badge " (match h.verdict { Verdict::Held => "st-deletes_held", Verdict::Approved => "st-error", Verdict::Discarded => "st-ok" }) } { (h.verdict.as_str()) } }
+                        } } }
+                    }
+                    @if !k.unrelated_attendees.is_empty() {
+                        p { "Attendees related to no CRM contact: " @for (a, n) in &k.unrelated_attendees { span.skip { (a) " (" (n) ")" } " " } }
                     }
                 }
                 @let (skips, errs): (Vec<&ItemError>, Vec<&ItemError>) = errors.iter().partition(|e| is_skip(e));
@@ -336,18 +456,31 @@ pub(crate) async fn rep(
                 @for (id, title, list) in [("errors", "Item errors", &errs), ("skips", "Skipped, looked at again next cycle (not errors)", &skips)] {
                     @if !list.is_empty() {
                         h3 { (title) }
-                        table.errors id={ (id) "-" (kind.as_str()) } { thead { tr { th { "Record" } th { "Side" } th { "Reason" } th { "Attempts" } th { "Last seen" } } }
+                        table.errors id={ (id) "-" (kind.as_str()) } { thead { tr { th { "Record" } th { "Reason" } th { "Attempts" } th { "Last seen" } } }
                             tbody { @for e in list.iter() { tr {
                                 @let crm_id = if e.side == Side::Crm { Some(e.id.as_str()) } else { links.iter().find(|l| l.provider_id == e.id).map(|l| l.crm_id.as_str()) };
                                 td.record {
                                     strong { (names.get(&e.id).map_or("(name unavailable)", String::as_str)) } br;
-                                    small { (e.id) }
+                                    small { (e.side.as_str()) " · " span.id { (e.id) } }
                                     @if let Some(id) = crm_id { br; a href={ (app.crm_url) "/" (id) } rel="noreferrer" target="_blank" { "open in the CRM" } }
                                 }
-                                td { (e.side.as_str()) } td { (e.reason) } td { (e.attempts) } td { (when(Some(e.last_seen))) }
+                                td.reason { (e.reason.strip_prefix("skipped: ").unwrap_or(&e.reason)) } td { (e.attempts) } td { (at(Some(e.last_seen))) }
                             } } }
                         }
                     }
+                }
+            }
+        }
+        section.history {
+            h2 { "Last cycles" }
+            @if history.is_empty() { p { "No cycle has run yet." } } @else {
+                table #history { thead { tr { th { "Started" } th { "Outcome" } th { "Contacts" } th { "Events" } th { "Requests" } } }
+                    tbody { @for c in history.iter().take(HISTORY_SHOWN) { tr {
+                        td { (at(c.started)) @if let (Some(s), Some(f)) = (c.started, c.finished) { br; small { (took(f - s)) } } }
+                        td { (badge(c.state)) @if let Some(e) = &c.error { br; small.bad { (e) } } }
+                        td { (counts_line(&c.contacts)) } td { (counts_line(&c.events)) }
+                        td { "CRM " (c.requests.crm) br; "mailbox " (c.requests.provider) }
+                    } } }
                 }
             }
         }
@@ -369,7 +502,116 @@ fn parse_scope(s: Option<&str>) -> Option<ResetScope> {
     }
 }
 
-/// `GET /reps/{id}/reset?scope=…`: what a reset of this scope removes, and the confirm form.
+/// What a reset removes from one kind.
+#[derive(Serialize)]
+struct Removes {
+    kind: Kind,
+    links: usize,
+    cursors: usize,
+    item_errors: usize,
+    /// Suppressions: the rep's own decisions, which a reset keeps.
+    kept: usize,
+}
+
+/// What the next cycle is expected to do with one kind: the read-only plan (`Engine::dry_run`,
+/// as `crmsync reset --dry-run` prints it).
+#[derive(Serialize)]
+struct Expected {
+    kind: Kind,
+    /// Planned as after the reset (links and cursors gone), or as the kind stands (outside
+    /// the scope).
+    after_reset: bool,
+    /// Pairs per effect (`link`, `create in crm`, `update in provider`, `delete in crm`, …).
+    effects: BTreeMap<&'static str, u64>,
+    /// Up to three records per effect, by name.
+    samples: BTreeMap<&'static str, Vec<String>>,
+    skipped: BTreeMap<String, u64>,
+    item_errors: Vec<crmsync_core::report::ItemErrorReport>,
+    /// Records created, updated or deleted on either side.
+    writes: u64,
+}
+
+/// `GET /reps/{id}/reset` and its JSON twin.
+#[derive(Serialize)]
+struct Preview {
+    rep: String,
+    scope: &'static str,
+    removes: Vec<Removes>,
+    /// The next cycle, per kind it syncs; empty when it could not be planned (`plan_error`).
+    next_cycle: Vec<Expected>,
+    plan_error: Option<String>,
+}
+
+impl Preview {
+    fn writes(&self) -> u64 {
+        self.next_cycle.iter().map(|e| e.writes).sum()
+    }
+}
+
+fn is_write(effect: &str) -> bool {
+    ["create ", "update ", "delete "].iter().any(|p| effect.starts_with(p))
+}
+
+fn expected(plan: &crmsync_core::Plan, after_reset: bool) -> Expected {
+    let effects = plan.counts();
+    let samples = effects
+        .keys()
+        .map(|e| {
+            let named = plan.pairs.iter().filter(|p| p.effects().contains(e)).take(3);
+            (
+                *e,
+                named
+                    .map(|p| {
+                        p.provider.as_ref().or(p.crm.as_ref()).map_or_else(|| p.label(), |i| record_name(&i.record))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    Expected {
+        kind: plan.kind,
+        after_reset,
+        writes: effects.iter().filter(|(e, _)| is_write(e)).map(|(_, n)| n).sum(),
+        effects,
+        samples,
+        skipped: plan.skipped().clone(),
+        item_errors: plan.item_errors().to_vec(),
+    }
+}
+
+async fn preview(app: &App, rep: &Rep, scope: ResetScope) -> Result<Preview, Box<Response>> {
+    let mut removes = vec![];
+    for kind in scope.kinds() {
+        let (links, cursors, errors) = stored(app, &rep.id, *kind).await?;
+        let linked = links.iter().filter(|l| l.state == LinkState::Linked).count();
+        removes.push(Removes {
+            kind: *kind,
+            links: linked,
+            cursors: usize::from(cursors.provider.is_some()) + usize::from(cursors.crm.is_some()),
+            item_errors: errors.len(),
+            kept: links.len() - linked,
+        });
+    }
+    // The scope's kinds planned as after the reset, the others as they stand: the whole next
+    // cycle, in cycle order, reading both sides and writing nothing.
+    let planned = async {
+        let mut plans: Vec<Expected> =
+            app.engine.dry_run(rep, Some(scope)).await?.iter().map(|p| expected(p, true)).collect();
+        for kind in synced_kinds(rep).filter(|k| !scope.kinds().contains(k)) {
+            plans.push(expected(&app.engine.plan(rep, kind).await?, false));
+        }
+        plans.sort_by_key(|e| e.kind);
+        Ok::<_, crmsync_core::Error>(plans)
+    };
+    let (next_cycle, plan_error) = match planned.await {
+        Ok(p) => (p, None),
+        Err(e) => (vec![], Some(e.message().to_owned())),
+    };
+    Ok(Preview { rep: rep.name.clone(), scope: scope_name(scope), removes, next_cycle, plan_error })
+}
+
+/// `GET /reps/{id}/reset?scope=…`: what a reset of this scope removes, what the next cycle is
+/// expected to do, and the confirm form.
 pub(crate) async fn reset_preview(
     State(app): State<Arc<App>>,
     SignedIn(admin): SignedIn,
@@ -383,17 +625,10 @@ pub(crate) async fn reset_preview(
     let Some(scope) = parse_scope(q.scope.as_deref()) else {
         return message(StatusCode::BAD_REQUEST, "Unknown scope", "The scope is contacts, events or all.");
     };
-    let mut removes = vec![];
-    for kind in scope.kinds() {
-        let (links, cursors, errors) = match stored(&app, &rep.id, *kind).await {
-            Ok(x) => x,
-            Err(r) => return *r,
-        };
-        let linked = links.iter().filter(|l| l.state == LinkState::Linked).count();
-        let kept = links.len() - linked;
-        let cursors = usize::from(cursors.provider.is_some()) + usize::from(cursors.crm.is_some());
-        removes.push((*kind, linked, kept, cursors, errors.len()));
-    }
+    let p = match preview(&app, rep, scope).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
     let body = html! {
         form.scope method="get" {
             label { "Scope " select #scope name="scope" {
@@ -402,16 +637,40 @@ pub(crate) async fn reset_preview(
             button type="submit" { "Preview" }
         }
         h2 { "What the reset removes" }
-        table #removes { thead { tr { th { "Kind" } th { "Links removed" } th { "Cursors removed" } th { "Item errors cleared" } th { "Kept (rep's own decisions)" } } }
-            tbody { @for (kind, linked, kept, cursors, errors) in &removes {
-                tr data-kind=(kind.as_str()) { td { (kind.as_str()) } td.links { (linked) } td { (cursors) } td { (errors) } td { (kept) } }
+        table #removes { thead { tr { th { "Kind" } th { "Links removed" } th { "Cursors removed" } th { "Item errors and skips cleared" } th { "Kept (rep's own decisions)" } } }
+            tbody { @for r in &p.removes {
+                tr data-kind=(r.kind.as_str()) { td { (r.kind.as_str()) "s" } td.links { (r.links) } td { (r.cursors) } td { (r.item_errors) } td { (r.kept) } }
             } } }
-        h2 { "What happens next" }
-        p { "No contact or event is changed by the reset. "
+        p { "No contact or event is changed by the reset itself. "
             @match rep.connection {
-                ConnectionMode::AdminManaged => "The rep goes to reset_pending; the next cycle reads everything and re-links by sync key and e-mail, writing nothing where both sides agree.",
-                ConnectionMode::UserManaged => "The rep's grant is dropped: they go to needs_reconnect and must connect their account again before the next cycle.",
+                ConnectionMode::AdminManaged => "The rep goes to reset_pending until the next cycle.",
+                ConnectionMode::UserManaged => "The rep's grant is dropped: they go to needs_reconnect, and the next cycle runs once they connect their account again.",
             } }
+        h2 { "What the next cycle is expected to do" }
+        @if let Some(e) = &p.plan_error {
+            p.bad #plan-error { "The next cycle could not be planned now (nothing was read or written): " (e) }
+        } @else {
+            p #expected-writes { @match p.writes() {
+                0 => { span.badge.st-ok { "0 writes" } " Both sides agree: the next cycle re-links and writes nothing." },
+                n => { span.badge.st-reset_pending { (n) @if n == 1 { " write" } @else { " writes" } } " The next cycle writes these records (planned from both sides now, nothing written yet):" },
+            } }
+            @for e in &p.next_cycle {
+                section.expected data-kind=(e.kind.as_str()) {
+                    h3 { (e.kind.as_str()) "s " small { @if e.after_reset { "(after the reset: read in full, matched again by sync key and e-mail)" } @else { "(not in the scope: as it stands)" } } }
+                    @if e.effects.is_empty() && e.skipped.is_empty() && e.item_errors.is_empty() { p { "Nothing to do." } }
+                    @if !e.effects.is_empty() {
+                        table.plan { thead { tr { th { "Would" } th { "Records" } th { "For example" } } }
+                            tbody { @for (effect, n) in &e.effects {
+                                tr data-effect=(effect) class=[is_write(effect).then_some("write")] { td { (effect) } td.n { (n) } td { (e.samples.get(effect).map(|s| s.join(", ")).unwrap_or_default()) } }
+                            } } }
+                    }
+                    @if !e.skipped.is_empty() {
+                        p { "Would skip (not errors): " @for (reason, n) in &e.skipped { span.skip { (reason) " " (n) } " " } }
+                    }
+                    @for err in &e.item_errors { p.bad { "Item error on " (err.side) " " span.id { (err.id) } ": " (err.reason) } }
+                }
+            }
+        }
         form method="post" action={ "/reps/" (rep.id) "/reset" } {
             input type="hidden" name="csrf" value=(admin.csrf);
             input type="hidden" name="scope" value=(scope_name(scope));
@@ -422,6 +681,26 @@ pub(crate) async fn reset_preview(
     Html(layout(&format!("Reset Sync: {}", rep.name), Some(&admin), body).into_string()).into_response()
 }
 
+/// `GET /api/reps/{id}/reset-preview?scope=…`: the preview as JSON.
+pub(crate) async fn api_reset_preview(
+    State(app): State<Arc<App>>,
+    _who: auth::Reader,
+    Path(id): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> Response {
+    let rep = match find(&app, &id) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let Some(scope) = parse_scope(q.scope.as_deref()) else {
+        return (StatusCode::BAD_REQUEST, "the scope is contacts, events or all\n").into_response();
+    };
+    match preview(&app, rep, scope).await {
+        Ok(p) => Json(p).into_response(),
+        Err(r) => *r,
+    }
+}
+
 /// A change asked by a form: the session's CSRF token, a configured rep, and the admin's
 /// permissions read live from the CRM (a refusal is audited).
 async fn privileged<'a>(
@@ -430,11 +709,12 @@ async fn privileged<'a>(
     csrf: &str,
     id: &str,
     action: &str,
+    scope: Option<ResetScope>,
 ) -> Result<(&'a Rep, CrmUser), Box<Response>> {
     who.check_csrf(csrf)?;
     let rep = find(app, id)?;
     let user = who.0.user();
-    auth::allowed(app, &user, action, Some(&rep.name)).await?;
+    auth::allowed(app, &user, action, Some(&rep.id), scope).await?;
     Ok((rep, user))
 }
 
@@ -455,7 +735,7 @@ pub(crate) async fn reset(
     let Some(scope) = parse_scope(f.scope.as_deref()) else {
         return message(StatusCode::BAD_REQUEST, "Unknown scope", "The scope is contacts, events or all.");
     };
-    let (rep, user) = match privileged(&app, &who, &f.csrf, &id, "reset").await {
+    let (rep, user) = match privileged(&app, &who, &f.csrf, &id, "reset", Some(scope)).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -475,65 +755,52 @@ pub(crate) struct CsrfOnly {
     csrf: String,
 }
 
-/// `POST /reps/{id}/sync`: the rep is due now; the next worker cycle takes them under their
-/// lease, like every cycle.
+/// `POST /reps/{id}/sync`: the rep is due now; the next worker round takes them under their
+/// lease, like every cycle (asked while a cycle runs, another follows right after it).
 pub(crate) async fn sync_now(
     State(app): State<Arc<App>>,
     who: SignedIn,
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let rep = match privileged(&app, &who, &f.csrf, &id, "sync now").await {
+    let rep = match privileged(&app, &who, &f.csrf, &id, "sync now", None).await {
         Ok((rep, _)) => rep,
         Err(r) => return *r,
     };
-    match app.store.schedule(&rep.id, Utc::now()).await {
+    match app.store.sync_now(&rep.id, Utc::now()).await {
         Ok(()) => Redirect::to(&format!("/reps/{}?notice=sync", rep.id)).into_response(),
         Err(e) => internal(e.message()),
     }
 }
 
-/// One line of the audit: a reset (from the store) or a refusal (from this process).
+/// One line of the audit: a reset or a refusal, both from the store.
 #[derive(Serialize)]
 struct Entry {
-    at: chrono::DateTime<Utc>,
+    at: DateTime<Utc>,
     admin: String,
     action: String,
     rep: Option<String>,
     scope: Option<&'static str>,
     links_removed: BTreeMap<String, u64>,
     outcome: String,
-    /// For the rep's latest reset: the first cycle since (when it ran), its writes and errors.
-    verified_by: Option<Verified>,
-}
-
-#[derive(Serialize)]
-struct Verified {
-    cycle_started: Option<chrono::DateTime<Utc>>,
-    linked: u64,
-    writes: u64,
-    item_errors: u64,
+    /// For a reset: the result of the first complete cycle after it, as the store attached it
+    /// (`None`: no such cycle yet).
+    verification: Option<Verification>,
+    /// The same, in words: "verified: re-linked 12 contacts, 0 writes" / "attention: …".
+    verification_text: Option<String>,
+    /// For a reset: who undid it, and when.
+    undone: Option<Actor>,
 }
 
 async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
+    let err = |e: crmsync_core::Error| anyhow::anyhow!("{}", e.message());
     let mut out = vec![];
     for rep in &app.reps {
-        let st = app.store.status(&rep.id).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-        let resets: Vec<ResetRecord> =
-            app.store.resets(&rep.id).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-        let latest = resets.iter().map(|r| r.at).max();
+        let resets: Vec<ResetRecord> = app.store.resets(&rep.id).await.map_err(err)?;
+        if resets.is_empty() {
+            continue;
+        }
         for r in resets {
-            // The stored report is the rep's last cycle: it verifies the latest reset when it
-            // started after it (every cycle since the reset re-reads from scratch only once).
-            let verified_by =
-                st.last_report.as_ref().filter(|c| Some(r.at) == latest && c.started.is_some_and(|t| t > r.at)).map(
-                    |c| Verified {
-                        cycle_started: c.started,
-                        linked: c.contacts.linked + c.events.linked,
-                        writes: c.writes(),
-                        item_errors: c.contacts.errors + c.events.errors,
-                    },
-                );
             out.push(Entry {
                 at: r.at,
                 admin: r.admin_name,
@@ -541,38 +808,55 @@ async fn entries(app: &App) -> anyhow::Result<Vec<Entry>> {
                 rep: Some(rep.name.clone()),
                 scope: Some(scope_name(r.scope)),
                 links_removed: r.links_removed,
-                outcome: "done".into(),
-                verified_by,
+                outcome: if r.undone.is_some() { "undone" } else { "done" }.into(),
+                verification_text: r.verification.as_ref().map(ToString::to_string),
+                verification: r.verification,
+                undone: r.undone,
             });
         }
     }
-    out.extend(app.audit.refused().into_iter().map(|a: Attempt| Entry {
-        at: a.at,
-        admin: a.admin_name,
-        action: a.action,
-        rep: a.rep,
-        scope: None,
-        links_removed: BTreeMap::new(),
-        outcome: a.outcome,
-        verified_by: None,
-    }));
+    for r in app.store.refusals().await.map_err(err)? {
+        let rep = r.rep.map(|id| app.reps.iter().find(|x| x.id == id).map_or(id, |x| x.name.clone()));
+        out.push(Entry {
+            at: r.at,
+            admin: r.admin_name,
+            action: r.action,
+            rep,
+            scope: r.scope.map(scope_name),
+            links_removed: BTreeMap::new(),
+            outcome: r.reason,
+            verification: None,
+            verification_text: None,
+            undone: None,
+        });
+    }
     out.sort_by_key(|e| std::cmp::Reverse(e.at));
     Ok(out)
 }
 
 #[derive(Deserialize, Default)]
 pub(crate) struct AuditQuery {
+    /// Text to find in the admin, the rep, the action or the outcome.
     #[serde(default)]
     q: String,
+    /// `reset`, `refused` or empty (both).
+    #[serde(default)]
+    outcome: String,
 }
 
-fn matches(e: &Entry, q: &str) -> bool {
-    let q = q.trim().to_lowercase();
-    q.is_empty()
+fn matches(e: &Entry, q: &AuditQuery) -> bool {
+    let text = q.q.trim().to_lowercase();
+    let refused = e.outcome.starts_with("refused");
+    let kind = match q.outcome.as_str() {
+        "reset" => e.action == "reset" && !refused,
+        "refused" => refused,
+        _ => true,
+    };
+    kind && (text.is_empty()
         || [Some(&e.admin), e.rep.as_ref(), Some(&e.action), Some(&e.outcome)]
             .into_iter()
             .flatten()
-            .any(|s| s.to_lowercase().contains(&q))
+            .any(|s| s.to_lowercase().contains(&text)))
 }
 
 /// `GET /audit`.
@@ -585,20 +869,39 @@ pub(crate) async fn audit(
         Ok(l) => l,
         Err(e) => return internal(format!("{e:#}")),
     };
+    let shown: Vec<&Entry> = list.iter().filter(|e| matches(e, &q)).collect();
+    let json = format!(
+        "/api/audit?q={}&outcome={}",
+        url::form_urlencoded::byte_serialize(q.q.as_bytes()).collect::<String>(),
+        url::form_urlencoded::byte_serialize(q.outcome.as_bytes()).collect::<String>()
+    );
     let body = html! {
         form.filters method="get" action="/audit" {
-            label { "Filter " input type="search" name="q" value=(q.q) placeholder="admin, rep, outcome"; }
-            button type="submit" { "Filter" } " " a href="/api/audit" { "JSON" }
+            label { "Find " input #audit-q type="search" name="q" value=(q.q) placeholder="admin, rep, outcome"; }
+            label { "Show " select #audit-outcome name="outcome" {
+                @for (v, label) in [("", "everything"), ("reset", "resets"), ("refused", "refusals")] {
+                    option value=(v) selected[q.outcome == v] { (label) }
+                }
+            } }
+            button type="submit" { "Filter" } " " a href=(json) { "as JSON" }
         }
+        p { (shown.len()) " of " (list.len()) " entries" }
         table #audit { thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Rep" } th { "Scope" } th { "Links removed" } th { "Outcome" } } }
-            tbody { @for e in list.iter().filter(|e| matches(e, &q.q)) {
+            tbody { @for e in &shown {
                 tr.entry data-action=(e.action) {
-                    td { (when(Some(e.at))) } td { (e.admin) } td { (e.action) } td { (e.rep.as_deref().unwrap_or("—")) }
+                    td { (at(Some(e.at))) br; small { (when(Some(e.at))) } } td { (e.admin) } td { (e.action) } td { (e.rep.as_deref().unwrap_or("—")) }
                     td { (e.scope.unwrap_or("—")) }
-                    td { @if e.links_removed.is_empty() { "—" } @else { @for (k, n) in &e.links_removed { (n) " " (k) " " } } }
-                    td { (e.outcome)
-                        @if let Some(v) = &e.verified_by { br; small.verified { "reset verified by the cycle of " (when(v.cycle_started)) ": re-linked "
-                            (v.linked) ", " (v.writes) " writes, " (v.item_errors) " item errors" } } }
+                    td { @if e.links_removed.is_empty() { "—" } @else { @for (k, n) in &e.links_removed { (n) " " (k) "s" br; } } }
+                    td { @if e.outcome.starts_with("refused") { span.badge.st-error { "refused" } br; small { (e.outcome.strip_prefix("refused: ").unwrap_or(&e.outcome)) } } @else { span.badge.st-ok { (e.outcome) } }
+                        @if e.action == "reset" && !e.outcome.starts_with("refused") {
+                            br;
+                            @match (&e.verification, &e.verification_text) {
+                                (Some(v), Some(t)) => small class=(if v.verified { "verified" } else { "attention" }) { (t) " (cycle of " (when(Some(v.at))) ")" },
+                                _ => small { "not verified yet: no complete cycle since" },
+                            }
+                            @if let Some(u) = &e.undone { br; small.attention { "undone by " (u.admin_name) " " (at(Some(u.at))) } }
+                        }
+                    }
                 }
             } }
         }
@@ -606,14 +909,14 @@ pub(crate) async fn audit(
     Html(layout("Audit", Some(&admin), body).into_string()).into_response()
 }
 
-/// `GET /api/audit`.
+/// `GET /api/audit` (same filters).
 pub(crate) async fn api_audit(
     State(app): State<Arc<App>>,
     _who: auth::Reader,
     Query(q): Query<AuditQuery>,
 ) -> Response {
     match entries(&app).await {
-        Ok(l) => Json(serde_json::json!({ "entries": l.into_iter().filter(|e| matches(e, &q.q)).collect::<Vec<_>>() }))
+        Ok(l) => Json(serde_json::json!({ "entries": l.into_iter().filter(|e| matches(e, &q)).collect::<Vec<_>>() }))
             .into_response(),
         Err(e) => internal(format!("{e:#}")),
     }

@@ -5,7 +5,7 @@
 //! `Link::pending`) and followed by one store transaction with its link changes and item errors; last, the cursors and the resolved item
 //! errors. Owns the runtime progress of each pair (writes pending, failed, what was written).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::context::{Ctx, Sides};
 use super::decide::{Decision, State, decide};
@@ -13,7 +13,7 @@ use super::intent;
 use super::ledger::Ledger;
 use super::plan::{Pair, Plan};
 use crate::error::{Error, Result};
-use crate::model::{Canon, Side, SyncKey};
+use crate::model::{Canon, PROVIDER_OWNED, Side, SyncKey};
 use crate::port::{Collection, Cursors, Item, Link, LinkBatch, LinkState, NewItem, Pending, Store, Update, Written};
 use crate::report::KindReport;
 
@@ -285,9 +285,19 @@ fn finish(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, kr: &mut KindReport, batch:
                 }
             }
             batch.upsert.push(link);
-            if src_side == Side::Provider { kr.created_in_crm += 1 } else { kr.created_in_provider += 1 }
+            if src_side == Side::Provider {
+                kr.created_in_crm += 1;
+                unrelated(ctx, src, made, kr);
+            } else {
+                kr.created_in_provider += 1;
+            }
         }
-        Decision::Merge { merged, write_provider, write_crm, conflict, .. } => {
+        Decision::Merge { merged, take, write_provider, write_crm, conflict } => {
+            if let (Some(p), Some(c), true) = (pair.item(Side::Provider), &pr.written.crm, *write_crm) {
+                if PROVIDER_OWNED.iter().any(|f| take.get(*f) == Some(&Side::Provider)) {
+                    unrelated(ctx, p, c, kr);
+                }
+            }
             let Some(link) = merged_link(ctx, pair, pr, merged) else {
                 return;
             };
@@ -332,6 +342,19 @@ fn finish(ctx: &Ctx<'_>, pair: &Pair, pr: &Progress, kr: &mut KindReport, batch:
                 kr.suppressed += 1;
             }
         }
+    }
+}
+
+/// Count the attendees of `src` (a provider event) that the CRM record `made` from it is not
+/// related to: the CRM reports the attendees it related, the others are listed in the report.
+fn unrelated(ctx: &Ctx<'_>, src: &Item, made: &Item, kr: &mut KindReport) {
+    if !ctx.fields.contains(&"attendees") {
+        return;
+    }
+    let related: BTreeSet<String> = made.record.emails().into_iter().collect();
+    let wanted: BTreeSet<String> = src.record.emails().into_iter().collect();
+    for a in wanted.difference(&related) {
+        *kr.unrelated_attendees.entry(a.clone()).or_default() += 1;
     }
 }
 

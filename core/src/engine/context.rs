@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::{HoldDeletes, KindPolicy, Rep, Window};
-use crate::model::{Canon, Event, Kind, Record, Side};
+use crate::model::{Canon, Event, Kind, PROVIDER_OWNED, Record, Side};
 
 /// The fixed facts of one kind of one rep in one cycle.
 #[derive(Debug)]
@@ -24,6 +24,24 @@ impl Ctx<'_> {
     /// A record's canon restricted to the compared fields.
     pub fn canon(&self, r: &Record) -> Canon {
         r.canon().restrict(&self.fields)
+    }
+
+    /// A record read on `side` as the engine compares it: for the CRM, the fields only the
+    /// provider originates ([`PROVIDER_OWNED`]) hold the `reference` values (the link's
+    /// snapshot, or the provider record at first sight): what the CRM derived from them (its
+    /// relations to the attendees that are contacts) is never a change. Without a reference
+    /// (a CRM record alone) the record's own values stand.
+    pub fn side_canon(&self, side: Side, r: &Record, reference: Option<&Canon>) -> Canon {
+        let mut c = self.canon(r);
+        if let (Side::Crm, Some(base)) = (side, reference) {
+            for f in PROVIDER_OWNED.iter().filter(|f| self.fields.contains(f)) {
+                match base.get(f) {
+                    Some(v) => c.0.insert((*f).to_owned(), v.to_owned()),
+                    None => c.0.remove(*f),
+                };
+            }
+        }
+        c
     }
 
     /// Why an event read on `side` stays out of sync: outside the window (either side), or

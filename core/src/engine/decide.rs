@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{ConflictPolicy, DeletePolicy, KindPolicy};
 use serde::Serialize;
 
-use crate::model::{Canon, Side};
+use crate::model::{Canon, PROVIDER_OWNED, Side};
 
 /// One side of a pair, as the engine classified it.
 #[derive(Clone, Debug, PartialEq)]
@@ -164,6 +164,9 @@ fn merge(base: Option<&Canon>, p: &State, c: &State, pol: &KindPolicy) -> Decisi
         let (pv, cv) = (pc.0.get(f), cc.0.get(f));
         let side = if pv == cv {
             Side::Crm
+        } else if PROVIDER_OWNED.contains(&f.as_str()) {
+            // The CRM derives these from the provider: its value is never a change to copy.
+            Side::Provider
         } else if let Some(s) = forced {
             s
         } else if !(p_changed && c_changed) {

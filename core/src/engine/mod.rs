@@ -38,7 +38,7 @@ use self::ledger::Ledger;
 pub use self::plan::{Pair, Plan};
 use crate::config::{ConnectionMode, READ_MARGIN_DAYS, Rep};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Kind, Side};
+use crate::model::{Kind, PROVIDER_OWNED, Side};
 use crate::port::{
     Access, Actor, Collection, Crm, CrmUser, Cursors, LinkState, MANAGE_SYNC, MANAGE_USERS, Provider, RepState,
     ResetRecord, ResetScope, Store, Verdict, Verification,
@@ -302,10 +302,18 @@ impl Engine {
 
     fn context<'a>(&self, rep: &'a Rep, kind: Kind, colls: &Sides<Arc<dyn Collection>>) -> Ctx<'a> {
         let (pcaps, ccaps) = (colls.provider.capabilities(), colls.crm.capabilities());
-        let fields =
-            kind.fields().iter().copied().filter(|f| pcaps.fields.contains(f) && ccaps.fields.contains(f)).collect();
+        let policy = rep.config.policy(kind);
+        // Fields only the provider originates are compared only when they flow to the CRM.
+        let owned_flows = |f: &&str| policy.direction.provider_to_crm() || !PROVIDER_OWNED.contains(f);
+        let fields = kind
+            .fields()
+            .iter()
+            .copied()
+            .filter(|f| pcaps.fields.contains(f) && ccaps.fields.contains(f))
+            .filter(owned_flows)
+            .collect();
         let now = self.now();
-        let (policy, hold) = (rep.config.policy(kind), rep.config.hold_deletes(kind));
+        let hold = rep.config.hold_deletes(kind);
         Ctx { rep, kind, policy, hold, fields, window: rep.config.window(now), now }
     }
 
@@ -487,7 +495,7 @@ impl Engine {
 }
 
 /// The kinds a rep syncs in some direction, in cycle order.
-fn synced_kinds(rep: &Rep) -> impl Iterator<Item = Kind> + '_ {
+pub fn synced_kinds(rep: &Rep) -> impl Iterator<Item = Kind> + '_ {
     Kind::ALL.into_iter().filter(|&k| {
         let d = rep.config.policy(k).direction;
         d.provider_to_crm() || d.crm_to_provider()

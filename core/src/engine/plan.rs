@@ -13,7 +13,7 @@ use super::ledger::Ledger;
 use super::matching::{Claims, Match};
 use super::read::SideRead;
 use super::safety;
-use crate::model::{Kind, Side, SyncKey, full_name};
+use crate::model::{Canon, Kind, Side, SyncKey, full_name};
 use crate::port::{Cursors, HeldDelete, Item, Link, LinkState};
 
 /// What one kind's sync will do, before it does it: printable (`Display`, serde) and
@@ -93,7 +93,7 @@ impl Pair {
     }
 
     /// A short human name for the pair: a contact's name or e-mail, an event's subject.
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         let item = self.provider.as_ref().or(self.crm.as_ref());
         let Some(item) = item else {
             return self.link.as_ref().map_or_else(String::new, |l| l.snapshot.get("email").unwrap_or(&l.key.0).into());
@@ -119,6 +119,11 @@ impl Plan {
     /// The reads' and matching's skips, by reason.
     pub fn skipped(&self) -> &BTreeMap<String, u64> {
         &self.ledger.report.skipped
+    }
+
+    /// The items that failed to read or match (their cycle records them and tries again).
+    pub fn item_errors(&self) -> &[crate::report::ItemErrorReport] {
+        &self.ledger.report.item_errors
     }
 }
 
@@ -157,12 +162,12 @@ impl fmt::Display for Plan {
 }
 
 /// How a linked side looks now against its link.
-fn side_state(ctx: &Ctx<'_>, sr: &SideRead, id: &str, link: &Link) -> State {
+fn side_state(ctx: &Ctx<'_>, side: Side, sr: &SideRead, id: &str, link: &Link) -> State {
     if let Some(reason) = sr.filtered.get(id) {
         return State::Filtered(reason);
     }
     if let Some(item) = sr.items.get(id) {
-        let canon = ctx.canon(&item.record);
+        let canon = ctx.side_canon(side, &item.record, Some(&link.snapshot));
         return if canon.hash() == link.hash { State::Same } else { State::Changed(canon, item.modified) };
     }
     if ctx.aged(&link.snapshot) {
@@ -194,7 +199,9 @@ pub(crate) fn linked(ctx: &Ctx<'_>, links: &[Link], reads: &Sides<SideRead>, hel
             // against the old snapshot.
             let landed = |side: Side| {
                 let (sr, id) = if side == Side::Provider { (p, pid) } else { (c, cid) };
-                sr.items.get(id).is_some_and(|i| pend.landed(side, &ctx.canon(&i.record), &i.version))
+                sr.items.get(id).is_some_and(|i| {
+                    pend.landed(side, &ctx.side_canon(side, &i.record, Some(&link.snapshot)), &i.version)
+                })
             };
             if !pend.targets.is_empty() && pend.targets.iter().all(|t| landed(*t)) {
                 link.hash = pend.snapshot.hash();
@@ -210,8 +217,8 @@ pub(crate) fn linked(ctx: &Ctx<'_>, links: &[Link], reads: &Sides<SideRead>, hel
             State::Same if held.get(&link.key) == Some(&side) && !sr.knows(id) => State::Gone,
             st => st,
         };
-        let ps = still_gone(Side::Provider, p, pid, side_state(ctx, p, pid, &link));
-        let cs = still_gone(Side::Crm, c, cid, side_state(ctx, c, cid, &link));
+        let ps = still_gone(Side::Provider, p, pid, side_state(ctx, Side::Provider, p, pid, &link));
+        let cs = still_gone(Side::Crm, c, cid, side_state(ctx, Side::Crm, c, cid, &link));
         let action = decide(Some(&link.snapshot), &ps, &cs, &ctx.policy);
         let (pi, ci) = (p.items.get(pid).cloned(), c.items.get(cid).cloned());
         out.push(Pair::new(link, pi, ci, action));
@@ -350,20 +357,21 @@ impl Plan {
 /// else first sight (where a record and the copy the engine made of it are told apart).
 fn pair_decision(ctx: &Ctx<'_>, p: &Item, c: &Item, base: Option<&Link>) -> Decision {
     if let Some(l) = base {
-        let state = |i: &Item| {
-            let canon = ctx.canon(&i.record);
+        let state = |side: Side, i: &Item| {
+            let canon = ctx.side_canon(side, &i.record, Some(&l.snapshot));
             if canon.hash() == l.hash { State::Same } else { State::Changed(canon, i.modified) }
         };
-        return decide(Some(&l.snapshot), &state(p), &state(c), &ctx.policy);
+        return decide(Some(&l.snapshot), &state(Side::Provider, p), &state(Side::Crm, c), &ctx.policy);
     }
     let copy_of = |copy: &Item, src: &Item, src_side: Side| {
         copy.sync_key.as_ref() == Some(&SyncKey::derive(&ctx.rep.id, ctx.kind, src_side, &src.id))
     };
-    let state = |i: &Item, copy: bool| {
-        let canon = ctx.canon(&i.record);
+    let pc = ctx.canon(&p.record);
+    let cc = ctx.side_canon(Side::Crm, &c.record, Some(&pc));
+    let state = |i: &Item, canon: Canon, copy: bool| {
         if copy { State::Copy(canon, i.modified) } else { State::New(canon, i.modified) }
     };
-    let ps = state(p, copy_of(p, c, Side::Crm));
-    let cs = state(c, copy_of(c, p, Side::Provider));
+    let ps = state(p, pc.clone(), copy_of(p, c, Side::Crm));
+    let cs = state(c, cc, copy_of(c, p, Side::Provider));
     decide(None, &ps, &cs, &ctx.policy)
 }

@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::error::ErrorKind;
 use crate::model::{Canon, Kind, Side, SyncKey};
 use crate::port::{
-    Acquire, Actor, Cursors, HeldDelete, ItemError, LeaseHolder, Link, LinkBatch, LinkState, MAX_STORED_TEXT, Pending,
-    RepState, ResetRecord, ResetScope, Store, Verdict, Verification, Written,
+    Acquire, Actor, Cursors, HISTORY_KEPT, HeldDelete, ItemError, LeaseHolder, Link, LinkBatch, LinkState,
+    MAX_STORED_TEXT, Pending, Refusal, RepState, ResetRecord, ResetScope, Store, Verdict, Verification, Written,
 };
 use crate::report::CycleReport;
 
@@ -35,6 +35,9 @@ pub async fn check_store(store: &dyn Store) {
     lease_expiry(store).await;
     rep_lease(store).await;
     hostile_text(store).await;
+    history(store).await;
+    refusals(store).await;
+    sync_now(store).await;
 }
 
 /// A rep name no other check (or earlier run against the same store) uses.
@@ -743,6 +746,89 @@ pub async fn rep_lease(store: &dyn Store) {
     store.release("d", &rep, Some(never)).await.expect("release with a due time");
     let err = store.acquire_lease("e", &rep, Duration::from_secs(u64::MAX / 2), t(500)).await;
     assert_eq!(err.map_err(|e| e.kind()), Err(ErrorKind::InvalidConfig), "an out-of-range lease is refused");
+}
+
+/// Every `set_state` with a report adds to the rep's history (failed cycles too); `history`
+/// answers the last `n`, newest first; the store keeps the last [`HISTORY_KEPT`].
+pub async fn history(store: &dyn Store) {
+    let rep = unique_rep("history");
+    let other = unique_rep("history-other");
+    assert!(store.history(&rep, 5).await.expect("history").is_empty(), "a new rep has no history");
+    for i in 0..HISTORY_KEPT as i64 + 3 {
+        let mut r = CycleReport {
+            rep: rep.clone(),
+            started: Some(t(i)),
+            finished: Some(t(i)),
+            error: (i % 2 == 1).then(|| "crm: throttled".to_owned()),
+            ..Default::default()
+        };
+        r.requests.crm = i as u64;
+        r.contacts.linked = 1;
+        store.set_state(&rep, 0, RepState::Ok, None, Some(&r)).await.expect("set_state with report");
+    }
+    store.set_state(&rep, 0, RepState::Ok, None, None).await.expect("set_state without report");
+    let top = HISTORY_KEPT as u64 + 2;
+    let last: Vec<u64> = store.history(&rep, 3).await.expect("history").iter().map(|r| r.requests.crm).collect();
+    assert_eq!(last, vec![top, top - 1, top - 2], "the last n reports, newest first (a state change adds none)");
+    let all = store.history(&rep, 10_000).await.expect("history");
+    assert_eq!(all.len(), HISTORY_KEPT, "the store keeps the last {HISTORY_KEPT} reports");
+    assert_eq!(all.last().and_then(|r| r.started), Some(t(3)), "the oldest ones are dropped");
+    assert_eq!(all[1].error.as_deref(), Some("crm: throttled"), "failed cycles are kept, report and all");
+    assert_eq!(all[0].contacts.linked, 1, "the report round-trips");
+    assert!(store.history(&other, 5).await.expect("history").is_empty(), "the history is per rep");
+}
+
+/// Refusals round-trip (text as the store keeps it), oldest first.
+pub async fn refusals(store: &dyn Store) {
+    let who = unique_rep("admin");
+    let late = Refusal {
+        at: t(20),
+        admin_id: who.clone(),
+        admin_name: "Hank \u{0}Halfadmin".into(),
+        action: "reset".into(),
+        rep: Some(unique_rep("refused-rep")),
+        scope: Some(ResetScope::Contacts),
+        reason: "lacks Manage Sync".into(),
+    };
+    let early = Refusal { at: t(10), rep: None, scope: None, action: "sign in".into(), ..late.clone() };
+    store.refuse(&late).await.expect("refuse");
+    store.refuse(&early).await.expect("refuse");
+    let mine: Vec<Refusal> =
+        store.refusals().await.expect("refusals").into_iter().filter(|r| r.admin_id == who).collect();
+    let kept = |r: &Refusal| Refusal { admin_name: "Hank \u{fffd}Halfadmin".into(), ..r.clone() };
+    assert_eq!(mine, vec![kept(&early), kept(&late)], "every refusal, oldest first, NUL made storable");
+}
+
+/// "Sync now" makes a rep due at once (never later than it was); asked while a cycle holds
+/// the lease, that lease's release keeps it due, and the next lease takes the request.
+pub async fn sync_now(store: &dyn Store) {
+    let rep = unique_rep("syncnow");
+    let lease = Duration::from_secs(60);
+    assert_eq!(store.due(&rep).await.expect("due"), None, "a rep unknown to the scheduler has no due time");
+    store.schedule(&rep, t(1000)).await.expect("schedule");
+    assert_eq!(store.due(&rep).await.expect("due"), Some(t(1000)), "due shows the schedule");
+    store.sync_now(&rep, t(10)).await.expect("sync now");
+    assert_eq!(store.due(&rep).await.expect("due"), Some(t(10)), "sync now makes the rep due at once");
+    store.sync_now(&rep, t(20)).await.expect("sync now again");
+    assert_eq!(store.due(&rep).await.expect("due"), Some(t(10)), "sync now never makes a rep due later");
+
+    assert_eq!(store.acquire_lease("cycle", &rep, lease, t(20)).await.expect("acquire"), Acquire::Acquired);
+    store.sync_now(&rep, t(30)).await.expect("sync now during a cycle");
+    store.release("cycle", &rep, Some(t(2000))).await.expect("release");
+    assert_eq!(store.due(&rep).await.expect("due"), Some(t(30)), "asked during a cycle: due again at once");
+    assert_eq!(store.acquire_lease("cycle", &rep, lease, t(40)).await.expect("acquire"), Acquire::Acquired);
+    store.release("cycle", &rep, Some(t(3000))).await.expect("release");
+    assert_eq!(store.due(&rep).await.expect("due"), Some(t(3000)), "the next cycle took the request");
+
+    let new = unique_rep("syncnow-new");
+    store.sync_now(&new, t(50)).await.expect("sync now of an unscheduled rep");
+    assert_eq!(store.due(&new).await.expect("due"), Some(t(50)), "sync now schedules an unknown rep");
+    // Leave nothing due for other checks sharing the store.
+    let never = Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).single().expect("time");
+    for r in [&rep, &new] {
+        assert_eq!(store.acquire_lease("cleanup", r, lease, t(60)).await.expect("acquire"), Acquire::Acquired);
+        store.release("cleanup", r, Some(never)).await.expect("release");
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! (`/{tenant}/oauth2/v2.0/token`, client credentials and refresh-token grants), `/me` and
 //! `/users/{id}` mailboxes, contact folders (list, `$filter`, create, child folders), contacts
 //! CRUD (a generated `displayName`) and folder delta, `$orderby` on lists, events CRUD, `calendarView` and `calendarView/delta` with window
-//! semantics and weekly/daily series expansion, `$batch` (≤ 20), single-value extended
+//! semantics, series expanded from their recurrence patterns (`instances`, `seriesMasterId`,
+//! `originalStart`), times kept in their Windows or IANA zones, `$batch` (≤ 20), single-value extended
 //! properties (`$expand` and `$filter` forms), etags that change on every write, paging that
 //! honours `Prefer: odata.maxpagesize` (default 10) and the Graph error envelope.
 //!
@@ -21,6 +22,7 @@ mod filter;
 mod orderby;
 mod routes;
 mod state;
+mod zones;
 
 use chrono::{DateTime, Duration, Utc};
 use crmsync_core::{Contact, Event, SyncKey};

@@ -9,8 +9,7 @@ use serde_json::{Map, Value, json};
 use chrono::DateTime;
 
 use super::state::{
-    Principal, Req, Resp, Scope, State, error, filtered, key, list, now, parse_dt, percent_decode, render,
-    strip_expand, window,
+    Principal, Req, Resp, Scope, State, error, filtered, key, list, now, percent_decode, render, strip_expand, window,
 };
 use super::{CLIENT_ID, CLIENT_SECRET};
 
@@ -386,7 +385,10 @@ impl State {
                 if body["start"]["dateTime"].as_str().is_none() || body["end"]["dateTime"].as_str().is_none() {
                     return error(400, "ErrorInvalidRequest", "The event must have a start and an end.");
                 }
-                if parse_dt(&body["end"]) < parse_dt(&body["start"]) {
+                if let Err(e) = super::zones::check(&body) {
+                    return e;
+                }
+                if super::zones::instant(&body["end"]) < super::zones::instant(&body["start"]) {
                     return error(
                         400,
                         "ErrorInvalidRequest",
@@ -400,6 +402,9 @@ impl State {
                 Some(v) => Resp::json(200, render(&v, r)),
                 None => error(404, "ErrorItemNotFound", "The specified object was not found in the store."),
             },
+            ("GET", ["events", id, "instances"] | ["calendar", "events", id, "instances"]) => {
+                self.instances(&mb_key, id, r)
+            }
             ("PATCH", ["events", id] | ["calendar", "events", id]) => self.patch(&mb_key, id, true, r),
             ("DELETE", ["events", id] | ["calendar", "events", id]) => {
                 if self.delete_event(&mb_key, id) {

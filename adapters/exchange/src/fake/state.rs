@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, SecondsFormat, Utc, Weekday};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use crmsync_fake::Tokens;
 use serde_json::{Map, Value, json};
 
 use super::filter;
+use super::zones;
 
 /// Who an access token belongs to.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,23 +157,11 @@ pub(super) fn fmt_dt(t: NaiveDateTime) -> String {
     crate::mapping::graph_datetime(t)
 }
 
-pub(super) fn parse_dt(v: &Value) -> Option<NaiveDateTime> {
-    let s = v["dateTime"].as_str()?;
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.naive_utc());
-    }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
-}
-
 pub(super) fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .ok()
         .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc()))
-}
-
-pub(super) fn weekday(s: &str) -> Option<Weekday> {
-    s.parse().ok()
 }
 
 /// Merge a PATCH body: top-level properties replace, extended properties merge by id.
@@ -253,6 +242,7 @@ impl State {
     pub(crate) fn insert_event(&mut self, mailbox: &str, mut v: Value) -> String {
         let id = self.id("E");
         stamp_new(&mut v, &id, false);
+        zones::remember(&mut v);
         if v["iCalUId"].as_str().is_none() {
             v["iCalUId"] = json!(format!("040000008200E00074C5B7101A82E008{}", uuid::Uuid::new_v4().simple()));
         }
@@ -273,84 +263,61 @@ impl State {
 
     // ---- events: series expansion ----
 
-    /// Occurrences of a series master (exceptions applied, cancelled ones left out), by id.
+    /// Occurrences of a series master (exceptions applied, cancelled ones left out), by id,
+    /// starting before the end of `until`. The Graph pattern becomes an RFC 5545 rule
+    /// ([`zones::rrule`]) expanded in the master's zone, so occurrences keep their local time
+    /// across DST changes.
     pub(super) fn occurrences(master: &Value, until: NaiveDate) -> Vec<(String, Value)> {
-        let (Some(start), Some(end)) = (parse_dt(&master["start"]), parse_dt(&master["end"])) else { return vec![] };
-        let dur = end - start;
-        let pat = &master["recurrence"]["pattern"];
-        let range = &master["recurrence"]["range"];
-        let interval = pat["interval"].as_i64().unwrap_or(1).max(1);
-        let daily = pat["type"].as_str() == Some("daily");
-        let days: Vec<Weekday> =
-            pat["daysOfWeek"].as_array().into_iter().flatten().filter_map(Value::as_str).filter_map(weekday).collect();
-        let days = if days.is_empty() { vec![start.date().weekday()] } else { days };
-        let first = range["startDate"]
-            .as_str()
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            .unwrap_or(start.date());
-        let last = match range["type"].as_str() {
-            Some("endDate") => {
-                range["endDate"].as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).unwrap_or(until)
-            }
-            _ => until,
-        }
-        .min(until);
-        let max_n = match range["type"].as_str() {
-            Some("numbered") => range["numberOfOccurrences"].as_u64().unwrap_or(1) as usize,
-            _ => usize::MAX,
+        let (Some((start, tz)), Some(end)) = (zones::local(&master["start"]), zones::local(&master["end"])) else {
+            return vec![];
         };
+        let dur = end.0 - start;
+        let Some(rule) = zones::rrule(&master["recurrence"], start.date()) else { return vec![] };
+        let all_day = master["isAllDay"].as_bool() == Some(true);
+        let limit = (until + Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc() + Duration::days(1);
+        let Ok(starts) = crmsync_fake::recurrence::starts(start, tz, all_day, &[rule], limit) else { return vec![] };
         let cancelled: BTreeSet<&str> =
             master["cancelledOccurrences"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         let mid = master["id"].as_str().unwrap_or_default();
-        let week0 = first.week(Weekday::Sun).first_day();
+        let zone_name = master["start"]["timeZone"].as_str().unwrap_or("UTC");
         let mut out = vec![];
-        let mut n = 0;
-        let mut d = first;
-        while d <= last && n < max_n {
-            let on = if daily {
-                (d - first).num_days() % interval == 0
-            } else {
-                days.contains(&d.weekday())
-                    && ((d.week(Weekday::Sun).first_day() - week0).num_days() / 7) % interval == 0
-            };
-            if on {
-                n += 1;
-                let oid = format!("{mid}_{}", d.format("%Y%m%d"));
-                if !cancelled.contains(oid.as_str()) {
-                    let mut o = master.clone();
-                    let o_start = d.and_time(start.time());
-                    let obj = o.as_object_mut().expect("object");
-                    obj.remove("recurrence");
-                    obj.remove("cancelledOccurrences");
-                    obj.remove("_exceptions");
-                    o["id"] = json!(oid);
-                    o["type"] = json!("occurrence");
-                    o["seriesMasterId"] = json!(mid);
-                    o["iCalUId"] = json!(format!("{}{}", master["iCalUId"].as_str().unwrap_or(""), d.format("%Y%m%d")));
-                    o["start"] = json!({ "dateTime": fmt_dt(o_start), "timeZone": master["start"]["timeZone"].as_str().unwrap_or("UTC") });
-                    o["end"] = json!({ "dateTime": fmt_dt(o_start + dur), "timeZone": master["end"]["timeZone"].as_str().unwrap_or("UTC") });
-                    o["originalStart"] = json!(o_start.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true));
-                    o["changeKey"] =
-                        json!(format!("{}{}", master["changeKey"].as_str().unwrap_or(""), d.format("%m%d")));
-                    if let Some(ex) = master["_exceptions"].get(&oid).and_then(Value::as_object) {
-                        merge(&mut o, ex);
-                        o["type"] = json!("exception");
-                        // Master edits reach exceptions too (their own overrides stay).
-                        let own = ex.get("changeKey").and_then(Value::as_str).unwrap_or("");
-                        o["changeKey"] = json!(format!("{}{own}", master["changeKey"].as_str().unwrap_or("")));
-                    }
-                    out.push((oid, o));
-                }
+        for o_start in starts.into_iter().filter(|t| t.date() <= until) {
+            let d = o_start.date();
+            let oid = format!("{mid}_{}", d.format("%Y%m%d"));
+            if cancelled.contains(oid.as_str()) {
+                continue;
             }
-            d += Duration::days(1);
+            let mut o = master.clone();
+            let obj = o.as_object_mut().expect("object");
+            obj.remove("recurrence");
+            obj.remove("cancelledOccurrences");
+            obj.remove("_exceptions");
+            o["id"] = json!(oid);
+            o["type"] = json!("occurrence");
+            o["seriesMasterId"] = json!(mid);
+            o["iCalUId"] = json!(format!("{}{}", master["iCalUId"].as_str().unwrap_or(""), d.format("%Y%m%d")));
+            o["start"] = json!({ "dateTime": fmt_dt(o_start), "timeZone": zone_name });
+            o["end"] = json!({ "dateTime": fmt_dt(o_start + dur), "timeZone": master["end"]["timeZone"].as_str().unwrap_or(zone_name) });
+            let original =
+                crmsync_core::time::local_to_utc(o_start, if all_day { crmsync_core::time::Tz::UTC } else { tz });
+            o["originalStart"] = json!(original.to_rfc3339_opts(SecondsFormat::Secs, true));
+            o["changeKey"] = json!(format!("{}{}", master["changeKey"].as_str().unwrap_or(""), d.format("%m%d")));
+            if let Some(ex) = master["_exceptions"].get(&oid).and_then(Value::as_object) {
+                merge(&mut o, ex);
+                o["type"] = json!("exception");
+                // Master edits reach exceptions too (their own overrides stay).
+                let own = ex.get("changeKey").and_then(Value::as_str).unwrap_or("");
+                o["changeKey"] = json!(format!("{}{own}", master["changeKey"].as_str().unwrap_or("")));
+            }
+            out.push((oid, o));
         }
         out
     }
 
     /// Every event instance (singles, occurrences, exceptions) overlapping `[start, end)`.
     pub(crate) fn calendar_view(mb: &Mailbox, start: DateTime<Utc>, end: DateTime<Utc>) -> BTreeMap<String, Value> {
-        let overlaps = |v: &Value| match (parse_dt(&v["start"]), parse_dt(&v["end"])) {
-            (Some(s), Some(e)) => s.and_utc() < end && e.and_utc() > start,
+        let overlaps = |v: &Value| match (zones::instant(&v["start"]), zones::instant(&v["end"])) {
+            (Some(s), Some(e)) => s < end && e > start,
             // Unparsable times: shown, so clients meet them (they cannot be placed, Graph would refuse them).
             _ => true,
         };
@@ -367,6 +334,25 @@ impl State {
             }
         }
         out
+    }
+
+    /// `GET /events/{id}/instances?startDateTime&endDateTime`: a series master's occurrences
+    /// and exceptions in the window (cancelled ones left out), or a single event itself.
+    pub(super) fn instances(&self, mb_key: &str, id: &str, r: &Req) -> Resp {
+        let (start, end) = match window(r) {
+            Ok(w) => w,
+            Err(e) => return e,
+        };
+        let Some(v) = self.mailboxes[mb_key].events.get(id) else {
+            return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+        };
+        let overlaps = |o: &Value| matches!((zones::instant(&o["start"]), zones::instant(&o["end"])), (Some(s), Some(e)) if s < end && e > start);
+        let items: Vec<Value> = if v["type"].as_str() == Some("seriesMaster") {
+            Self::occurrences(v, end.date_naive()).into_iter().map(|(_, o)| o).filter(|o| overlaps(o)).collect()
+        } else {
+            [v.clone()].into_iter().filter(|o| overlaps(o)).collect()
+        };
+        list(items, r)
     }
 
     /// A stored event or an occurrence by id.
@@ -469,6 +455,9 @@ impl State {
         let Some(Value::Object(patch)) = r.body.clone() else {
             return error(400, "ErrorInvalidRequest", "The request body is not an object.");
         };
+        if event && let Err(e) = zones::check(&Value::Object(patch.clone())) {
+            return e;
+        }
         let mb = self.mailboxes.get_mut(mb_key).expect("checked");
         let current = if event { Self::event(mb, id) } else { mb.contacts.get(id).cloned() };
         let Some(current) = current else {
@@ -497,6 +486,7 @@ impl State {
             v.clone()
         } else if let Some(v) = mb.events.get_mut(id) {
             merge(v, &patch);
+            zones::remember(v);
             stamp(v);
             v.clone()
         } else {
@@ -676,6 +666,7 @@ pub(super) fn strip_expand(r: &Req) -> Req {
 /// unless `$expand`ed, `$select` applied.
 pub(super) fn render(v: &Value, r: &Req) -> Value {
     let mut out = v.clone();
+    zones::present(&mut out, r);
     let obj = out.as_object_mut().expect("stored items are objects");
     let props = obj.remove("singleValueExtendedProperties");
     obj.retain(|k, _| !k.starts_with('_'));

@@ -8,6 +8,7 @@ use wiremock::Request;
 
 use super::calendars;
 use super::routes::{calendar_error, now, parse_rfc3339, q1, query};
+use super::series;
 use super::state::{State, User};
 
 /// Fields a client may set on insert / patch.
@@ -101,11 +102,35 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// The instant of a `{date}` / `{dateTime}` (midnight UTC for dates).
-fn instant(t: &Value) -> Option<DateTime<Utc>> {
+pub(super) fn instant(t: &Value) -> Option<DateTime<Utc>> {
     if let Some(d) = t["date"].as_str() {
         return NaiveDate::parse_from_str(d, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc());
     }
-    t["dateTime"].as_str().and_then(parse_rfc3339)
+    let dt = t["dateTime"].as_str()?;
+    parse_rfc3339(dt).or_else(|| {
+        // No offset: a local time in the zone `timeZone` names (the API allows it).
+        let local = chrono::NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+        Some(crmsync_core::time::local_to_utc(local, crmsync_core::time::zone(t["timeZone"].as_str()?)?))
+    })
+}
+
+/// A written `EventDateTime` as the API stores and answers it: a local time without offset
+/// gains the offset of its zone; a zone the API does not know is refused.
+fn normalize_time(t: &mut Value, which: &str) -> Result<(), Reply> {
+    if let Some(name) = t["timeZone"].as_str()
+        && crmsync_core::time::zone(name).is_none()
+    {
+        return Err(bad("invalid", &format!("Invalid time zone definition for {which} time.")));
+    }
+    if t["dateTime"].as_str().is_some_and(|d| parse_rfc3339(d).is_none()) {
+        let Some(at) = instant(t) else {
+            return Err(bad("invalid", &format!("Invalid {which} time.")));
+        };
+        let tz =
+            crmsync_core::time::zone(t["timeZone"].as_str().unwrap_or("UTC")).unwrap_or(crmsync_core::time::Tz::UTC);
+        t["dateTime"] = json!(at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true));
+    }
+    Ok(())
 }
 
 fn bad(reason: &str, message: &str) -> Reply {
@@ -120,7 +145,7 @@ fn not_found() -> Reply {
     calendar_error(404, "global", "notFound", "Not Found")
 }
 
-fn render(u: &str, e: &EventRec) -> Value {
+pub(super) fn render(u: &str, e: &EventRec) -> Value {
     if e.deleted {
         return json!({"kind": "calendar#event", "etag": e.etag, "id": e.id, "status": "cancelled"});
     }
@@ -146,68 +171,6 @@ fn render(u: &str, e: &EventRec) -> Value {
     Value::Object(v)
 }
 
-/// Parse `RRULE:FREQ=DAILY|WEEKLY;INTERVAL=n;COUNT=n` (all the fake understands).
-fn rrule(e: &EventRec) -> Option<(Duration, u32)> {
-    let rules = e.data.get("recurrence")?.as_array()?;
-    let r = rules.iter().filter_map(Value::as_str).find(|r| r.starts_with("RRULE:"))?;
-    let mut freq = 1;
-    let mut interval = 1;
-    let mut count = 52;
-    for part in r.trim_start_matches("RRULE:").split(';') {
-        match part.split_once('=') {
-            Some(("FREQ", "DAILY")) => freq = 1,
-            Some(("FREQ", "WEEKLY")) => freq = 7,
-            Some(("INTERVAL", n)) => interval = n.parse().unwrap_or(1),
-            Some(("COUNT", n)) => count = n.parse().unwrap_or(52),
-            _ => {}
-        }
-    }
-    Some((Duration::days(freq * interval), count))
-}
-
-fn shift(t: &Value, by: Duration) -> Value {
-    let mut t = t.clone();
-    if let Some(d) = t["date"].as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
-        t["date"] = json!((d + by).format("%Y-%m-%d").to_string());
-    } else if let Some(dt) = t["dateTime"].as_str().and_then(parse_rfc3339) {
-        t["dateTime"] = json!(rfc(dt + by));
-    }
-    t
-}
-
-fn instance_suffix(t: &Value) -> String {
-    if let Some(d) = t["date"].as_str() {
-        return d.replace('-', "");
-    }
-    instant(t).map(|i| i.format("%Y%m%dT%H%M%SZ").to_string()).unwrap_or_default()
-}
-
-/// The instances of a series (or the event itself), as `singleEvents=true` lists them.
-fn expand(u: &str, e: &EventRec) -> Vec<Value> {
-    let Some((step, count)) = rrule(e) else { return vec![render(u, e)] };
-    let master = render(u, e);
-    (0..count)
-        .map(|k| {
-            let by = step * k as i32;
-            let start = shift(&e.data["start"], by);
-            let id = format!("{}_{}", e.id, instance_suffix(&start));
-            if e.deleted {
-                return json!({"kind": "calendar#event", "etag": e.etag, "id": id, "status": "cancelled",
-                    "recurringEventId": e.id, "originalStartTime": start});
-            }
-            let mut v = master.clone();
-            let o = v.as_object_mut().expect("object");
-            o.remove("recurrence");
-            o.insert("id".into(), json!(id));
-            o.insert("start".into(), start.clone());
-            o.insert("end".into(), shift(&e.data["end"], by));
-            o.insert("recurringEventId".into(), json!(e.id));
-            o.insert("originalStartTime".into(), start);
-            v
-        })
-        .collect()
-}
-
 pub(crate) fn calendar_ok(path_cal: &str, user: &str) -> bool {
     path_cal == "primary" || path_cal.replace("%40", "@").eq_ignore_ascii_case(user)
 }
@@ -224,6 +187,12 @@ pub(crate) fn route(st: &mut State, user: &str, method: &str, path: &str, req: &
         ("GET", ["calendars", _, "events"]) => list(st, user, req),
         ("POST", ["calendars", _, "events"]) => insert(st, user, req),
         ("GET", ["calendars", _, "events", id]) => get(st, user, id),
+        ("GET", ["calendars", _, "events", id, "instances"]) => {
+            let q = query(req);
+            let (min, max) = (q1(&q, "timeMin").and_then(parse_rfc3339), q1(&q, "timeMax").and_then(parse_rfc3339));
+            let u = st.user(user).expect("checked");
+            series::instances(user, u, id, min, max, q1(&q, "showDeleted") == Some("true")).map_or_else(not_found, ok)
+        }
         ("PATCH", ["calendars", _, "events", id]) => patch(st, user, id, req, false),
         ("PUT", ["calendars", _, "events", id]) => patch(st, user, id, req, true),
         ("GET", ["calendars", cal]) => calendars::calendar_get(user, cal),
@@ -332,7 +301,7 @@ fn list(st: &mut State, user: &str, req: &Request) -> Reply {
         if updated_min.is_some_and(|m| e.updated < m) {
             continue;
         }
-        let expanded = if single { expand(user, e) } else { vec![render(user, e)] };
+        let expanded = if single { series::expand(user, e, u) } else { vec![render(user, e)] };
         for v in expanded {
             let cancelled = v["status"] == "cancelled";
             if cancelled && !show_deleted {
@@ -381,9 +350,10 @@ fn list(st: &mut State, user: &str, req: &Request) -> Reply {
 fn clean(data: &mut Map<String, Value>) -> Result<(), Reply> {
     data.retain(|k, v| WRITABLE.contains(&k.as_str()) && !v.is_null());
     for which in ["start", "end"] {
-        let Some(t) = data.get(which) else {
+        let Some(t) = data.get_mut(which) else {
             return Err(bad("required", &format!("Missing {which} time.")));
         };
+        normalize_time(t, which)?;
         let has_date = t["date"].is_string();
         let has_dt = t["dateTime"].is_string();
         if has_date == has_dt || instant(t).is_none() {
@@ -452,9 +422,9 @@ fn lookup(u: &User, user: &str, id: &str) -> Option<Value> {
     if let Some(e) = u.events.get(id) {
         return Some(render(user, e));
     }
-    let (series, _) = id.rsplit_once('_')?;
-    let e = u.events.get(series)?;
-    expand(user, e).into_iter().find(|v| v["id"] == id)
+    let (master, _) = id.rsplit_once('_')?;
+    let e = u.events.get(master)?;
+    series::expand(user, e, u).into_iter().find(|v| v["id"] == id)
 }
 
 fn get(st: &mut State, user: &str, id: &str) -> Reply {
@@ -500,11 +470,36 @@ fn patch(st: &mut State, user: &str, id: &str, req: &Request, replace: bool) -> 
     let cond = if_match(req);
     let u = st.user(user).expect("checked");
     let Some(e) = u.events.get(id) else {
-        return if lookup(u, user, id).is_some() {
-            bad("invalid", "The fake does not support changing single instances of a series.")
-        } else {
-            not_found()
-        };
+        // An instance of a series: the change becomes an exception stored under its id.
+        let Some(inst) = lookup(u, user, id) else { return not_found() };
+        if cond.as_deref().is_some_and(|c| Some(c) != inst["etag"].as_str() && c != "*") {
+            return precondition_failed();
+        }
+        let mut data = Value::Object(series::exception_data(&inst));
+        if replace {
+            // A PUT replaces the instance's fields; it stays that instance of its series.
+            data.as_object_mut().expect("object").retain(|k, _| k == "recurringEventId" || k == "originalStartTime");
+        }
+        let mut body = body;
+        if let Some(o) = body.as_object_mut() {
+            o.remove("id");
+        }
+        merge(&mut data, &body);
+        let Value::Object(mut data) = data else { unreachable!("merged into an object") };
+        let keep: Vec<(String, Value)> = ["recurringEventId", "originalStartTime"]
+            .iter()
+            .filter_map(|k| data.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
+        if let Err(r) = clean(&mut data) {
+            return r;
+        }
+        data.extend(keep);
+        let seq = st.tick();
+        let rec =
+            EventRec { id: id.to_owned(), data, etag: etag(seq), seq, created: now(), updated: now(), deleted: false };
+        let out = render(user, &rec);
+        st.user(user).expect("checked").events.insert(id.to_owned(), rec);
+        return ok(out);
     };
     if e.deleted {
         return calendar_error(410, "global", "deleted", "Resource has been deleted");
@@ -537,7 +532,22 @@ fn patch(st: &mut State, user: &str, id: &str, req: &Request, replace: bool) -> 
 fn delete(st: &mut State, user: &str, id: &str, req: &Request) -> Reply {
     let cond = if_match(req);
     let u = st.user(user).expect("checked");
-    let Some(e) = u.events.get(id) else { return not_found() };
+    let Some(e) = u.events.get(id) else {
+        // An instance of a series: cancelled, as an exception (`status: cancelled`) that sync
+        // reports.
+        let Some(inst) = lookup(u, user, id) else { return not_found() };
+        let mut data = Map::new();
+        for k in ["recurringEventId", "originalStartTime", "start", "end"] {
+            if let Some(v) = inst.get(k) {
+                data.insert(k.to_owned(), v.clone());
+            }
+        }
+        let seq = st.tick();
+        let rec =
+            EventRec { id: id.to_owned(), data, etag: etag(seq), seq, created: now(), updated: now(), deleted: true };
+        st.user(user).expect("checked").events.insert(id.to_owned(), rec);
+        return Reply::empty(204);
+    };
     if e.deleted {
         return calendar_error(410, "global", "deleted", "Resource has been deleted");
     }

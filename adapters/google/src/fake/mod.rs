@@ -31,6 +31,7 @@ mod control;
 mod people;
 mod people_search;
 mod routes;
+mod series;
 mod state;
 
 use std::collections::BTreeMap;

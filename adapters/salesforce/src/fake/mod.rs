@@ -179,6 +179,28 @@ impl FakeSalesforce {
         self.lock().snapshot(sobject, false)
     }
 
+    /// The live `EventRelation` rows of one Event (Shared Activities), oldest first.
+    pub fn relations(&self, event_id: &str) -> Vec<Value> {
+        let id15 = |s: &str| s.get(..15).map(str::to_owned);
+        self.records("EventRelation")
+            .into_iter()
+            .filter(|r| r["EventId"].as_str().and_then(id15) == id15(event_id))
+            .collect()
+    }
+
+    /// The contacts one Event is related to (`IsParent`, not a What): their `Email`s, sorted.
+    pub fn related_emails(&self, event_id: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .relations(event_id)
+            .iter()
+            .filter(|r| r["IsParent"] == true && r["IsWhat"] == false)
+            .filter_map(|r| self.record(r["RelationId"].as_str()?))
+            .filter_map(|c| c["Email"].as_str().map(str::to_lowercase))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// One record by id (deleted ones included, with `IsDeleted`).
     pub fn record(&self, id: &str) -> Option<Value> {
         let st = self.lock();

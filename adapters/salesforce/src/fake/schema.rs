@@ -213,10 +213,30 @@ static SEA_FIELDS: [FieldDef; 10] = cat(
     ],
 );
 
+static EVENT_RELATION_FIELDS: [FieldDef; 15] = cat(
+    system_fields!(),
+    [
+        f("EventId", "Event ID", Ty::Ref(&["Event"])),
+        f("RelationId", "Relation ID", Ty::Ref(&["Contact", "User", "Account"])),
+        f("IsInvitee", "Is Invitee", Ty::Bool),
+        f("IsParent", "Is Parent", Ty::Bool),
+        ro("IsWhat", "Is What", Ty::Bool),
+        f("Status", "Status", Ty::Picklist(&["New", "Declined", "Accepted", "Uninvited", "Maybe"])),
+        f("Response", "Response", Ty::Str(255)),
+        f("RespondedDate", "Response Date", Ty::DateTime),
+    ],
+);
+
 /// Every object of the fake org.
 pub static OBJECTS: &[ObjDef] = &[
     ObjDef { name: "Contact", prefix: "003", fields: &CONTACT_FIELDS, required: &["LastName"] },
     ObjDef { name: "Event", prefix: "00U", fields: &EVENT_FIELDS, required: &[] },
+    ObjDef {
+        name: "EventRelation",
+        prefix: "0RE",
+        fields: &EVENT_RELATION_FIELDS,
+        required: &["EventId", "RelationId"],
+    },
     ObjDef { name: "User", prefix: "005", fields: &USER_FIELDS, required: &["LastName", "Username"] },
     ObjDef { name: "Account", prefix: "001", fields: &ACCOUNT_FIELDS, required: &["Name"] },
     ObjDef { name: "Profile", prefix: "00e", fields: &PROFILE_FIELDS, required: &["Name"] },

@@ -11,6 +11,8 @@ use super::REFRESH_TOKEN;
 use super::schema::{ObjDef, SYNC_KEY, Ty, Val, id15, make_id, object, object_of_id, parse_time};
 use super::soql::{self, Db, Rec};
 
+mod relations;
+
 /// A per-record error as Salesforce reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct RecErr {
@@ -67,11 +69,15 @@ pub(crate) struct State {
 }
 
 /// The fields whose values are indexed (live records only), with the folding they compare by.
-const INDEXED: [&str; 3] = [SYNC_KEY, "OwnerId", "Email"];
+const INDEXED: [&str; 4] = [SYNC_KEY, "OwnerId", "Email", "EventId"];
 
 /// The folded form of an indexed value: ids compare on 15 characters, text case-insensitively.
 pub(crate) fn fold_value(field: &str, value: &str) -> String {
-    if field.eq_ignore_ascii_case("OwnerId") { id15(value).to_owned() } else { value.to_lowercase() }
+    if field.eq_ignore_ascii_case("OwnerId") || field.eq_ignore_ascii_case("EventId") {
+        id15(value).to_owned()
+    } else {
+        value.to_lowercase()
+    }
 }
 
 /// The tables and their indexes, so no write and no keyed look-up scans a table.
@@ -329,6 +335,8 @@ impl State {
             },
             None => Rec::new(),
         };
+        let lookup = |r: &Rec, f: &str| r.get(f).and_then(Val::as_str).map(str::to_owned);
+        let (old_who, old_what) = (lookup(&rec, "WhoId"), lookup(&rec, "WhatId"));
         let mut written: BTreeSet<&'static str> = BTreeSet::new();
         let mut readonly = vec![];
         for (k, v) in input {
@@ -467,6 +475,9 @@ impl State {
                 rec.entry(f).or_insert(Val::Bool(false));
             }
         }
+        if obj.name == "EventRelation" {
+            self.check_relation(&mut rec, id)?;
+        }
         let missing: Vec<&str> =
             obj.required.iter().copied().filter(|f| matches!(rec.get(f), None | Some(Val::Null))).collect();
         if !missing.is_empty() {
@@ -514,7 +525,16 @@ impl State {
         rec.insert("LastModifiedDate", Val::DateTime(t));
         rec.insert("LastModifiedById", Val::Str(actor.to_owned()));
         rec.insert("SystemModstamp", Val::DateTime(t));
-        self.data.put(obj.name, id.clone(), rec);
+        let (new_who, new_what) = (lookup(&rec, "WhoId"), lookup(&rec, "WhatId"));
+        self.data.put(obj.name, id.clone(), rec.clone());
+        match obj.name {
+            "Event" => {
+                self.follow(&id, false, old_who.as_deref(), new_who.as_deref())?;
+                self.follow(&id, true, old_what.as_deref(), new_what.as_deref())?;
+            }
+            "EventRelation" => self.after_relation_write(&rec),
+            _ => {}
+        }
         Ok(id)
     }
 
@@ -536,7 +556,8 @@ impl State {
         rec.insert("IsDeleted", Val::Bool(true));
         rec.insert("SystemModstamp", Val::DateTime(t));
         rec.insert("LastModifiedDate", Val::DateTime(t));
-        self.data.put(obj.name, canon.clone(), rec);
+        self.data.put(obj.name, canon.clone(), rec.clone());
+        self.after_delete(obj.name, &rec);
         Ok(canon)
     }
 

@@ -360,3 +360,27 @@ fn one_way_directions_force_the_source() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Attendees are the provider's: whatever the conflict policy, a differing attendee list is
+/// taken from the provider and written to the CRM, never the other way.
+#[test]
+fn provider_owned_fields_flow_to_the_crm_only() {
+    let base = canon(&[("subject", "S"), ("attendees", "a@x.io")]);
+    let p = canon(&[("subject", "S"), ("attendees", "a@x.io\nb@x.io")]);
+    let c = canon(&[("subject", "T"), ("attendees", "a@x.io")]);
+    for conflict in [ConflictPolicy::CrmWins, ConflictPolicy::NewestWins, ConflictPolicy::FieldMerge] {
+        let policy = pol(BOTH, conflict, DeletePolicy::Unlink);
+        for b in [None, Some(&base)] {
+            let (ps, cs) = match b {
+                None => (State::New(p.clone(), None), State::New(c.clone(), None)),
+                Some(_) => (State::Changed(p.clone(), None), State::Changed(c.clone(), None)),
+            };
+            let Decision::Merge { take, merged, write_crm, .. } = decide(b, &ps, &cs, &policy) else {
+                panic!("a merge");
+            };
+            assert_eq!(take.get("attendees"), Some(&Side::Provider), "{conflict:?} {b:?}");
+            assert_eq!(merged.get("attendees"), Some("a@x.io\nb@x.io"));
+            assert!(write_crm);
+        }
+    }
+}
