@@ -72,6 +72,10 @@ pub struct SyncArgs {
     /// skip by reason, with sample records) and write nothing anywhere, not even the store.
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
+    /// Cycles run at once (1 to 64; default: `[engine] concurrency` of the config, else 4).
+    /// Each rep's requests stay sequential, so a mailbox sees one at a time.
+    #[arg(long, value_name = "N", value_parser = crate::fleet::concurrency_arg())]
+    pub concurrency: Option<u16>,
 }
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -84,47 +88,47 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return dry_run(&wired.engine, &reps, None, args.json).await;
     }
-    let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal()).then(|| {
-        let pb = indicatif::ProgressBar::new(reps.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} reps  {msg}")
-                .expect("a valid template")
-                .progress_chars("=> "),
-        );
-        pb.enable_steady_tick(std::time::Duration::from_millis(120));
-        pb
-    });
+    let bar = (!args.json && reps.len() > 1 && std::io::stdout().is_terminal())
+        .then(|| crate::table::progress(reps.len(), "sync"));
     let shutdown = Shutdown::listen();
     let terms =
         LeaseTerms { holder: holder("sync"), length: Duration::from_secs(args.lease), wait: args.wait, next_in: None };
+    let concurrency = args.concurrency.or(loaded.concurrency).unwrap_or(crate::fleet::DEFAULT_CONCURRENCY);
+    let position: std::collections::HashMap<&str, usize> =
+        reps.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+    let mut outcomes: Vec<Option<Leased>> = vec![None; reps.len()];
+    crate::fleet::cycle_all(
+        &wired.engine,
+        reps.iter().cloned(),
+        &terms,
+        usize::from(concurrency),
+        &shutdown,
+        Duration::ZERO,
+        |rep, outcome| {
+            let outcome = outcome.with_context(|| format!("syncing {}", rep.name))?;
+            if let Some(pb) = &bar {
+                pb.set_message(rep.name.clone());
+                pb.inc(1);
+            }
+            outcomes[position[rep.id.as_str()]] = Some(outcome);
+            Ok(())
+        },
+    )
+    .await?;
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
     let (mut reports, mut synced, mut busy, mut stopped) = (vec![], vec![], vec![], vec![]);
-    for rep in &reps {
-        if let Some(pb) = &bar {
-            pb.set_message(rep.name.clone());
-        }
-        if shutdown.requested() {
-            stopped.push(format!("{}: not synced (stopped)", rep.name));
-            continue;
-        }
-        match wired
-            .engine
-            .leased_cycle(rep, &terms, shutdown.wait())
-            .await
-            .with_context(|| format!("syncing {}", rep.name))?
-        {
-            Leased::Ran(report) => {
+    for (rep, outcome) in reps.iter().zip(outcomes) {
+        match outcome {
+            Some(Leased::Ran(report)) => {
                 reports.push(*report);
                 synced.push(rep);
             }
-            Leased::Busy(h) => busy.push(format!("{}: {}", rep.name, busy_line(&h))),
-            Leased::Abandoned(why) => stopped.push(format!("{}: {why}", rep.name)),
+            Some(Leased::Busy(h)) => busy.push(format!("{}: {}", rep.name, busy_line(&h))),
+            Some(Leased::Abandoned(why)) => stopped.push(format!("{}: {why}", rep.name)),
+            None => stopped.push(format!("{}: not synced (stopped)", rep.name)),
         }
-        if let Some(pb) = &bar {
-            pb.inc(1);
-        }
-    }
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
     }
     let failed: Vec<String> = reports
         .iter()

@@ -24,6 +24,9 @@
 //! url = "https://dav.example.com/"
 //! password_env = "DAV_PASSWORD"
 //!
+//! [engine]
+//! concurrency = 4                          # cycles at once in `sync` and `worker` (1 to 64)
+//!
 //! [sync]                                   # the default SyncConfig (docs/behaviour.md §2)
 //! events.days_ahead = 90
 //!
@@ -75,13 +78,15 @@ type Result<T> = std::result::Result<T, ConfigError>;
 const SALESFORCE_SECRETS: &[&str] = &["client_secret", "refresh_token"];
 
 /// The top-level tables that are not provider sections.
-const TABLES: &[&str] = &["store", "salesforce", "sync", "groups", "reps"];
+const TABLES: &[&str] = &["store", "salesforce", "engine", "sync", "groups", "reps"];
 
 #[derive(Deserialize)]
 struct FileShape {
     #[serde(default)]
     store: StoreShape,
     salesforce: Option<Table>,
+    #[serde(default)]
+    engine: EngineShape,
     #[serde(default)]
     sync: Table,
     /// Named sync configurations reps opt into with `group = "NAME"`.
@@ -99,6 +104,12 @@ struct FileShape {
 struct StoreShape {
     url: Option<String>,
     url_env: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineShape {
+    concurrency: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +151,9 @@ pub struct Loaded {
     /// The provider sections by kind (checked by their factory; secrets unresolved).
     pub providers: BTreeMap<String, Section<Table>>,
     pub reps: Vec<Rep>,
+    /// `[engine] concurrency`: cycles run at once by `sync` and `worker` (their
+    /// `--concurrency` wins).
+    pub concurrency: Option<u16>,
 }
 
 /// The store URL, or the variable holding it.
@@ -203,6 +217,11 @@ impl Loaded {
                 "[store] url: unsupported store URL {} (expected a SQLite file path, sqlite://PATH or postgres://…)",
                 crmsync_sql::redact_url(&u)
             )));
+        }
+
+        let max = crate::fleet::MAX_CONCURRENCY;
+        if let Some(n) = shape.engine.concurrency.filter(|n| !(1..=max).contains(n)) {
+            return Err(err(format!("[engine] concurrency: {n} is out of range (1 to {max})")));
         }
 
         let salesforce = shape
@@ -275,7 +294,14 @@ impl Loaded {
                 config,
             });
         }
-        Ok(Loaded { path: path.to_path_buf(), store, salesforce, providers, reps })
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            store,
+            salesforce,
+            providers,
+            reps,
+            concurrency: shape.engine.concurrency,
+        })
     }
 
     fn err(&self, m: impl std::fmt::Display) -> ConfigError {
@@ -577,6 +603,18 @@ mailbox = "ed@contoso.example"
         let e = msg(&GOOD.replace("client_secret_env = \"CRMSYNC_TEST_SF_SECRET\"", "client_secret = \"hunter2\""));
         assert!(e.contains("[salesforce] client_secret") && e.contains("client_secret_env"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn engine_concurrency_is_range_checked() {
+        assert_eq!(parse(GOOD).map(|l| l.concurrency).ok(), Some(None));
+        let with = |n: &str| format!("[engine]\nconcurrency = {n}\n{GOOD}");
+        assert_eq!(parse(&with("16")).map(|l| l.concurrency).ok(), Some(Some(16)));
+        for bad in ["0", "65"] {
+            let e = msg(&with(bad));
+            assert!(e.contains("[engine] concurrency") && e.contains("out of range (1 to 64)"), "{e}");
+        }
+        assert!(msg("[engine]\nthreads = 2\n").contains("threads"));
     }
 
     #[test]

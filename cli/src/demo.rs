@@ -6,7 +6,9 @@
 //! cycle (nothing written) → Delete Safety (a mass removal held, then discarded). The invariants
 //! are computed from the fakes' own state, not from the engine's counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hasher};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::scenario::{EXCHANGE_MAILBOX, Fakes, GOOGLE_USER, Scenario, Size, seed};
+use crate::scenario::{EXCHANGE_MAILBOX, Fakes, GOOGLE_USER, MAX_REPS, Scenario, Size, seed};
 
 /// Options of `crmsync demo`.
 #[derive(Debug, clap::Args)]
@@ -36,6 +38,10 @@ pub struct DemoArgs {
     /// recurring events every run has).
     #[arg(long, default_value_t = 6)]
     pub events: usize,
+    /// Reps (2 to 10000): the standard Exchange and Google reps, then more reps alternating
+    /// Exchange and Google (admin-managed), each with as many contacts and meetings.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=MAX_REPS as i64))]
+    pub reps: u16,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,7 +118,7 @@ struct Report {
     resets: Vec<ResetRow>,
     safety: Safety,
     invariants: Invariants,
-    /// Records per side after the story (what the fakes hold).
+    /// Records per side after the story (what the fakes hold, every rep together).
     records: BTreeMap<&'static str, usize>,
     store: String,
 }
@@ -138,7 +144,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let fakes = Fakes::start().await;
-    let sc = seed(&fakes, Size { contacts: args.contacts, events: args.events });
+    let sc = seed(&fakes, Size { contacts: args.contacts, events: args.events, reps: args.reps.into() });
     let (db, _temp) = match &args.db {
         Some(p) => (p.clone(), TempDb(None)),
         None => {
@@ -157,12 +163,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for p in fakes.providers()? {
         engine = engine.with_provider(p);
     }
-    let reps = [sc.exchange_rep.clone(), sc.google_rep.clone()];
+    let reps = sc.reps();
     engine.reconnect(&sc.google_rep, SecretString::from(sc.google_grant.clone())).await?;
 
+    // Progress on a terminal (the report itself goes to stdout at the end); in the logs otherwise.
+    let bar = !args.json && std::io::stdout().is_terminal();
     let mut inv = Invariants::default();
     let mut cycles = vec![];
-    cycles.push(cycle(&engine, &fakes, &reps, "initial").await?);
+    cycles.push(cycle(&engine, &fakes, &reps, bar, "initial").await?);
 
     // Reset Sync: a preview first (writes nothing), refused for the admin without Manage
     // Sync, then both reps.
@@ -172,16 +180,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             *safety.reset_preview.entry(format!("{}: {effect}", plan.kind.as_str())).or_default() += n;
         }
     }
-    let before = snapshot(&fakes);
+    let before = prints(&fakes, &sc);
     let mut resets = vec![reset(&engine, &sc.half_admin, &sc.exchange_rep).await?];
     resets.push(reset(&engine, &sc.admin, &sc.exchange_rep).await?);
     resets.push(reset(&engine, &sc.admin, &sc.google_rep).await?);
-    let after = snapshot(&fakes);
+    let after = prints(&fakes, &sc);
     inv.records_changed_by_reset = diff(&before, &after);
 
     // Resync: the Exchange rep re-links with zero writes; the Google rep waits for reconnection.
-    let c = cycle(&engine, &fakes, &reps, "after_reset").await?;
-    let after_resync = snapshot(&fakes);
+    let c = cycle(&engine, &fakes, &reps, bar, "after_reset").await?;
+    let after_resync = prints(&fakes, &sc);
     inv.unexpected_writes_after_reset = diff(&after, &after_resync) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
     let status = engine.store().status(&sc.exchange_rep.id).await?;
@@ -195,29 +203,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(fakes.google.edit_event(GOOGLE_USER, &sc.google_edit_target, edit), "the edited event is missing");
     let grant = fakes.google.add_refresh_token(GOOGLE_USER);
     engine.reconnect(&sc.google_rep, SecretString::from(grant)).await?;
-    let before_reconnect = snapshot(&fakes);
-    let c = cycle(&engine, &fakes, &reps, "after_reconnect").await?;
-    let after_reconnect = snapshot(&fakes);
+    drop((before, after));
+    let before_reconnect = prints(&fakes, &sc);
+    let c = cycle(&engine, &fakes, &reps, bar, "after_reconnect").await?;
+    let after_reconnect = prints(&fakes, &sc);
     // Exactly one record may change: the CRM copy of the edited event.
     let changed = diff(&before_reconnect, &after_reconnect);
-    let gus_writes = c.reps.iter().find(|r| r.provider == "google").map(writes).unwrap_or(0);
-    let erin_writes = c.reps.iter().find(|r| r.provider == "exchange").map(writes).unwrap_or(0);
-    inv.unexpected_writes_after_reset += changed.saturating_sub(1) + gus_writes.saturating_sub(1) + erin_writes;
+    let gus_writes = c.reps.iter().find(|r| r.rep == sc.google_rep.name).map(writes).unwrap_or(0);
+    let other_writes: u64 = c.reps.iter().filter(|r| r.rep != sc.google_rep.name).map(writes).sum();
+    inv.unexpected_writes_after_reset += changed.saturating_sub(1) + gus_writes.saturating_sub(1) + other_writes;
     inv.lost_edits = u64::from(!crm_has_event(&fakes, &subject, start, start + Duration::minutes(minutes)));
     cycles.push(c);
 
-    let c = cycle(&engine, &fakes, &reps, "quiet").await?;
-    inv.writes_in_quiet_cycle = diff(&after_reconnect, &snapshot(&fakes)) + c.reps.iter().map(writes).sum::<u64>();
+    let c = cycle(&engine, &fakes, &reps, bar, "quiet").await?;
+    drop((after_resync, before_reconnect));
+    inv.writes_in_quiet_cycle = diff(&after_reconnect, &prints(&fakes, &sc)) + c.reps.iter().map(writes).sum::<u64>();
     cycles.push(c);
     inv.deletes_not_held = delete_safety(&engine, &fakes, &sc, &mut safety).await?;
     inv.duplicates = duplicates(&fakes, &sc);
 
-    let records = BTreeMap::from([
-        ("salesforce_contacts", fakes.salesforce.contacts().len()),
-        ("salesforce_events", fakes.salesforce.events().len()),
-        ("exchange_contacts", fakes.graph.contacts(EXCHANGE_MAILBOX).len()),
-        ("google_contacts", fakes.google.contacts(GOOGLE_USER).len()),
-    ]);
+    let records = record_counts(&fakes, &sc);
     let report = Report { cycles, resets, safety, invariants: inv, records, store: db.display().to_string() };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -237,18 +242,25 @@ async fn delete_safety(engine: &Engine, fakes: &Fakes, sc: &Scenario, out: &mut 
     rep.config.contacts.hold_deletes.count = Some(1);
     let links = engine.store().links(&rep.id, crmsync_core::Kind::Contact).await?;
     let linked: Vec<_> = links.iter().filter(|l| l.state == crmsync_core::LinkState::Linked).collect();
-    let folder = |f: &Fakes| f.graph.folder_contacts(EXCHANGE_MAILBOX, &rep.config.contacts.folder).len() as u64;
+    let folder = |f: &Fakes| {
+        let id = f.graph.folder_id(EXCHANGE_MAILBOX, &rep.config.contacts.folder);
+        let mut n = 0;
+        f.graph.each_record(EXCHANGE_MAILBOX, |r| {
+            n += u64::from(id.is_some() && r["parentFolderId"].as_str() == id.as_deref())
+        });
+        n
+    };
     let in_folder = folder(fakes);
     for l in linked.iter().take(linked.len().div_ceil(2)) {
         out.removed += u64::from(fakes.graph.move_contact(EXCHANGE_MAILBOX, &l.provider_id, None));
     }
-    let before = snapshot(fakes);
+    let before = prints(fakes, sc);
     let held = engine.cycle(&rep).await?;
     out.held = held.contacts.held_deletes_in_crm;
     out.state_while_held = held.state.as_str().to_owned();
     let admin = engine.find_user(&sc.admin).await?;
     engine.judge_held(&admin, &rep, crmsync_core::Verdict::Discarded).await?;
-    let after_held = snapshot(fakes);
+    let after_held = prints(fakes, sc);
     let restored = engine.cycle(&rep).await?;
     out.restored = restored.contacts.created_in_provider;
     Ok(diff(&before, &after_held) + out.removed.abs_diff(out.held) + in_folder.abs_diff(folder(fakes)))
@@ -269,11 +281,20 @@ fn endpoint_counts(f: &Fakes) -> BTreeMap<String, u64> {
     out
 }
 
-async fn cycle(engine: &Engine, fakes: &Fakes, reps: &[Rep], name: &'static str) -> anyhow::Result<Cycle> {
+async fn cycle(engine: &Engine, fakes: &Fakes, reps: &[Rep], bar: bool, name: &'static str) -> anyhow::Result<Cycle> {
     let before = endpoint_counts(fakes);
     let mut rows = vec![];
-    for rep in reps {
+    let bar = bar.then(|| crate::table::progress(reps.len(), &format!("cycle {name}")));
+    for (i, rep) in reps.iter().enumerate() {
+        if let Some(pb) = &bar {
+            pb.set_message(rep.name.clone());
+        }
+        let started = std::time::Instant::now();
         let r: CycleReport = engine.cycle(rep).await.with_context(|| format!("cycle {name} for {}", rep.name))?;
+        tracing::info!(cycle = name, rep = %rep.name, done = i + 1, of = reps.len(), seconds = started.elapsed().as_secs_f64(), writes = r.writes(), "rep synced");
+        if let Some(pb) = &bar {
+            pb.inc(1);
+        }
         rows.push(RepRow {
             rep: rep.name.clone(),
             provider: rep.provider.clone(),
@@ -290,6 +311,9 @@ async fn cycle(engine: &Engine, fakes: &Fakes, reps: &[Rep], name: &'static str)
         .filter(|(n, _)| *n > 0)
         .map(|(n, k)| (k, n))
         .collect();
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
     Ok(Cycle { name, reps: rows, endpoints })
 }
 
@@ -303,26 +327,77 @@ async fn reset(engine: &Engine, admin: &str, rep: &Rep) -> anyhow::Result<ResetR
     Ok(ResetRow { admin: admin.to_owned(), rep: rep.name.clone(), allowed, reason })
 }
 
-/// Every record of every fake, keyed by service and id.
-fn snapshot(f: &Fakes) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    let mut add = |prefix: &str, id_field: &str, records: Vec<Value>| {
-        for r in records {
-            let id = r[id_field].as_str().unwrap_or_default().to_owned();
-            out.insert(format!("{prefix}:{id}"), r);
+/// A fingerprint of every record of every fake, keyed by service and id: enough to tell which
+/// records were added or changed, without keeping the records.
+type Prints = HashMap<String, u64>;
+
+fn fingerprint(v: &Value) -> u64 {
+    struct Sink(DefaultHasher);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.write(b);
+            Ok(b.len())
         }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = Sink(DefaultHasher::new());
+    serde_json::to_writer(&mut sink, v).expect("JSON values serialize");
+    sink.0.finish()
+}
+
+fn prints(f: &Fakes, sc: &Scenario) -> Prints {
+    let mut out = Prints::new();
+    let mut put = |prefix: &str, id: Option<&str>, r: &Value| {
+        out.insert(format!("{prefix}:{}", id.unwrap_or_default()), fingerprint(r));
     };
-    add("sf", "Id", f.salesforce.contacts());
-    add("sf", "Id", f.salesforce.events());
-    add("graph", "id", f.graph.contacts(EXCHANGE_MAILBOX));
-    add("graph", "id", f.graph.events(EXCHANGE_MAILBOX));
-    add("google", "resourceName", f.google.contacts(GOOGLE_USER));
-    add("google", "id", f.google.events(GOOGLE_USER));
+    for obj in ["Contact", "Event"] {
+        f.salesforce.each_record(obj, |r| put("sf", r["Id"].as_str(), r));
+    }
+    for rep in mailboxes(sc) {
+        let prefix = format!("{}:{}", rep.provider, rep.mailbox);
+        match rep.provider.as_str() {
+            "exchange" => f.graph.each_record(&rep.mailbox, |r| put(&prefix, r["id"].as_str(), r)),
+            _ => {
+                f.google.each_record(&rep.mailbox, |r| put(&prefix, r["resourceName"].as_str().or(r["id"].as_str()), r))
+            }
+        }
+    }
     out
 }
 
-/// Records added, removed or changed between two snapshots.
-fn diff(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> u64 {
+/// Records per side after the story: CRM contacts and events, mailbox contacts per service.
+fn record_counts(f: &Fakes, sc: &Scenario) -> BTreeMap<&'static str, usize> {
+    let (mut sf_contacts, mut sf_events, mut exchange, mut google) = (0, 0, 0, 0);
+    f.salesforce.each_record("Contact", |_| sf_contacts += 1);
+    f.salesforce.each_record("Event", |_| sf_events += 1);
+    for rep in mailboxes(sc) {
+        match rep.provider.as_str() {
+            "exchange" => f.graph.each_record(&rep.mailbox, |r| exchange += usize::from(!is_event(r))),
+            _ => f.google.each_record(&rep.mailbox, |r| google += usize::from(r.get("resourceName").is_some())),
+        }
+    }
+    BTreeMap::from([
+        ("salesforce_contacts", sf_contacts),
+        ("salesforce_events", sf_events),
+        ("exchange_contacts", exchange),
+        ("google_contacts", google),
+    ])
+}
+
+/// Whether a Graph record is an event (contacts have no start).
+fn is_event(v: &Value) -> bool {
+    v.get("start").is_some()
+}
+
+/// Every rep seeded in the fakes (the Google rep too when only the Exchange rep is configured).
+fn mailboxes(sc: &Scenario) -> impl Iterator<Item = &Rep> {
+    [&sc.exchange_rep, &sc.google_rep].into_iter().chain(&sc.more_reps)
+}
+
+/// Records added, removed or changed between two fingerprints.
+fn diff(a: &Prints, b: &Prints) -> u64 {
     let changed = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).count();
     let added = b.keys().filter(|k| !a.contains_key(*k)).count();
     (changed + added) as u64
@@ -335,68 +410,92 @@ fn sf_time(v: &Value) -> Option<DateTime<Utc>> {
 
 /// Whether the CRM holds the edited event with its new subject, start and end.
 fn crm_has_event(f: &Fakes, subject: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
-    f.salesforce.events().iter().any(|e| {
-        e["Subject"].as_str() == Some(subject)
+    let mut found = false;
+    f.salesforce.each_record("Event", |e| {
+        found |= e["Subject"].as_str() == Some(subject)
             && sf_time(&e["StartDateTime"]) == Some(start)
-            && sf_time(&e["EndDateTime"]) == Some(end)
-    })
+            && sf_time(&e["EndDateTime"]) == Some(end);
+    });
+    found
+}
+
+/// Counts keys per side, case-insensitively; `extra` is how many keys were seen again.
+#[derive(Default)]
+struct Tally(HashMap<String, u64>);
+
+impl Tally {
+    fn add(&mut self, key: Option<&str>) {
+        if let Some(k) = key.filter(|k| !k.is_empty()) {
+            *self.0.entry(k.to_lowercase()).or_default() += 1;
+        }
+    }
+    fn extra(&self) -> u64 {
+        self.0.values().map(|n| n - 1).sum()
+    }
 }
 
 /// Extra copies: records sharing an e-mail or a sync key on one side (per rep on providers).
 fn duplicates(f: &Fakes, sc: &Scenario) -> u64 {
-    fn extra(keys: impl Iterator<Item = String>) -> u64 {
-        let mut seen = BTreeMap::<String, u64>::new();
-        for k in keys.filter(|k| !k.is_empty()) {
-            *seen.entry(k.to_lowercase()).or_default() += 1;
+    let (mut emails, mut keys, mut event_keys) = (Tally::default(), Tally::default(), Tally::default());
+    f.salesforce.each_record("Contact", |c| {
+        emails.add(c["Email"].as_str());
+        keys.add(c["CrmSync_Key__c"].as_str());
+    });
+    f.salesforce.each_record("Event", |e| event_keys.add(e["CrmSync_Key__c"].as_str()));
+    let mut n = emails.extra() + keys.extra() + event_keys.extra();
+    for rep in mailboxes(sc) {
+        let (mut emails, mut keys, mut event_keys) = (Tally::default(), Tally::default(), Tally::default());
+        match rep.provider.as_str() {
+            "exchange" => {
+                // The synced folder, by e-mail and sync key; events by sync key.
+                let graph_key = |v: &Value| {
+                    v["singleValueExtendedProperties"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|p| {
+                            p["id"]
+                                .as_str()
+                                .is_some_and(|i| i.eq_ignore_ascii_case(crmsync_exchange::SYNC_KEY_PROPERTY))
+                        })
+                        .and_then(|p| p["value"].as_str().map(str::to_owned))
+                };
+                let folder = f.graph.folder_id(&rep.mailbox, &rep.config.contacts.folder);
+                f.graph.each_record(&rep.mailbox, |v| {
+                    if is_event(v) {
+                        return event_keys.add(graph_key(v).as_deref());
+                    }
+                    if folder.is_some() && v["parentFolderId"].as_str() == folder.as_deref() {
+                        for a in v["emailAddresses"].as_array().into_iter().flatten() {
+                            emails.add(a["address"].as_str());
+                        }
+                        keys.add(graph_key(v).as_deref());
+                    }
+                });
+            }
+            _ => {
+                // Group members by e-mail and sync key.
+                let members: HashSet<String> =
+                    f.google.group_members(&rep.mailbox, &rep.config.contacts.group).into_iter().collect();
+                f.google.each_record(&rep.mailbox, |p| {
+                    if !p["resourceName"].as_str().is_some_and(|r| members.contains(r)) {
+                        return;
+                    }
+                    for a in p["emailAddresses"].as_array().into_iter().flatten() {
+                        emails.add(a["value"].as_str());
+                    }
+                    let key = p["clientData"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|d| d["key"] == crmsync_google::config::SYNC_KEY_PROPERTY)
+                        .and_then(|d| d["value"].as_str());
+                    keys.add(key);
+                });
+            }
         }
-        seen.values().map(|n| n - 1).sum()
+        n += emails.extra() + keys.extra() + event_keys.extra();
     }
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let sf_contacts = f.salesforce.contacts();
-    let sf_events = f.salesforce.events();
-    let mut n = extra(sf_contacts.iter().map(|c| s(&c["Email"])));
-    n += extra(sf_contacts.iter().map(|c| s(&c["CrmSync_Key__c"])));
-    n += extra(sf_events.iter().map(|e| s(&e["CrmSync_Key__c"])));
-    // Exchange: the synced folder, by e-mail and sync key; events by sync key.
-    let graph_key = |v: &Value| {
-        v["singleValueExtendedProperties"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(crmsync_exchange::SYNC_KEY_PROPERTY)))
-            .map(|p| s(&p["value"]))
-            .unwrap_or_default()
-    };
-    let folder = f.graph.folder_contacts(EXCHANGE_MAILBOX, &sc.exchange_rep.config.contacts.folder);
-    n += extra(
-        folder
-            .iter()
-            .flat_map(|c| c["emailAddresses"].as_array().cloned().unwrap_or_default())
-            .map(|a| s(&a["address"])),
-    );
-    n += extra(folder.iter().map(graph_key));
-    n += extra(f.graph.events(EXCHANGE_MAILBOX).iter().map(graph_key));
-    // Google: group members by e-mail and sync key.
-    let members = f.google.group_members(GOOGLE_USER, &sc.google_rep.config.contacts.group);
-    let people: Vec<Value> = f
-        .google
-        .contacts(GOOGLE_USER)
-        .into_iter()
-        .filter(|p| members.iter().any(|m| Some(m.as_str()) == p["resourceName"].as_str()))
-        .collect();
-    n += extra(
-        people.iter().flat_map(|p| p["emailAddresses"].as_array().cloned().unwrap_or_default()).map(|a| s(&a["value"])),
-    );
-    let client_key = |p: &Value| {
-        p["clientData"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|d| d["key"] == crmsync_google::config::SYNC_KEY_PROPERTY)
-            .map(|d| s(&d["value"]))
-            .unwrap_or_default()
-    };
-    n += extra(people.iter().map(client_key));
     n
 }
 

@@ -16,11 +16,13 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod console;
 pub mod demo;
 pub mod explain;
+mod fleet;
 pub mod held;
 mod process;
 mod radicale;
@@ -113,6 +115,11 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Serve the admin console: Sync Status, rep pages, Reset Sync with a preview, audit (sign in with the CRM).
     Serve(console::ServeArgs),
+    /// Measure the engine at scale (one rep up to 50,000 contacts; up to 1,000 reps) and write a report.
+    Bench(bench::BenchArgs),
+    /// The engine process `crmsync bench` measures.
+    #[command(hide = true)]
+    BenchEngine(bench::EngineArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -152,6 +159,8 @@ async fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Command::Explain(args) => explain::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Serve(args) => console::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::BenchEngine(args) => bench::engine(args).await,
     };
     match result {
         Ok(code) => code,

@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::scenario::{Fakes, Scenario, Size, seed};
+use crate::scenario::{Fakes, MAX_REPS, Scenario, Size, seed};
 
 mod tls;
 
@@ -73,6 +73,11 @@ pub struct SandboxArgs {
     /// Plain in-window meetings per rep (with --seed scenario).
     #[arg(long, default_value_t = 6)]
     pub events: usize,
+    /// Reps (with --seed scenario), 1 to 10000: 1 is the Exchange rep alone, 2 the standard
+    /// Exchange and Google reps, more alternate Exchange and Google (admin-managed; the Google
+    /// ones through the fake's service account), each with as many contacts and meetings.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=MAX_REPS as i64))]
+    pub reps: u16,
     /// Serve HTTPS, with a certificate from a certificate authority made at start; its
     /// certificate is written to --ca-out.
     #[arg(long)]
@@ -98,6 +103,8 @@ pub const ENV_SF_SECRET: &str = "CRMSYNC_SANDBOX_SF_SECRET";
 pub const ENV_GRAPH_SECRET: &str = "CRMSYNC_SANDBOX_GRAPH_SECRET";
 pub const ENV_GOOGLE_SECRET: &str = "CRMSYNC_SANDBOX_GOOGLE_SECRET";
 pub const ENV_GOOGLE_GRANT: &str = "CRMSYNC_SANDBOX_GOOGLE_GRANT";
+/// The Google service account's private key (PEM), when an admin-managed Google rep is configured.
+pub const ENV_GOOGLE_KEY: &str = "CRMSYNC_SANDBOX_GOOGLE_KEY";
 pub const ENV_DAV_PASSWORD: &str = "CRMSYNC_SANDBOX_DAV_PASSWORD";
 
 #[derive(Debug, Serialize)]
@@ -130,7 +137,9 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let (fakes, ca_file) =
         if args.tls { start_tls(&args).await? } else { (Fakes::start_on(&args.host, args.port_base).await?, None) };
     let scenario = match &args.seed {
-        Seed::Scenario => Some(seed(&fakes, Size { contacts: args.contacts, events: args.events })),
+        Seed::Scenario => {
+            Some(seed(&fakes, Size { contacts: args.contacts, events: args.events, reps: args.reps.into() }))
+        }
         Seed::Empty => None,
         Seed::File(path) => {
             let text =
@@ -159,7 +168,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         };
         per_service(&fakes, &text, "--faults", |fake, part| fake.inject_json(part).map(drop))?;
     }
-    let mut reps: Vec<Rep> = scenario.iter().flat_map(|s| [s.exchange_rep.clone(), s.google_rep.clone()]).collect();
+    let mut reps: Vec<Rep> = scenario.iter().flat_map(Scenario::reps).collect();
     reps.extend(radicale.iter().map(|(_, rep)| rep.clone()));
     let dav_url = radicale.as_ref().map(|(server, _)| server.url.as_str());
 
@@ -174,6 +183,9 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     env.insert(ENV_GOOGLE_SECRET.into(), json!(secret(&google.client_secret)));
     if let Some(s) = &scenario {
         env.insert(ENV_GOOGLE_GRANT.into(), json!(s.google_grant));
+    }
+    if service_account(&reps) {
+        env.insert(ENV_GOOGLE_KEY.into(), json!(secret(&google.private_key)));
     }
     if radicale.is_some() {
         env.insert(ENV_DAV_PASSWORD.into(), json!(crate::radicale::DAV_PASSWORD));
@@ -211,7 +223,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             next.push(format!("export {var}={}", sh(&ca.display().to_string())));
         }
     }
-    if let Some(s) = &scenario {
+    if let Some(s) = scenario.as_ref().filter(|s| s.rep_count >= 2) {
         next.push(format!(
             "crmsync connect --config {} --rep {} --grant-env {ENV_GOOGLE_GRANT}",
             sh(&cfg),
@@ -427,6 +439,9 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
+/// Reps listed one by one in the text output.
+const SHOWN_REPS: usize = 10;
+
 /// The config file for `crmsync sync` against this sandbox.
 pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str) -> String {
     let sf = fakes.salesforce.config();
@@ -458,6 +473,16 @@ pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str) -> String {
         q(google.client_id.as_deref().unwrap_or_default()),
         q(ENV_GOOGLE_SECRET)
     ));
+    if service_account(reps) {
+        t.insert_str(
+            t.len() - 1,
+            &format!(
+                "# The service account admin-managed Google reps sync through.\nservice_account_email = {}\nprivate_key_env = {}\n",
+                q(google.service_account_email.as_deref().unwrap_or_default()),
+                q(ENV_GOOGLE_KEY)
+            ),
+        );
+    }
     t.push_str(
         "# The default sync configuration of every rep (docs/behaviour.md §2); [reps.sync] overrides it per rep.\n[sync]\n\n",
     );
@@ -476,6 +501,11 @@ pub fn config_toml(fakes: &Fakes, reps: &[Rep], db_name: &str) -> String {
         ));
     }
     t
+}
+
+/// Whether an admin-managed Google rep is configured (it needs the service account).
+fn service_account(reps: &[Rep]) -> bool {
+    reps.iter().any(|r| r.provider == "google" && r.connection == ConnectionMode::AdminManaged)
 }
 
 fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&Path>) -> String {
@@ -504,7 +534,8 @@ fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&P
     t.push('\n');
     match scenario {
         Some(sc) => {
-            for r in [&sc.exchange_rep, &sc.google_rep] {
+            let reps = sc.reps();
+            for r in reps.iter().take(SHOWN_REPS) {
                 let conn = match r.connection {
                     ConnectionMode::AdminManaged => "admin-managed",
                     ConnectionMode::UserManaged => "user-managed",
@@ -514,6 +545,9 @@ fn human(out: &serde_json::Value, scenario: Option<&Scenario>, config: Option<&P
                     "Rep {:<14} {} mailbox {}, {conn}, CRM user {}",
                     r.name, r.provider, r.mailbox, r.crm_user_id
                 );
+            }
+            if reps.len() > SHOWN_REPS {
+                let _ = writeln!(t, "… and {} more reps (all in the config and in --json)", reps.len() - SHOWN_REPS);
             }
             if let Some(dav) = out["dav"].as_object() {
                 let _ = writeln!(

@@ -65,13 +65,20 @@ pub struct Size {
     pub contacts: usize,
     /// Plain in-window meetings per rep (besides the special events every scenario has).
     pub events: usize,
+    /// Reps to seed and configure: 1 is the Exchange rep alone, 2 (the default) the standard
+    /// Exchange and Google reps; every further rep alternates Exchange and Google
+    /// (admin-managed, with the same shape of contacts and meetings as the first two).
+    pub reps: usize,
 }
 
 impl Default for Size {
     fn default() -> Self {
-        Size { contacts: 12, events: 6 }
+        Size { contacts: 12, events: 6, reps: 2 }
     }
 }
+
+/// The largest `--reps` the scenario seeds.
+pub const MAX_REPS: usize = 10_000;
 
 /// What was seeded: the reps, the admins, and handles the demo needs.
 #[derive(Clone, Debug)]
@@ -79,6 +86,11 @@ pub struct Scenario {
     pub now: DateTime<Utc>,
     pub exchange_rep: Rep,
     pub google_rep: Rep,
+    /// Reps beyond the standard two (`Size::reps` > 2), in order.
+    pub more_reps: Vec<Rep>,
+    /// How many reps are configured (`Size::reps`): with 1, the Google rep exists in the
+    /// fakes (its user, grant and special events) but is not one of [`Scenario::reps`].
+    pub rep_count: usize,
     /// Holds both `Manage Users` and `Manage Sync`.
     pub admin: String,
     /// Holds `Manage Users` only: their Reset Sync is refused.
@@ -87,6 +99,18 @@ pub struct Scenario {
     pub google_grant: String,
     /// A Google event the rep edits while disconnected.
     pub google_edit_target: String,
+}
+
+impl Scenario {
+    /// The configured reps, in order: the Exchange rep, the Google rep, then the others.
+    pub fn reps(&self) -> Vec<Rep> {
+        [&self.exchange_rep, &self.google_rep]
+            .into_iter()
+            .chain(&self.more_reps)
+            .take(self.rep_count)
+            .cloned()
+            .collect()
+    }
 }
 
 pub const EXCHANGE_MAILBOX: &str = "erin@contoso.example";
@@ -115,6 +139,103 @@ fn meeting(subject: &str, start: DateTime<Utc>, minutes: i64, attendee: Option<&
     e
 }
 
+/// How a scenario's contacts split: matched on both sides, new in the mailbox, new in the CRM.
+pub fn split(contacts: usize) -> (usize, usize, usize) {
+    let n = contacts.max(4);
+    let (matched, new_provider) = (n / 2, n / 4);
+    (matched, new_provider, n - matched - new_provider)
+}
+
+/// One Exchange rep's contacts and meetings: `base` names its e-mail domains (`{base}-customers.example`, …).
+/// Returns the matched people (the meetings' attendees).
+fn seed_exchange_rep(
+    f: &Fakes,
+    owner: &str,
+    mailbox: &str,
+    base: &str,
+    tag: &str,
+    size: Size,
+    day: &impl Fn(i64, u32) -> DateTime<Utc>,
+) -> Vec<Contact> {
+    let (sf, g) = (&f.salesforce, &f.graph);
+    let (matched, new_provider, new_crm) = split(size.contacts);
+    g.add_mailbox(mailbox);
+    let folder = "Salesforce_Sync";
+    g.ensure_folder(mailbox, folder);
+    let mut people = vec![];
+    for i in 0..matched {
+        let c = person(i, &format!("{base}-customers.example"), &format!("{tag}Match"));
+        // Same person on both sides, written differently: links, never duplicates.
+        let mut crm_copy = c.clone();
+        crm_copy.emails = vec![c.emails[0].to_uppercase()];
+        crm_copy.phone = Some(format!("+1555 01 {:04}", i % 10_000));
+        sf.insert_contact_record(owner, &strip_company(&crm_copy));
+        g.insert_contact(mailbox, Some(folder), &c);
+        people.push(c);
+    }
+    for i in 0..new_provider {
+        g.insert_contact(mailbox, Some(folder), person(i, &format!("{base}-new.example"), &format!("{tag}Newmail")));
+    }
+    for i in 0..new_crm {
+        sf.insert_contact_record(
+            owner,
+            &strip_company(&person(i, &format!("{base}-crm.example"), &format!("{tag}Newcrm"))),
+        );
+    }
+    for i in 0..size.events {
+        let who = people.get(i % people.len().max(1));
+        g.insert_event(
+            mailbox,
+            meeting(&format!("Customer call {i}"), day(1 + i as i64 % 60, 9 + (i % 8) as u32), 30, who),
+        );
+    }
+    people
+}
+
+/// One Google rep's group members, CRM contacts and meetings (as [`seed_exchange_rep`]); returns
+/// the matched people and the id of the first meeting.
+fn seed_google_rep(
+    f: &Fakes,
+    owner: &str,
+    user: &str,
+    base: &str,
+    tag: &str,
+    size: Size,
+    day: &impl Fn(i64, u32) -> DateTime<Utc>,
+) -> (Vec<Contact>, String) {
+    let (sf, go) = (&f.salesforce, &f.google);
+    let (matched, new_provider, new_crm) = split(size.contacts);
+    go.add_user(user);
+    let mut people = vec![];
+    for i in 0..matched {
+        let c = person(i, &format!("{base}-customers.example"), &format!("{tag}Gmatch"));
+        sf.insert_contact_record(owner, &strip_company(&c));
+        go.insert_contact(user, true, &c);
+        people.push(c);
+    }
+    for i in 0..new_provider {
+        go.insert_contact(user, true, &person(i, &format!("{base}-new.example"), &format!("{tag}Gnew")));
+    }
+    for i in 0..new_crm {
+        sf.insert_contact_record(
+            owner,
+            &strip_company(&person(i, &format!("{base}-crm.example"), &format!("{tag}Gcrm"))),
+        );
+    }
+    let mut first = String::new();
+    for i in 0..size.events {
+        let who = people.get(i % people.len().max(1));
+        let id = go.insert_event(
+            user,
+            &meeting(&format!("Demo call {i}"), day(1 + i as i64 % 60, 10 + (i % 7) as u32), 30, who),
+        );
+        if i == 0 {
+            first = id;
+        }
+    }
+    (people, first)
+}
+
 /// Seed the standard scenario into the fakes (the README's "What the demo shows").
 pub fn seed(f: &Fakes, size: Size) -> Scenario {
     let now = Utc::now().duration_trunc(Duration::hours(1)).expect("an hour divides time");
@@ -126,33 +247,15 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
     let erin = sf.add_user("Erin Exchange", &[]);
     let gus = sf.add_user("Gus Google", &[]);
     let olga = sf.add_user("Olga Other", &[]);
-
-    let n = size.contacts.max(4);
-    let (matched, new_provider) = (n / 2, n / 4);
-    let new_crm = n - matched - new_provider;
+    let day = |d: i64, h: u32| {
+        now.duration_trunc(Duration::days(1)).expect("days") + Duration::days(d) + Duration::hours(h.into())
+    };
+    let reps = size.reps.clamp(1, MAX_REPS);
 
     // --- Exchange rep: contacts in the Salesforce_Sync folder, around it, and in the CRM.
     let g = &f.graph;
-    g.add_mailbox(EXCHANGE_MAILBOX);
     let folder = "Salesforce_Sync";
-    g.ensure_folder(EXCHANGE_MAILBOX, folder);
-    let mut erin_people = vec![];
-    for i in 0..matched {
-        let c = person(i, "contoso-customers.example", "Match");
-        // Same person on both sides, written differently: links, never duplicates.
-        let mut crm_copy = c.clone();
-        crm_copy.emails = vec![c.emails[0].to_uppercase()];
-        crm_copy.phone = Some(format!("+1555 01 {:04}", i % 10_000));
-        sf.insert_contact_record(&erin, &strip_company(&crm_copy));
-        g.insert_contact(EXCHANGE_MAILBOX, Some(folder), &c);
-        erin_people.push(c);
-    }
-    for i in 0..new_provider {
-        g.insert_contact(EXCHANGE_MAILBOX, Some(folder), person(i, "contoso-new.example", "Newmail"));
-    }
-    for i in 0..new_crm {
-        sf.insert_contact_record(&erin, &strip_company(&person(i, "contoso-crm.example", "Newcrm")));
-    }
+    let erin_people = seed_exchange_rep(f, &erin, EXCHANGE_MAILBOX, "contoso", "", size, &day);
     // Outside the folder: one plain, one carrying the folder's name as a category (ignored).
     g.insert_contact(EXCHANGE_MAILBOX, None, person(0, "contoso-private.example", "Friend"));
     let mut tagged = person(1, "contoso-private.example", "Tagged");
@@ -164,29 +267,15 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
     sf.insert_contact_record(&olga, &strip_company(&shared));
     sf.insert_contact_record(&olga, &strip_company(&person(1, "olga.example", "Olgas")));
 
-    // --- Google rep: members of the "Salesforce Sync" group, non-members, CRM contacts.
+    // --- Google rep: members of the "Salesforce Sync" group, non-members, CRM contacts (with
+    // one rep only, the Google rep keeps its special events and nothing else).
     let go = &f.google;
-    go.add_user(GOOGLE_USER);
-    let mut gus_people = vec![];
-    for i in 0..matched {
-        let c = person(i, "fabrikam-customers.example", "Gmatch");
-        sf.insert_contact_record(&gus, &strip_company(&c));
-        go.insert_contact(GOOGLE_USER, true, &c);
-        gus_people.push(c);
-    }
-    for i in 0..new_provider {
-        go.insert_contact(GOOGLE_USER, true, &person(i, "fabrikam-new.example", "Gnew"));
-    }
-    for i in 0..new_crm {
-        sf.insert_contact_record(&gus, &strip_company(&person(i, "fabrikam-crm.example", "Gcrm")));
-    }
+    let gus_size = if reps >= 2 { size } else { Size { contacts: 0, events: 0, ..size } };
+    let (gus_people, google_edit_target) = seed_google_rep(f, &gus, GOOGLE_USER, "fabrikam", "", gus_size, &day);
     go.insert_contact(GOOGLE_USER, false, &person(0, "fabrikam-private.example", "Gfriend"));
     let google_grant = go.add_refresh_token(GOOGLE_USER);
 
-    // --- Events: the same shape for both reps.
-    let day = |d: i64, h: u32| {
-        now.duration_trunc(Duration::days(1)).expect("days") + Duration::days(d) + Duration::hours(h.into())
-    };
+    // --- Special events: the same shape for both reps.
     let specials = |people: &[Contact]| {
         let first = people.first();
         vec![
@@ -197,47 +286,53 @@ pub fn seed(f: &Fakes, size: Size) -> Scenario {
             Event { cancelled: true, ..meeting("Cancelled review", day(4, 15), 30, first) },
         ]
     };
-    for i in 0..size.events {
-        let who = erin_people.get(i % erin_people.len().max(1));
-        g.insert_event(
-            EXCHANGE_MAILBOX,
-            meeting(&format!("Customer call {i}"), day(1 + i as i64 % 60, 9 + (i % 8) as u32), 30, who),
-        );
-    }
     for e in specials(&erin_people) {
         g.insert_event(EXCHANGE_MAILBOX, &e);
     }
     g.insert_weekly_series(EXCHANGE_MAILBOX, "Weekly pipeline review", day(1, 16), Duration::minutes(45), 3);
-
-    let mut google_edit_target = String::new();
-    for i in 0..size.events {
-        let who = gus_people.get(i % gus_people.len().max(1));
-        let id = go.insert_event(
-            GOOGLE_USER,
-            &meeting(&format!("Demo call {i}"), day(1 + i as i64 % 60, 10 + (i % 7) as u32), 30, who),
-        );
-        if i == 0 {
-            google_edit_target = id;
-        }
-    }
     for e in specials(&gus_people) {
         go.insert_event(GOOGLE_USER, &e);
     }
     go.insert_series(GOOGLE_USER, &meeting("Weekly forecast", day(1, 17), 30, None), 3, 7);
+    drop((erin_people, gus_people));
 
-    let rep = |id: String, name: &str, provider: &str, mailbox: &str, connection| Rep {
+    let rep = |id: String, name: String, provider: &str, mailbox: String, connection| Rep {
         id: id.clone(),
-        name: name.into(),
+        name,
         crm_user_id: id,
         provider: provider.into(),
-        mailbox: mailbox.into(),
+        mailbox,
         connection,
         config: SyncConfig::default(),
     };
+    // --- Further reps: odd numbers on Exchange, even ones on Google (the service account).
+    let more_reps = (3..=reps)
+        .map(|k| {
+            if k % 2 == 1 {
+                let (name, mailbox) = (format!("Rep {k} Exchange"), format!("rep{k}@contoso.example"));
+                let owner = sf.add_user(&name, &[]);
+                seed_exchange_rep(f, &owner, &mailbox, &format!("r{k}-contoso"), &format!("R{k}"), size, &day);
+                rep(owner, name, "exchange", mailbox, ConnectionMode::AdminManaged)
+            } else {
+                let (name, user) = (format!("Rep {k} Google"), format!("rep{k}@fabrikam.example"));
+                let owner = sf.add_user(&name, &[]);
+                seed_google_rep(f, &owner, &user, &format!("r{k}-fabrikam"), &format!("R{k}"), size, &day);
+                rep(owner, name, "google", user, ConnectionMode::AdminManaged)
+            }
+        })
+        .collect();
     Scenario {
         now,
-        exchange_rep: rep(erin, "Erin Exchange", "exchange", EXCHANGE_MAILBOX, ConnectionMode::AdminManaged),
-        google_rep: rep(gus, "Gus Google", "google", GOOGLE_USER, ConnectionMode::UserManaged),
+        exchange_rep: rep(
+            erin,
+            "Erin Exchange".into(),
+            "exchange",
+            EXCHANGE_MAILBOX.into(),
+            ConnectionMode::AdminManaged,
+        ),
+        google_rep: rep(gus, "Gus Google".into(), "google", GOOGLE_USER.into(), ConnectionMode::UserManaged),
+        more_reps,
+        rep_count: reps,
         admin,
         half_admin,
         google_grant,

@@ -94,3 +94,18 @@ pub(crate) fn busy_line(h: &crmsync_core::LeaseHolder) -> String {
         when(Some(h.until))
     )
 }
+
+/// A progress bar over `n` reps on the terminal (callers show it only when stdout is one): the
+/// rep running in its message, a spinner that moves while a long cycle runs.
+pub fn progress(n: usize, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(n as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} reps {{elapsed}}  {{msg}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}

@@ -29,7 +29,7 @@ pub struct WorkerArgs {
     /// This worker's name in the leases (default: worker-<pid>@<host>); unique per running worker.
     #[arg(long, value_name = "NAME")]
     pub id: Option<String>,
-    /// Reps claimed at a time (1 to 1000).
+    /// Reps claimed at a time (1 to 1000; at least --concurrency are claimed).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub batch: u16,
     /// Seconds a lease lasts without renewal, 3 to 86400 (it is renewed every third of that
@@ -49,6 +49,10 @@ pub struct WorkerArgs {
     /// Print each cycle report as one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Cycles run at once (1 to 64; default: `[engine] concurrency` of the config, else 4).
+    /// Each rep's requests stay sequential, so a mailbox sees one at a time.
+    #[arg(long, value_name = "N", value_parser = crate::fleet::concurrency_arg())]
+    pub concurrency: Option<u16>,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -68,6 +72,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         next_in: Some(interval),
     };
     let grace = Duration::from_secs(args.grace);
+    let concurrency = args.concurrency.or(loaded.concurrency).unwrap_or(crate::fleet::DEFAULT_CONCURRENCY);
+    let claim = usize::from(args.batch.max(concurrency));
     for rep in &reps {
         wired.store.schedule(&rep.id, Utc::now()).await?;
     }
@@ -75,7 +81,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let (mut cycles, mut failed) = (0u64, 0u64);
     let mut done = HashSet::new();
     while !shutdown.requested() {
-        let mut claimed = wired.store.claim_due_reps(&id, usize::from(args.batch), terms.length, Utc::now()).await?;
+        let mut claimed = wired.store.claim_due_reps(&id, claim, terms.length, Utc::now()).await?;
         if args.once {
             // Each rep at most once, however short the interval.
             for rep_id in claimed.iter().filter(|r| done.contains(*r)) {
@@ -93,44 +99,56 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 _ = shutdown.wait() => break,
             }
         }
+        let mut batch = vec![];
         for rep_id in claimed {
-            let rep = match by_id.get(rep_id.as_str()) {
+            match by_id.get(rep_id.as_str()) {
                 // Scheduled by a worker with another config: not ours to sync. Claimed after a
                 // stop request: given back untouched.
-                Some(rep) if !shutdown.requested() => *rep,
-                _ => {
-                    wired.store.release(&id, &rep_id, None).await?;
-                    continue;
-                }
-            };
-            let stop = async {
-                shutdown.wait().await;
-                tokio::time::sleep(grace).await;
-            };
-            match wired.engine.leased_cycle(rep, &terms, stop).await? {
-                Leased::Ran(report) => {
-                    done.insert(rep_id.clone());
-                    cycles += 1;
-                    if report.error.is_some() || report.state == RepState::Error {
-                        failed += 1;
-                    }
-                    if args.json {
-                        println!("{}", serde_json::to_string(&report)?);
-                    } else {
-                        print!("{}", table::cycle(&report));
-                        println!();
-                    }
-                }
-                // The claim ran out before the cycle began and another process took the rep.
-                Leased::Busy(h) => eprintln!("crmsync worker {id}: {}: {}", rep.name, busy_line(&h)),
-                Leased::Abandoned(why) => {
-                    // Stopped past the grace period: not a failure of the cycle.
-                    eprintln!("crmsync worker {id}: {}: {why}", rep.name);
-                    if !shutdown.requested() {
-                        failed += 1;
-                    }
-                }
+                Some(rep) if !shutdown.requested() => batch.push((*rep).clone()),
+                _ => wired.store.release(&id, &rep_id, None).await?,
             }
+        }
+        let mut unstarted: HashSet<String> = batch.iter().map(|r| r.id.clone()).collect();
+        crate::fleet::cycle_all(
+            &wired.engine,
+            batch,
+            &terms,
+            usize::from(concurrency),
+            &shutdown,
+            grace,
+            |rep, outcome| {
+                unstarted.remove(&rep.id);
+                match outcome? {
+                    Leased::Ran(report) => {
+                        done.insert(rep.id.clone());
+                        cycles += 1;
+                        if report.error.is_some() || report.state == RepState::Error {
+                            failed += 1;
+                        }
+                        if args.json {
+                            println!("{}", serde_json::to_string(&report)?);
+                        } else {
+                            print!("{}", table::cycle(&report));
+                            println!();
+                        }
+                    }
+                    // The claim ran out before the cycle began and another process took the rep.
+                    Leased::Busy(h) => eprintln!("crmsync worker {id}: {}: {}", rep.name, busy_line(&h)),
+                    Leased::Abandoned(why) => {
+                        // Stopped past the grace period: not a failure of the cycle.
+                        eprintln!("crmsync worker {id}: {}: {why}", rep.name);
+                        if !shutdown.requested() {
+                            failed += 1;
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        // Claimed, but a stop came before their turn: given back untouched.
+        for rep_id in unstarted {
+            wired.store.release(&id, &rep_id, None).await?;
         }
     }
     eprintln!("crmsync worker {id}: {cycles} cycles, {failed} failed");

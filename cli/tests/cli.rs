@@ -321,3 +321,75 @@ fn demo_keeps_its_store_and_refuses_an_old_one() {
     let line = error_line(&crmsync(&["demo", "--db", db], &[]));
     assert!(line.contains("needs a new store file") && line.contains("demo.db"), "{line}");
 }
+
+/// `crmsync demo --reps 3`: three reps seeded and synced (the third on Exchange, admin-managed),
+/// each creating its new contacts on both sides, with every invariant at 0 (no duplicates).
+#[test]
+fn demo_with_three_reps_syncs_each_without_duplicates() {
+    let o = crmsync(&["demo", "--json", "--reps", "3", "--contacts", "8", "--events", "2"], &[]);
+    assert!(o.status.success(), "demo failed: {}", text(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
+    assert_eq!(d["invariants"]["duplicates"], 0, "{}", d["invariants"]);
+    let initial = &d["cycles"][0];
+    let reps = initial["reps"].as_array().unwrap();
+    let names: Vec<&str> = reps.iter().map(|r| r["rep"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Erin Exchange", "Gus Google", "Rep 3 Exchange"]);
+    let third = &reps[2];
+    assert_eq!((third["provider"].as_str(), third["state"].as_str()), (Some("exchange"), Some("ok")), "{third}");
+    // 8 contacts: 4 matched, 2 new in the folder, 2 new in the CRM; 2 meetings.
+    let c = &third["contacts"];
+    assert_eq!(
+        (c["linked"].as_u64(), c["created_in_crm"].as_u64(), c["created_in_provider"].as_u64()),
+        (Some(4), Some(2), Some(2)),
+        "{c}"
+    );
+    assert_eq!(third["events"]["created_in_crm"], 2, "{third}");
+    assert!(crmsync(&["demo", "--reps", "1"], &[]).status.code() == Some(2), "the demo needs both standard reps");
+}
+
+/// `crmsync bench` on its smallest sizes: the sandbox and the engine in their own processes, a
+/// report with one row per run, requests at the floor on the initial sync (a quiet cycle never
+/// below its floor), and the growth exponents of each series.
+#[test]
+fn bench_writes_a_report_with_the_initial_sync_at_the_floor() {
+    let dir = TempDir::new("bench");
+    let out = dir.0.join("report.md");
+    let o = crmsync(
+        &[
+            "bench",
+            "--series",
+            "one-rep,many-reps",
+            "--contacts",
+            "40,80",
+            "--reps",
+            "3,4",
+            "--rep-contacts",
+            "8",
+            "--rep-events",
+            "2",
+            "--port-base",
+            "10150",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "bench failed: {}", text(&o.stderr));
+    let md = std::fs::read_to_string(&out).expect("the report");
+    assert!(md.contains("| 1 × 40 + 8 |") && md.contains("| 4 × 8 + 2 |"), "{md}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).expect("JSON figures");
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for run in runs {
+        assert!(run["initial"]["peak_rss_kib"].as_u64().unwrap() > 0, "{run}");
+        for (side, f) in [("crm_requests", "crm"), ("provider_requests", "provider")] {
+            assert_eq!(run["initial"][side], run["floor_initial"][f], "initial {side}: {run}");
+            assert!(run["quiet"][side].as_u64() >= run["floor_quiet"][f].as_u64(), "quiet {side}: {run}");
+        }
+        assert_eq!(run["initial"]["failed_reps"], 0, "{run}");
+    }
+    for series in ["OneRep", "ManyReps"] {
+        assert!(r["exponents"][series]["initial_wall"].is_number(), "{}", r["exponents"]);
+    }
+}

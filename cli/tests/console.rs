@@ -51,7 +51,7 @@ impl Console {
 
     async fn start_with(tag: &str, extra: &[&str], http: reqwest::ClientBuilder) -> Console {
         let fakes = Fakes::start().await;
-        let scenario = seed(&fakes, Size { contacts: 4, events: 2 });
+        let scenario = seed(&fakes, Size { contacts: 4, events: 2, ..Size::default() });
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let dir = std::env::temp_dir().join(format!("crmsync-console-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

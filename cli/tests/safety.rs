@@ -31,7 +31,7 @@ impl Drop for TempDir {
 async fn world(direction: Direction) -> World {
     let fakes = Fakes::start().await;
     // 500 matched + 250 new on each side: 1,000 contact links after the first cycle.
-    let sc = seed(&fakes, Size { contacts: 1000, events: 1 });
+    let sc = seed(&fakes, Size { contacts: 1000, events: 1, ..Size::default() });
     let mut rep = sc.exchange_rep.clone();
     rep.config.contacts.delete = DeletePolicy::Propagate;
     rep.config.contacts.direction = direction;
@@ -299,7 +299,7 @@ async fn bulk_reset_of_three_reps_writes_three_audit_records() {
     use crmsync_core::SyncState;
     use secrecy::ExposeSecret;
     let fakes = Fakes::start().await;
-    let sc = seed(&fakes, Size { contacts: 4, events: 1 });
+    let sc = seed(&fakes, Size { contacts: 4, events: 1, ..Size::default() });
     // A third rep: another CRM user with a mailbox of their own (a reset reads no mailbox).
     let olga = fakes.salesforce.records("User").into_iter().find(|u| u["Name"] == "Olga Other").unwrap();
     let mut third = sc.exchange_rep.clone();

@@ -34,6 +34,10 @@ use crate::soql::{self, quote};
 
 /// Largest sObject Collections request.
 pub const MAX_BATCH: usize = 200;
+
+/// Records per query page the org sends: the REST API's default and most (crmsync asks for no
+/// other).
+pub const QUERY_PAGE: usize = 2000;
 /// Longest SOQL text (URL-encoded) one request carries; the URI limit is 16,384 bytes.
 const MAX_QUERY_LEN: usize = 12_000;
 /// How far back Salesforce keeps deleted records (recycle bin / `queryAll`).
@@ -79,6 +83,8 @@ pub(crate) struct SfCollection {
     pub client: Arc<Client>,
     pub kind: Kind,
     pub owner: String,
+    /// The rep's id (what its sync keys are derived from).
+    pub rep: String,
     pub scope: Scope,
     pub window: Window,
     pub requests: Counter,
@@ -148,6 +154,10 @@ fn stamp_ms(row: &Value) -> Option<i64> {
     row.get("SystemModstamp").and_then(Value::as_str).and_then(mapping::parse_time).map(|t| t.timestamp_millis())
 }
 
+fn parse_sf_ms(s: &str) -> Option<i64> {
+    mapping::parse_time(s).map(|t| t.timestamp_millis())
+}
+
 fn secs(t: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(t, 0).single().unwrap_or_default()
 }
@@ -194,6 +204,13 @@ impl SfCollection {
 
     /// Whether a read row is inside this collection's scope (owner and criteria; not the
     /// event window).
+    /// Whether the row may be in this collection's scope by its owner (a `Visible` contact
+    /// scope takes any owner).
+    fn owns(&self, row: &Value) -> bool {
+        matches!((self.kind, &self.scope), (Kind::Contact, Scope::Visible))
+            || row.get("OwnerId").and_then(Value::as_str).is_some_and(|o| same_id(o, &self.owner))
+    }
+
     fn in_scope(&self, row: &Value, item: &Item) -> bool {
         let owner_ok = row.get("OwnerId").and_then(Value::as_str).is_some_and(|o| same_id(o, &self.owner));
         match (self.kind, &self.scope) {
@@ -316,6 +333,22 @@ impl SfCollection {
             if ms < cur.hw || cur.seen.contains(&(id.clone(), ms)) {
                 continue;
             }
+            if !self.owns(row) {
+                // Another owner's change in the org-wide feed: it is this rep's news only if the
+                // record was in the rep's scope before (it left: removed). One created after the
+                // rep's last read (after the whole second of its server time), by anybody but
+                // this rep's own creates (its sync key), the rep never saw. Neither needs parsing: with many reps, most of the feed is others'.
+                let key =
+                    row.get(self.key_field()).and_then(Value::as_str).map(|k| crmsync_core::SyncKey(k.to_owned()));
+                let created_ms = row.get("CreatedDate").and_then(Value::as_str).and_then(parse_sf_ms);
+                if created_ms.is_some_and(|c| c >= (cur.read_at + 1) * 1000)
+                    && !key.is_some_and(|k| k.belongs_to(&self.rep))
+                {
+                    continue;
+                }
+                out.items.push(Change::Removed(id));
+                continue;
+            }
             if row.get("IsDeleted").and_then(Value::as_bool).unwrap_or(false) {
                 out.items.push(Change::Removed(id));
                 continue;
@@ -345,7 +378,7 @@ impl SfCollection {
         }
         let q = self.soql(
             &format!("SystemModstamp >= {}", soql::datetime(secs(since))),
-            ", IsDeleted",
+            ", IsDeleted, CreatedDate",
             " ORDER BY SystemModstamp, Id",
         );
         let res = self.client.query(self.ctr(), &q, true).await?;

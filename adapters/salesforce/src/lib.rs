@@ -27,6 +27,7 @@ use crmsync_http::Counter;
 use serde_json::Value;
 
 pub use client::{ApiUsage, parse_error};
+pub use collection::{MAX_BATCH, QUERY_PAGE};
 pub use config::{Config, RetryConfig};
 pub use relations::MAX_RELATED;
 
@@ -91,6 +92,7 @@ impl Crm for SalesforceCrm {
             client: self.client.clone(),
             kind,
             owner: rep.crm_user_id.clone(),
+            rep: rep.id.clone(),
             scope,
             window: access.window,
             requests: Counter::new(),

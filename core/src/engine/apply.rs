@@ -126,7 +126,15 @@ async fn run(
         let coll = *colls.get(side);
         let max = coll.capabilities().max_batch.max(1);
         let live: Vec<(usize, Op)> = queue.into_iter().filter(|(i, _)| !progress[*i].failed).collect();
-        for chunk in live.chunks(max) {
+        for (n, chunk) in live.chunks(max).enumerate() {
+            // Progress of long work, in the logs (per kind: the span names rep and kind).
+            tracing::info!(
+                side = side.as_str(),
+                op = ["create", "update", "delete"][usize::from(chunk[0].1.rank())],
+                written = n * max,
+                of = live.len(),
+                "writing"
+            );
             write_ahead(ctx, sink, pairs, chunk).await?;
             let results = send(ctx, side, coll, chunk).await?;
             let mut batch = LinkBatch::default();

@@ -256,6 +256,14 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return Err((ledger.report, e)),
         };
+        info!(
+            provider = reads.provider.items.len(),
+            crm = reads.crm.items.len(),
+            full_provider = reads.provider.full,
+            full_crm = reads.crm.full,
+            links = links.len(),
+            "read"
+        );
         let intent::Settled { links, settled, stale } = intent::settle(links, &reads);
         let linked = plan::linked(ctx, &links, &reads, &held);
         let claims = plan::claims(&links, &reads, &linked);
@@ -264,7 +272,10 @@ impl Engine {
             Err(e) => return Err((ledger.report, e)),
         };
         let cursors = Cursors { provider: reads.provider.cursor, crm: reads.crm.cursor };
-        Ok(plan::build(ctx, epoch, &links, linked, matches, cursors, ledger, &held).with_settled(settled, stale))
+        let plan =
+            plan::build(ctx, epoch, &links, linked, matches, cursors, ledger, &held).with_settled(settled, stale);
+        info!(pairs = plan.pairs.len(), effects = ?plan.counts(), "planned");
+        Ok(plan)
     }
 
     /// Both collections of one kind. Requests made before a failure are still counted.

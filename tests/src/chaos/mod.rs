@@ -172,6 +172,7 @@ async fn run(seed: u64, backend: Backend, profile: Profile) -> Result<Outcome, S
     let size = Size {
         contacts: profile.contacts.0 + pick(&mut rng, profile.contacts.1),
         events: profile.events.0 + pick(&mut rng, profile.events.1),
+        ..Size::default()
     };
     let sc = seed_scenario(&fakes, size);
     for (i, h) in [&*fakes.salesforce, &*fakes.graph, &*fakes.google].into_iter().enumerate() {

@@ -280,6 +280,14 @@ impl FakeGraph {
         self.lock().mailboxes.get(&key(mailbox)).map(|mb| mb.contacts.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// Each contact and event (singles and series masters) of the mailbox as stored, one at a
+    /// time, without collecting them. `f` runs under the fake's lock: it must not call the fake.
+    pub fn each_record(&self, mailbox: &str, mut f: impl FnMut(&Value)) {
+        if let Some(mb) = self.lock().mailboxes.get(&key(mailbox)) {
+            mb.contacts.values().chain(mb.events.values()).for_each(&mut f);
+        }
+    }
+
     /// The contacts inside folder `name`.
     pub fn folder_contacts(&self, mailbox: &str, name: &str) -> Vec<Value> {
         let Some(fid) = self.folder_id(mailbox, name) else { return vec![] };

@@ -643,6 +643,19 @@ pub(crate) fn delete_event(st: &mut State, user: &str, id: &str) -> bool {
     true
 }
 
+pub(crate) fn each(st: &mut State, user: &str, mut f: impl FnMut(&Value)) {
+    let Some(u) = st.user(user) else { return };
+    for e in u.events.values() {
+        if e.deleted {
+            let mut full = render(user, &EventRec { deleted: false, ..e.clone() });
+            full["status"] = json!("cancelled");
+            f(&full);
+        } else {
+            f(&render(user, e));
+        }
+    }
+}
+
 pub(crate) fn snapshot(st: &mut State, user: &str) -> Vec<Value> {
     let Some(u) = st.user(user) else { return vec![] };
     u.events

@@ -155,6 +155,14 @@ impl FakeGoogle {
         people::snapshot(&mut st, user)
     }
 
+    /// Each contact (as [`FakeGoogle::contacts`] renders it) and event (as
+    /// [`FakeGoogle::events`]) of the user, one at a time, without collecting them. `f` runs
+    /// under the fake's lock: it must not call the fake.
+    pub fn each_record(&self, user: &str, f: impl FnMut(&Value)) {
+        let mut st = self.lock();
+        people::each(&mut st, user, f);
+    }
+
     /// `resourceName`s of the members of a group (by name).
     pub fn group_members(&self, user: &str, group: &str) -> Vec<String> {
         let mut st = self.lock();

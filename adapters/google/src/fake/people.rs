@@ -846,6 +846,16 @@ pub(crate) fn delete_person(st: &mut State, user: &str, rn: &str) -> bool {
     true
 }
 
+pub(crate) fn each(st: &mut State, user: &str, mut f: impl FnMut(&Value)) {
+    let all: BTreeSet<String> = READABLE.iter().map(|s| s.to_string()).collect();
+    if let Some(u) = st.user(user) {
+        for p in u.persons.values().filter(|p| !p.deleted) {
+            f(&render(p, &all));
+        }
+    }
+    super::calendar::each(st, user, f);
+}
+
 pub(crate) fn snapshot(st: &mut State, user: &str) -> Vec<Value> {
     let all: BTreeSet<String> = READABLE.iter().map(|s| s.to_string()).collect();
     st.user(user)

@@ -168,6 +168,12 @@ impl FakeSalesforce {
         self.lock().snapshot("Event", false)
     }
 
+    /// Each live record of `sobject`, one at a time with all fields, without collecting them
+    /// (for checks over a large org). `f` runs under the fake's lock: it must not call the fake.
+    pub fn each_record(&self, sobject: &str, f: impl FnMut(&Value)) {
+        self.lock().each(sobject, f);
+    }
+
     /// Every live record of any object (`User`, `PermissionSet`, …).
     pub fn records(&self, sobject: &str) -> Vec<Value> {
         self.lock().snapshot(sobject, false)

@@ -604,6 +604,13 @@ impl State {
         Value::Object(m)
     }
 
+    pub fn each(&self, obj: &str, mut f: impl FnMut(&Value)) {
+        let o = object(obj).expect("known object");
+        for r in self.rows(o, false) {
+            f(&self.record_json(o, r, None));
+        }
+    }
+
     pub fn snapshot(&self, obj: &str, all: bool) -> Vec<Value> {
         let o = object(obj).expect("known object");
         self.rows(o, all).into_iter().map(|r| self.record_json(o, r, None)).collect()
