@@ -35,8 +35,16 @@ pub(crate) struct Tracked {
     pub side: On,
     /// Why it is no longer compared by value (`None`: it is).
     pub excluded: Option<&'static str>,
-    /// Edited since the rep's last successful cycle.
-    pub dirty: bool,
+    /// Successful cycles of the rep still to come before its last edit counts as synced (0: it
+    /// is): one for a mailbox edit; two for a CRM edit, because reps share one org-wide CRM
+    /// change read per round and a cycle that takes a read made before the edit sees the edit
+    /// only on its next cycle (adapters/salesforce/docs.md).
+    pub dirty: u8,
+}
+
+/// Cycles a fresh edit on `side` waits for before it counts as synced (see [`Tracked::dirty`]).
+fn cycles_to_sync(side: On) -> u8 {
+    if side == On::Crm { 2 } else { 1 }
 }
 
 /// After a Reset Sync the pairs are matched again "on first sight" (docs/behaviour.md): between
@@ -180,7 +188,7 @@ impl Model {
                 let (Some(email), Some(g)) = (emails(&c).into_iter().next(), given(&c)) else { continue };
                 if crm.contains(&email) {
                     let side = if m.contacts.len() % 2 == 0 { On::Crm } else { On::Provider };
-                    m.contacts.push(Tracked { rep, email, given: g, side, excluded: None, dirty: false });
+                    m.contacts.push(Tracked { rep, email, given: g, side, excluded: None, dirty: 0 });
                 }
             }
         }
@@ -195,7 +203,7 @@ impl Model {
     /// A Reset Sync of `rep`: its pending edits fall under the first-sight rules.
     pub fn reset(&mut self, rep: RepIx) {
         self.reset_pending[rep] = true;
-        for t in self.contacts.iter_mut().filter(|t| t.rep == rep && t.dirty) {
+        for t in self.contacts.iter_mut().filter(|t| t.rep == rep && t.dirty > 0) {
             t.excluded = t.excluded.or(Some(RESET_RULE));
         }
         // A deletion not yet synced when a Reset Sync comes, or made before the next cycle,
@@ -205,11 +213,12 @@ impl Model {
         }
     }
 
-    /// A cycle of `rep` succeeded: every edit made before it is synced.
+    /// A cycle of `rep` succeeded: every mailbox edit made before it is synced, and a CRM edit
+    /// after its second such cycle.
     pub fn synced(&mut self, rep: RepIx) {
         self.reset_pending[rep] = false;
         for t in self.contacts.iter_mut().filter(|t| t.rep == rep) {
-            t.dirty = false;
+            t.dirty = t.dirty.saturating_sub(1);
         }
         for e in self.events.iter_mut().filter(|e| e.rep == rep) {
             e.dirty = false;
@@ -230,7 +239,14 @@ impl Model {
                     let email = format!("new{n}.r{round}@chaos{rep}.example");
                     let given = format!("New{n}");
                     insert(f, sc, rep, side, &person(&given, &email));
-                    self.contacts.push(Tracked { rep, email, given, side, excluded: None, dirty: true });
+                    self.contacts.push(Tracked {
+                        rep,
+                        email,
+                        given,
+                        side,
+                        excluded: None,
+                        dirty: cycles_to_sync(side),
+                    });
                 } else if roll < 0.60 {
                     self.leave(f, sc, rng, rep, true);
                 } else if roll < 0.65 {
@@ -281,7 +297,7 @@ impl Model {
         if done {
             super::trace(|| format!("edit {} on {:?}: {:?} → {new:?}", t.email, t.side, t.given));
             t.given = new;
-            t.dirty = true;
+            t.dirty = cycles_to_sync(t.side);
             if self.reset_pending[rep] {
                 t.excluded = t.excluded.or(Some(RESET_RULE));
             }
@@ -331,7 +347,7 @@ impl Model {
             f.google.add_to_group(GOOGLE_USER, &id, "Salesforce Sync")
         };
         if moved {
-            self.contacts.push(Tracked { rep, email, given, side: On::Provider, excluded: None, dirty: true });
+            self.contacts.push(Tracked { rep, email, given, side: On::Provider, excluded: None, dirty: 1 });
         }
     }
 
@@ -358,7 +374,7 @@ impl Model {
             given: String::new(),
             side,
             excluded: Some("hostile text"),
-            dirty: true,
+            dirty: cycles_to_sync(side),
         });
     }
 
