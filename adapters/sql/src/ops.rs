@@ -563,20 +563,23 @@ macro_rules! ops {
                 rows.iter().map(|s| parse_json("runs.report", s)).collect()
             }
 
+            /// The rows of `sql` (which takes the rep as `$1` and the kind as `$2`).
+            async fn kind_rows<'c, E: sqlx::Executor<'c, Database = Db>>(
+                ex: E,
+                sql: &'static str,
+                rep: &str,
+                kind: Kind,
+            ) -> Result<Vec<<Db as sqlx::Database>::Row>> {
+                sqlx::query(sql).bind(rep).bind(kind_of(kind)).fetch_all(ex).await.map_err(db)
+            }
+
             pub(crate) async fn links(pool: &Pool, rep: &str, kind: Kind) -> Result<Vec<Link>> {
                 links_in(pool, rep, kind).await
             }
 
             async fn links_in<'c, E: sqlx::Executor<'c, Database = Db>>(ex: E, rep: &str, kind: Kind) -> Result<Vec<Link>> {
-                let rows = sqlx::query(
-                    "SELECT sync_key, provider_id, crm_id, provider_version, crm_version, hash, snapshot, state, pending \
-                     FROM links WHERE rep = $1 AND kind = $2",
-                )
-                .bind(rep)
-                .bind(kind_of(kind))
-                .fetch_all(ex)
-                .await
-                .map_err(db)?;
+                let rows = kind_rows(ex, "SELECT sync_key, provider_id, crm_id, provider_version, crm_version, hash, snapshot, state, pending \
+                     FROM links WHERE rep = $1 AND kind = $2", rep, kind).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in &rows {
                     let snapshot: String = row.try_get("snapshot").map_err(db)?;
@@ -628,15 +631,8 @@ macro_rules! ops {
                 rep: &str,
                 kind: Kind,
             ) -> Result<Vec<ItemError>> {
-                let rows = sqlx::query(
-                    "SELECT side, item_id, reason, attempts, first_seen, last_seen FROM item_errors \
-                     WHERE rep = $1 AND kind = $2",
-                )
-                .bind(rep)
-                .bind(kind_of(kind))
-                .fetch_all(ex)
-                .await
-                .map_err(db)?;
+                let rows = kind_rows(ex, "SELECT side, item_id, reason, attempts, first_seen, last_seen FROM item_errors \
+                     WHERE rep = $1 AND kind = $2", rep, kind).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in &rows {
                     let side: String = row.try_get("side").map_err(db)?;
@@ -772,15 +768,8 @@ macro_rules! ops {
             }
 
             async fn held_in<'c, E: sqlx::Executor<'c, Database = Db>>(ex: E, rep: &str, kind: Kind) -> Result<Vec<HeldDelete>> {
-                let rows = sqlx::query(
-                    "SELECT sync_key, side, item_id, label, since, verdict FROM held_deletes \
-                     WHERE rep = $1 AND kind = $2",
-                )
-                .bind(rep)
-                .bind(kind_of(kind))
-                .fetch_all(ex)
-                .await
-                .map_err(db)?;
+                let rows = kind_rows(ex, "SELECT sync_key, side, item_id, label, since, verdict FROM held_deletes \
+                     WHERE rep = $1 AND kind = $2", rep, kind).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in &rows {
                     let side: String = row.try_get("side").map_err(db)?;
